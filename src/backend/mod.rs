@@ -1,0 +1,87 @@
+//! The primitive every recipe is written against: a key-value store with revisions,
+//! transactions, leases and watches (etcd's v3 data model).
+//!
+//! A backend implements the small [`Backend`] trait; conveniences live in
+//! [`BackendExt`], implemented for every backend and never overridden. The
+//! `coord-conformance` crate holds the contract each backend must pass.
+
+mod ext;
+mod kv;
+mod lease;
+mod limits;
+mod namespace;
+mod range;
+mod txn;
+pub mod validate;
+mod watch;
+
+use async_trait::async_trait;
+
+pub use ext::{BackendExt, Created};
+pub use kv::{KeyRange, KeyValue, LeaseId, Revision};
+pub use lease::{LeaseGrant, LeaseInfo};
+pub use limits::{Capabilities, Limits};
+pub use namespace::Namespaced;
+pub use range::{RangeRequest, RangeResponse, SortOrder};
+pub use txn::{
+    Compare, CompareOp, CompareTarget, DeleteRequest, PutRequest, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+pub use watch::{Event, EventKind, WatchRequest, WatchResponse, WatchStream};
+
+use crate::Result;
+
+/// A key-value store with global revisions, atomic transactions, leases and watches.
+///
+/// Implementations are shared as `Arc<dyn Backend>`; every method may be called
+/// concurrently. Each method validates its input with [`validate`] and returns
+/// [`crate::Error::InvalidArgument`] (never a panic) for bad input.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for messages ("etcd", "memory").
+    fn name(&self) -> &'static str;
+
+    /// The bounds this backend enforces.
+    fn limits(&self) -> Limits;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Read one key or a prefix.
+    ///
+    /// # Behavior
+    /// - Missing keys are simply absent from `kvs`; reading them is not an error.
+    /// - With `revision`, reads the store as it was then; a compacted revision is
+    ///   `Compacted`, a future one `InvalidArgument`.
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse>;
+
+    /// Run a transaction atomically.
+    ///
+    /// # Behavior
+    /// - All writes of the branch that runs share one new revision; a branch without
+    ///   effective writes leaves the revision unchanged.
+    /// - A put naming a lease that does not exist fails with `LeaseNotFound` and
+    ///   applies nothing.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
+
+    /// Grant a lease of `ttl` seconds.
+    async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant>;
+
+    /// Renew a lease to its granted TTL; returns that TTL in seconds.
+    /// A lease that has ended is `LeaseNotFound`.
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64>;
+
+    /// End a lease now, deleting its keys in one revision. Unknown: `LeaseNotFound`.
+    async fn lease_revoke(&self, id: LeaseId) -> Result<()>;
+
+    /// A live lease's TTL and keys. An ended or unknown lease is `LeaseNotFound`.
+    async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseInfo>;
+
+    /// Watch a key or prefix; see [`WatchStream`] for the guarantees.
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
+
+    /// Discard history before `revision`; reads and watches from earlier revisions
+    /// then fail with `Compacted`. A revision already compacted is `Compacted`; a
+    /// future one `InvalidArgument`; a backend without the capability `Unsupported`.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+}

@@ -1,0 +1,156 @@
+//! The one error type shared by the primitive, every backend and every recipe.
+
+/// The result type used throughout coord.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in coord.
+///
+/// Each variant means the same thing on every backend; a backend converts its own
+/// errors into these. Match on the variants you act upon and treat the rest as fatal;
+/// [`Error::is_retryable`] says which failures may succeed when tried again.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key does not exist.
+    #[error("key not found: {key}")]
+    NotFound {
+        /// The key, as the caller named it.
+        key: String,
+    },
+    /// A compare-and-set found another version than the one expected.
+    #[error("version conflict on {key}: the current version is {current}")]
+    VersionConflict {
+        /// The key, as the caller named it.
+        key: String,
+        /// The key's current version (mod revision); 0 when the key does not exist.
+        current: i64,
+    },
+    /// The lock is held by someone else (returned by non-blocking acquisition).
+    #[error("lock {name} is held by another owner")]
+    LockConflict {
+        /// The lock's name.
+        name: String,
+    },
+    /// The caller does not hold the lock (released already, or taken over).
+    #[error("lock {name} is not held")]
+    LockNotHeld {
+        /// The lock's name.
+        name: String,
+    },
+    /// The lock's lease ended before or while it was held.
+    #[error("lock {name} expired: its lease ended")]
+    LockExpired {
+        /// The lock's name.
+        name: String,
+    },
+    /// The lease does not exist: it expired, was revoked, or never existed.
+    #[error("lease {id:x} not found (expired, revoked or never granted)")]
+    LeaseNotFound {
+        /// The lease's id.
+        id: i64,
+    },
+    /// The requested revision has been compacted away.
+    #[error("revision compacted: the store keeps history from revision {compact_revision} only")]
+    Compacted {
+        /// The store's compaction revision: the oldest revision still readable.
+        compact_revision: i64,
+    },
+    /// Bad input: the named argument breaks the stated rule. Never retryable.
+    #[error("invalid argument `{argument}`: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        argument: &'static str,
+        /// The rule it breaks.
+        reason: String,
+    },
+    /// The store could not be reached, or the connection broke before an answer.
+    ///
+    /// A write that failed this way may or may not have been applied.
+    #[error("store unavailable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// The operation did not complete within its deadline.
+    ///
+    /// A write that failed this way may or may not have been applied.
+    #[error("{operation} timed out")]
+    Timeout {
+        /// The operation that timed out.
+        operation: &'static str,
+    },
+    /// The store rejected the credentials or the caller lacks permission.
+    #[error("authentication or authorization failed: {reason}")]
+    AuthFailed {
+        /// The store's reason.
+        reason: String,
+    },
+    /// A value could not be encoded or decoded.
+    #[error("codec error for {key}: {reason}")]
+    Codec {
+        /// The key whose value failed.
+        key: String,
+        /// The codec's message.
+        reason: String,
+    },
+    /// The backend does not support this operation (see [`crate::Capabilities`]).
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+        /// The backend's name.
+        backend: &'static str,
+    },
+    /// The handle was closed and can no longer be used.
+    #[error("{what} is closed")]
+    Closed {
+        /// What was closed.
+        what: &'static str,
+    },
+    /// Any other backend failure, with its source.
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// The backend's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl Error {
+    /// Whether the same call may succeed if tried again (the store was unreachable or
+    /// slow). A retried write may apply twice unless it is guarded by a compare.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(argument: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            argument,
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Unavailable`].
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Error::Unavailable {
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transport_failures_are_retryable() {
+        assert!(Error::unavailable("down").is_retryable());
+        assert!(Error::Timeout { operation: "range" }.is_retryable());
+        assert!(!Error::invalid("key", "empty").is_retryable());
+        assert!(!Error::Compacted { compact_revision: 3 }.is_retryable());
+        assert!(!Error::LeaseNotFound { id: 1 }.is_retryable());
+    }
+}

@@ -1,0 +1,33 @@
+//! # coord
+//!
+//! Distributed coordination — locks, leader election, service registry, config —
+//! written once against one small primitive: a key-value store with global
+//! revisions, conditional transactions, leases and ordered, resumable watches
+//! (etcd's v3 data model). Backends implement the primitive ([`Backend`]):
+//! `coord-etcd` for production, `coord-memory` for tests and single-process use.
+//!
+//! ```
+//! use coord::{Backend, BackendExt, Compare, CompareOp, PutRequest, Txn};
+//! # async fn demo(store: &dyn Backend) -> coord::Result<()> {
+//! let rev = store.put("greeting", "hello").await?;
+//! let txn = Txn::new()
+//!     .when([Compare::mod_revision("greeting", CompareOp::Equal, rev)])
+//!     .and_then([PutRequest::new("greeting", "hello again")]);
+//! assert!(store.txn(txn).await?.succeeded);
+//! # Ok(()) }
+//! ```
+//!
+//! The tour (`cargo run --example tour`) shows the primitive on the in-memory backend.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+mod error;
+
+pub use backend::{
+    Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,
+    Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, Limits, Namespaced,
+    PutRequest, RangeRequest, RangeResponse, Revision, SortOrder, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchRequest, WatchResponse, WatchStream,
+};
+pub use error::{Error, Result};
