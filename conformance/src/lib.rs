@@ -1,1 +1,130 @@
+//! # coord-conformance
+//!
+//! The contract every coord backend must pass, as public async functions — one per
+//! property — and macros that expand to one `#[tokio::test]` per case, so a failure
+//! shows its name.
+//!
+//! A backend crate adds this crate as a dev-dependency, implements [`Harness`] (how to
+//! open a new connection to the store under test) and invokes the macros from a file
+//! in its `tests/`:
+//!
+//! ```ignore
+//! fn harness() -> Option<std::sync::Arc<dyn coord_conformance::Harness>> {
+//!     Some(std::sync::Arc::new(MyHarness::new()))
+//! }
+//! // Every backend: the primitive's contract.
+//! coord_conformance::conformance_tests!(harness, start_paused = false);
+//! // Backends whose harness can inject faults (see `Faults`).
+//! coord_conformance::fault_tests!(harness, start_paused = false);
+//! ```
+//!
+//! `start_paused = true` runs each case on tokio's paused clock; use it when the
+//! backend's leases expire on tokio's clock (as coord-memory's do), so TTLs pass
+//! instantly. A harness factory that returns `None` skips the cases (it should print
+//! why). Every case runs in a fresh namespace, so cases never see each other's keys.
 
+#![warn(missing_docs)]
+
+pub mod cases;
+mod context;
+mod model;
+
+pub use context::{Ctx, Faults, Harness, TestClient};
+
+#[doc(hidden)]
+pub use context::run;
+
+/// Expand to one `#[tokio::test]` per case of the primitive's contract.
+///
+/// `$factory` is a function `fn() -> Option<Arc<dyn Harness>>`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path, start_paused = $paused:literal) => {
+        $crate::__cases!($factory, $paused;
+            fresh_namespace_is_empty,
+            put_then_get_round_trips,
+            each_write_gets_a_larger_revision,
+            put_again_keeps_create_revision_and_bumps_version,
+            delete_then_put_recreates_the_key,
+            delete_of_missing_key_changes_nothing,
+            read_only_txn_keeps_the_revision,
+            range_prefix_returns_only_the_prefix_in_key_order,
+            range_limit_reports_more_and_total_count,
+            range_sorts_by_create_revision,
+            range_count_only_returns_no_values,
+            range_at_past_revision_sees_old_state,
+            range_at_future_revision_is_invalid,
+            delete_prefix_deletes_only_the_prefix_in_one_revision,
+            prev_kv_on_put_and_delete,
+            compare_value_in_both_branches,
+            compare_version_in_both_branches,
+            compare_create_revision_in_both_branches,
+            compare_mod_revision_in_both_branches,
+            compare_lease_in_both_branches,
+            compare_on_missing_key_uses_zero_and_fails_on_value,
+            multi_op_txn_is_atomic_and_watched_as_one_response,
+            txn_range_sees_earlier_writes_of_the_same_txn,
+            txn_writing_one_key_twice_is_invalid,
+            compare_and_swap_conflict_carries_current_version,
+            create_if_absent_returns_the_existing_key,
+            concurrent_cas_increments_reach_exactly_400,
+            lease_time_to_live_lists_attached_keys,
+            lease_expiry_deletes_all_keys_in_one_revision,
+            keep_alive_extends_the_lease,
+            revoke_deletes_keys_and_forgets_the_lease,
+            put_with_unknown_lease_is_lease_not_found_and_applies_nothing,
+            put_without_lease_detaches_the_key,
+            watch_from_now_sees_puts_and_deletes,
+            watch_replays_from_a_past_revision,
+            watch_prefix_sees_only_the_prefix,
+            watch_across_many_writers_is_ordered_without_gaps,
+            watch_prev_kv_carries_previous_values,
+            watch_delete_event_carries_key_and_revision_only,
+            watch_lease_expiry_arrives_as_one_response,
+            watch_from_compacted_revision_yields_compacted,
+            range_at_compacted_revision_is_compacted,
+            compact_rules,
+            namespaces_isolate_keys_and_strip_their_prefix,
+            empty_key_is_invalid_everywhere,
+            ttl_rules_are_enforced,
+            value_over_the_limit_is_invalid,
+            non_positive_revisions_are_invalid,
+            too_many_txn_ops_is_invalid,
+            random_operations_match_the_model,
+        );
+    };
+}
+
+/// Expand to one `#[tokio::test]` per fault-injection case. The harness's clients
+/// must carry [`Faults`]; a case whose client has none fails.
+#[macro_export]
+macro_rules! fault_tests {
+    ($factory:path, start_paused = $paused:literal) => {
+        $crate::__cases!($factory, $paused;
+            failed_calls_fail_exactly_n_times,
+            lost_response_write_is_committed,
+            stalled_keep_alives_let_the_lease_expire,
+            cut_watch_resumes_without_gap_or_duplicate,
+            cut_watch_after_compaction_yields_compacted,
+            partition_fails_calls_and_watch_catches_up_after_heal,
+            partition_leaves_other_clients_working,
+            expired_lease_deletes_its_keys_at_once,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases {
+    ($factory:path, $paused:literal; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(start_paused = $paused)]
+            async fn $case() {
+                $crate::run($factory(), stringify!($case), $paused, |ctx| {
+                    Box::pin($crate::cases::$case(ctx))
+                })
+                .await;
+            }
+        )*
+    };
+}

@@ -100,7 +100,7 @@ pub fn txn(txn: &Txn, limits: &Limits) -> Result<()> {
                 TxnOp::Put(p) => {
                     key("key", &p.key)?;
                     value(&p.value, limits)?;
-                    total += p.value.len() + p.key.len();
+                    total += p.value.len();
                 }
                 TxnOp::Delete(d) => key_range("key", &d.keys)?,
                 TxnOp::Range(r) => range(r)?,
@@ -122,7 +122,7 @@ pub fn txn(txn: &Txn, limits: &Limits) -> Result<()> {
             return Err(Error::invalid(
                 "txn",
                 format!(
-                    "{total} bytes of keys and values is larger than this backend's limit of {} bytes",
+                    "{total} bytes of values in one branch is larger than this backend's limit of {} bytes",
                     limits.max_value_bytes
                 ),
             ));

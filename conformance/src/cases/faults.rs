@@ -1,0 +1,141 @@
+use coord::{BackendExt, Error, EventKind, Result, WatchRequest};
+use futures::StreamExt;
+
+use crate::context::{assert_quiet, next_response, PATIENCE};
+use crate::Ctx;
+
+/// `fail_next(n)` fails exactly the next n calls, with a retryable error.
+pub async fn failed_calls_fail_exactly_n_times(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let f = ctx.faults();
+    b.put("k", "v").await?;
+    f.fail_next(3);
+    for _ in 0..3 {
+        let err = b.get("k").await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+    }
+    assert_eq!(b.get("k").await?.unwrap().value, b"v");
+    Ok(())
+}
+
+/// A write whose response is lost reports `Unavailable` but has committed.
+pub async fn lost_response_write_is_committed(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    ctx.faults().lose_next_response();
+    let err = b.put("k", "committed").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(b.get("k").await?.unwrap().value, b"committed");
+    Ok(())
+}
+
+/// While keep-alives go unanswered, the lease runs out and its keys go; resumed
+/// keep-alives then find the lease gone.
+pub async fn stalled_keep_alives_let_the_lease_expire(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let f = ctx.faults();
+    let grant = b.lease_grant(ctx.min_ttl().max(3)).await?;
+    b.put_with_lease("s", "v", grant.id).await?;
+    let mut w = b.watch(WatchRequest::key("s")).await?;
+    f.stall_keep_alives();
+    let err = b.lease_keep_alive(grant.id).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let gone = next_response(&mut w, "the expiry of the unrenewed lease").await?;
+    assert_eq!(gone.events[0].kind, EventKind::Delete);
+    f.resume_keep_alives();
+    let r = b.lease_keep_alive(grant.id).await;
+    assert!(matches!(r, Err(Error::LeaseNotFound { .. })), "{r:?}");
+    Ok(())
+}
+
+/// A cut watch resumes from its last delivered revision + 1: nothing lost, nothing
+/// repeated.
+pub async fn cut_watch_resumes_without_gap_or_duplicate(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let writer = ctx.client().await.backend;
+    let mut w = b.watch(WatchRequest::prefix("c/")).await?;
+    let mut written = Vec::new();
+    for i in 0..30 {
+        written.push(writer.put(format!("c/{}", i % 7), i.to_string()).await?);
+        if i % 10 == 4 {
+            ctx.faults().cut_watches();
+        }
+    }
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        seen.push(next_response(&mut w, "puts around the cuts").await?.revision);
+    }
+    assert_eq!(seen, written);
+    assert_quiet(&mut w, "no duplicates after the cuts").await;
+    Ok(())
+}
+
+/// A watch cut while the store is compacted past its position yields `Compacted`.
+pub async fn cut_watch_after_compaction_yields_compacted(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let f = ctx.faults();
+    let writer = ctx.client().await.backend;
+    let mut w = b.watch(WatchRequest::key("k")).await?;
+    let first = writer.put("k", "1").await?;
+    assert_eq!(next_response(&mut w, "first put").await?.revision, first);
+    f.partition();
+    writer.put("k", "2").await?;
+    let now = writer.put("k", "3").await?;
+    let _compaction = ctx.compaction().await;
+    writer.compact(now).await?;
+    f.heal();
+    match tokio::time::timeout(PATIENCE, w.next()).await {
+        Ok(Some(Err(Error::Compacted { compact_revision }))) => assert_eq!(compact_revision, now),
+        other => panic!("expected Compacted after the resume, got {other:?}"),
+    }
+    Ok(())
+}
+
+/// A partitioned client's calls fail; its watch catches up with everything written
+/// meanwhile once the partition heals.
+pub async fn partition_fails_calls_and_watch_catches_up_after_heal(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let f = ctx.faults();
+    let writer = ctx.client().await.backend;
+    let mut w = b.watch(WatchRequest::prefix("p/")).await?;
+    f.partition();
+    let err = b.get("p/x").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(b.watch(WatchRequest::key("p/y")).await.is_err());
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(writer.put(format!("p/{i}"), "v").await?);
+    }
+    assert_quiet(&mut w, "partitioned watch").await;
+    f.heal();
+    for rev in written {
+        assert_eq!(next_response(&mut w, "catch-up").await?.revision, rev);
+    }
+    assert!(b.get("p/0").await?.is_some());
+    Ok(())
+}
+
+/// A partition of one client leaves the others working.
+pub async fn partition_leaves_other_clients_working(ctx: Ctx) -> Result<()> {
+    let cut = ctx.client().await;
+    let other = ctx.client().await.backend;
+    cut.faults.as_ref().expect("faults").partition();
+    assert!(cut.backend.put("k", "v").await.is_err());
+    other.put("k", "v").await?;
+    assert_eq!(other.get("k").await?.unwrap().value, b"v");
+    cut.faults.as_ref().unwrap().heal();
+    assert_eq!(cut.backend.get("k").await?.unwrap().value, b"v");
+    Ok(())
+}
+
+/// Expiring a lease by injection deletes its keys at once, as its TTL running out would.
+pub async fn expired_lease_deletes_its_keys_at_once(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let grant = b.lease_grant(3600).await?;
+    b.put_with_lease("x/1", "v", grant.id).await?;
+    b.put_with_lease("x/2", "v", grant.id).await?;
+    ctx.faults().expire_lease(grant.id);
+    assert!(b.get_prefix("x/").await?.is_empty());
+    let r = b.lease_time_to_live(grant.id).await;
+    assert!(matches!(r, Err(Error::LeaseNotFound { .. })), "{r:?}");
+    Ok(())
+}

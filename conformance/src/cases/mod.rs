@@ -1,0 +1,20 @@
+//! The cases: one public async function per property of the contract.
+//!
+//! Each takes a [`Ctx`](crate::Ctx) (a fresh namespace on the store under test) and
+//! fails by panicking or returning an error.
+
+mod faults;
+mod input;
+mod kv;
+mod lease;
+mod txn;
+mod watch;
+
+pub use faults::*;
+pub use input::*;
+pub use kv::*;
+pub use lease::*;
+pub use txn::*;
+pub use watch::*;
+
+pub use crate::model::random_operations_match_the_model;

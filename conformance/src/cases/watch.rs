@@ -1,0 +1,241 @@
+use std::collections::HashSet;
+
+use coord::{
+    Backend, BackendExt, Error, EventKind, Namespaced, PutRequest, RangeRequest, Result, Txn,
+    WatchRequest,
+};
+use futures::StreamExt;
+
+use crate::context::{assert_invalid, next_response, PATIENCE};
+use crate::Ctx;
+
+/// A watch from now delivers later puts and deletes, one response per revision.
+pub async fn watch_from_now_sees_puts_and_deletes(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    b.put("before", "x").await?;
+    let mut w = b.watch(WatchRequest::prefix("")).await?;
+    let r1 = b.put("a", "1").await?;
+    let r2 = b.delete("a").await.map(|_| ())?;
+    let _ = r2;
+    let first = next_response(&mut w, "the put").await?;
+    assert_eq!(first.revision, r1);
+    assert_eq!(first.events[0].kind, EventKind::Put);
+    assert_eq!(first.events[0].kv.value, b"1");
+    let second = next_response(&mut w, "the delete").await?;
+    assert!(second.revision > r1);
+    assert_eq!(second.events[0].kind, EventKind::Delete);
+    assert_eq!(second.events[0].kv.key, b"a");
+    Ok(())
+}
+
+/// A watch from a past revision replays history from there, then follows.
+pub async fn watch_replays_from_a_past_revision(ctx: Ctx) -> Result<()> {
+    let _history = ctx.history().await;
+    let b = ctx.backend();
+    let mut revs = Vec::new();
+    for i in 0..5 {
+        revs.push(b.put("r", i.to_string()).await?);
+    }
+    let mut w = b.watch(WatchRequest::key("r").from_revision(revs[1])).await?;
+    for (i, rev) in revs.iter().enumerate().skip(1) {
+        let r = next_response(&mut w, "replayed puts").await?;
+        assert_eq!(r.revision, *rev);
+        assert_eq!(r.events[0].kv.value, i.to_string().as_bytes());
+    }
+    let live = b.put("r", "live").await?;
+    assert_eq!(next_response(&mut w, "the live put").await?.revision, live);
+    Ok(())
+}
+
+/// A prefix watch sees only keys under the prefix.
+pub async fn watch_prefix_sees_only_the_prefix(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let mut w = b.watch(WatchRequest::prefix("in/")).await?;
+    b.put("out", "x").await?;
+    b.put("in", "x").await?;
+    let rev = b.put("in/a", "x").await?;
+    let r = next_response(&mut w, "the put under the prefix").await?;
+    assert_eq!(r.revision, rev);
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].kv.key, b"in/a");
+    Ok(())
+}
+
+/// Writes from many connections reach one watcher in revision order, each exactly once.
+pub async fn watch_across_many_writers_is_ordered_without_gaps(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let mut w = b.watch(WatchRequest::prefix("m/")).await?;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let c = ctx.client().await.backend;
+        tasks.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for i in 0..25 {
+                revs.push(c.put(format!("m/{t}/{i}"), "v").await?);
+            }
+            Ok::<_, Error>(revs)
+        }));
+    }
+    let mut written = HashSet::new();
+    for t in tasks {
+        written.extend(t.await.expect("writer panicked")?);
+    }
+    assert_eq!(written.len(), 100);
+    let mut last = 0;
+    let mut seen = HashSet::new();
+    while seen.len() < 100 {
+        let r = next_response(&mut w, "the writers' puts").await?;
+        assert!(r.revision > last, "revision {} after {last}", r.revision);
+        last = r.revision;
+        assert_eq!(r.events.len(), 1);
+        assert!(seen.insert(r.revision));
+    }
+    assert_eq!(seen, written);
+    Ok(())
+}
+
+/// With prev_kv, events carry the value before the change.
+pub async fn watch_prev_kv_carries_previous_values(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let mut plain = b.watch(WatchRequest::key("p")).await?;
+    let mut w = b.watch(WatchRequest::key("p").with_prev_kv()).await?;
+    b.put("p", "1").await?;
+    b.put("p", "2").await?;
+    b.delete("p").await?;
+    let r = next_response(&mut w, "first put").await?;
+    assert_eq!(r.events[0].prev_kv, None);
+    let r = next_response(&mut w, "second put").await?;
+    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"1");
+    let r = next_response(&mut w, "delete").await?;
+    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"2");
+    for _ in 0..3 {
+        let r = next_response(&mut plain, "events without prev_kv").await?;
+        assert_eq!(r.events[0].prev_kv, None);
+    }
+    Ok(())
+}
+
+/// A delete event's key-value holds the key and the deleting revision, nothing else.
+pub async fn watch_delete_event_carries_key_and_revision_only(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    b.put("d", "value").await?;
+    let mut w = b.watch(WatchRequest::key("d")).await?;
+    b.delete("d").await?;
+    let r = next_response(&mut w, "the delete").await?;
+    let kv = &r.events[0].kv;
+    assert_eq!(r.events[0].kind, EventKind::Delete);
+    assert_eq!(kv.key, b"d");
+    assert_eq!(kv.mod_revision, r.revision);
+    assert_eq!((kv.create_revision, kv.version), (0, 0));
+    assert!(kv.value.is_empty());
+    assert_eq!(kv.lease, None);
+    Ok(())
+}
+
+/// A lease's expiry reaches a watcher as one response deleting all its keys.
+pub async fn watch_lease_expiry_arrives_as_one_response(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let grant = b.lease_grant(ctx.min_ttl()).await?;
+    let mut w = b.watch(WatchRequest::prefix("lx/").with_prev_kv()).await?;
+    b.txn(Txn::new().and_then([
+        PutRequest::new("lx/a", "1").with_lease(grant.id),
+        PutRequest::new("lx/b", "2").with_lease(grant.id),
+    ]))
+    .await?;
+    let put = next_response(&mut w, "the leased puts").await?;
+    assert_eq!(put.events.len(), 2);
+    let gone = next_response(&mut w, "the expiry").await?;
+    assert_eq!(gone.events.len(), 2);
+    for e in &gone.events {
+        assert_eq!(e.kind, EventKind::Delete);
+        assert_eq!(e.prev_kv.as_ref().unwrap().lease, Some(grant.id));
+    }
+    Ok(())
+}
+
+/// A watch starting below the compaction revision yields `Compacted` and ends.
+pub async fn watch_from_compacted_revision_yields_compacted(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    if !b.capabilities().compaction {
+        return expect_unsupported(&ctx).await;
+    }
+    let _compaction = ctx.compaction().await;
+    let old = b.put("w", "1").await?;
+    let now = b.put("w", "2").await?;
+    b.compact(now).await?;
+    let mut w = b.watch(WatchRequest::key("w").from_revision(old)).await?;
+    match tokio::time::timeout(PATIENCE, w.next()).await {
+        Ok(Some(Err(Error::Compacted { compact_revision }))) => {
+            assert!(compact_revision >= now)
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(tokio::time::timeout(PATIENCE, w.next()).await.unwrap().is_none());
+    // From the compaction revision on, history is still there.
+    let mut ok = b.watch(WatchRequest::key("w").from_revision(now)).await?;
+    assert_eq!(next_response(&mut ok, "the kept revision").await?.revision, now);
+    Ok(())
+}
+
+/// Reads below the compaction revision are `Compacted`; at it, they work.
+pub async fn range_at_compacted_revision_is_compacted(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    if !b.capabilities().compaction {
+        return expect_unsupported(&ctx).await;
+    }
+    let _compaction = ctx.compaction().await;
+    let old = b.put("c", "1").await?;
+    let now = b.put("c", "2").await?;
+    b.compact(now).await?;
+    let result = b.range(RangeRequest::key("c").at_revision(old)).await;
+    assert!(matches!(result, Err(Error::Compacted { .. })), "{result:?}");
+    let at = b.range(RangeRequest::key("c").at_revision(now)).await?;
+    assert_eq!(at.kvs[0].value, b"2");
+    Ok(())
+}
+
+/// Compacting again at or below the compaction revision is `Compacted`; a future
+/// revision is invalid; a backend without compaction says `Unsupported`.
+pub async fn compact_rules(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    if !b.capabilities().compaction {
+        return expect_unsupported(&ctx).await;
+    }
+    let _compaction = ctx.compaction().await;
+    let now = b.put("x", "1").await?;
+    b.compact(now).await?;
+    let again = b.compact(now).await;
+    assert!(matches!(again, Err(Error::Compacted { .. })), "{again:?}");
+    assert_invalid(b.compact(now + 1_000_000).await, "revision");
+    Ok(())
+}
+
+async fn expect_unsupported(ctx: &Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let rev = b.current_revision().await?;
+    let result = b.compact(rev).await;
+    assert!(matches!(result, Err(Error::Unsupported { .. })), "{result:?}");
+    Ok(())
+}
+
+/// Two namespaces on one store hold the same key apart, and each sees its own keys
+/// without the prefix, in reads, results and events.
+pub async fn namespaces_isolate_keys_and_strip_their_prefix(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let one = Namespaced::new(b.clone(), "one/");
+    let two = Namespaced::new(b.clone(), "two/");
+    let mut w = one.watch(WatchRequest::prefix("")).await?;
+    one.put("k", "1").await?;
+    two.put("k", "2").await?;
+    assert_eq!(one.get("k").await?.unwrap().value, b"1");
+    assert_eq!(two.get("k").await?.unwrap().key, b"k");
+    assert_eq!(one.get_prefix("").await?.len(), 1);
+    let keys: Vec<_> = b.get_prefix("").await?.iter().map(|kv| kv.key_str()).collect();
+    assert_eq!(keys, ["one/k", "two/k"]);
+    let r = next_response(&mut w, "the namespaced put").await?;
+    assert_eq!(r.events.len(), 1);
+    assert_eq!(r.events[0].kv.key, b"k");
+    assert_eq!(one.delete_prefix("").await?, 1);
+    assert!(two.get("k").await?.is_some());
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! What a case runs against: a harness opening connections, and a namespace per case.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coord::{Backend, Error, LeaseId, Namespaced, Result, WatchResponse, WatchStream};
+use futures::StreamExt;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Faults a harness can inject into one client (connection), as coord-memory does.
+pub trait Faults: Send + Sync {
+    /// The next `n` calls fail with `Unavailable` without reaching the store.
+    fn fail_next(&self, n: u64);
+    /// The next write commits but its caller gets `Unavailable`.
+    fn lose_next_response(&self);
+    /// Keep-alives go unanswered until resumed.
+    fn stall_keep_alives(&self);
+    /// Keep-alives are answered again.
+    fn resume_keep_alives(&self);
+    /// Open watch streams break (and resume by themselves).
+    fn cut_watches(&self);
+    /// Every call fails and watches are disconnected until healed.
+    fn partition(&self);
+    /// End a partition.
+    fn heal(&self);
+    /// End a lease now, as if its TTL ran out.
+    fn expire_lease(&self, id: LeaseId);
+}
+
+/// One connection to the store under test.
+#[derive(Clone)]
+pub struct TestClient {
+    /// The connection.
+    pub backend: Arc<dyn Backend>,
+    /// Its fault switches, if the harness can inject faults.
+    pub faults: Option<Arc<dyn Faults>>,
+}
+
+/// How the suite reaches a backend.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// A new connection to the (one) store under test.
+    async fn client(&self) -> TestClient;
+}
+
+/// A case's context: the harness, and the case's own namespace.
+pub struct Ctx {
+    harness: Arc<dyn Harness>,
+    paused_clock: bool,
+    namespace: Vec<u8>,
+    first: TestClient,
+}
+
+/// Serializes compaction (which affects the whole store) against cases that read
+/// history, across the concurrently running cases of one test binary.
+static HISTORY: RwLock<()> = RwLock::const_new(());
+
+static NEXT_CASE: AtomicU64 = AtomicU64::new(0);
+
+impl Ctx {
+    async fn new(harness: Arc<dyn Harness>, case: &str, paused_clock: bool) -> Self {
+        let unique = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            NEXT_CASE.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let namespace = format!("conformance/{case}/{unique}/").into_bytes();
+        let raw = harness.client().await;
+        let first = TestClient {
+            backend: Arc::new(Namespaced::new(raw.backend, namespace.clone())),
+            faults: raw.faults,
+        };
+        Ctx {
+            harness,
+            paused_clock,
+            namespace,
+            first,
+        }
+    }
+
+    /// The case's first connection, inside its namespace.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.first.backend.clone()
+    }
+
+    /// The first connection's faults; panics if the harness has none.
+    pub fn faults(&self) -> Arc<dyn Faults> {
+        self.first
+            .faults
+            .clone()
+            .expect("this case injects faults: the harness's clients must carry Faults")
+    }
+
+    /// A new connection inside the case's namespace.
+    pub async fn client(&self) -> TestClient {
+        let raw = self.harness.client().await;
+        TestClient {
+            backend: Arc::new(Namespaced::new(raw.backend, self.namespace.clone())),
+            faults: raw.faults,
+        }
+    }
+
+    /// A new connection outside any namespace (raw keys).
+    pub async fn raw_client(&self) -> TestClient {
+        self.harness.client().await
+    }
+
+    /// The case's namespace prefix.
+    pub fn namespace(&self) -> &[u8] {
+        &self.namespace
+    }
+
+    /// Whether the case runs on tokio's paused clock (time passes only when idle, and
+    /// the backend's leases follow that clock).
+    pub fn paused_clock(&self) -> bool {
+        self.paused_clock
+    }
+
+    /// The shortest TTL the backend accepts.
+    pub fn min_ttl(&self) -> i64 {
+        self.first.backend.limits().min_lease_ttl
+    }
+
+    /// Hold while relying on history (past revisions) so no compaction runs meanwhile.
+    pub async fn history(&self) -> RwLockReadGuard<'static, ()> {
+        HISTORY.read().await
+    }
+
+    /// Hold while compacting.
+    pub async fn compaction(&self) -> RwLockWriteGuard<'static, ()> {
+        HISTORY.write().await
+    }
+}
+
+/// How long a case waits for something the backend owes it before failing. Long
+/// enough for etcd's lease expiry on a loaded machine; free on a paused clock.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The next response of a watch, or a panic naming what was awaited.
+pub async fn next_response(stream: &mut WatchStream, what: &str) -> Result<WatchResponse> {
+    match tokio::time::timeout(PATIENCE, stream.next()).await {
+        Ok(Some(item)) => item,
+        Ok(None) => panic!("watch ended while waiting for {what}"),
+        Err(_) => panic!("no watch response within {PATIENCE:?} while waiting for {what}"),
+    }
+}
+
+/// Assert that no response is ready on the stream now.
+pub async fn assert_quiet(stream: &mut WatchStream, what: &str) {
+    // Give in-flight deliveries a chance first.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    if let Some(item) = futures::FutureExt::now_or_never(stream.next()) {
+        panic!("expected no watch response ({what}), got {item:?}");
+    }
+}
+
+/// Run one case against a harness from `factory`; skip (with a printed reason, from
+/// the factory) when it gives none.
+pub async fn run<F>(harness: Option<Arc<dyn Harness>>, case: &str, paused_clock: bool, body: F)
+where
+    F: FnOnce(Ctx) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>,
+{
+    let Some(harness) = harness else {
+        eprintln!("{case}: skipped (no backend; see the message above)");
+        return;
+    };
+    let ctx = Ctx::new(harness, case, paused_clock).await;
+    if let Err(e) = body(ctx).await {
+        panic!("{case} failed with an error: {e}");
+    }
+}
+
+/// Assert that `result` is `Err(InvalidArgument)` naming `argument`.
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T>, argument: &str) {
+    match result {
+        Err(Error::InvalidArgument { argument: a, .. }) if a == argument => {}
+        other => panic!("expected InvalidArgument naming `{argument}`, got {other:?}"),
+    }
+}
