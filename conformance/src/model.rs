@@ -255,7 +255,6 @@ async fn check_state(b: &Arc<dyn Backend>, m: &Model, after: &Op) -> Result<()> 
 pub async fn random_operations_match_the_model(ctx: Ctx) -> Result<()> {
     let timed = ctx.paused_clock();
     let (cases, steps) = if timed { (64, 40) } else { (8, 25) };
-    let _history = ctx.history().await;
     for (case, ops) in draw(cases, steps, timed).into_iter().enumerate() {
         let b: Arc<dyn Backend> = Arc::new(Namespaced::new(ctx.backend(), format!("{case}/")));
         let start = b.current_revision().await?;

@@ -42,7 +42,6 @@ pub async fn each_write_gets_a_larger_revision(ctx: Ctx) -> Result<()> {
     }
     assert!(b.current_revision().await? >= last);
     // Seen through a watch, the ten writes are ten distinct revisions.
-    let _history = ctx.history().await;
     let mut w = b
         .watch(WatchRequest::prefix("k").from_revision(before + 1))
         .await?;
@@ -88,7 +87,6 @@ pub async fn delete_then_put_recreates_the_key(ctx: Ctx) -> Result<()> {
 pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let before = b.put("present", "x").await?;
-    let _history = ctx.history().await;
     let mut w = b
         .watch(WatchRequest::prefix("").from_revision(before + 1))
         .await?;
@@ -105,7 +103,6 @@ pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
 pub async fn read_only_txn_keeps_the_revision(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let rev = b.put("a", "1").await?;
-    let _history = ctx.history().await;
     let mut w = b.watch(WatchRequest::prefix("").from_revision(rev + 1)).await?;
     let resp = b
         .txn(Txn::new().and_then([RangeRequest::key("a"), RangeRequest::prefix("")]))
@@ -190,7 +187,6 @@ pub async fn range_count_only_returns_no_values(ctx: Ctx) -> Result<()> {
 
 /// A range at a past revision sees the store as it was, deleted keys included.
 pub async fn range_at_past_revision_sees_old_state(ctx: Ctx) -> Result<()> {
-    let _history = ctx.history().await;
     let b = ctx.backend();
     let r1 = b.put("h", "1").await?;
     let r2 = b.put("h", "2").await?;
@@ -223,7 +219,6 @@ pub async fn delete_prefix_deletes_only_the_prefix_in_one_revision(ctx: Ctx) -> 
         b.put(k, "v").await?;
     }
     let start = b.current_revision().await?;
-    let _history = ctx.history().await;
     let mut w = b.watch(WatchRequest::prefix("").from_revision(start + 1)).await?;
     assert_eq!(b.delete_prefix("d/").await?, 3);
     let r = next_response(&mut w, "the prefix delete").await?;

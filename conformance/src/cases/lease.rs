@@ -36,7 +36,6 @@ pub async fn lease_expiry_deletes_all_keys_in_one_revision(ctx: Ctx) -> Result<(
         ]))
         .await?;
     b.put("e/keep", "no lease").await?;
-    let _history = ctx.history().await;
     let mut w = b.watch(WatchRequest::prefix("e/").from_revision(r.revision + 1)).await?;
     let _ = next_response(&mut w, "the unleased put").await?;
     let gone = next_response(&mut w, "the lease's expiry").await?;

@@ -157,7 +157,6 @@ pub async fn multi_op_txn_is_atomic_and_watched_as_one_response(ctx: Ctx) -> Res
     let b = ctx.backend();
     b.put("x/old", "o").await?;
     let start = b.current_revision().await?;
-    let _history = ctx.history().await;
     let mut w = b.watch(WatchRequest::prefix("x/").from_revision(start + 1)).await?;
     let resp = b
         .txn(Txn::new().and_then([

@@ -30,7 +30,6 @@ pub async fn watch_from_now_sees_puts_and_deletes(ctx: Ctx) -> Result<()> {
 
 /// A watch from a past revision replays history from there, then follows.
 pub async fn watch_replays_from_a_past_revision(ctx: Ctx) -> Result<()> {
-    let _history = ctx.history().await;
     let b = ctx.backend();
     let mut revs = Vec::new();
     for i in 0..5 {

@@ -1,0 +1,175 @@
+//! Mapping between coord's primitive types and etcd-client's, and etcd's errors onto
+//! coord's.
+
+use coord::{
+    Compare, CompareOp, CompareTarget, Error, KeyRange, KeyValue, LeaseId, RangeRequest,
+    SortOrder, TxnOp,
+};
+use etcd_client as etcd;
+
+pub(crate) const BACKEND: &str = "etcd";
+
+pub(crate) fn kv(kv: &etcd::KeyValue) -> KeyValue {
+    KeyValue {
+        key: kv.key().to_vec(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: (kv.lease() != 0).then_some(LeaseId(kv.lease())),
+    }
+}
+
+/// The key and options of a range.
+pub(crate) fn get(request: &RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
+    let mut options = etcd::GetOptions::new();
+    let key = match &request.keys {
+        KeyRange::Key(k) => k.clone(),
+        KeyRange::Prefix(p) => {
+            options = options.with_prefix();
+            p.clone()
+        }
+    };
+    if let Some(r) = request.revision {
+        options = options.with_revision(r);
+    }
+    if let Some(l) = request.limit {
+        options = options.with_limit(l as i64);
+    }
+    if let Some(order) = request.sort_by_create_revision {
+        let order = match order {
+            SortOrder::Ascend => etcd::SortOrder::Ascend,
+            SortOrder::Descend => etcd::SortOrder::Descend,
+        };
+        options = options.with_sort(etcd::SortTarget::Create, order);
+    }
+    if request.count_only {
+        options = options.with_count_only();
+    }
+    (key, options)
+}
+
+pub(crate) fn compare(c: &Compare) -> etcd::Compare {
+    let op = match c.op {
+        CompareOp::Equal => etcd::CompareOp::Equal,
+        CompareOp::NotEqual => etcd::CompareOp::NotEqual,
+        CompareOp::Less => etcd::CompareOp::Less,
+        CompareOp::Greater => etcd::CompareOp::Greater,
+    };
+    let key = c.key.clone();
+    match &c.target {
+        CompareTarget::Value(v) => etcd::Compare::value(key, op, v.clone()),
+        CompareTarget::Version(v) => etcd::Compare::version(key, op, *v),
+        CompareTarget::CreateRevision(r) => etcd::Compare::create_revision(key, op, *r),
+        CompareTarget::ModRevision(r) => etcd::Compare::mod_revision(key, op, *r),
+        CompareTarget::Lease(l) => etcd::Compare::lease(key, op, l.map_or(0, |l| l.0)),
+    }
+}
+
+pub(crate) fn op(op: &TxnOp) -> etcd::TxnOp {
+    match op {
+        TxnOp::Put(p) => {
+            let mut options = etcd::PutOptions::new();
+            if let Some(l) = p.lease {
+                options = options.with_lease(l.0);
+            }
+            if p.prev_kv {
+                options = options.with_prev_key();
+            }
+            etcd::TxnOp::put(p.key.clone(), p.value.clone(), Some(options))
+        }
+        TxnOp::Delete(d) => {
+            let mut options = etcd::DeleteOptions::new();
+            let key = match &d.keys {
+                KeyRange::Key(k) => k.clone(),
+                KeyRange::Prefix(p) => {
+                    options = options.with_prefix();
+                    p.clone()
+                }
+            };
+            if d.prev_kv {
+                options = options.with_prev_key();
+            }
+            etcd::TxnOp::delete(key, Some(options))
+        }
+        TxnOp::Range(r) => {
+            let (key, options) = get(r);
+            etcd::TxnOp::get(key, Some(options))
+        }
+    }
+}
+
+/// What a failed call was about, to name the lease in `LeaseNotFound`.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Context {
+    pub(crate) lease: Option<i64>,
+}
+
+/// Map an etcd-client error onto coord's error.
+pub(crate) fn error(e: etcd::Error, ctx: Context) -> Error {
+    match e {
+        etcd::Error::GRpcStatus(status) => status_error(status, ctx),
+        etcd::Error::TransportError(t) => Error::unavailable(format!("transport: {t}")),
+        etcd::Error::IoError(io) => Error::unavailable(format!("i/o: {io}")),
+        etcd::Error::WatchError(m) | etcd::Error::LeaseKeepAliveError(m) => {
+            if m.contains("lease not found") {
+                Error::LeaseNotFound {
+                    id: ctx.lease.unwrap_or(0),
+                }
+            } else {
+                Error::unavailable(m)
+            }
+        }
+        etcd::Error::InvalidArgs(m) => Error::invalid("request", m),
+        other => Error::Backend {
+            backend: BACKEND,
+            source: Box::new(other),
+        },
+    }
+}
+
+fn status_error(status: tonic::Status, ctx: Context) -> Error {
+    use tonic::Code;
+    let msg = status.message();
+    if msg.contains("required revision has been compacted") {
+        // etcd does not say which revision it compacted at in this answer.
+        return Error::Compacted {
+            compact_revision: 0,
+        };
+    }
+    if msg.contains("required revision is a future revision") {
+        return Error::invalid("revision", msg.to_string());
+    }
+    if msg.contains("requested lease not found") {
+        return Error::LeaseNotFound {
+            id: ctx.lease.unwrap_or(0),
+        };
+    }
+    if msg.contains("request is too large") || msg.contains("message larger than max") {
+        return Error::invalid("value", msg.to_string());
+    }
+    if msg.contains("duplicate key given in txn request")
+        || msg.contains("too many operations in txn request")
+    {
+        return Error::invalid("txn", msg.to_string());
+    }
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => Error::AuthFailed {
+            reason: msg.to_string(),
+        },
+        Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown => {
+            Error::unavailable(format!("{:?}: {msg}", status.code()))
+        }
+        Code::DeadlineExceeded => Error::Timeout {
+            operation: "etcd request",
+        },
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+            Error::invalid("request", msg.to_string())
+        }
+        Code::ResourceExhausted => Error::invalid("value", msg.to_string()),
+        _ => Error::Backend {
+            backend: BACKEND,
+            source: Box::new(status),
+        },
+    }
+}
