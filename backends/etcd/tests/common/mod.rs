@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use coord_etcd::EtcdConfig;
 
 /// The etcd named by `COORD_ETCD_ENDPOINTS`, or `None` (printing why) when it is not

@@ -1,0 +1,115 @@
+//! An etcd process of a test's own, to kill and restart.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use coord_etcd::{EtcdBackend, EtcdConfig};
+
+/// A private etcd: its own data dir and loopback ports.
+pub struct EtcdProcess {
+    pub client_port: u16,
+    peer_port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Whether the `etcd` binary is here. Under `COORD_REQUIRE_ETCD=1` its absence
+/// fails the test; otherwise the test is skipped with a message.
+pub fn etcd_binary_available() -> bool {
+    let found = Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        if std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
+            panic!("COORD_REQUIRE_ETCD=1 but no etcd binary is on PATH");
+        }
+        eprintln!("skipped: no etcd binary on PATH (./scripts/test.sh installs it)");
+    }
+    found
+}
+
+impl EtcdProcess {
+    /// Start a fresh etcd.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "coord-etcd-test-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut p = EtcdProcess {
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir,
+            child: None,
+        };
+        p.restart_on(p.client_port);
+        p
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// (Re)start the process on the same data dir, serving clients on `port`.
+    pub fn restart_on(&mut self, port: u16) {
+        assert!(self.child.is_none(), "etcd is running");
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = Command::new("etcd")
+            .args(["--name", "coord-fault"])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("coord-fault={peer}")])
+            .arg("--unsafe-no-fsync")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL the process and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Connect, retrying while etcd starts.
+    pub async fn connect_to(port: u16) -> EtcdBackend {
+        let mut config = EtcdConfig::with_endpoints([format!("http://127.0.0.1:{port}")]);
+        config.connect_timeout = Duration::from_secs(2);
+        for _ in 0..100 {
+            if let Ok(b) = EtcdBackend::connect(config.clone()).await {
+                return b;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd on port {port} did not come up");
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,169 @@
+//! etcd-only behaviour under faults etcd can really produce: a killed and restarted
+//! server, a compaction while a watch is disconnected, a lease revoked by another
+//! client (etcdctl), and the sharing of one stream by many watches and leases.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::process::{etcd_binary_available, EtcdProcess};
+use coord::{Backend, BackendExt, Error, WatchRequest};
+use coord_etcd::EtcdBackend;
+use futures::StreamExt;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn next(w: &mut coord::WatchStream) -> coord::Result<coord::WatchResponse> {
+    tokio::time::timeout(PATIENCE, w.next())
+        .await
+        .expect("a watch response in time")
+        .expect("the watch stays open")
+}
+
+/// A watch survives etcd being killed and restarted: it resumes from the last
+/// delivered revision + 1, so every write arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_after_etcd_restart_without_gap_or_duplicate() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start();
+    let b = EtcdProcess::connect_to(etcd.client_port).await;
+    let mut w = b.watch(WatchRequest::prefix("r/")).await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..5 {
+        written.push(b.put(format!("r/{i}"), "before").await.unwrap());
+    }
+    for rev in &written[..3] {
+        assert_eq!(next(&mut w).await.unwrap().revision, *rev);
+    }
+    etcd.kill();
+    etcd.restart_on(etcd.client_port);
+    let writer = EtcdProcess::connect_to(etcd.client_port).await;
+    for i in 5..10 {
+        written.push(writer.put(format!("r/{i}"), "after").await.unwrap());
+    }
+    let mut seen: Vec<i64> = written[..3].to_vec();
+    while seen.len() < written.len() {
+        seen.push(next(&mut w).await.unwrap().revision);
+    }
+    assert_eq!(seen, written, "resumed watch lost or repeated a revision");
+    assert!(b.stream_stats().watch_streams >= 2, "the stream was not reopened");
+}
+
+/// If etcd compacts past a disconnected watch's position, the resumed watch yields
+/// `Compacted` instead of silently skipping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_compacted_while_disconnected_yields_compacted() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start();
+    let b = EtcdProcess::connect_to(etcd.client_port).await;
+    let mut w = b.watch(WatchRequest::key("k")).await.unwrap();
+    let first = b.put("k", "1").await.unwrap();
+    assert_eq!(next(&mut w).await.unwrap().revision, first);
+    // Serve the same data on another port, where our backend cannot reach it.
+    etcd.kill();
+    let hidden_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    etcd.restart_on(hidden_port);
+    let other = EtcdProcess::connect_to(hidden_port).await;
+    other.put("k", "2").await.unwrap();
+    let now = other.put("k", "3").await.unwrap();
+    other.compact(now).await.unwrap();
+    drop(other);
+    etcd.kill();
+    etcd.restart_on(etcd.client_port);
+    match tokio::time::timeout(PATIENCE, w.next()).await {
+        Ok(Some(Err(Error::Compacted { compact_revision }))) => assert_eq!(compact_revision, now),
+        other => panic!("expected Compacted after the resume, got {other:?}"),
+    }
+}
+
+/// A lease revoked by another client (etcdctl) is reported as `LeaseNotFound` by
+/// keep-alive, time-to-live and put, and its keys are gone.
+#[tokio::test]
+async fn lease_revoked_by_etcdctl_is_lease_not_found() {
+    let Some(config) = common::etcd_config() else {
+        return;
+    };
+    let b = EtcdBackend::connect(config.clone()).await.unwrap();
+    let ns = format!("faults/revoke/{}/", std::process::id());
+    let grant = b.lease_grant(30).await.unwrap();
+    b.put_with_lease(format!("{ns}k"), "v", grant.id).await.unwrap();
+    assert_eq!(b.lease_keep_alive(grant.id).await.unwrap(), 30);
+    let status = tokio::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(config.endpoints.join(","))
+        .args(["lease", "revoke", &grant.id.to_string()])
+        .status()
+        .await
+        .expect("etcdctl runs");
+    assert!(status.success(), "etcdctl lease revoke failed");
+    assert!(b.get(format!("{ns}k")).await.unwrap().is_none());
+    for r in [
+        b.lease_keep_alive(grant.id).await.map(|_| ()),
+        b.lease_time_to_live(grant.id).await.map(|_| ()),
+        b.put_with_lease(format!("{ns}k"), "v", grant.id).await.map(|_| ()),
+    ] {
+        assert!(
+            matches!(r, Err(Error::LeaseNotFound { id }) if id == grant.id.0),
+            "{r:?}"
+        );
+    }
+}
+
+/// Many watches and many kept-alive leases of one backend share one watch stream and
+/// one keep-alive stream, and every watch receives its change.
+#[tokio::test]
+async fn watches_and_keep_alives_share_one_stream_each() {
+    let Some(config) = common::etcd_config() else {
+        return;
+    };
+    let b = EtcdBackend::connect(config).await.unwrap();
+    let ns = format!("faults/shared/{}-{:?}/", std::process::id(), std::time::SystemTime::now());
+    let mut watches = Vec::new();
+    for i in 0..200 {
+        watches.push(b.watch(WatchRequest::key(format!("{ns}{i}"))).await.unwrap());
+    }
+    let mut leases = Vec::new();
+    for _ in 0..50 {
+        leases.push(b.lease_grant(30).await.unwrap().id);
+    }
+    for id in &leases {
+        assert_eq!(b.lease_keep_alive(*id).await.unwrap(), 30);
+    }
+    for i in 0..200 {
+        b.put(format!("{ns}{i}"), "v").await.unwrap();
+    }
+    let mut keys = HashSet::new();
+    for w in &mut watches {
+        let r = next(w).await.unwrap();
+        keys.insert(r.events[0].kv.key.clone());
+    }
+    assert_eq!(keys.len(), 200);
+    let stats = b.stream_stats();
+    assert_eq!(stats.watch_streams, 1, "{stats:?}");
+    assert_eq!(stats.keep_alive_streams, 1, "{stats:?}");
+    for id in leases {
+        b.lease_revoke(id).await.unwrap();
+    }
+}
+
+/// Connecting to an address where nothing listens fails in time with a retryable error.
+#[tokio::test]
+async fn connect_to_nothing_fails_retryably() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = coord_etcd::EtcdConfig::with_endpoints([format!("http://127.0.0.1:{port}")]);
+    config.connect_timeout = Duration::from_secs(1);
+    let err = EtcdBackend::connect(config).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
