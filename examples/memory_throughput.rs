@@ -13,7 +13,9 @@ async fn main() -> coord::Result<()> {
     let keys: Vec<String> = (0..1000).map(|i| format!("key/{i:04}")).collect();
     let start = Instant::now();
     for i in 0..n {
-        store.put(keys[(i % 1000) as usize].as_str(), "value-of-some-bytes").await?;
+        store
+            .put(keys[(i % 1000) as usize].as_str(), "value-of-some-bytes")
+            .await?;
     }
     let put = start.elapsed();
     let start = Instant::now();

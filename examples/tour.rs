@@ -17,7 +17,9 @@ async fn main() -> coord::Result<()> {
     let store = MemoryBackend::new();
 
     // 1. A watch on everything under "app/", from now on.
-    let mut watch = store.watch(WatchRequest::prefix("app/").with_prev_kv()).await?;
+    let mut watch = store
+        .watch(WatchRequest::prefix("app/").with_prev_kv())
+        .await?;
 
     // 2. Puts: every write advances the one global revision.
     let r1 = store.put("app/color", "blue").await?;
@@ -30,11 +32,24 @@ async fn main() -> coord::Result<()> {
 
     // 3. A transaction: change the color only if nobody changed it since we read it.
     let txn = Txn::new()
-        .when([Compare::mod_revision("app/color", CompareOp::Equal, kv.mod_revision)])
-        .and_then([PutRequest::new("app/color", "red"), PutRequest::new("app/size", "L")]);
+        .when([Compare::mod_revision(
+            "app/color",
+            CompareOp::Equal,
+            kv.mod_revision,
+        )])
+        .and_then([
+            PutRequest::new("app/color", "red"),
+            PutRequest::new("app/size", "L"),
+        ]);
     let resp = store.txn(txn).await?;
-    println!("txn succeeded={} at revision {} (two keys, one revision)", resp.succeeded, resp.revision);
-    match store.compare_and_swap("app/color", kv.mod_revision, "stale").await {
+    println!(
+        "txn succeeded={} at revision {} (two keys, one revision)",
+        resp.succeeded, resp.revision
+    );
+    match store
+        .compare_and_swap("app/color", kv.mod_revision, "stale")
+        .await
+    {
         Err(Error::VersionConflict { current, .. }) => {
             println!("a stale compare-and-swap is refused: current version is {current}")
         }
@@ -44,9 +59,15 @@ async fn main() -> coord::Result<()> {
     // 4. A lease: keys attached to it vanish when it is not kept alive.
     let lease = store.lease_grant(1).await?;
     store.put_with_lease("app/owner", "me", lease.id).await?;
-    println!("lease {} granted for {} s; app/owner attached", lease.id, lease.ttl);
+    println!(
+        "lease {} granted for {} s; app/owner attached",
+        lease.id, lease.ttl
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    println!("after 1.5 s: app/owner present = {}", store.get("app/owner").await?.is_some());
+    println!(
+        "after 1.5 s: app/owner present = {}",
+        store.get("app/owner").await?.is_some()
+    );
 
     // 5. The watch saw every change, one response per revision, in order.
     for _ in 0..5 {
@@ -61,10 +82,18 @@ async fn main() -> coord::Result<()> {
     }
 
     // 6. History: read the past, until it is compacted away.
-    let then = store.range(RangeRequest::key("app/color").at_revision(r1)).await?;
-    println!("app/color at revision {r1}: {}", String::from_utf8_lossy(&then.kvs[0].value));
+    let then = store
+        .range(RangeRequest::key("app/color").at_revision(r1))
+        .await?;
+    println!(
+        "app/color at revision {r1}: {}",
+        String::from_utf8_lossy(&then.kvs[0].value)
+    );
     let now = store.compact_now();
-    match store.range(RangeRequest::key("app/color").at_revision(r1)).await {
+    match store
+        .range(RangeRequest::key("app/color").at_revision(r1))
+        .await
+    {
         Err(Error::Compacted { compact_revision }) => {
             println!("after compacting at {now}: revision {r1} is gone (history from {compact_revision})")
         }

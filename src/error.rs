@@ -150,7 +150,10 @@ mod tests {
         assert!(Error::unavailable("down").is_retryable());
         assert!(Error::Timeout { operation: "range" }.is_retryable());
         assert!(!Error::invalid("key", "empty").is_retryable());
-        assert!(!Error::Compacted { compact_revision: 3 }.is_retryable());
+        assert!(!Error::Compacted {
+            compact_revision: 3
+        }
+        .is_retryable());
         assert!(!Error::LeaseNotFound { id: 1 }.is_retryable());
     }
 }

@@ -23,16 +23,36 @@ const PREFIXES: [&str; 3] = ["a", "c/", "z"];
 /// One random step.
 #[derive(Clone, Debug)]
 enum Op {
-    Put { key: usize, value: u8, lease: Option<usize> },
-    Delete { key: usize },
-    DeletePrefix { prefix: usize },
+    Put {
+        key: usize,
+        value: u8,
+        lease: Option<usize>,
+    },
+    Delete {
+        key: usize,
+    },
+    DeletePrefix {
+        prefix: usize,
+    },
     /// Put if the key's version equals `version`, else delete the key.
-    CasVersion { key: usize, version: i64, value: u8 },
-    Grant { ttl: i64 },
-    Revoke { lease: usize },
-    KeepAlive { lease: usize },
+    CasVersion {
+        key: usize,
+        version: i64,
+        value: u8,
+    },
+    Grant {
+        ttl: i64,
+    },
+    Revoke {
+        lease: usize,
+    },
+    KeepAlive {
+        lease: usize,
+    },
     /// Let time pass (only on a paused clock).
-    Advance { millis: u64 },
+    Advance {
+        millis: u64,
+    },
 }
 
 fn op_strategy(timed: bool) -> BoxedStrategy<Op> {
@@ -113,7 +133,11 @@ impl Model {
     }
 
     fn new_revision(&mut self, rev: Revision) {
-        assert!(rev > self.last_revision, "write revision {rev} not above {}", self.last_revision);
+        assert!(
+            rev > self.last_revision,
+            "write revision {rev} not above {}",
+            self.last_revision
+        );
         self.last_revision = rev;
     }
 }
@@ -243,7 +267,10 @@ fn draw(cases: usize, steps: usize, timed: bool) -> Vec<Vec<Op>> {
 async fn check_state(b: &Arc<dyn Backend>, m: &Model, after: &Op) -> Result<()> {
     let actual = b.range(RangeRequest::prefix("")).await?.kvs;
     let expected: Vec<KeyValue> = m.kvs.values().cloned().collect();
-    assert_eq!(actual, expected, "state differs from the model after {after:?}");
+    assert_eq!(
+        actual, expected,
+        "state differs from the model after {after:?}"
+    );
     Ok(())
 }
 
@@ -270,7 +297,9 @@ pub async fn random_operations_match_the_model(ctx: Ctx) -> Result<()> {
         let end = b.current_revision().await?;
         let mut rebuilt: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
         if end > start {
-            let mut w = b.watch(WatchRequest::prefix("").from_revision(start + 1)).await?;
+            let mut w = b
+                .watch(WatchRequest::prefix("").from_revision(start + 1))
+                .await?;
             let mut last = start;
             while last < m.last_revision || rebuilt != m.kvs {
                 let r = next_response(&mut w, "the replay of the run").await?;

@@ -123,7 +123,11 @@ pub trait BackendExt: Backend {
             ));
         }
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), CompareOp::Equal, expected)])
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                expected,
+            )])
             .and_then([PutRequest::new(key.clone(), value)])
             .or_else([RangeRequest::key(key.clone())]);
         let resp = self.txn(txn).await?;

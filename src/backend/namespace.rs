@@ -114,7 +114,9 @@ impl Backend for Namespaced {
         let mut resp = self.inner.txn(txn).await?;
         for r in &mut resp.responses {
             match r {
-                TxnOpResponse::Put { prev_kv } => *prev_kv = prev_kv.take().map(|kv| self.strip(kv)),
+                TxnOpResponse::Put { prev_kv } => {
+                    *prev_kv = prev_kv.take().map(|kv| self.strip(kv))
+                }
                 TxnOpResponse::Delete { prev_kvs, .. } => {
                     *prev_kvs = std::mem::take(prev_kvs)
                         .into_iter()

@@ -40,7 +40,10 @@ pub fn value(value: &[u8], limits: &Limits) -> Result<()> {
 /// A TTL must lie within the backend's bounds.
 pub fn ttl(ttl: i64, limits: &Limits) -> Result<()> {
     if ttl <= 0 {
-        return Err(Error::invalid("ttl", format!("must be positive, got {ttl}")));
+        return Err(Error::invalid(
+            "ttl",
+            format!("must be positive, got {ttl}"),
+        ));
     }
     if ttl < limits.min_lease_ttl {
         return Err(Error::invalid(
@@ -65,7 +68,10 @@ pub fn range(request: &RangeRequest) -> Result<()> {
     key_range("key", &request.keys)?;
     if let Some(r) = request.revision {
         if r <= 0 {
-            return Err(Error::invalid("revision", format!("must be positive, got {r}")));
+            return Err(Error::invalid(
+                "revision",
+                format!("must be positive, got {r}"),
+            ));
         }
     }
     if let Some(l) = request.limit {

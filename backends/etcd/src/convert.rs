@@ -2,8 +2,8 @@
 //! coord's.
 
 use coord::{
-    Compare, CompareOp, CompareTarget, Error, KeyRange, KeyValue, LeaseId, RangeRequest,
-    SortOrder, TxnOp,
+    Compare, CompareOp, CompareTarget, Error, KeyRange, KeyValue, LeaseId, RangeRequest, SortOrder,
+    TxnOp,
 };
 use etcd_client as etcd;
 

@@ -38,9 +38,9 @@ use std::task::{Context as TaskContext, Poll};
 use async_trait::async_trait;
 use coord::backend::validate;
 use coord::{
-    Backend, BackendExt, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits,
-    RangeRequest, RangeResponse, Result, Revision, Txn, TxnOpResponse, TxnResponse,
-    WatchRequest, WatchResponse, WatchStream,
+    Backend, BackendExt, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
+    RangeResponse, Result, Revision, Txn, TxnOpResponse, TxnResponse, WatchRequest, WatchResponse,
+    WatchStream,
 };
 use etcd_client as etcd;
 use futures::{Stream, StreamExt};
@@ -87,7 +87,10 @@ impl EtcdBackend {
     /// within the connect timeout, and `AuthFailed` for bad credentials.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
         if config.endpoints.is_empty() {
-            return Err(Error::invalid("endpoints", "at least one endpoint is needed"));
+            return Err(Error::invalid(
+                "endpoints",
+                "at least one endpoint is needed",
+            ));
         }
         if config.request_timeout.is_zero() {
             return Err(Error::invalid("request_timeout", "must be above zero"));
@@ -107,7 +110,11 @@ impl EtcdBackend {
         }
         let connect = etcd::Client::connect(config.endpoints.clone(), Some(options));
         let client = match tokio::time::timeout(config.connect_timeout, connect).await {
-            Err(_) => return Err(Error::Timeout { operation: "etcd connect" }),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "etcd connect",
+                })
+            }
             Ok(r) => r.map_err(|e| convert::error(e, Context::default()))?,
         };
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
@@ -115,7 +122,11 @@ impl EtcdBackend {
         let watch_counters = Arc::new(watch::Counters::default());
         let keep_alive_streams = Arc::new(AtomicU64::new(0));
         tokio::spawn(watch::run(client.clone(), watch_rx, watch_counters.clone()));
-        tokio::spawn(keepalive::run(client.clone(), ka_rx, keep_alive_streams.clone()));
+        tokio::spawn(keepalive::run(
+            client.clone(),
+            ka_rx,
+            keep_alive_streams.clone(),
+        ));
         let backend = EtcdBackend {
             inner: Arc::new(Inner {
                 client,
@@ -204,7 +215,12 @@ impl Backend for EtcdBackend {
                 _ => None,
             });
         let request = etcd::Txn::new()
-            .when(txn.compares.iter().map(convert::compare).collect::<Vec<_>>())
+            .when(
+                txn.compares
+                    .iter()
+                    .map(convert::compare)
+                    .collect::<Vec<_>>(),
+            )
             .and_then(txn.success.iter().map(convert::op).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(convert::op).collect::<Vec<_>>());
         let mut kv = self.inner.client.kv_client();
@@ -279,8 +295,12 @@ impl Backend for EtcdBackend {
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         let mut lc = self.inner.client.lease_client();
-        self.call("lease revoke", Context { lease: Some(id.0) }, lc.revoke(id.0))
-            .await?;
+        self.call(
+            "lease revoke",
+            Context { lease: Some(id.0) },
+            lc.revoke(id.0),
+        )
+        .await?;
         Ok(())
     }
 
@@ -340,8 +360,12 @@ impl Backend for EtcdBackend {
         validate::compact(revision)?;
         let mut kv = self.inner.client.kv_client();
         let options = etcd::CompactionOptions::new().with_physical();
-        self.call("compact", Context::default(), kv.compact(revision, Some(options)))
-            .await?;
+        self.call(
+            "compact",
+            Context::default(),
+            kv.compact(revision, Some(options)),
+        )
+        .await?;
         Ok(())
     }
 }

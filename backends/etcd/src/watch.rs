@@ -237,7 +237,13 @@ async fn handle(
     }
     for rev in order {
         let events = by_revision.remove(&rev).unwrap_or_default();
-        if w.tx.send(Ok(WatchResponse { revision: rev, events })).is_err() {
+        if w.tx
+            .send(Ok(WatchResponse {
+                revision: rev,
+                events,
+            }))
+            .is_err()
+        {
             // The caller dropped the stream.
             watches.remove(&id);
             if let Some((sender, _)) = stream {

@@ -17,7 +17,9 @@ impl Harness for EtcdHarness {
     async fn client(&self) -> TestClient {
         let backend = EtcdBackend::connect(self.config.clone())
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to etcd at {:?}: {e}", self.config.endpoints));
+            .unwrap_or_else(|e| {
+                panic!("cannot connect to etcd at {:?}: {e}", self.config.endpoints)
+            });
         TestClient {
             backend: Arc::new(backend),
             faults: None,

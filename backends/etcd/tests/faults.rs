@@ -49,7 +49,10 @@ async fn watch_resumes_after_etcd_restart_without_gap_or_duplicate() {
         seen.push(next(&mut w).await.unwrap().revision);
     }
     assert_eq!(seen, written, "resumed watch lost or repeated a revision");
-    assert!(b.stream_stats().watch_streams >= 2, "the stream was not reopened");
+    assert!(
+        b.stream_stats().watch_streams >= 2,
+        "the stream was not reopened"
+    );
 }
 
 /// If etcd compacts past a disconnected watch's position, the resumed watch yields
@@ -94,7 +97,9 @@ async fn lease_revoked_by_etcdctl_is_lease_not_found() {
     let b = EtcdBackend::connect(config.clone()).await.unwrap();
     let ns = format!("faults/revoke/{}/", std::process::id());
     let grant = b.lease_grant(30).await.unwrap();
-    b.put_with_lease(format!("{ns}k"), "v", grant.id).await.unwrap();
+    b.put_with_lease(format!("{ns}k"), "v", grant.id)
+        .await
+        .unwrap();
     assert_eq!(b.lease_keep_alive(grant.id).await.unwrap(), 30);
     let status = tokio::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
@@ -109,7 +114,9 @@ async fn lease_revoked_by_etcdctl_is_lease_not_found() {
     for r in [
         b.lease_keep_alive(grant.id).await.map(|_| ()),
         b.lease_time_to_live(grant.id).await.map(|_| ()),
-        b.put_with_lease(format!("{ns}k"), "v", grant.id).await.map(|_| ()),
+        b.put_with_lease(format!("{ns}k"), "v", grant.id)
+            .await
+            .map(|_| ()),
     ] {
         assert!(
             matches!(r, Err(Error::LeaseNotFound { id }) if id == grant.id.0),
@@ -126,10 +133,18 @@ async fn watches_and_keep_alives_share_one_stream_each() {
         return;
     };
     let b = EtcdBackend::connect(config).await.unwrap();
-    let ns = format!("faults/shared/{}-{:?}/", std::process::id(), std::time::SystemTime::now());
+    let ns = format!(
+        "faults/shared/{}-{:?}/",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
     let mut watches = Vec::new();
     for i in 0..200 {
-        watches.push(b.watch(WatchRequest::key(format!("{ns}{i}"))).await.unwrap());
+        watches.push(
+            b.watch(WatchRequest::key(format!("{ns}{i}")))
+                .await
+                .unwrap(),
+        );
     }
     let mut leases = Vec::new();
     for _ in 0..50 {

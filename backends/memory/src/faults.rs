@@ -28,7 +28,9 @@ impl ClientFaults {
     /// Called before every operation: a partition or a pending failure answers for it.
     pub(crate) fn before_call(&self) -> Result<()> {
         if *self.partitioned.borrow() {
-            return Err(Error::unavailable("memory client is partitioned (injected)"));
+            return Err(Error::unavailable(
+                "memory client is partitioned (injected)",
+            ));
         }
         let failed = self
             .fail_next

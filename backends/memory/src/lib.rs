@@ -39,8 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use async_trait::async_trait;
 use coord::backend::validate;
 use coord::{
-    Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
-    RangeResponse, Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
+    Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
+    Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -322,7 +322,10 @@ impl Backend for MemoryBackend {
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
         validate::ttl(ttl, &self.store.limits)?;
         self.client.before_call()?;
-        self.store.counters.lease_grants.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .counters
+            .lease_grants
+            .fetch_add(1, Ordering::Relaxed);
         self.start_expiry();
         let grant = self.store.lock().grant(ttl, Instant::now());
         self.store.leases_changed.notify_one();
@@ -333,7 +336,10 @@ impl Backend for MemoryBackend {
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
         self.client.before_call()?;
         self.client.keep_alive_answered()?;
-        self.store.counters.keep_alives.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .counters
+            .keep_alives
+            .fetch_add(1, Ordering::Relaxed);
         let ttl = self.store.lock().keep_alive(id, Instant::now())?;
         self.store.leases_changed.notify_one();
         self.client.after_write()?;
@@ -371,4 +377,3 @@ impl From<MemoryBackend> for Arc<dyn Backend> {
         Arc::new(b)
     }
 }
-

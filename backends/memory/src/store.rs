@@ -180,7 +180,10 @@ impl State {
     }
 
     pub(crate) fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
-        let succeeded = txn.compares.iter().all(|c| c.evaluate(self.current(&c.key)));
+        let succeeded = txn
+            .compares
+            .iter()
+            .all(|c| c.evaluate(self.current(&c.key)));
         let ops = if succeeded { txn.success } else { txn.failure };
         // Check everything that could fail before applying anything: all or nothing.
         for op in &ops {

@@ -62,7 +62,11 @@ pub async fn cut_watch_resumes_without_gap_or_duplicate(ctx: Ctx) -> Result<()> 
     }
     let mut seen = Vec::new();
     while seen.len() < written.len() {
-        seen.push(next_response(&mut w, "puts around the cuts").await?.revision);
+        seen.push(
+            next_response(&mut w, "puts around the cuts")
+                .await?
+                .revision,
+        );
     }
     assert_eq!(seen, written);
     assert_quiet(&mut w, "no duplicates after the cuts").await;

@@ -40,7 +40,10 @@ pub async fn ttl_rules_are_enforced(ctx: Ctx) -> Result<()> {
     b.lease_revoke(grant.id).await?;
     // A lease id nobody granted is unknown, not a crash.
     let r = b.lease_keep_alive(LeaseId(0x0bad_0bad_0bad)).await;
-    assert!(matches!(r, Err(coord::Error::LeaseNotFound { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(coord::Error::LeaseNotFound { .. })),
+        "{r:?}"
+    );
     Ok(())
 }
 
@@ -60,7 +63,10 @@ pub async fn value_over_the_limit_is_invalid(ctx: Ctx) -> Result<()> {
 /// Zero or negative revisions are rejected wherever a revision is given.
 pub async fn non_positive_revisions_are_invalid(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
-    assert_invalid(b.range(RangeRequest::key("k").at_revision(0)).await, "revision");
+    assert_invalid(
+        b.range(RangeRequest::key("k").at_revision(0)).await,
+        "revision",
+    );
     assert_invalid(
         b.watch(WatchRequest::key("k").from_revision(-1))
             .await
@@ -76,7 +82,9 @@ pub async fn non_positive_revisions_are_invalid(ctx: Ctx) -> Result<()> {
 pub async fn too_many_txn_ops_is_invalid(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let n = b.limits().max_txn_ops + 1;
-    let ops: Vec<_> = (0..n).map(|i| PutRequest::new(format!("t/{i}"), "v")).collect();
+    let ops: Vec<_> = (0..n)
+        .map(|i| PutRequest::new(format!("t/{i}"), "v"))
+        .collect();
     assert_invalid(b.txn(Txn::new().and_then(ops)).await, "txn");
     assert!(b.get_prefix("t/").await?.is_empty());
     Ok(())

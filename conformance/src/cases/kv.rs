@@ -22,7 +22,10 @@ pub async fn put_then_get_round_trips(ctx: Ctx) -> Result<()> {
     let kv = b.get("a").await?.expect("key written");
     assert_eq!(kv.key, b"a");
     assert_eq!(kv.value, b"\x00binary\xff");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (rev, rev, 1));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (rev, rev, 1)
+    );
     assert_eq!(kv.lease, None);
     assert!(b.get("missing").await?.is_none());
     Ok(())
@@ -63,7 +66,10 @@ pub async fn put_again_keeps_create_revision_and_bumps_version(ctx: Ctx) -> Resu
     let r2 = b.put("a", "2").await?;
     let r3 = b.put("a", "3").await?;
     let kv = b.get("a").await?.unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r3, 3));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (r1, r3, 3)
+    );
     assert!(r1 < r2 && r2 < r3);
     assert_eq!(kv.value, b"3");
     Ok(())
@@ -103,7 +109,9 @@ pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
 pub async fn read_only_txn_keeps_the_revision(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let rev = b.put("a", "1").await?;
-    let mut w = b.watch(WatchRequest::prefix("").from_revision(rev + 1)).await?;
+    let mut w = b
+        .watch(WatchRequest::prefix("").from_revision(rev + 1))
+        .await?;
     let resp = b
         .txn(Txn::new().and_then([RangeRequest::key("a"), RangeRequest::prefix("")]))
         .await?;
@@ -125,7 +133,10 @@ pub async fn range_prefix_returns_only_the_prefix_in_key_order(ctx: Ctx) -> Resu
     }
     let kvs = b.get_prefix("p/").await?;
     let keys: Vec<_> = kvs.iter().map(|kv| kv.key.clone()).collect();
-    assert_eq!(keys, vec![b"p/a".to_vec(), b"p/b".to_vec(), b"p/c".to_vec()]);
+    assert_eq!(
+        keys,
+        vec![b"p/a".to_vec(), b"p/b".to_vec(), b"p/c".to_vec()]
+    );
     let all = b.range(RangeRequest::prefix("")).await?;
     assert_eq!(all.count, 7);
     Ok(())
@@ -194,7 +205,10 @@ pub async fn range_at_past_revision_sees_old_state(ctx: Ctx) -> Result<()> {
     let at1 = b.range(RangeRequest::key("h").at_revision(r1)).await?;
     assert_eq!(at1.kvs[0].value, b"1");
     let at2 = b.range(RangeRequest::key("h").at_revision(r2)).await?;
-    assert_eq!((at2.kvs[0].value.as_slice(), at2.kvs[0].version), (&b"2"[..], 2));
+    assert_eq!(
+        (at2.kvs[0].value.as_slice(), at2.kvs[0].version),
+        (&b"2"[..], 2)
+    );
     assert!(b.get("h").await?.is_none());
     let before = b.range(RangeRequest::key("h").at_revision(r1 - 1)).await?;
     assert!(before.kvs.is_empty());
@@ -206,7 +220,8 @@ pub async fn range_at_future_revision_is_invalid(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let now = b.current_revision().await?;
     assert_invalid(
-        b.range(RangeRequest::key("x").at_revision(now + 1_000_000)).await,
+        b.range(RangeRequest::key("x").at_revision(now + 1_000_000))
+            .await,
         "revision",
     );
     Ok(())
@@ -219,12 +234,19 @@ pub async fn delete_prefix_deletes_only_the_prefix_in_one_revision(ctx: Ctx) -> 
         b.put(k, "v").await?;
     }
     let start = b.current_revision().await?;
-    let mut w = b.watch(WatchRequest::prefix("").from_revision(start + 1)).await?;
+    let mut w = b
+        .watch(WatchRequest::prefix("").from_revision(start + 1))
+        .await?;
     assert_eq!(b.delete_prefix("d/").await?, 3);
     let r = next_response(&mut w, "the prefix delete").await?;
     assert_eq!(r.events.len(), 3);
     assert!(r.events.iter().all(|e| e.kind == EventKind::Delete));
-    let left: Vec<_> = b.get_prefix("").await?.iter().map(|kv| kv.key_str()).collect();
+    let left: Vec<_> = b
+        .get_prefix("")
+        .await?
+        .iter()
+        .map(|kv| kv.key_str())
+        .collect();
     assert_eq!(left, ["d", "e/1"]);
     Ok(())
 }
@@ -248,7 +270,10 @@ pub async fn prev_kv_on_put_and_delete(ctx: Ctx) -> Result<()> {
         .txn(Txn::new().and_then([DeleteRequest::prefix("a").with_prev_kv()]))
         .await?;
     match &resp.responses[0] {
-        TxnOpResponse::Delete { deleted: 2, prev_kvs } => {
+        TxnOpResponse::Delete {
+            deleted: 2,
+            prev_kvs,
+        } => {
             let values: Vec<_> = prev_kvs.iter().map(|kv| kv.value.clone()).collect();
             assert_eq!(values, vec![b"2".to_vec(), b"x".to_vec()]);
         }

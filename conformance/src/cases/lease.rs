@@ -15,7 +15,10 @@ pub async fn lease_time_to_live_lists_attached_keys(ctx: Ctx) -> Result<()> {
     let info = b.lease_time_to_live(grant.id).await?;
     assert_eq!(info.id, grant.id);
     assert_eq!(info.granted_ttl, 60);
-    assert!(info.remaining_ttl > 50 && info.remaining_ttl <= 60, "{info:?}");
+    assert!(
+        info.remaining_ttl > 50 && info.remaining_ttl <= 60,
+        "{info:?}"
+    );
     assert_eq!(info.keys, vec![b"l/1".to_vec(), b"l/2".to_vec()]);
     assert_eq!(b.get("l/1").await?.unwrap().lease, Some(grant.id));
     b.lease_revoke(grant.id).await?;
@@ -36,7 +39,9 @@ pub async fn lease_expiry_deletes_all_keys_in_one_revision(ctx: Ctx) -> Result<(
         ]))
         .await?;
     b.put("e/keep", "no lease").await?;
-    let mut w = b.watch(WatchRequest::prefix("e/").from_revision(r.revision + 1)).await?;
+    let mut w = b
+        .watch(WatchRequest::prefix("e/").from_revision(r.revision + 1))
+        .await?;
     let _ = next_response(&mut w, "the unleased put").await?;
     let gone = next_response(&mut w, "the lease's expiry").await?;
     assert_eq!(gone.events.len(), 3, "{gone:?}");
@@ -62,7 +67,10 @@ pub async fn keep_alive_extends_the_lease(ctx: Ctx) -> Result<()> {
         tokio::time::sleep(step).await;
         assert_eq!(b.lease_keep_alive(grant.id).await?, ttl);
     }
-    assert!(b.get("ka").await?.is_some(), "kept-alive lease lost its key");
+    assert!(
+        b.get("ka").await?.is_some(),
+        "kept-alive lease lost its key"
+    );
     assert!(b.lease_time_to_live(grant.id).await?.remaining_ttl >= ttl - 1);
     b.lease_revoke(grant.id).await?;
     Ok(())
@@ -102,7 +110,10 @@ pub async fn put_with_unknown_lease_is_lease_not_found_and_applies_nothing(ctx: 
             PutRequest::new("u/leased", "y").with_lease(grant.id),
         ]))
         .await;
-    assert!(matches!(result, Err(Error::LeaseNotFound { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::LeaseNotFound { .. })),
+        "{result:?}"
+    );
     assert!(b.get_prefix("u/").await?.is_empty());
     Ok(())
 }

@@ -61,7 +61,11 @@ pub async fn compare_version_in_both_branches(ctx: Ctx) -> Result<()> {
         (Greater, 1, true),
         (Greater, 2, false),
     ] {
-        assert_eq!(branch(&b, Compare::version("k", op, v)).await?, expect, "{op:?} {v}");
+        assert_eq!(
+            branch(&b, Compare::version("k", op, v)).await?,
+            expect,
+            "{op:?} {v}"
+        );
     }
     Ok(())
 }
@@ -157,7 +161,9 @@ pub async fn multi_op_txn_is_atomic_and_watched_as_one_response(ctx: Ctx) -> Res
     let b = ctx.backend();
     b.put("x/old", "o").await?;
     let start = b.current_revision().await?;
-    let mut w = b.watch(WatchRequest::prefix("x/").from_revision(start + 1)).await?;
+    let mut w = b
+        .watch(WatchRequest::prefix("x/").from_revision(start + 1))
+        .await?;
     let resp = b
         .txn(Txn::new().and_then([
             TxnOp::Put(PutRequest::new("x/a", "1")),

@@ -15,7 +15,9 @@ pub fn etcd_config() -> Option<EtcdConfig> {
             if std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
                 panic!("COORD_REQUIRE_ETCD=1 but COORD_ETCD_ENDPOINTS is not set: etcd tests cannot be skipped");
             }
-            eprintln!("etcd tests skipped: set COORD_ETCD_ENDPOINTS (./scripts/test.sh does) to run them");
+            eprintln!(
+                "etcd tests skipped: set COORD_ETCD_ENDPOINTS (./scripts/test.sh does) to run them"
+            );
             None
         }
     }
