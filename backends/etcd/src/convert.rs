@@ -153,6 +153,11 @@ fn status_error(status: tonic::Status, ctx: Context) -> Error {
     {
         return Error::invalid("txn", msg.to_string());
     }
+    if msg.contains("authentication failed") || msg.contains("permission denied") {
+        return Error::AuthFailed {
+            reason: msg.to_string(),
+        };
+    }
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied => Error::AuthFailed {
             reason: msg.to_string(),

@@ -14,7 +14,10 @@ async fn compact_now_compacts_at_the_current_revision() {
     assert_eq!(store.compact_now(), now);
     let r = store.range(RangeRequest::key("k").at_revision(old)).await;
     assert!(matches!(r, Err(Error::Compacted { compact_revision }) if compact_revision == now));
-    let mut w = store.watch(WatchRequest::key("k").from_revision(old)).await.unwrap();
+    let mut w = store
+        .watch(WatchRequest::key("k").from_revision(old))
+        .await
+        .unwrap();
     assert!(matches!(w.next().await, Some(Err(Error::Compacted { .. }))));
     assert!(w.next().await.is_none());
     assert_eq!(store.get("k").await.unwrap().unwrap().value, b"2");

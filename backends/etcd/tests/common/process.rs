@@ -43,6 +43,11 @@ pub fn etcd_binary_available() -> bool {
 impl EtcdProcess {
     /// Start a fresh etcd.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start a fresh etcd with extra flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "coord-etcd-test-{}-{}",
             std::process::id(),
@@ -57,7 +62,7 @@ impl EtcdProcess {
             dir,
             child: None,
         };
-        p.restart_on(p.client_port);
+        p.restart_with(p.client_port, extra);
         p
     }
 
@@ -67,6 +72,11 @@ impl EtcdProcess {
 
     /// (Re)start the process on the same data dir, serving clients on `port`.
     pub fn restart_on(&mut self, port: u16) {
+        self.restart_with(port, &[]);
+    }
+
+    /// (Re)start with extra etcd flags.
+    pub fn restart_with(&mut self, port: u16, extra: &[&str]) {
         assert!(self.child.is_none(), "etcd is running");
         let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
@@ -88,6 +98,7 @@ impl EtcdProcess {
             ])
             .args(["--initial-cluster", &format!("coord-fault={peer}")])
             .arg("--unsafe-no-fsync")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
