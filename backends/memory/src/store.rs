@@ -96,15 +96,19 @@ impl State {
         versions[..idx].last()?.kv.as_ref()
     }
 
+    fn future(&self, revision: Revision) -> Error {
+        Error::invalid(
+            "revision",
+            format!(
+                "{revision} is in the future (the store is at {})",
+                self.revision
+            ),
+        )
+    }
+
     fn check_readable(&self, revision: Revision) -> Result<()> {
         if revision > self.revision {
-            return Err(Error::invalid(
-                "revision",
-                format!(
-                    "{revision} is in the future (the store is at {})",
-                    self.revision
-                ),
-            ));
+            return Err(self.future(revision));
         }
         if revision < self.compacted {
             return Err(Error::Compacted {
@@ -286,13 +290,7 @@ impl State {
 
     pub(crate) fn compact(&mut self, revision: Revision) -> Result<()> {
         if revision > self.revision {
-            return Err(Error::invalid(
-                "revision",
-                format!(
-                    "{revision} is in the future (the store is at {})",
-                    self.revision
-                ),
-            ));
+            return Err(self.future(revision));
         }
         if revision <= self.compacted {
             return Err(Error::Compacted {
