@@ -20,16 +20,21 @@ pub(crate) fn kv(kv: &etcd::KeyValue) -> KeyValue {
     }
 }
 
+/// The key to send for a range of keys, and whether it is a prefix.
+pub(crate) fn key_of(keys: &KeyRange) -> (Vec<u8>, bool) {
+    match keys {
+        KeyRange::Key(k) => (k.clone(), false),
+        KeyRange::Prefix(p) => (p.clone(), true),
+    }
+}
+
 /// The key and options of a range.
 pub(crate) fn get(request: &RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
     let mut options = etcd::GetOptions::new();
-    let key = match &request.keys {
-        KeyRange::Key(k) => k.clone(),
-        KeyRange::Prefix(p) => {
-            options = options.with_prefix();
-            p.clone()
-        }
-    };
+    let (key, prefix) = key_of(&request.keys);
+    if prefix {
+        options = options.with_prefix();
+    }
     if let Some(r) = request.revision {
         options = options.with_revision(r);
     }
@@ -80,13 +85,10 @@ pub(crate) fn op(op: &TxnOp) -> etcd::TxnOp {
         }
         TxnOp::Delete(d) => {
             let mut options = etcd::DeleteOptions::new();
-            let key = match &d.keys {
-                KeyRange::Key(k) => k.clone(),
-                KeyRange::Prefix(p) => {
-                    options = options.with_prefix();
-                    p.clone()
-                }
-            };
+            let (key, prefix) = key_of(&d.keys);
+            if prefix {
+                options = options.with_prefix();
+            }
             if d.prev_kv {
                 options = options.with_prev_key();
             }

@@ -43,13 +43,10 @@ impl Watch {
         if self.prev_kv {
             options = options.with_prev_key();
         }
-        let key = match &self.keys {
-            KeyRange::Key(k) => k.clone(),
-            KeyRange::Prefix(p) => {
-                options = options.with_prefix();
-                p.clone()
-            }
-        };
+        let (key, prefix) = convert::key_of(&self.keys);
+        if prefix {
+            options = options.with_prefix();
+        }
         (key, options)
     }
 }
