@@ -43,6 +43,12 @@ pub enum Error {
         /// The lock's name.
         name: String,
     },
+    /// The caller is not (or no longer) the leader of the election.
+    #[error("not the leader of election {name}")]
+    NotLeader {
+        /// The election's name.
+        name: String,
+    },
     /// The lease does not exist: it expired, was revoked, or never existed.
     #[error("lease {id:x} not found (expired, revoked or never granted)")]
     LeaseNotFound {

@@ -22,7 +22,14 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+mod claim;
+mod coordinator;
+mod election;
 mod error;
+mod local_queue;
+mod lock;
+mod retry;
+mod session;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,
@@ -30,4 +37,10 @@ pub use backend::{
     PutRequest, RangeRequest, RangeResponse, Revision, SortOrder, Txn, TxnOp, TxnOpResponse,
     TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
+pub use claim::OwnershipLost;
+pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
+pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
+pub use lock::{LockGuard, LockService};
+pub use retry::RetryPolicy;
+pub use session::{Session, SessionState};

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coord::{Backend, Error, LeaseId, Namespaced, Result, WatchResponse, WatchStream};
+use coord::{
+    Backend, Coordinator, Error, LeaseId, Namespaced, RangeRequest, Result, RetryPolicy,
+    WatchResponse, WatchStream,
+};
 use futures::StreamExt;
 use tokio::sync::{RwLock, RwLockWriteGuard};
 
@@ -133,6 +136,30 @@ impl Ctx {
         self.paused_clock
     }
 
+    /// A coordinator (namespace `coord/`) on the case's first connection, the one
+    /// [`Ctx::faults`] acts on.
+    pub fn coordinator(&self) -> Coordinator {
+        Coordinator::new(self.backend())
+    }
+
+    /// A coordinator on the case's first connection, with its own retry policy.
+    pub fn coordinator_with_retry(&self, retry: RetryPolicy) -> Coordinator {
+        Coordinator::builder(self.backend())
+            .retry(retry)
+            .build()
+            .expect("a valid retry policy")
+    }
+
+    /// A coordinator (namespace `coord/`) on a new connection: another process.
+    pub async fn other_coordinator(&self) -> Coordinator {
+        Coordinator::new(self.client().await.backend)
+    }
+
+    /// The TTL recipe cases use: 6 s, or the backend's minimum if larger.
+    pub fn recipe_ttl(&self) -> Duration {
+        Duration::from_secs(self.min_ttl().max(6) as u64)
+    }
+
     /// The shortest TTL the backend accepts.
     pub fn min_ttl(&self) -> i64 {
         self.first.backend.limits().min_lease_ttl
@@ -195,6 +222,38 @@ where
     if let Err(e) = body(ctx).await {
         panic!("{case} failed with an error: {e}");
     }
+}
+
+/// Poll `check` every 10 ms until it holds; panic naming `what` after [`PATIENCE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await? {
+        if tokio::time::Instant::now() >= deadline {
+            panic!("gave up after {PATIENCE:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// How many keys are under `prefix` now.
+pub async fn count_keys(backend: &dyn Backend, prefix: &str) -> Result<i64> {
+    Ok(backend
+        .range(RangeRequest::prefix(prefix).count_only())
+        .await?
+        .count)
+}
+
+/// Wait until exactly `n` keys are under `prefix`.
+pub async fn wait_for_keys(backend: &dyn Backend, prefix: &str, n: i64) -> Result<()> {
+    wait_until(&format!("{n} keys are under {prefix}"), || async move {
+        Ok(count_keys(backend, prefix).await? == n)
+    })
+    .await
 }
 
 /// Assert that `result` is `Err(InvalidArgument)` naming `argument`.

@@ -1,6 +1,7 @@
 //! # coord-conformance
 //!
-//! The contract every coord backend must pass, as public async functions — one per
+//! The contract every coord backend must pass — the primitive and the recipes built
+//! on it (locks, sessions, elections) — as public async functions — one per
 //! property — and macros that expand to one `#[tokio::test]` per case, so a failure
 //! shows its name.
 //!
@@ -51,6 +52,7 @@ macro_rules! conformance_tests {
             range_prefix_returns_only_the_prefix_in_key_order,
             range_limit_reports_more_and_total_count,
             range_sorts_by_create_revision,
+            range_filters_by_max_create_revision,
             range_count_only_returns_no_values,
             range_at_past_revision_sees_old_state,
             range_at_future_revision_is_invalid,
@@ -91,6 +93,27 @@ macro_rules! conformance_tests {
             non_positive_revisions_are_invalid,
             too_many_txn_ops_is_invalid,
             random_operations_match_the_model,
+            // Locks and sessions.
+            lock_excludes_holders_and_tokens_increase,
+            lock_waiters_are_served_in_arrival_order,
+            try_acquire_on_held_lock_is_conflict_and_leaves_no_key,
+            queued_waiter_whose_lease_ends_gets_lock_expired,
+            cancelled_acquire_removes_its_key,
+            dropped_guard_releases_the_lock,
+            unlock_only_deletes_its_own_key,
+            guard_compare_holds_only_while_held,
+            lost_completes_when_the_key_is_taken_away,
+            revoked_lease_loses_the_lock,
+            tasks_of_one_coordinator_queue_locally,
+            close_releases_locks_at_once,
+            sessions_are_shared_per_ttl_and_replaced_when_lost,
+            lock_input_is_validated,
+            // Leader election.
+            election_changes_are_observed_in_order,
+            leader_whose_lease_ends_is_replaced,
+            queued_candidate_whose_lease_ends_gets_lock_expired,
+            dropped_or_closed_leadership_hands_over,
+            election_input_is_validated,
         );
     };
 }
@@ -109,6 +132,14 @@ macro_rules! fault_tests {
             partition_fails_calls_and_watch_catches_up_after_heal,
             partition_leaves_other_clients_working,
             expired_lease_deletes_its_keys_at_once,
+            // Recipes under faults.
+            stalled_keep_alives_lose_the_lock_and_free_it,
+            partitioned_holder_reports_loss_before_the_store_expires_it,
+            keep_alives_resumed_in_time_keep_the_lock,
+            queued_waiter_whose_keep_alives_stop_gets_lock_expired,
+            unlock_after_a_lost_response_never_deletes_the_next_holder,
+            cut_watch_while_queued_still_hands_over,
+            stalled_leader_is_replaced,
         );
     };
 }

@@ -25,6 +25,10 @@ pub struct RangeRequest {
     pub limit: Option<u64>,
     /// Sort by create revision instead of by key.
     pub sort_by_create_revision: Option<SortOrder>,
+    /// Return only key-values created at or before this revision. As on etcd, the
+    /// filter applies to the returned key-values (and `more`), while `count` counts
+    /// every key of the range.
+    pub max_create_revision: Option<Revision>,
     /// Return only the count, no key-values.
     pub count_only: bool,
 }
@@ -47,6 +51,7 @@ impl RangeRequest {
             revision: None,
             limit: None,
             sort_by_create_revision: None,
+            max_create_revision: None,
             count_only: false,
         }
     }
@@ -66,6 +71,13 @@ impl RangeRequest {
     /// Sort results by create revision.
     pub fn sort_by_create_revision(mut self, order: SortOrder) -> Self {
         self.sort_by_create_revision = Some(order);
+        self
+    }
+
+    /// Return only key-values whose create revision is at most `revision` (how a lock
+    /// waiter finds the claim just before its own).
+    pub fn with_max_create_revision(mut self, revision: Revision) -> Self {
+        self.max_create_revision = Some(revision);
         self
     }
 

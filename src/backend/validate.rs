@@ -74,6 +74,14 @@ pub fn range(request: &RangeRequest) -> Result<()> {
             ));
         }
     }
+    if let Some(r) = request.max_create_revision {
+        if r <= 0 {
+            return Err(Error::invalid(
+                "max_create_revision",
+                format!("must be positive, got {r}"),
+            ));
+        }
+    }
     if let Some(l) = request.limit {
         if l > i64::MAX as u64 {
             return Err(Error::invalid("limit", "must fit in an i64"));

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coord::Limits;
+use coord::{Limits, RetryPolicy};
 
 /// Connection settings for [`crate::EtcdBackend`].
 #[derive(Clone, Debug)]
@@ -21,6 +21,10 @@ pub struct EtcdConfig {
     /// (`--max-request-bytes`, `--max-txn-ops`, the minimum lease TTL, which is
     /// 1.5 × the election timeout rounded up: 2 s with etcd's defaults).
     pub limits: Limits,
+    /// Retries of operations that are safe to repeat, used by the
+    /// [`Coordinator`](coord::Coordinator) that [`crate::connect`] builds. Default: 5
+    /// attempts, 200 ms doubling to at most 5 s.
+    pub retry: RetryPolicy,
     /// TLS to etcd (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls: Option<etcd_client::TlsOptions>,
@@ -35,6 +39,7 @@ impl Default for EtcdConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             limits: Limits::default(),
+            retry: RetryPolicy::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -54,6 +59,12 @@ impl EtcdConfig {
     pub fn with_user(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self.password = Some(password.into());
+        self
+    }
+
+    /// Use `retry` for operations that are safe to repeat.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 

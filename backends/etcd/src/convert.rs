@@ -48,6 +48,9 @@ pub(crate) fn get(request: &RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
         };
         options = options.with_sort(etcd::SortTarget::Create, order);
     }
+    if let Some(max) = request.max_create_revision {
+        options = options.with_max_create_revision(max);
+    }
     if request.count_only {
         options = options.with_count_only();
     }

@@ -3,14 +3,19 @@
 //! The etcd v3 backend for coord, through the `etcd-client` crate.
 //!
 //! ```no_run
-//! use coord::{Backend, BackendExt};
-//! use coord_etcd::{EtcdBackend, EtcdConfig};
+//! use std::time::Duration;
+//! use coord_etcd::EtcdConfig;
 //!
 //! # async fn demo() -> coord::Result<()> {
-//! let etcd = EtcdBackend::connect(EtcdConfig::with_endpoints(["http://127.0.0.1:2379"])).await?;
-//! etcd.put("greeting", "hello").await?;
+//! let coordinator = coord_etcd::connect(EtcdConfig::with_endpoints(["http://127.0.0.1:2379"])).await?;
+//! let guard = coordinator.lock().acquire("nightly-report", Duration::from_secs(15)).await?;
+//! // ... the work, writing through txns carrying guard.compare() ...
+//! guard.unlock().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! [`EtcdBackend`] alone is the primitive (a [`coord::Backend`]), for direct use or
+//! for [`coord::Coordinator::builder`] with other options.
 //!
 //! One backend holds one etcd client. All its watches share one gRPC watch stream and
 //! all its lease keep-alives share one keep-alive stream. A watch whose stream breaks
@@ -47,6 +52,19 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::EtcdConfig;
+
+/// Connect to etcd and return a [`Coordinator`](coord::Coordinator) over it, with
+/// the default namespace (`coord/`) and the config's retry policy.
+///
+/// Errors: as [`EtcdBackend::connect`], and `InvalidArgument` for a bad retry policy.
+pub async fn connect(config: EtcdConfig) -> Result<coord::Coordinator> {
+    config.retry.validate()?;
+    let retry = config.retry.clone();
+    let backend = EtcdBackend::connect(config).await?;
+    coord::Coordinator::builder(Arc::new(backend))
+        .retry(retry)
+        .build()
+}
 use convert::Context;
 
 /// Streams the backend has opened, for tests and benchmarks that check the sharing.

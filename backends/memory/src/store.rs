@@ -147,6 +147,9 @@ impl State {
         };
         let mut kvs = self.scan(&request.keys, at);
         let count = kvs.len() as i64;
+        if let Some(max) = request.max_create_revision {
+            kvs.retain(|kv| kv.create_revision <= max);
+        }
         match request.sort_by_create_revision {
             Some(SortOrder::Ascend) => kvs.sort_by_key(|kv| kv.create_revision),
             Some(SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision)),

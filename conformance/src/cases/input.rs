@@ -68,6 +68,11 @@ pub async fn non_positive_revisions_are_invalid(ctx: Ctx) -> Result<()> {
         "revision",
     );
     assert_invalid(
+        b.range(RangeRequest::prefix("k").with_max_create_revision(0))
+            .await,
+        "max_create_revision",
+    );
+    assert_invalid(
         b.watch(WatchRequest::key("k").from_revision(-1))
             .await
             .map(|_| ()),

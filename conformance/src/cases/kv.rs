@@ -184,6 +184,38 @@ pub async fn range_sorts_by_create_revision(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A range filtered by max create revision returns only the older keys (newest first
+/// with a descending sort: the claim just before a waiter's own), and counts all.
+pub async fn range_filters_by_max_create_revision(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let r1 = b.put("q/1", "v").await?;
+    let r2 = b.put("q/2", "v").await?;
+    let r3 = b.put("q/3", "v").await?;
+    let before3 = b
+        .range(
+            RangeRequest::prefix("q/")
+                .with_max_create_revision(r3 - 1)
+                .sort_by_create_revision(SortOrder::Descend)
+                .with_limit(1),
+        )
+        .await?;
+    let keys: Vec<_> = before3.kvs.iter().map(|kv| kv.key_str()).collect();
+    assert_eq!(keys, ["q/2"]);
+    assert!(before3.more, "q/1 also matched");
+    assert_eq!(before3.count, 3, "count ignores the filter, as on etcd");
+    let none = b
+        .range(RangeRequest::prefix("q/").with_max_create_revision(r1 - 1))
+        .await?;
+    assert!(none.kvs.is_empty());
+    let upto2 = b
+        .range(RangeRequest::prefix("q/").with_max_create_revision(r2))
+        .await?;
+    let keys: Vec<_> = upto2.kvs.iter().map(|kv| kv.key_str()).collect();
+    assert_eq!(keys, ["q/1", "q/2"]);
+    assert!(!upto2.more);
+    Ok(())
+}
+
 /// A count-only range returns the count and no key-values.
 pub async fn range_count_only_returns_no_values(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();

@@ -3,17 +3,23 @@
 //! Each takes a [`Ctx`](crate::Ctx) (a fresh namespace on the store under test) and
 //! fails by panicking or returning an error.
 
+mod election;
 mod faults;
 mod input;
 mod kv;
 mod lease;
+mod lock;
+mod session_faults;
 mod txn;
 mod watch;
 
+pub use election::*;
 pub use faults::*;
 pub use input::*;
 pub use kv::*;
 pub use lease::*;
+pub use lock::*;
+pub use session_faults::*;
 pub use txn::*;
 pub use watch::*;
 

@@ -1,0 +1,167 @@
+//! Leader election: order, observation, hand-over, loss.
+
+use coord::{BackendExt, Error, Leader, LeaderStream, OwnershipLost, Result};
+use futures::StreamExt;
+
+use crate::context::{assert_invalid, wait_for_keys, wait_until, PATIENCE};
+use crate::Ctx;
+
+const QUEUE: &str = "coord/election/e/";
+
+async fn next_leader(stream: &mut LeaderStream, what: &str) -> Result<Option<Leader>> {
+    match tokio::time::timeout(PATIENCE, stream.next()).await {
+        Ok(Some(item)) => item,
+        Ok(None) => panic!("observation ended while waiting for {what}"),
+        Err(_) => panic!("no leader change within {PATIENCE:?} while waiting for {what}"),
+    }
+}
+
+/// An observer sees every leader change in order: nobody, the first leader, its new
+/// proclamation, the successor after a resignation, nobody again.
+pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let watcher = ctx.other_coordinator().await;
+    let mut changes = watcher.election().observe("e")?;
+    assert_eq!(next_leader(&mut changes, "the empty start").await?, None);
+
+    let first = ctx.coordinator().election().campaign("e", "one").await?;
+    let seen = next_leader(&mut changes, "the first leader")
+        .await?
+        .expect("a leader");
+    assert_eq!(
+        (seen.value_str(), seen.token),
+        ("one".into(), first.fencing_token())
+    );
+    assert_eq!(seen.key, first.key());
+
+    let second = ctx.other_coordinator().await;
+    let queued = tokio::spawn(async move { second.election().campaign("e", "two").await });
+    wait_for_keys(b.as_ref(), QUEUE, 2).await?;
+    first.proclaim("one, again").await?;
+    let seen = next_leader(&mut changes, "the new proclamation")
+        .await?
+        .expect("a leader");
+    assert_eq!(
+        (seen.value_str(), seen.token),
+        ("one, again".into(), first.fencing_token())
+    );
+    assert!(!first.is_expired(), "its own proclamation is not a loss");
+
+    first.resign().await?;
+    let second = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the second candidate leads")
+        .expect("task")?;
+    let seen = next_leader(&mut changes, "the successor")
+        .await?
+        .expect("a leader");
+    assert_eq!(
+        (seen.value_str(), seen.token),
+        ("two".into(), second.fencing_token())
+    );
+    assert!(second.fencing_token() > first.fencing_token());
+    assert_eq!(watcher.election().leader("e").await?, Some(seen));
+
+    second.resign().await?;
+    assert_eq!(next_leader(&mut changes, "nobody").await?, None);
+    assert_eq!(watcher.election().leader("e").await?, None);
+    Ok(())
+}
+
+/// A leader whose lease ends stops being the leader: `lost()` completes, proclaim
+/// and resign are `NotLeader`, and the queued candidate takes over.
+pub async fn leader_whose_lease_ends_is_replaced(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let leader = ctx.coordinator().election().campaign("e", "first").await?;
+    let second = ctx.other_coordinator().await;
+    let queued = tokio::spawn(async move { second.election().campaign("e", "second").await });
+    wait_for_keys(b.as_ref(), QUEUE, 2).await?;
+    b.lease_revoke(leader.session().lease()).await?;
+    let why = tokio::time::timeout(PATIENCE, leader.lost())
+        .await
+        .expect("lost");
+    assert!(
+        matches!(why, OwnershipLost::SessionLost | OwnershipLost::KeyDeleted),
+        "{why:?}"
+    );
+    let next = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the next candidate leads")
+        .expect("task")?;
+    let watcher = ctx.other_coordinator().await;
+    let now = watcher.election().leader("e").await?.expect("a leader");
+    assert_eq!(now.token, next.fencing_token());
+    assert_eq!(now.value, b"second");
+    assert!(matches!(
+        leader.proclaim("still me").await,
+        Err(Error::NotLeader { .. })
+    ));
+    assert!(matches!(
+        leader.resign().await,
+        Err(Error::NotLeader { .. })
+    ));
+    next.resign().await?;
+    Ok(())
+}
+
+/// A queued candidate whose lease ends gets `LockExpired` and never leads.
+pub async fn queued_candidate_whose_lease_ends_gets_lock_expired(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let leader = ctx.coordinator().election().campaign("e", "first").await?;
+    let candidate = ctx.other_coordinator().await;
+    let lease = candidate
+        .session(coord::DEFAULT_ELECTION_TTL)
+        .await?
+        .lease();
+    let queued = tokio::spawn(async move { candidate.election().campaign("e", "second").await });
+    wait_for_keys(b.as_ref(), QUEUE, 2).await?;
+    b.lease_revoke(lease).await?;
+    leader.resign().await?;
+    let outcome = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the campaign ended")
+        .expect("task");
+    assert!(
+        matches!(outcome, Err(Error::LockExpired { .. })),
+        "{outcome:?}"
+    );
+    let watcher = ctx.other_coordinator().await;
+    assert_eq!(watcher.election().leader("e").await?, None);
+    Ok(())
+}
+
+/// A dropped leadership resigns in the background; a closed coordinator's
+/// leadership ends at once.
+pub async fn dropped_or_closed_leadership_hands_over(ctx: Ctx) -> Result<()> {
+    let watcher = ctx.other_coordinator().await;
+    let a = ctx.coordinator();
+    drop(a.election().campaign("e", "dropped").await?);
+    wait_until("the dropped leadership is gone", || async {
+        Ok(watcher.election().leader("e").await?.is_none())
+    })
+    .await?;
+    let b = ctx.other_coordinator().await;
+    let leadership = b.election().campaign("e", "closed").await?;
+    b.close().await?;
+    assert!(leadership.is_expired());
+    assert_eq!(watcher.election().leader("e").await?, None);
+    Ok(())
+}
+
+/// Bad names are `InvalidArgument` for every election call; a value over the limit
+/// is `InvalidArgument` too.
+pub async fn election_input_is_validated(ctx: Ctx) -> Result<()> {
+    let a = ctx.coordinator();
+    for name in ["", "a/b", "tab\t"] {
+        assert_invalid(a.election().campaign(name, "v").await, "name");
+        assert_invalid(a.election().leader(name).await, "name");
+        assert_invalid(a.election().observe(name).map(|_| ()), "name");
+    }
+    let big = vec![b'x'; ctx.backend().limits().max_value_bytes + 1];
+    assert_invalid(a.election().campaign("e", big.clone()).await, "value");
+    let leader = a.election().campaign("e", "ok").await?;
+    assert_invalid(leader.proclaim(big).await, "value");
+    leader.resign().await?;
+    assert!(ctx.backend().get_prefix("coord/").await?.is_empty());
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Sessions, locks and leaderships under injected faults: keep-alives that stop, a
+//! partition, a lost response, a cut watch.
+
+use coord::{BackendExt, Error, OwnershipLost, Result, RetryPolicy, SessionState};
+
+use crate::context::{wait_for_keys, PATIENCE};
+use crate::Ctx;
+
+/// Keep-alives stop: the session reports `Suspended`, then `Lost`; `lost()`
+/// completes, the guard is expired, and another coordinator gets the lock.
+pub async fn stalled_keep_alives_lose_the_lock_and_free_it(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let guard = ctx.coordinator().lock().acquire("s", ttl).await?;
+    let mut states = guard.session().watch_state();
+    ctx.faults().stall_keep_alives();
+    tokio::time::timeout(PATIENCE, states.wait_for(|s| *s == SessionState::Suspended))
+        .await
+        .expect("suspended")
+        .ok();
+    let why = tokio::time::timeout(PATIENCE, guard.lost())
+        .await
+        .expect("lost");
+    assert_eq!(why, OwnershipLost::SessionLost);
+    assert!(guard.is_expired());
+    let other = ctx.other_coordinator().await;
+    let next = tokio::time::timeout(PATIENCE, other.lock().acquire("s", ttl))
+        .await
+        .expect("the lock was freed")?;
+    assert!(next.fencing_token() > guard.fencing_token());
+    ctx.faults().resume_keep_alives();
+    Ok(())
+}
+
+/// A partitioned holder reports the lock lost while the store still has its lease:
+/// `Lost` comes no later than the store could hand the lock to someone else.
+pub async fn partitioned_holder_reports_loss_before_the_store_expires_it(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let guard = ctx.coordinator().lock().acquire("p", ttl).await?;
+    let lease = guard.session().lease();
+    let observer = ctx.client().await.backend;
+    ctx.faults().partition();
+    let why = tokio::time::timeout(PATIENCE, guard.lost())
+        .await
+        .expect("lost");
+    assert_eq!(why, OwnershipLost::SessionLost);
+    assert!(guard.is_expired());
+    observer
+        .lease_time_to_live(lease)
+        .await
+        .expect("the store still has the lease when the holder reports the loss");
+    assert!(observer.get(guard.key()).await?.is_some());
+    // The store then expires it, and another coordinator takes over.
+    let other = ctx.other_coordinator().await;
+    let next = tokio::time::timeout(PATIENCE, other.lock().acquire("p", ttl))
+        .await
+        .expect("the lock was freed by the lease's end")?;
+    assert!(next.fencing_token() > guard.fencing_token());
+    ctx.faults().heal();
+    Ok(())
+}
+
+/// Keep-alives that resume before the deadline: `Suspended`, then `Alive` again,
+/// and the lock is still held.
+pub async fn keep_alives_resumed_in_time_keep_the_lock(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let guard = ctx.coordinator().lock().acquire("k", ttl).await?;
+    let mut states = guard.session().watch_state();
+    ctx.faults().stall_keep_alives();
+    tokio::time::timeout(PATIENCE, states.wait_for(|s| *s == SessionState::Suspended))
+        .await
+        .expect("suspended")
+        .ok();
+    ctx.faults().resume_keep_alives();
+    tokio::time::timeout(PATIENCE, states.wait_for(|s| *s == SessionState::Alive))
+        .await
+        .expect("alive again")
+        .ok();
+    assert!(!guard.is_expired());
+    assert!(guard.is_held().await?);
+    guard.unlock().await?;
+    Ok(())
+}
+
+/// A queued waiter whose keep-alives stop gets `LockExpired` at its deadline, its
+/// key goes, and the holder keeps the lock.
+pub async fn queued_waiter_whose_keep_alives_stop_gets_lock_expired(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let holder = ctx
+        .other_coordinator()
+        .await
+        .lock()
+        .acquire("w", ttl)
+        .await?;
+    let waiter = ctx.coordinator();
+    let queued = tokio::spawn(async move { waiter.lock().acquire("w", ttl).await });
+    wait_for_keys(b.as_ref(), "coord/lock/w/", 2).await?;
+    ctx.faults().stall_keep_alives();
+    let outcome = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the queued acquire ended")
+        .expect("task");
+    assert!(
+        matches!(outcome, Err(Error::LockExpired { .. })),
+        "{outcome:?}"
+    );
+    wait_for_keys(b.as_ref(), "coord/lock/w/", 1).await?;
+    assert!(holder.is_held().await?);
+    ctx.faults().resume_keep_alives();
+    holder.unlock().await?;
+    Ok(())
+}
+
+/// An unlock whose response was lost: without retries it reports the failure, and
+/// the retry after another holder took the lock is `LockNotHeld` and deletes
+/// nothing. With retries, the retry finds the key gone and reports success.
+pub async fn unlock_after_a_lost_response_never_deletes_the_next_holder(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let once = ctx.coordinator_with_retry(RetryPolicy::none());
+    let guard = once.lock().acquire("u", ttl).await?;
+    ctx.faults().lose_next_response();
+    let err = guard.unlock().await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let other = ctx.other_coordinator().await;
+    let next = other.lock().try_acquire("u", ttl).await?;
+    let err = guard.unlock().await.unwrap_err();
+    assert!(matches!(err, Error::LockNotHeld { .. }), "{err:?}");
+    assert!(
+        b.get(next.key()).await?.is_some(),
+        "the next holder's key survived"
+    );
+    next.unlock().await?;
+
+    let retrying = ctx.coordinator();
+    let guard = retrying.lock().acquire("v", ttl).await?;
+    ctx.faults().lose_next_response();
+    guard.unlock().await?;
+    assert!(b.get(guard.key()).await?.is_none());
+    Ok(())
+}
+
+/// A waiter whose watch is cut while queued still gets the lock when it is freed.
+pub async fn cut_watch_while_queued_still_hands_over(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let holder = ctx
+        .other_coordinator()
+        .await
+        .lock()
+        .acquire("h", ttl)
+        .await?;
+    let waiter = ctx.coordinator();
+    let queued = tokio::spawn(async move { waiter.lock().acquire("h", ttl).await });
+    wait_for_keys(b.as_ref(), "coord/lock/h/", 2).await?;
+    ctx.faults().cut_watches();
+    holder.unlock().await?;
+    let guard = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("handed over")
+        .expect("task")?;
+    assert!(guard.fencing_token() > holder.fencing_token());
+    guard.unlock().await?;
+    Ok(())
+}
+
+/// A leader whose keep-alives stop loses leadership; observers see the next one.
+pub async fn stalled_leader_is_replaced(ctx: Ctx) -> Result<()> {
+    let leader = ctx.coordinator().election().campaign("e", "first").await?;
+    let second = ctx.other_coordinator().await;
+    let next = tokio::spawn(async move { second.election().campaign("e", "second").await });
+    wait_for_keys(ctx.backend().as_ref(), "coord/election/e/", 2).await?;
+    ctx.faults().stall_keep_alives();
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, leader.lost())
+            .await
+            .expect("lost"),
+        OwnershipLost::SessionLost
+    );
+    let next = tokio::time::timeout(PATIENCE, next)
+        .await
+        .expect("the next candidate leads")
+        .expect("task")?;
+    let observer = ctx.other_coordinator().await;
+    let now = observer.election().leader("e").await?.expect("a leader");
+    assert_eq!(now.value, b"second");
+    assert_eq!(now.token, next.fencing_token());
+    ctx.faults().resume_keep_alives();
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! A claim: a key in a queue under a prefix, owned by the smallest create revision.
+//!
+//! Locks and elections are the same queue (etcd's `concurrency` protocol): a
+//! candidate puts `<prefix><lease hex>` if absent, waits until no key created before
+//! its own remains (watching only the one just before it), then re-checks its own
+//! key. This module does that once for both.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::{debug, field, info_span, warn, Instrument};
+
+use crate::coordinator::CoordinatorInner;
+use crate::local_queue::LocalTurn;
+use crate::{
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
+    RangeRequest, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp, TxnOpResponse,
+    WatchRequest,
+};
+
+/// Why ownership of a lock or a leadership ended (see `LockGuard::lost`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OwnershipLost {
+    /// The session's lease is gone or its local deadline passed.
+    SessionLost,
+    /// The claim's key was deleted by someone else.
+    KeyDeleted,
+    /// The claim's key was overwritten by someone else.
+    KeyChanged,
+    /// The owner released it (unlock, resign).
+    Released,
+}
+
+/// Whether a claim waits for its turn or gives up at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    UntilOwner,
+    No,
+}
+
+/// What a claim is of, for keys, errors and logs.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    Lock,
+    Election,
+}
+
+impl Kind {
+    fn segment(self) -> &'static str {
+        match self {
+            Kind::Lock => "lock",
+            Kind::Election => "election",
+        }
+    }
+}
+
+/// The key prefix of the queue for `name`.
+pub(crate) fn queue_prefix(coord: &CoordinatorInner, kind: Kind, name: &str) -> String {
+    format!("{}{}/{}/", coord.namespace, kind.segment(), name)
+}
+
+/// A lock or election name: non-empty, no `/` (it would nest one queue in
+/// another), no control characters.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid("name", "must not be empty"));
+    }
+    if name.contains('/') {
+        return Err(Error::invalid(
+            "name",
+            format!("must not contain '/' (got {name:?}): the queue of one name would contain another's"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            format!("must not contain control characters (got {name:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A held claim: the owner's key, its create revision (the fencing token), and the
+/// session that keeps it.
+pub(crate) struct Claim {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    name: String,
+    key: String,
+    token: Revision,
+    session: Session,
+    turn: Mutex<Option<LocalTurn>>,
+    released: watch::Sender<bool>,
+    /// A release is in flight: its delete is not someone else's.
+    releasing: AtomicBool,
+    lost: Mutex<Option<OwnershipLost>>,
+    /// Mod revisions of the owner's own writes to its key (the claim, proclaims);
+    /// held across a write so a watcher never mistakes it for someone else's.
+    own_writes: tokio::sync::Mutex<Vec<Revision>>,
+}
+
+/// A key being claimed: removed again (in the background) if the claim does not
+/// complete, and the local turn passed on only after that.
+struct Pending {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    key: String,
+    lease: LeaseId,
+    token: Option<Revision>,
+    turn: Option<LocalTurn>,
+}
+
+impl Pending {
+    fn disarm(mut self) -> Option<LocalTurn> {
+        self.token = None;
+        self.turn.take()
+    }
+
+    /// Remove the key now (for a failed try); on failure the drop retries it.
+    async fn remove_now(mut self) {
+        if remove_key(
+            &self.backend,
+            &self.retry,
+            &self.key,
+            self.lease,
+            self.token,
+        )
+        .await
+        .is_ok()
+        {
+            drop(self.turn.take());
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(turn) = self.turn.take() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (backend, retry, key, lease, token) = (
+            self.backend.clone(),
+            self.retry.clone(),
+            std::mem::take(&mut self.key),
+            self.lease,
+            self.token,
+        );
+        rt.spawn(async move {
+            if let Err(e) = remove_key(&backend, &retry, &key, lease, token).await {
+                warn!(key, error = %e, "could not remove an abandoned claim; it ends with its lease");
+            }
+            drop(turn);
+        });
+    }
+}
+
+/// Delete `key` if it is still this claim's: same create revision when known, else
+/// same lease (a lost response may have created it; the local turn guarantees no
+/// other task of this process did).
+async fn remove_key(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    key: &str,
+    lease: LeaseId,
+    token: Option<Revision>,
+) -> Result<()> {
+    let compare = match token {
+        Some(t) => Compare::create_revision(key, CompareOp::Equal, t),
+        None => Compare::lease(key, CompareOp::Equal, Some(lease)),
+    };
+    let txn = Txn::new()
+        .when([compare])
+        .and_then([DeleteRequest::key(key)]);
+    retry
+        .run("remove claim", |_| backend.txn(txn.clone()))
+        .await
+        .map(|_| ())
+}
+
+fn expired(name: &str) -> Error {
+    Error::LockExpired {
+        name: name.to_string(),
+    }
+}
+
+/// Claim `name` with `value`: wait for the turn (or give up at once with
+/// `LockConflict`), then return the held claim.
+pub(crate) async fn claim(
+    coord: &Arc<CoordinatorInner>,
+    kind: Kind,
+    name: &str,
+    ttl: Duration,
+    value: Vec<u8>,
+    wait: Wait,
+) -> Result<Claim> {
+    validate_name(name)?;
+    coord.check_open()?;
+    let span = info_span!(
+        "coord.claim",
+        kind = kind.segment(),
+        name,
+        key = field::Empty,
+        token = field::Empty
+    );
+    claim_in_span(coord, kind, name, ttl, value, wait)
+        .instrument(span)
+        .await
+}
+
+async fn claim_in_span(
+    coord: &Arc<CoordinatorInner>,
+    kind: Kind,
+    name: &str,
+    ttl: Duration,
+    value: Vec<u8>,
+    wait: Wait,
+) -> Result<Claim> {
+    let conflict = || Error::LockConflict {
+        name: name.to_string(),
+    };
+    let prefix = queue_prefix(coord, kind, name);
+    let turn = match wait {
+        Wait::UntilOwner => coord.local.wait(&prefix).await,
+        Wait::No => coord.local.try_now(&prefix).ok_or_else(conflict)?,
+    };
+    let session = coord.session(ttl).await?;
+    let backend = coord.backend.clone();
+    let retry = coord.retry.clone();
+    let lease = session.lease();
+    let key = format!("{prefix}{lease}");
+    tracing::Span::current().record("key", key.as_str());
+    let mut pending = Pending {
+        backend: backend.clone(),
+        retry: retry.clone(),
+        key: key.clone(),
+        lease,
+        token: None,
+        turn: Some(turn),
+    };
+
+    // Create the key if absent (else read it: a retry after a lost response finds
+    // its own), and read the owner, in one transaction. Safe to repeat.
+    let owner = RangeRequest::prefix(prefix.clone())
+        .sort_by_create_revision(SortOrder::Ascend)
+        .with_limit(1);
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::Put(PutRequest::new(key.clone(), value.clone()).with_lease(lease)),
+            TxnOp::Range(owner.clone()),
+        ])
+        .or_else([
+            TxnOp::Range(RangeRequest::key(key.clone())),
+            TxnOp::Range(owner),
+        ]);
+    let resp = retry.run("claim", |_| backend.txn(txn.clone())).await?;
+    let ranges: Vec<_> = resp
+        .responses
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Range(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let mut own_writes = Vec::new();
+    let token = if resp.succeeded {
+        own_writes.push(resp.revision);
+        resp.revision
+    } else {
+        match ranges.first().and_then(|r| r.kvs.first()) {
+            Some(kv) if kv.lease == Some(lease) => {
+                own_writes.push(kv.mod_revision);
+                kv.create_revision
+            }
+            // Someone wrote this session's exact key without its lease.
+            Some(_) => return Err(conflict()),
+            None => {
+                return Err(Error::unavailable(format!(
+                    "{} backend reported {key} both absent and present",
+                    backend.name()
+                )))
+            }
+        }
+    };
+    pending.token = Some(token);
+    tracing::Span::current().record("token", token);
+    let owner_rev = ranges
+        .last()
+        .and_then(|r| r.kvs.first())
+        .map(|kv| kv.create_revision);
+
+    if owner_rev != Some(token) {
+        if wait == Wait::No {
+            pending.remove_now().await;
+            return Err(conflict());
+        }
+        debug!("queued; waiting for the claims before this one");
+        tokio::select! {
+            waited = wait_for_predecessors(&backend, &retry, &prefix, token) => waited?,
+            _ = session.lost() => return Err(expired(name)),
+        }
+        // The wait may have outlived the key (its lease ended, someone deleted
+        // it): own it only if it is still there, unchanged in identity.
+        let recheck = Txn::new().when([
+            Compare::create_revision(key.clone(), CompareOp::Equal, token),
+            Compare::lease(key.clone(), CompareOp::Equal, Some(lease)),
+        ]);
+        let still = retry
+            .run("recheck claim", |_| backend.txn(recheck.clone()))
+            .await?;
+        if !still.succeeded || session.is_lost() {
+            warn!("claim ended while queued");
+            return Err(expired(name));
+        }
+    }
+
+    // A claim whose value differs (a retry of an earlier campaign) carries the new one.
+    if !resp.succeeded {
+        let current = ranges.first().and_then(|r| r.kvs.first());
+        if current.is_some_and(|kv| kv.value != value) {
+            let put = Txn::new()
+                .when([Compare::create_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    token,
+                )])
+                .and_then([PutRequest::new(key.clone(), value.clone()).with_lease(lease)]);
+            let r = retry.run("proclaim", |_| backend.txn(put.clone())).await?;
+            if !r.succeeded {
+                return Err(expired(name));
+            }
+            own_writes.push(r.revision);
+        }
+    }
+
+    debug!("acquired");
+    let turn = pending.disarm();
+    Ok(Claim {
+        backend,
+        retry,
+        name: name.to_string(),
+        key,
+        token,
+        session,
+        turn: Mutex::new(turn),
+        released: watch::Sender::new(false),
+        releasing: AtomicBool::new(false),
+        lost: Mutex::new(None),
+        own_writes: tokio::sync::Mutex::new(own_writes),
+    })
+}
+
+/// Wait until no key of the queue was created before `token`: watch the one just
+/// before (only it: a release wakes one waiter), and look again when it goes.
+async fn wait_for_predecessors(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    prefix: &str,
+    token: Revision,
+) -> Result<()> {
+    let before = RangeRequest::prefix(prefix)
+        .with_max_create_revision(token - 1)
+        .sort_by_create_revision(SortOrder::Descend)
+        .with_limit(1);
+    loop {
+        let resp = retry
+            .run("read queue", |_| backend.range(before.clone()))
+            .await?;
+        let Some(previous) = resp.kvs.first() else {
+            return Ok(());
+        };
+        debug!(waiting_for = %previous.key_str(), "waiting");
+        let request = WatchRequest::key(previous.key.clone()).from_revision(resp.revision + 1);
+        match backend.watch(request).await {
+            Ok(mut events) => {
+                while let Some(item) = events.next().await {
+                    match item {
+                        Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => break,
+                        Ok(_) => {}
+                        // Compacted or broken: read the queue again.
+                        Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                            tokio::time::sleep(retry.initial_delay).await;
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                tokio::time::sleep(retry.initial_delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Claim {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn token(&self) -> Revision {
+        self.token
+    }
+
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub(crate) fn compare(&self) -> Compare {
+        Compare::create_revision(self.key.clone(), CompareOp::Equal, self.token)
+    }
+
+    fn is_released(&self) -> bool {
+        *self.released.borrow()
+    }
+
+    fn not_held(&self) -> Error {
+        Error::LockNotHeld {
+            name: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn is_expired(&self) -> bool {
+        self.is_released()
+            || self
+                .lost
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            || self.session.is_lost()
+    }
+
+    /// The lease's remaining TTL as the store reports it.
+    pub(crate) async fn ttl(&self) -> Result<Duration> {
+        if self.is_released() {
+            return Err(self.not_held());
+        }
+        let lease = self.session.lease();
+        match self
+            .retry
+            .run("lease ttl", |_| self.backend.lease_time_to_live(lease))
+            .await
+        {
+            Ok(info) => Ok(Duration::from_secs(info.remaining_ttl.max(0) as u64)),
+            Err(Error::LeaseNotFound { .. }) => Err(expired(&self.name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renew the session's lease now: whether it is still held.
+    pub(crate) async fn renew(&self) -> Result<bool> {
+        if self.is_released() {
+            return Err(self.not_held());
+        }
+        Ok(self.session.keep_alive().await? && !self.is_expired())
+    }
+
+    /// Write `value` to the key if it is still this claim's.
+    pub(crate) async fn write_value(&self, value: Vec<u8>) -> Result<bool> {
+        if self.is_released() {
+            return Ok(false);
+        }
+        let put =
+            Txn::new().when([self.compare()]).and_then([
+                PutRequest::new(self.key.clone(), value).with_lease(self.session.lease())
+            ]);
+        let mut own = self.own_writes.lock().await;
+        let r = self
+            .retry
+            .run("proclaim", |_| self.backend.txn(put.clone()))
+            .await?;
+        if r.succeeded {
+            own.push(r.revision);
+        }
+        Ok(r.succeeded)
+    }
+
+    /// Delete the key if it is still this claim's. See `LockGuard::unlock`.
+    pub(crate) async fn release(&self) -> Result<()> {
+        if self.is_released() {
+            return Err(self.not_held());
+        }
+        let span =
+            info_span!("coord.release", name = %self.name, key = %self.key, token = self.token);
+        let txn = Txn::new()
+            .when([self.compare()])
+            .and_then([DeleteRequest::key(self.key.clone())]);
+        self.releasing.store(true, Ordering::SeqCst);
+        let outcome = self
+            .retry
+            .run("release", |attempt| {
+                let txn = txn.clone();
+                async move { Ok((self.backend.txn(txn).await?.succeeded, attempt)) }
+            })
+            .instrument(span.clone())
+            .await;
+        let (deleted, attempt) =
+            outcome.inspect_err(|_| self.releasing.store(false, Ordering::SeqCst))?;
+        self.released.send_replace(true);
+        drop(self.turn.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let _enter = span.enter();
+        if deleted {
+            debug!("released");
+            Ok(())
+        } else if attempt > 1 {
+            // An earlier try failed in a way that may have applied: the key is gone
+            // either way, and we cannot tell who removed it.
+            debug!("released (an earlier try had already deleted the key, or it had ended)");
+            Ok(())
+        } else {
+            warn!("release found the claim gone already");
+            Err(self.not_held())
+        }
+    }
+
+    /// Completes when ownership ends, saying why.
+    pub(crate) async fn lost(&self) -> OwnershipLost {
+        if let Some(why) = *self.lost.lock().unwrap_or_else(|e| e.into_inner()) {
+            return why;
+        }
+        if self.is_released() {
+            return OwnershipLost::Released;
+        }
+        let mut released = self.released.subscribe();
+        let why = tokio::select! {
+            biased;
+            _ = released.wait_for(|r| *r) => OwnershipLost::Released,
+            _ = self.session.lost() => OwnershipLost::SessionLost,
+            why = self.watch_key() => why,
+        };
+        if why != OwnershipLost::Released {
+            let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
+            lost.get_or_insert(why);
+        }
+        why
+    }
+
+    /// Watch the key from its creation on for a delete or a write not our own.
+    async fn watch_key(&self) -> OwnershipLost {
+        let mut from = self.token + 1;
+        loop {
+            match self
+                .backend
+                .watch(WatchRequest::key(self.key.clone()).from_revision(from))
+                .await
+            {
+                Ok(mut events) => {
+                    while let Some(item) = events.next().await {
+                        let Ok(resp) = item else { break };
+                        for event in &resp.events {
+                            if let Some(why) = self.foreign(event.kind, &event.kv).await {
+                                return why;
+                            }
+                        }
+                        from = resp.revision + 1;
+                    }
+                }
+                Err(Error::Compacted { .. }) => {
+                    // History is gone: judge the key as it is now.
+                    if let Ok(now) = self
+                        .backend
+                        .range(RangeRequest::key(self.key.clone()))
+                        .await
+                    {
+                        match now.kvs.first() {
+                            None => return OwnershipLost::KeyDeleted,
+                            Some(kv) => {
+                                if let Some(why) = self.foreign(EventKind::Put, kv).await {
+                                    return why;
+                                }
+                            }
+                        }
+                        from = now.revision + 1;
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(self.retry.initial_delay).await;
+        }
+    }
+
+    async fn foreign(&self, kind: EventKind, kv: &crate::KeyValue) -> Option<OwnershipLost> {
+        match kind {
+            EventKind::Delete if self.releasing.load(Ordering::SeqCst) => {
+                Some(OwnershipLost::Released)
+            }
+            EventKind::Delete => Some(OwnershipLost::KeyDeleted),
+            EventKind::Put if kv.create_revision != self.token => Some(OwnershipLost::KeyDeleted),
+            EventKind::Put => {
+                // Waits for an in-flight proclaim to record its revision.
+                let own = self.own_writes.lock().await;
+                (!own.contains(&kv.mod_revision)).then_some(OwnershipLost::KeyChanged)
+            }
+        }
+    }
+
+    /// Whether the key is still this claim's, read from the store.
+    pub(crate) async fn still_held(&self) -> Result<bool> {
+        if self.is_released() {
+            return Ok(false);
+        }
+        let kv = self
+            .retry
+            .run("read claim", |_| self.backend.get(self.key.clone()))
+            .await?;
+        Ok(kv.is_some_and(|kv| {
+            kv.create_revision == self.token && kv.lease == Some(self.session.lease())
+        }))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.is_released() {
+            return;
+        }
+        // Released without unlock: remove the key in the background, then let the
+        // next local task go.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (backend, retry, key, lease, token) = (
+            self.backend.clone(),
+            self.retry.clone(),
+            self.key.clone(),
+            self.session.lease(),
+            self.token,
+        );
+        rt.spawn(async move {
+            match remove_key(&backend, &retry, &key, lease, Some(token)).await {
+                Ok(()) => debug!(key, "released a dropped claim"),
+                Err(e) => warn!(key, error = %e, "could not release a dropped claim; it ends with its lease"),
+            }
+            drop(turn);
+        });
+    }
+}

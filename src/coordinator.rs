@@ -1,0 +1,224 @@
+//! The facade: one store, one namespace, shared sessions, and the recipes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::election::ElectionService;
+use crate::local_queue::LocalQueues;
+use crate::lock::LockService;
+use crate::session::ttl_seconds;
+use crate::{Backend, Error, Result, RetryPolicy, Session};
+
+/// The namespace a [`Coordinator`] works in unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "coord/";
+
+/// Entry point to the recipes, over any [`Backend`].
+///
+/// Cheap to clone; clones share sessions. Keys live under the namespace (default
+/// `coord/`): locks at `<namespace>lock/<name>/<lease>`, elections at
+/// `<namespace>election/<name>/<lease>` — the keys etcd's own `concurrency` package
+/// and `etcdctl lock` / `etcdctl elect` use for the names `<namespace>lock/<name>`
+/// and `<namespace>election/<name>`.
+///
+/// ```
+/// # async fn demo() -> coord::Result<()> {
+/// use std::{sync::Arc, time::Duration};
+/// let coordinator = coord::Coordinator::new(Arc::new(coord_memory::MemoryBackend::new()));
+/// let guard = coordinator.lock().acquire("jobs", Duration::from_secs(10)).await?;
+/// println!("holding {} with token {}", guard.key(), guard.fencing_token());
+/// guard.unlock().await?;
+/// coordinator.close().await?;
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) inner: Arc<CoordinatorInner>,
+}
+
+pub(crate) struct CoordinatorInner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) namespace: String,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) local: LocalQueues,
+    sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
+    closed: AtomicBool,
+}
+
+/// Options for a [`Coordinator`].
+pub struct CoordinatorBuilder {
+    backend: Arc<dyn Backend>,
+    namespace: String,
+    retry: RetryPolicy,
+}
+
+impl CoordinatorBuilder {
+    /// The key prefix of everything this coordinator writes, used verbatim
+    /// (default `coord/`; end it with `/`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Retries for operations that are safe to repeat (default: 5 attempts,
+    /// 200 ms doubling to at most 5 s).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Build the coordinator. A bad retry policy or a namespace with control
+    /// characters is `InvalidArgument`.
+    pub fn build(self) -> Result<Coordinator> {
+        self.retry.validate()?;
+        if self.namespace.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "namespace",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Coordinator {
+            inner: Arc::new(CoordinatorInner {
+                backend: self.backend,
+                namespace: self.namespace,
+                retry: self.retry,
+                local: LocalQueues::default(),
+                sessions: tokio::sync::Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl Coordinator {
+    /// A coordinator over `backend` with the default namespace and retry policy.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Coordinator::builder(backend)
+            .build()
+            .expect("the default options are valid")
+    }
+
+    /// Options: namespace and retry policy.
+    pub fn builder(backend: Arc<dyn Backend>) -> CoordinatorBuilder {
+        CoordinatorBuilder {
+            backend,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Distributed locks.
+    pub fn lock(&self) -> LockService {
+        LockService::new(self.inner.clone())
+    }
+
+    /// Leader election.
+    pub fn election(&self) -> ElectionService {
+        ElectionService::new(self.inner.clone())
+    }
+
+    /// The store.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The key prefix of everything this coordinator writes.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
+    /// The session for `ttl` (rounded up to whole seconds): the live one shared by
+    /// this coordinator's users of that TTL, or a new one if there is none or it was
+    /// lost. `Closed` after [`Coordinator::close`].
+    pub async fn session(&self, ttl: Duration) -> Result<Session> {
+        self.inner.session(ttl).await
+    }
+
+    /// Revoke every session now, so the locks, leaderships and registrations held
+    /// through this coordinator are released at once rather than after their TTL.
+    /// Every clone is closed: later calls fail with `Closed`. Returns the first
+    /// revoke error, after trying them all.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let sessions: Vec<Session> = self
+            .inner
+            .sessions
+            .lock()
+            .await
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        let mut first = Ok(());
+        for s in sessions {
+            if let Err(e) = s.close().await {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Whether [`Coordinator::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+impl CoordinatorInner {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed {
+                what: "coordinator",
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn session(&self, ttl: Duration) -> Result<Session> {
+        self.check_open()?;
+        let secs = ttl_seconds(self.backend.as_ref(), ttl)?;
+        let mut sessions = self.sessions.lock().await;
+        if let Some(s) = sessions.get(&secs) {
+            if !s.is_lost() {
+                return Ok(s.clone());
+            }
+        }
+        let session = Session::start(
+            self.backend.clone(),
+            Duration::from_secs(secs as u64),
+            self.retry.clone(),
+        )
+        .await?;
+        // Closed while granting: give the lease back rather than leak it.
+        if self.is_closed() {
+            let _ = session.close().await;
+            return Err(Error::Closed {
+                what: "coordinator",
+            });
+        }
+        sessions.insert(secs, session.clone());
+        Ok(session)
+    }
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("backend", &self.inner.backend.name())
+            .field("namespace", &self.inner.namespace)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,330 @@
+//! Leader election, on the protocol of etcd's `concurrency.Election`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+
+use crate::claim::{claim, queue_prefix, validate_name, Claim, Kind, OwnershipLost, Wait};
+use crate::coordinator::CoordinatorInner;
+use crate::{
+    Backend, Compare, Error, EventKind, KeyValue, RangeRequest, Result, RetryPolicy, Revision,
+    Session, SortOrder, WatchRequest, WatchStream,
+};
+
+/// The session TTL of campaigns unless [`ElectionService::with_ttl`] says otherwise:
+/// how long a crashed leader keeps its leadership at most.
+pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
+
+/// Leader election of one [`Coordinator`](crate::Coordinator) (see
+/// [`Coordinator::election`](crate::Coordinator::election)).
+///
+/// An election named `x` is the key prefix `<namespace>election/x/`; candidates
+/// queue exactly as lock waiters do, and the first key's value is the leader's
+/// proclamation. This is etcd's `concurrency.Election` protocol, so
+/// `etcdctl elect coord/election/x` and coord agree on who leads election `x`
+/// (namespace `coord/`).
+///
+/// # Behavior
+/// - Candidates become leader in the order they campaigned.
+/// - After waiting, a candidate re-checks its own key in one transaction, as lock
+///   waiters do: a candidate whose lease ended while queued gets `LockExpired`.
+/// - Tasks of one coordinator campaigning for the same name queue locally first.
+#[derive(Clone)]
+pub struct ElectionService {
+    coord: Arc<CoordinatorInner>,
+    ttl: Duration,
+}
+
+/// Who leads an election, as read from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leader {
+    /// The leader's key (namespace included).
+    pub key: String,
+    /// The leader's proclaimed value.
+    pub value: Vec<u8>,
+    /// The leader's fencing token (its key's create revision).
+    pub token: Revision,
+}
+
+impl Leader {
+    fn from_kv(kv: &KeyValue) -> Self {
+        Leader {
+            key: kv.key_str(),
+            value: kv.value.clone(),
+            token: kv.create_revision,
+        }
+    }
+
+    /// The value as text (lossy for invalid UTF-8).
+    pub fn value_str(&self) -> String {
+        String::from_utf8_lossy(&self.value).into_owned()
+    }
+}
+
+/// Leader changes of one election: the current state first, then one item per
+/// change — `Some(leader)` when a new leader takes over or the leader proclaims a
+/// new value, `None` when nobody leads. Store errors arrive as items and the stream
+/// goes on (resuming its watch, rereading after a compaction).
+pub type LeaderStream = BoxStream<'static, Result<Option<Leader>>>;
+
+impl ElectionService {
+    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+        ElectionService {
+            coord,
+            ttl: DEFAULT_ELECTION_TTL,
+        }
+    }
+
+    /// Campaign with sessions of `ttl` instead of [`DEFAULT_ELECTION_TTL`].
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Wait until this candidate leads the election `name`, proclaiming `value`.
+    ///
+    /// Errors: `InvalidArgument` for a bad name (empty, `/`, control characters),
+    /// a TTL out of bounds or a value over the backend's limit; `LockExpired` if the
+    /// session was lost while queued; `Closed` after the coordinator was closed.
+    pub async fn campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
+        let claim = claim(
+            &self.coord,
+            Kind::Election,
+            name,
+            self.ttl,
+            value.into(),
+            Wait::UntilOwner,
+        )
+        .await?;
+        Ok(Leadership { claim })
+    }
+
+    /// The current leader of `name`, if any.
+    pub async fn leader(&self, name: &str) -> Result<Option<Leader>> {
+        validate_name(name)?;
+        let prefix = queue_prefix(&self.coord, Kind::Election, name);
+        let first = RangeRequest::prefix(prefix)
+            .sort_by_create_revision(SortOrder::Ascend)
+            .with_limit(1);
+        let backend = &self.coord.backend;
+        let resp = self
+            .coord
+            .retry
+            .run("read leader", |_| backend.range(first.clone()))
+            .await?;
+        Ok(resp.kvs.first().map(Leader::from_kv))
+    }
+
+    /// Follow the leader of `name`; see [`LeaderStream`].
+    pub fn observe(&self, name: &str) -> Result<LeaderStream> {
+        validate_name(name)?;
+        let observer = Observer {
+            backend: self.coord.backend.clone(),
+            retry: self.coord.retry.clone(),
+            prefix: queue_prefix(&self.coord, Kind::Election, name),
+            candidates: HashMap::new(),
+            watch: None,
+            from: None,
+            last: None,
+            failures: 0,
+        };
+        Ok(stream::unfold(observer, |mut o| async move {
+            let item = o.next_change().await;
+            Some((item, o))
+        })
+        .boxed())
+    }
+}
+
+/// Leadership of an election, held until resigned or lost.
+///
+/// Dropping it without [`Leadership::resign`] resigns in the background.
+pub struct Leadership {
+    claim: Claim,
+}
+
+impl Leadership {
+    /// Replace the proclaimed value, if still the leader; `NotLeader` otherwise.
+    pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
+        let value = value.into();
+        crate::backend::validate::value(&value, &self.claim.backend().limits())?;
+        if self.claim.write_value(value).await? {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    /// Step down: delete the key if it is still this leader's (safe to retry, never
+    /// deletes a successor's key). `NotLeader` if already resigned or lost.
+    pub async fn resign(&self) -> Result<()> {
+        self.claim.release().await.map_err(|e| match e {
+            Error::LockNotHeld { .. } => self.not_leader(),
+            e => e,
+        })
+    }
+
+    /// Completes when leadership ends, saying why (see
+    /// [`LockGuard::lost`](crate::LockGuard::lost)).
+    pub async fn lost(&self) -> OwnershipLost {
+        self.claim.lost().await
+    }
+
+    /// Whether leadership has ended, from local knowledge only.
+    pub fn is_expired(&self) -> bool {
+        self.claim.is_expired()
+    }
+
+    /// The leader's fencing token: its key's create revision, strictly increasing
+    /// across successive leaders.
+    pub fn fencing_token(&self) -> Revision {
+        self.claim.token()
+    }
+
+    /// A compare that holds only while this leadership's key is the same key.
+    pub fn compare(&self) -> Compare {
+        self.claim.compare()
+    }
+
+    /// The leader's key (namespace included).
+    pub fn key(&self) -> &str {
+        self.claim.key()
+    }
+
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        self.claim.name()
+    }
+
+    /// The session holding the leadership.
+    pub fn session(&self) -> &Session {
+        self.claim.session()
+    }
+
+    fn not_leader(&self) -> Error {
+        Error::NotLeader {
+            name: self.claim.name().to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("key", &self.key())
+            .field("fencing_token", &self.fencing_token())
+            .field("expired", &self.is_expired())
+            .finish()
+    }
+}
+
+/// The state behind [`ElectionService::observe`]: every candidate of the election,
+/// kept current from one prefix watch.
+struct Observer {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    prefix: String,
+    candidates: HashMap<Vec<u8>, KeyValue>,
+    watch: Option<WatchStream>,
+    /// Where the watch resumes; `None` means reread the candidates first.
+    from: Option<Revision>,
+    /// What was reported last (`None`: nothing yet).
+    last: Option<Option<Leader>>,
+    failures: u32,
+}
+
+impl Observer {
+    fn leader(&self) -> Option<Leader> {
+        self.candidates
+            .values()
+            .min_by_key(|kv| kv.create_revision)
+            .map(Leader::from_kv)
+    }
+
+    /// The leader if it differs from what was reported last.
+    fn change(&mut self) -> Option<Option<Leader>> {
+        let now = self.leader();
+        if self.last.as_ref() == Some(&now) {
+            return None;
+        }
+        self.last = Some(now.clone());
+        Some(now)
+    }
+
+    async fn fail(&mut self, e: Error) -> Result<Option<Leader>> {
+        self.failures += 1;
+        self.watch = None;
+        tokio::time::sleep(self.retry.delay(self.failures)).await;
+        Err(e)
+    }
+
+    async fn next_change(&mut self) -> Result<Option<Leader>> {
+        loop {
+            let Some(watch) = self.watch.as_mut() else {
+                let from = match self.from {
+                    Some(from) => from,
+                    None => match self
+                        .backend
+                        .range(RangeRequest::prefix(self.prefix.clone()))
+                        .await
+                    {
+                        Ok(resp) => {
+                            self.candidates = resp
+                                .kvs
+                                .into_iter()
+                                .map(|kv| (kv.key.clone(), kv))
+                                .collect();
+                            self.from = Some(resp.revision + 1);
+                            resp.revision + 1
+                        }
+                        Err(e) => return self.fail(e).await,
+                    },
+                };
+                match self
+                    .backend
+                    .watch(WatchRequest::prefix(self.prefix.clone()).from_revision(from))
+                    .await
+                {
+                    Ok(w) => self.watch = Some(w),
+                    Err(Error::Compacted { .. }) => {
+                        self.from = None;
+                        continue;
+                    }
+                    Err(e) => return self.fail(e).await,
+                }
+                if let Some(change) = self.change() {
+                    return Ok(change);
+                }
+                continue;
+            };
+            match watch.next().await {
+                Some(Ok(resp)) => {
+                    self.failures = 0;
+                    for event in resp.events {
+                        match event.kind {
+                            EventKind::Put => {
+                                self.candidates.insert(event.kv.key.clone(), event.kv);
+                            }
+                            EventKind::Delete => {
+                                self.candidates.remove(&event.kv.key);
+                            }
+                        }
+                    }
+                    self.from = Some(resp.revision + 1);
+                    if let Some(change) = self.change() {
+                        return Ok(change);
+                    }
+                }
+                Some(Err(Error::Compacted { .. })) => {
+                    self.watch = None;
+                    self.from = None;
+                }
+                Some(Err(e)) => return self.fail(e).await,
+                None => self.watch = None,
+            }
+        }
+    }
+}

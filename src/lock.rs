@@ -1,0 +1,157 @@
+//! Distributed locks, on the protocol of etcd's `concurrency.Mutex`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::claim::{claim, Claim, Kind, OwnershipLost, Wait};
+use crate::coordinator::CoordinatorInner;
+use crate::{Compare, Result, Revision, Session};
+
+/// Distributed locks of one [`Coordinator`](crate::Coordinator) (see
+/// [`Coordinator::lock`](crate::Coordinator::lock)).
+///
+/// A lock named `x` is the key prefix `<namespace>lock/x/`; each contender writes
+/// `<namespace>lock/x/<lease id in hex>` attached to its session's lease, and the
+/// key with the smallest create revision holds the lock. This is etcd's own
+/// `concurrency.Mutex` protocol, so `etcdctl lock coord/lock/x` and Go services using
+/// that package exclude and are excluded by coord's lock `x` (namespace `coord/`).
+///
+/// # Behavior
+/// - Waiters are served in the order their keys were created (FIFO by arrival);
+///   each watches only the key just before its own, so a release wakes one waiter.
+/// - After waiting, a waiter re-checks in one transaction that its own key still
+///   exists with its create revision and lease; if not (its lease ended while it
+///   was queued), `acquire` fails with `LockExpired` rather than report success.
+/// - Tasks of one coordinator that want the same name queue locally first (they
+///   share a lease, hence a key).
+/// - A cancelled `acquire` (its future dropped) removes its key in the background,
+///   so the next waiter is not held up until the TTL.
+#[derive(Clone)]
+pub struct LockService {
+    coord: Arc<CoordinatorInner>,
+}
+
+impl LockService {
+    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+        LockService { coord }
+    }
+
+    /// Wait until the lock `name` is held, on a session of `ttl` (whole seconds,
+    /// rounded up).
+    ///
+    /// Errors: `InvalidArgument` for an empty name, a name with `/` or control
+    /// characters, or a TTL outside the backend's bounds; `LockExpired` if the
+    /// session was lost while queued; `Closed` after the coordinator was closed;
+    /// store errors once retries are exhausted.
+    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+        let claim = claim(
+            &self.coord,
+            Kind::Lock,
+            name,
+            ttl,
+            Vec::new(),
+            Wait::UntilOwner,
+        )
+        .await?;
+        Ok(LockGuard { claim })
+    }
+
+    /// Take the lock `name` only if nobody holds it: `LockConflict` at once
+    /// otherwise, leaving no key behind. Other errors as for [`LockService::acquire`].
+    pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+        let claim = claim(&self.coord, Kind::Lock, name, ttl, Vec::new(), Wait::No).await?;
+        Ok(LockGuard { claim })
+    }
+}
+
+/// A held lock.
+///
+/// Dropping the guard without [`LockGuard::unlock`] releases the lock in the
+/// background (promptly, not at the TTL). While held, the lock lives as long as its
+/// session: see [`LockGuard::lost`] and [`LockGuard::is_expired`]. Work that must
+/// not outlive the lock should write through a transaction carrying
+/// [`LockGuard::compare`], or pass [`LockGuard::fencing_token`] to the resource.
+pub struct LockGuard {
+    claim: Claim,
+}
+
+impl LockGuard {
+    /// Release the lock: delete the key, but only if it still has this holder's
+    /// create revision — a retried release never deletes a later holder's key.
+    ///
+    /// Errors: `LockNotHeld` if it was released already (a second unlock) or the key
+    /// was gone before this call (lease ended, deleted by someone); store errors if
+    /// the store could not be reached, in which case the lock may still be held:
+    /// call again, or drop the guard to release in the background.
+    pub async fn unlock(&self) -> Result<()> {
+        self.claim.release().await
+    }
+
+    /// The lock's key, as stored (namespace included).
+    pub fn key(&self) -> &str {
+        self.claim.key()
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.claim.name()
+    }
+
+    /// The remaining TTL of the lock's lease, as the store reports it.
+    /// `LockExpired` if the lease is gone; `LockNotHeld` after unlock.
+    pub async fn ttl(&self) -> Result<Duration> {
+        self.claim.ttl().await
+    }
+
+    /// Renew the lock's lease now (the lease is shared with this coordinator's
+    /// other holders of the same TTL). `Ok(false)` if the lock is lost;
+    /// `LockNotHeld` after unlock.
+    pub async fn renew(&self) -> Result<bool> {
+        self.claim.renew().await
+    }
+
+    /// Whether the lock is no longer held, from local knowledge only (no store
+    /// contact): released, its session lost or past its local deadline, or its key
+    /// seen deleted or changed by [`LockGuard::lost`].
+    pub fn is_expired(&self) -> bool {
+        self.claim.is_expired()
+    }
+
+    /// The fencing token: the lock key's create revision, strictly increasing
+    /// across successive holders of one lock.
+    pub fn fencing_token(&self) -> Revision {
+        self.claim.token()
+    }
+
+    /// A compare that holds only while this guard's key is the same key — put it in
+    /// your own transaction to write "only if I still hold the lock".
+    pub fn compare(&self) -> Compare {
+        self.claim.compare()
+    }
+
+    /// Read the store: whether the key is still this holder's.
+    pub async fn is_held(&self) -> Result<bool> {
+        self.claim.still_held().await
+    }
+
+    /// Completes when ownership ends: the session is lost, the key is deleted or
+    /// changed by anyone else, or the guard is unlocked. Says why.
+    pub async fn lost(&self) -> OwnershipLost {
+        self.claim.lost().await
+    }
+
+    /// The session holding the lock.
+    pub fn session(&self) -> &Session {
+        self.claim.session()
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key())
+            .field("fencing_token", &self.fencing_token())
+            .field("expired", &self.is_expired())
+            .finish()
+    }
+}

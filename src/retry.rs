@@ -1,0 +1,217 @@
+//! Retries with exponential backoff, for operations that are safe to repeat.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::{Error, Result};
+
+/// How often, and how patiently, an operation that failed with a retryable error
+/// ([`Error::is_retryable`]: `Unavailable`, `Timeout`) is tried again.
+///
+/// The recipes apply it only where repeating cannot double-apply: reads, read-only
+/// transactions, and writes guarded by a compare that makes a repeat a no-op (a
+/// lock claim is created only if absent; an unlock deletes only its own create
+/// revision). Other errors are returned at once.
+///
+/// Delays grow from `initial_delay` by `multiplier` up to `max_delay`, on tokio's
+/// clock (so a paused test clock skips them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    /// The wait before the second try.
+    pub initial_delay: Duration,
+    /// The longest wait between two tries.
+    pub max_delay: Duration,
+    /// Each wait is the previous one times this (at least 1.0).
+    pub multiplier: f64,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, 200 ms, doubling, at most 5 s apart.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            initial_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            multiplier: 2.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// One try, no retry.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// Check the settings: at least one attempt, a finite multiplier of at least 1,
+    /// and `initial_delay <= max_delay`.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 {
+            return Err(Error::invalid(
+                "retry.max_attempts",
+                "must be at least 1 (the first try)",
+            ));
+        }
+        if !self.multiplier.is_finite() || self.multiplier < 1.0 {
+            return Err(Error::invalid(
+                "retry.multiplier",
+                format!("must be a finite number >= 1.0, got {}", self.multiplier),
+            ));
+        }
+        if self.initial_delay > self.max_delay {
+            return Err(Error::invalid(
+                "retry.initial_delay",
+                format!(
+                    "{:?} is longer than max_delay {:?}",
+                    self.initial_delay, self.max_delay
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The wait after failed try number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = self
+            .multiplier
+            .max(1.0)
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let delay = self.initial_delay.as_secs_f64() * factor;
+        if !delay.is_finite() || delay >= self.max_delay.as_secs_f64() {
+            self.max_delay
+        } else {
+            Duration::from_secs_f64(delay)
+        }
+    }
+
+    /// Run `attempt` until it succeeds, fails with a non-retryable error, or the
+    /// attempts are used up (then the last error is returned). `operation` names it
+    /// in the logs. The closure is told which try this is (1-based), so a caller can
+    /// tell "an earlier try may have applied" from "this is the first".
+    pub async fn run<T, F, Fut>(&self, operation: &'static str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = self.max_attempts.max(1);
+        let mut n = 1;
+        loop {
+            match attempt(n).await {
+                Err(e) if e.is_retryable() && n < attempts => {
+                    let delay = self.delay(n);
+                    tracing::debug!(operation, attempt = n, ?delay, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    n += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn delays_grow_by_the_multiplier_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        let delays: Vec<_> = (1..=7).map(|a| p.delay(a).as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(p.delay(u32::MAX), p.max_delay);
+    }
+
+    #[test]
+    fn bad_settings_are_invalid() {
+        for (p, arg) in [
+            (
+                RetryPolicy {
+                    max_attempts: 0,
+                    ..RetryPolicy::default()
+                },
+                "retry.max_attempts",
+            ),
+            (
+                RetryPolicy {
+                    multiplier: 0.5,
+                    ..RetryPolicy::default()
+                },
+                "retry.multiplier",
+            ),
+            (
+                RetryPolicy {
+                    multiplier: f64::NAN,
+                    ..RetryPolicy::default()
+                },
+                "retry.multiplier",
+            ),
+            (
+                RetryPolicy {
+                    initial_delay: Duration::from_secs(10),
+                    ..RetryPolicy::default()
+                },
+                "retry.initial_delay",
+            ),
+        ] {
+            match p.validate() {
+                Err(Error::InvalidArgument { argument, .. }) => assert_eq!(argument, arg),
+                other => panic!("{p:?}: expected InvalidArgument({arg}), got {other:?}"),
+            }
+        }
+        RetryPolicy::default().validate().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retryable_errors_are_retried_until_success() {
+        let calls = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let out = RetryPolicy::default()
+            .run("test", |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 3 {
+                        Err(Error::unavailable("down"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(out.unwrap(), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Waited 200 ms + 400 ms of (paused) tokio time.
+        assert_eq!(start.elapsed(), Duration::from_millis(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_are_bounded_and_the_last_error_returned() {
+        let calls = AtomicU32::new(0);
+        let out: Result<()> = RetryPolicy::default()
+            .run("test", |n| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move { Err(Error::unavailable(format!("down {n}"))) }
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(matches!(out, Err(Error::Unavailable { reason }) if reason == "down 5"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let out: Result<()> = RetryPolicy::default()
+            .run("test", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Error::LockNotHeld { name: "x".into() }) }
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(matches!(out, Err(Error::LockNotHeld { .. })));
+    }
+}
