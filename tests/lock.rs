@@ -1,0 +1,213 @@
+//! Lock and session properties that need the in-memory store's view: the work a
+//! release causes, the exact timing of a session's deadline on the paused clock,
+//! retries through injected failures, and cancellation by timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::{Backend, BackendExt, Coordinator, Error, RangeRequest, SessionState};
+use coord_memory::MemoryBackend;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_secs(6);
+
+async fn keys(store: &MemoryBackend, prefix: &str) -> i64 {
+    store
+        .range(RangeRequest::prefix(prefix).count_only())
+        .await
+        .unwrap()
+        .count
+}
+
+async fn wait_for_keys(store: &MemoryBackend, prefix: &str, n: i64) {
+    for _ in 0..1000 {
+        if keys(store, prefix).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{prefix} never had {n} keys");
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// One release wakes one waiter: 5 queued waiters, and a release costs one range
+/// (the next waiter's look at the queue) and no new watch — not one per waiter.
+#[tokio::test(start_paused = true)]
+async fn a_release_wakes_only_the_next_waiter() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let guard = holder.lock().acquire("herd", TTL).await.unwrap();
+    let (acquired, mut acquisitions) = mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..5 {
+        let coordinator = Coordinator::new(Arc::new(store.client()));
+        let acquired = acquired.clone();
+        waiters.push(tokio::spawn(async move {
+            let guard = coordinator.lock().acquire("herd", TTL).await.unwrap();
+            acquired.send((i, guard)).unwrap();
+        }));
+        wait_for_keys(&store, "coord/lock/herd/", 2 + i).await;
+    }
+    settle().await;
+    let before = store.stats();
+    guard.unlock().await.unwrap();
+    let (first, next_guard) = acquisitions.recv().await.unwrap();
+    settle().await;
+    let after = store.stats();
+    assert_eq!(first, 0);
+    assert_eq!(
+        after.ranges - before.ranges,
+        1,
+        "ranges caused by one release"
+    );
+    assert_eq!(
+        after.watches - before.watches,
+        0,
+        "watches caused by one release"
+    );
+    // The release and the woken waiter's re-check.
+    assert_eq!(after.txns - before.txns, 2, "txns caused by one release");
+    assert!(acquisitions.try_recv().is_err(), "only one waiter woke");
+    next_guard.unlock().await.unwrap();
+    for _ in 1..5 {
+        let (_, g) = acquisitions.recv().await.unwrap();
+        g.unlock().await.unwrap();
+    }
+    for w in waiters {
+        w.await.unwrap();
+    }
+}
+
+/// The session sends keep-alives every TTL/3; with keep-alives failing from the
+/// start it is `Suspended` at the first failed one and `Lost` exactly at the local
+/// deadline (grant time + TTL − TTL/10), while the store still holds the lease.
+#[tokio::test(start_paused = true)]
+async fn session_deadline_comes_before_the_store_expiry() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let coordinator = Coordinator::new(Arc::new(client.clone()));
+    let start = Instant::now();
+    let session = coordinator.session(TTL).await.unwrap();
+    assert_eq!(session.deadline() - start, Duration::from_millis(5400));
+    client.stall_keep_alives();
+    let mut states = session.watch_state();
+    states
+        .wait_for(|s| *s == SessionState::Suspended)
+        .await
+        .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        TTL / 3,
+        "suspended at the first failed keep-alive"
+    );
+    session.lost().await;
+    assert_eq!(start.elapsed(), Duration::from_millis(5400));
+    assert!(store.lease_time_to_live(session.lease()).await.is_ok());
+}
+
+/// A keep-alive acknowledged after the deadline does not revive a lost session.
+#[tokio::test(start_paused = true)]
+async fn lost_is_final() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let coordinator = Coordinator::new(Arc::new(client.clone()));
+    let session = coordinator.session(TTL).await.unwrap();
+    client.partition();
+    session.lost().await;
+    client.heal();
+    tokio::time::sleep(TTL).await;
+    assert_eq!(session.state(), SessionState::Lost);
+    assert!(!session.keep_alive().await.unwrap());
+    let fresh = coordinator.session(TTL).await.unwrap();
+    assert_ne!(fresh.lease(), session.lease());
+}
+
+/// Transient failures are retried by the coordinator: an acquire and an unlock go
+/// through 3 injected failures each (the default policy tries 5 times).
+#[tokio::test(start_paused = true)]
+async fn acquire_and_unlock_ride_out_transient_failures() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let coordinator = Coordinator::new(Arc::new(client.clone()));
+    coordinator.session(TTL).await.unwrap();
+    client.fail_next(3);
+    let guard = coordinator.lock().acquire("flaky", TTL).await.unwrap();
+    client.fail_next(3);
+    guard.unlock().await.unwrap();
+    assert_eq!(keys(&store, "coord/lock/flaky/").await, 0);
+    // Beyond the policy, the error surfaces; the lock works again afterwards.
+    client.partition();
+    let err = coordinator.lock().acquire("flaky", TTL).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    client.heal();
+    let guard = coordinator.lock().acquire("flaky", TTL).await.unwrap();
+    assert_eq!(keys(&store, "coord/lock/flaky/").await, 1);
+    guard.unlock().await.unwrap();
+}
+
+/// An acquire given up by `tokio::time::timeout` removes its key, so the next
+/// waiter gets the lock when the holder releases, long before the TTL.
+#[tokio::test(start_paused = true)]
+async fn acquire_cancelled_by_timeout_does_not_block_the_next_waiter() {
+    let store = MemoryBackend::new();
+    let a = Coordinator::new(Arc::new(store.client()));
+    let b = Coordinator::new(Arc::new(store.client()));
+    let c = Coordinator::new(Arc::new(store.client()));
+    let held = a.lock().acquire("t", TTL).await.unwrap();
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(500), b.lock().acquire("t", TTL)).await;
+    assert!(gave_up.is_err());
+    wait_for_keys(&store, "coord/lock/t/", 1).await;
+    let start = Instant::now();
+    let waiting = tokio::spawn(async move { c.lock().acquire("t", TTL).await });
+    wait_for_keys(&store, "coord/lock/t/", 2).await;
+    held.unlock().await.unwrap();
+    let guard = waiting.await.unwrap().unwrap();
+    assert!(
+        start.elapsed() < TTL,
+        "served by the release, not by an expiry"
+    );
+    guard.unlock().await.unwrap();
+}
+
+/// Keys are etcd's: `<namespace>lock/<name>/<lease hex>`, with another namespace too.
+#[tokio::test]
+async fn keys_follow_etcds_layout() {
+    let store = MemoryBackend::new();
+    let coordinator = Coordinator::builder(Arc::new(store.client()))
+        .namespace("tenant-a/")
+        .build()
+        .unwrap();
+    let guard = coordinator.lock().acquire("jobs", TTL).await.unwrap();
+    let lease = guard.session().lease();
+    assert_eq!(guard.key(), format!("tenant-a/lock/jobs/{:x}", lease.0));
+    let kv = store.get(guard.key()).await.unwrap().unwrap();
+    assert_eq!(kv.lease, Some(lease));
+    assert_eq!(kv.create_revision, guard.fencing_token());
+    let leader = coordinator
+        .election()
+        .campaign("primary", "me")
+        .await
+        .unwrap();
+    let lease = leader.session().lease();
+    assert_eq!(
+        leader.key(),
+        format!("tenant-a/election/primary/{:x}", lease.0)
+    );
+    let bad = Coordinator::builder(Arc::new(store.client()))
+        .namespace("a\nb")
+        .build();
+    assert!(matches!(
+        bad,
+        Err(Error::InvalidArgument {
+            argument: "namespace",
+            ..
+        })
+    ));
+}
