@@ -1,13 +1,15 @@
-//! A tour of coord's primitive on the in-memory backend: puts and revisions, a
-//! compare-and-swap transaction, a lease that expires, and a watch that sees it all.
+//! A tour of coord on the in-memory backend: the primitive (puts and revisions, a
+//! compare-and-swap transaction, a lease that expires, a watch that sees it all,
+//! history and compaction), then the recipes built on it (a lock, an election).
 //!
 //! Run with `cargo run --example tour` (nothing but Rust needed).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use coord::{
-    Backend, BackendExt, Compare, CompareOp, Error, EventKind, PutRequest, RangeRequest, Txn,
-    WatchRequest,
+    Backend, BackendExt, Compare, CompareOp, Coordinator, Error, EventKind, PutRequest,
+    RangeRequest, Txn, WatchRequest,
 };
 use coord_memory::MemoryBackend;
 use futures::StreamExt;
@@ -99,5 +101,48 @@ async fn main() -> coord::Result<()> {
         }
         other => println!("unexpected: {other:?}"),
     }
+
+    // 7. Recipes: a lock and an election, each coordinator acting as one process.
+    let node_a = Coordinator::new(Arc::new(store.client()));
+    let node_b = Coordinator::new(Arc::new(store.client()));
+    let ttl = Duration::from_secs(5);
+    let guard = node_a.lock().acquire("report", ttl).await?;
+    println!(
+        "node a holds lock report: key {}, fencing token {}",
+        guard.key(),
+        guard.fencing_token()
+    );
+    match node_b.lock().try_acquire("report", ttl).await {
+        Err(Error::LockConflict { name }) => {
+            println!("node b's try_acquire({name}): held elsewhere")
+        }
+        other => println!("unexpected: {other:?}"),
+    }
+    guard.unlock().await?;
+    let guard = node_b.lock().try_acquire("report", ttl).await?;
+    println!(
+        "after node a unlocked, node b holds it with token {}",
+        guard.fencing_token()
+    );
+    guard.unlock().await?;
+
+    let leadership = node_a.election().campaign("primary", "node-a").await?;
+    let leader = node_b
+        .election()
+        .leader("primary")
+        .await?
+        .expect("a leader");
+    println!(
+        "election primary: node b sees leader {} (token {})",
+        leader.value_str(),
+        leader.token
+    );
+    leadership.resign().await?;
+    println!(
+        "after resigning: leader = {:?}",
+        node_b.election().leader("primary").await?
+    );
+    node_a.close().await?;
+    node_b.close().await?;
     Ok(())
 }

@@ -20,5 +20,7 @@ cargo test --workspace --all-targets
 echo "== doctests"
 cargo test --workspace --doc
 echo "== examples"
-cargo run --quiet --example tour >/dev/null
+for example in tour lock election; do
+  cargo run --quiet --example "$example" >/dev/null
+done
 echo "all tests passed"
