@@ -17,7 +17,14 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The tour (`cargo run --example tour`) shows the primitive on the in-memory backend.
+//! The recipes are reached through a [`Coordinator`] over any backend:
+//! [`Coordinator::lock`] (distributed locks with fencing tokens),
+//! [`Coordinator::election`] (leader election), both on etcd's own key protocol and
+//! kept by a [`Session`] whose loss is reported before the store could hand what it
+//! holds to someone else.
+//!
+//! The tour (`cargo run --example tour`) shows the primitive and the recipes on the
+//! in-memory backend.
 
 #![warn(missing_docs)]
 
