@@ -182,3 +182,50 @@ async fn connect_to_nothing_fails_retryably() {
     let err = EtcdBackend::connect(config).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+/// A lock holder cut off from etcd (etcd restarted where the holder cannot reach
+/// it) reports the lock lost at its local deadline, while etcd still has the lease;
+/// once etcd expires it, another coordinator takes the lock, and the old holder's
+/// fenced write is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let ttl = Duration::from_secs(3);
+    let mut etcd = EtcdProcess::start();
+    let holder = coord::Coordinator::new(std::sync::Arc::new(
+        EtcdProcess::connect_to(etcd.client_port).await,
+    ));
+    let guard = holder.lock().acquire("x", ttl).await.unwrap();
+    let lease = guard.session().lease();
+    etcd.kill();
+    let hidden_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    etcd.restart_on(hidden_port);
+    let other = coord::Coordinator::new(std::sync::Arc::new(
+        EtcdProcess::connect_to(hidden_port).await,
+    ));
+    let why = tokio::time::timeout(PATIENCE, guard.lost())
+        .await
+        .expect("the holder noticed");
+    assert_eq!(why, coord::OwnershipLost::SessionLost);
+    assert!(guard.is_expired());
+    other
+        .backend()
+        .lease_time_to_live(lease)
+        .await
+        .expect("etcd still has the lease when the holder reports the loss");
+    let next = tokio::time::timeout(PATIENCE, other.lock().acquire("x", ttl))
+        .await
+        .expect("the lock is taken over once etcd expires the lease")
+        .unwrap();
+    assert!(next.fencing_token() > guard.fencing_token());
+    let fenced = coord::Txn::new()
+        .when([guard.compare()])
+        .and_then([coord::PutRequest::new("fenced", "stale holder")]);
+    assert!(!other.backend().txn(fenced).await.unwrap().succeeded);
+    next.unlock().await.unwrap();
+}
