@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::ConfigCenter;
 use crate::election::ElectionService;
 use crate::local_queue::LocalQueues;
 use crate::lock::LockService;
@@ -117,6 +118,11 @@ impl Coordinator {
     /// Leader election.
     pub fn election(&self) -> ElectionService {
         ElectionService::new(self.inner.clone())
+    }
+
+    /// The config center (keys under `<namespace>config/`).
+    pub fn config(&self) -> ConfigCenter {
+        ConfigCenter::new(&self.inner)
     }
 
     /// The store.

@@ -19,7 +19,9 @@
 //!
 //! The recipes are reached through a [`Coordinator`] over any backend:
 //! [`Coordinator::lock`] (distributed locks with fencing tokens),
-//! [`Coordinator::election`] (leader election), both on etcd's own key protocol and
+//! [`Coordinator::election`] (leader election), [`Coordinator::config`] (typed
+//! config values with compare-and-set, watches, history and a [`ConfigManager`]);
+//! locks and elections use etcd's own key protocol and are
 //! kept by a [`Session`] whose loss is reported before the store could hand what it
 //! holds to someone else.
 //!
@@ -30,6 +32,7 @@
 
 pub mod backend;
 mod claim;
+pub mod config;
 mod coordinator;
 mod election;
 mod error;
@@ -45,6 +48,7 @@ pub use backend::{
     TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
 pub use claim::OwnershipLost;
+pub use config::{ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, Watcher};
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};

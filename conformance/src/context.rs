@@ -60,7 +60,9 @@ pub struct Ctx {
 }
 
 /// The cases that compact the store; they run alone (see [`Ctx::compaction`]).
-const COMPACTING: [&str; 4] = [
+const COMPACTING: [&str; 6] = [
+    "config_history_after_compaction_is_shorter",
+    "config_watch_resyncs_after_compaction",
     "watch_from_compacted_revision_yields_compacted",
     "range_at_compacted_revision_is_compacted",
     "compact_rules",

@@ -1,7 +1,7 @@
 //! # coord-conformance
 //!
 //! The contract every coord backend must pass — the primitive and the recipes built
-//! on it (locks, sessions, elections) — as public async functions — one per
+//! on it (locks, sessions, elections, config) — as public async functions — one per
 //! property — and macros that expand to one `#[tokio::test]` per case, so a failure
 //! shows its name.
 //!
@@ -114,6 +114,18 @@ macro_rules! conformance_tests {
             queued_candidate_whose_lease_ends_gets_lock_expired,
             dropped_or_closed_leadership_hands_over,
             election_input_is_validated,
+            // Config center and ConfigManager.
+            config_values_round_trip,
+            config_cas_conflict_carries_current_version,
+            config_concurrent_cas_increments_reach_exactly_400,
+            config_watch_delivers_rapid_updates_in_order,
+            config_watch_prefix_sees_puts_and_deletes,
+            config_undecodable_values_are_error_items,
+            config_history_and_rollback,
+            config_history_after_compaction_is_shorter,
+            config_input_is_validated,
+            config_manager_applies_only_valid_values,
+            config_manager_starts_with_the_stored_value,
         );
     };
 }
@@ -140,6 +152,9 @@ macro_rules! fault_tests {
             unlock_after_a_lost_response_never_deletes_the_next_holder,
             cut_watch_while_queued_still_hands_over,
             stalled_leader_is_replaced,
+            config_watch_cut_resumes_without_gap_or_duplicate,
+            config_watch_resyncs_after_compaction,
+            config_manager_rides_out_partitions,
         );
     };
 }

@@ -3,6 +3,8 @@
 //! Each takes a [`Ctx`](crate::Ctx) (a fresh namespace on the store under test) and
 //! fails by panicking or returning an error.
 
+mod config;
+mod config_faults;
 mod election;
 mod faults;
 mod input;
@@ -13,6 +15,8 @@ mod session_faults;
 mod txn;
 mod watch;
 
+pub use config::*;
+pub use config_faults::*;
 pub use election::*;
 pub use faults::*;
 pub use input::*;

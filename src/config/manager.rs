@@ -1,0 +1,291 @@
+//! A typed config value kept current in memory, validated before it is applied.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{ConfigCenter, ConfigEventKind, Version};
+use crate::{Error, Result};
+
+type Validator<T> = Box<dyn Fn(&T) -> std::result::Result<(), String> + Send + Sync>;
+type Updater<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
+
+/// A config value of type `T` at `<config root>/<env>/<app>/<component>`, kept
+/// current in memory from a watch.
+///
+/// # Behavior
+/// - [`ConfigManager::current`] answers from memory: no lock, no I/O.
+/// - A new value is applied only if it decodes as `T` and passes the validator;
+///   otherwise the last good value stays, the rejection is logged and readable
+///   through [`ConfigManager::last_error`], and the updater is not called.
+/// - The updater is called once per applied change, with the old and new values.
+/// - Deleting the key reverts to the default (as if the manager started without it).
+/// - If the store cannot be reached at start, the manager serves the default and
+///   keeps trying in the background; an outage later keeps the last good value;
+///   either way it catches up when the store is back.
+pub struct ConfigManager<T> {
+    inner: Arc<ManagerInner<T>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct ManagerInner<T> {
+    center: ConfigCenter,
+    key: String,
+    default: Arc<T>,
+    current: ArcSwap<T>,
+    version: AtomicI64,
+    updates: watch::Sender<Arc<T>>,
+    last_error: Mutex<Option<String>>,
+    validator: Option<Validator<T>>,
+    updater: Option<Updater<T>>,
+}
+
+/// Options for a [`ConfigManager`]; see [`ConfigManager::builder`].
+pub struct ConfigManagerBuilder<T> {
+    center: ConfigCenter,
+    segments: [String; 3],
+    default: T,
+    validator: Option<Validator<T>>,
+    updater: Option<Updater<T>>,
+}
+
+impl<T> ConfigManagerBuilder<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Accept a new value only if `validator` returns `Ok`; its `Err` text is kept
+    /// as [`ConfigManager::last_error`].
+    pub fn validator(
+        mut self,
+        validator: impl Fn(&T) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Some(Box::new(validator));
+        self
+    }
+
+    /// Call `updater(old, new)` once per applied change.
+    pub fn updater(mut self, updater: impl Fn(&T, &T) + Send + Sync + 'static) -> Self {
+        self.updater = Some(Box::new(updater));
+        self
+    }
+
+    /// Load the value once (serving the default if it is absent, invalid or the
+    /// store unreachable) and keep it current in the background.
+    ///
+    /// Errors: `InvalidArgument` if env, app or component is empty or not a single
+    /// key segment. Store failures are not errors here: see
+    /// [`ConfigManager::last_error`].
+    pub async fn start(self) -> Result<ConfigManager<T>> {
+        for (argument, segment) in ["env", "app", "component"].into_iter().zip(&self.segments) {
+            if segment.is_empty() || segment.contains('/') {
+                return Err(Error::invalid(
+                    argument,
+                    format!("must be one non-empty key segment without '/', got {segment:?}"),
+                ));
+            }
+        }
+        let key = self.segments.join("/");
+        super::validate_key(&key)?;
+        let default = Arc::new(self.default);
+        let inner = Arc::new(ManagerInner {
+            center: self.center,
+            key,
+            current: ArcSwap::new(default.clone()),
+            updates: watch::Sender::new(default.clone()),
+            default,
+            version: AtomicI64::new(0),
+            last_error: Mutex::new(None),
+            validator: self.validator,
+            updater: self.updater,
+        });
+        let watcher = inner.load().await;
+        let task = tokio::spawn(follow(inner.clone(), watcher));
+        Ok(ConfigManager {
+            inner,
+            task: Mutex::new(Some(task)),
+        })
+    }
+}
+
+impl<T> ConfigManager<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    /// A manager of the value at `<env>/<app>/<component>` under `center`'s root,
+    /// serving `default` until a valid value is read.
+    pub fn builder(
+        center: &ConfigCenter,
+        env: impl Into<String>,
+        app: impl Into<String>,
+        component: impl Into<String>,
+        default: T,
+    ) -> ConfigManagerBuilder<T> {
+        ConfigManagerBuilder {
+            center: center.clone(),
+            segments: [env.into(), app.into(), component.into()],
+            default,
+            validator: None,
+            updater: None,
+        }
+    }
+
+    /// The value in force, from memory.
+    pub fn current(&self) -> Arc<T> {
+        self.inner.current.load_full()
+    }
+
+    /// The version of the value in force (0 while it is the default).
+    pub fn version(&self) -> Version {
+        self.inner.version.load(Ordering::SeqCst)
+    }
+
+    /// Follow the value in force as changes are applied.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.inner.updates.subscribe()
+    }
+
+    /// Why the last value read was not applied (it did not decode or was rejected
+    /// by the validator) or the last store error; `None` once a value is applied.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The config key, relative to the config root.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// Stop following the store; `current()` keeps the last value.
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+impl<T> Drop for ConfigManager<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ConfigManager<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigManager")
+            .field("key", &self.inner.key)
+            .field("version", &self.inner.version.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+impl<T> ManagerInner<T>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    fn record_error(&self, message: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    /// Apply `value` at `version` if it is newer and valid; `None` reverts to the
+    /// default.
+    fn offer(&self, version: Version, value: Option<std::result::Result<T, Error>>) {
+        if version <= self.version.load(Ordering::SeqCst) {
+            return;
+        }
+        let new = match value {
+            // Deleted while the default is in force: nothing changes.
+            None if self.version.load(Ordering::SeqCst) == 0 => return,
+            None => self.default.clone(),
+            Some(Err(e)) => {
+                warn!(key = %self.key, version, error = %e, "config value rejected: does not decode");
+                self.record_error(format!("version {version}: {e}"));
+                return;
+            }
+            Some(Ok(v)) => {
+                if let Some(validate) = &self.validator {
+                    if let Err(reason) = validate(&v) {
+                        warn!(key = %self.key, version, reason, "config value rejected by the validator");
+                        self.record_error(format!("version {version} rejected: {reason}"));
+                        return;
+                    }
+                }
+                Arc::new(v)
+            }
+        };
+        let old = self.current.swap(new.clone());
+        self.version.store(version, Ordering::SeqCst);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        info!(key = %self.key, version, "config value applied");
+        if let Some(update) = &self.updater {
+            update(&old, &new);
+        }
+        self.updates.send_replace(new);
+    }
+
+    /// Read the value and open a watch; on failure, record it and return `None`.
+    async fn load(&self) -> Option<super::Watcher<T>> {
+        // The watch first: a change between the read and the watch is not lost.
+        let watcher = match self.center.watch::<T>(&self.key).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(key = %self.key, error = %e, "config store unreachable; serving the last good value");
+                self.record_error(format!("store: {e}"));
+                return None;
+            }
+        };
+        match self.center.get_bytes_with_version(&self.key).await {
+            Ok((bytes, version)) => self.offer(version, Some(super::decode(&self.key, &bytes))),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => {
+                self.record_error(format!("store: {e}"));
+                return None;
+            }
+        }
+        Some(watcher)
+    }
+}
+
+/// Keep the value current: follow the watch, and reload whenever it cannot be had.
+async fn follow<T>(inner: Arc<ManagerInner<T>>, mut watcher: Option<super::Watcher<T>>)
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut failures = 0;
+    loop {
+        let Some(events) = watcher.as_mut() else {
+            failures += 1;
+            tokio::time::sleep(inner.center.retry().delay(failures)).await;
+            watcher = inner.load().await;
+            if watcher.is_some() {
+                failures = 0;
+            }
+            continue;
+        };
+        match events.next().await {
+            Some(Ok(event)) => match event.kind {
+                ConfigEventKind::Put => inner.offer(event.version, event.value.map(Ok)),
+                ConfigEventKind::Delete => inner.offer(event.version, None),
+            },
+            Some(Err(Error::Codec { key, reason })) => {
+                // The watch goes on; the version is unknown here, so the value is
+                // refused without moving the version.
+                warn!(key, reason, "config value rejected: does not decode");
+                inner.record_error(format!("{key}: {reason}"));
+            }
+            Some(Err(e)) => inner.record_error(format!("store: {e}")),
+            None => watcher = None,
+        }
+    }
+}
