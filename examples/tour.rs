@@ -1,6 +1,7 @@
 //! A tour of coord on the in-memory backend: the primitive (puts and revisions, a
 //! compare-and-swap transaction, a lease that expires, a watch that sees it all,
-//! history and compaction), then the recipes built on it (a lock, an election).
+//! history and compaction), then the recipes built on it (a lock, an election, a
+//! config value hot-reloaded by a ConfigManager that refuses an invalid update).
 //!
 //! Run with `cargo run --example tour` (nothing but Rust needed).
 
@@ -142,6 +143,32 @@ async fn main() -> coord::Result<()> {
         "after resigning: leader = {:?}",
         node_b.election().leader("primary").await?
     );
+
+    // 8. Config: a typed value kept current in memory, validated before use.
+    let manager = coord::ConfigManager::builder(&node_a.config(), "prod", "web", "workers", 4u32)
+        .validator(|n: &u32| {
+            if *n == 0 {
+                Err("workers must be at least 1".into())
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .await?;
+    let mut updates = manager.subscribe();
+    node_b.config().set("prod/web/workers", &16u32).await?;
+    updates.changed().await.expect("manager running");
+    println!("config hot reload: workers = {}", manager.current());
+    node_b.config().set("prod/web/workers", &0u32).await?;
+    while manager.last_error().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "invalid update refused ({}); workers still = {}",
+        manager.last_error().unwrap_or_default(),
+        manager.current()
+    );
+    manager.stop();
     node_a.close().await?;
     node_b.close().await?;
     Ok(())

@@ -229,3 +229,83 @@ async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
     assert!(!other.backend().txn(fenced).await.unwrap().succeeded);
     next.unlock().await.unwrap();
 }
+
+/// A config watch whose history etcd compacted while it was disconnected rereads
+/// and delivers the current state, marked as a resync, then goes on live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start();
+    let coordinator = coord::Coordinator::new(std::sync::Arc::new(
+        EtcdProcess::connect_to(etcd.client_port).await,
+    ));
+    let config = coordinator.config();
+    config.set("r/gone", &0).await.unwrap();
+    let mut watcher = config.watch_prefix::<i32>("r/").await.unwrap();
+    let first = config.set("r/a", &1).await.unwrap();
+    let event = tokio::time::timeout(PATIENCE, watcher.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((event.version, event.resync), (first, false));
+
+    etcd.kill();
+    let hidden_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    etcd.restart_on(hidden_port);
+    {
+        let other = coord::Coordinator::new(std::sync::Arc::new(
+            EtcdProcess::connect_to(hidden_port).await,
+        ));
+        let config = other.config();
+        config.set("r/a", &2).await.unwrap();
+        config.set("r/b", &1).await.unwrap();
+        config.delete("r/gone").await.unwrap();
+        let now = other.backend().current_revision().await.unwrap();
+        other.backend().compact(now).await.unwrap();
+    }
+    etcd.kill();
+    etcd.restart_on(etcd.client_port);
+
+    let mut resynced = Vec::new();
+    for _ in 0..3 {
+        let e = tokio::time::timeout(PATIENCE, watcher.next())
+            .await
+            .expect("a resync event")
+            .expect("open");
+        match e {
+            Ok(e) => resynced.push((e.kind, e.key, e.value, e.resync)),
+            // Reconnecting may surface a transient store error first.
+            Err(err) => assert!(err.is_retryable(), "{err:?}"),
+        }
+    }
+    while resynced.len() < 3 {
+        let e = tokio::time::timeout(PATIENCE, watcher.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        resynced.push((e.kind, e.key, e.value, e.resync));
+    }
+    use coord::ConfigEventKind::{Delete, Put};
+    assert_eq!(
+        resynced,
+        [
+            (Put, "r/a".to_string(), Some(2), true),
+            (Put, "r/b".to_string(), Some(1), true),
+            (Delete, "r/gone".to_string(), None, true),
+        ]
+    );
+    let live = config.set("r/a", &3).await.unwrap();
+    let e = tokio::time::timeout(PATIENCE, watcher.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.version, e.value, e.resync), (live, Some(3), false));
+}

@@ -1,0 +1,94 @@
+//! The config center on the in-memory backend: typed values, compare-and-set
+//! under contention, a watch, history and rollback.
+//!
+//! Run with `cargo run --example config`.
+
+use std::sync::Arc;
+
+use coord::{Coordinator, Error};
+use coord_memory::MemoryBackend;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Limits {
+    requests_per_second: u32,
+    burst: u32,
+}
+
+#[tokio::main]
+async fn main() -> coord::Result<()> {
+    let store = MemoryBackend::new();
+    let coordinator = Coordinator::new(Arc::new(store.client()));
+    let config = coordinator.config();
+
+    // Typed values, stored as JSON under coord/config/.
+    let v1 = config
+        .set(
+            "api/limits",
+            &Limits {
+                requests_per_second: 100,
+                burst: 20,
+            },
+        )
+        .await?;
+    let (limits, version) = config.get_with_version::<Limits>("api/limits").await?;
+    println!("api/limits = {limits:?} (version {version}, written at {v1})");
+    config.set("api/banner", "welcome").await?;
+    println!("keys under api/: {:?}", config.list("api/").await?);
+    match config.get::<Limits>("api/missing").await {
+        Err(Error::NotFound { key }) => println!("{key}: not found"),
+        other => println!("unexpected: {other:?}"),
+    }
+
+    // A watch sees every later change.
+    let mut watcher = config.watch_prefix::<serde_json::Value>("api/").await?;
+
+    // Compare-and-set: two writers read the same version; only one wins.
+    let stale = version;
+    let v2 = config
+        .compare_and_set(
+            "api/limits",
+            &Limits {
+                requests_per_second: 200,
+                burst: 40,
+            },
+            stale,
+        )
+        .await?;
+    match config
+        .compare_and_set(
+            "api/limits",
+            &Limits {
+                requests_per_second: 50,
+                burst: 5,
+            },
+            stale,
+        )
+        .await
+    {
+        Err(Error::VersionConflict { key, current }) => {
+            println!("second writer lost the race on {key}: current version is {current} (= {v2})")
+        }
+        other => println!("unexpected: {other:?}"),
+    }
+    config.delete("api/banner").await?;
+    for _ in 0..2 {
+        let event = watcher.next().await.expect("open")?;
+        println!(
+            "  watch: {:?} {} {:?} @{}",
+            event.kind, event.key, event.value, event.version
+        );
+    }
+
+    // History, newest first, and a rollback to the first version.
+    for v in config.history::<Limits>("api/limits", 10).await? {
+        println!("  history @{}: {:?}", v.version, v.value);
+    }
+    let v3 = config.rollback("api/limits", v1).await?;
+    println!(
+        "rolled back to version {v1}'s value as version {v3}: {:?}",
+        config.get::<Limits>("api/limits").await?
+    );
+    coordinator.close().await
+}
