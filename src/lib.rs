@@ -36,6 +36,7 @@ pub mod config;
 mod coordinator;
 mod election;
 mod error;
+mod follow;
 mod local_queue;
 mod lock;
 mod retry;

@@ -1,6 +1,5 @@
 //! Watches of config keys that never miss a change.
 
-use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,9 +9,8 @@ use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::{decode, ConfigCenter, Version};
-use crate::{
-    Error, EventKind, KeyRange, RangeRequest, Result, Revision, WatchRequest, WatchStream,
-};
+use crate::follow::Follower;
+use crate::{EventKind, KeyRange, Result};
 
 /// What happened to a config key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,20 +64,22 @@ struct RawEvent {
 
 impl<T: DeserializeOwned> Watcher<T> {
     pub(crate) async fn start(center: ConfigCenter, keys: KeyRange) -> Result<Self> {
-        let mut follower = Follower {
-            center,
-            keys,
-            known: HashMap::new(),
-            from: 0,
-            stream: None,
-            pending: VecDeque::new(),
-            failures: 0,
-        };
-        follower.reread().await?;
-        follower.pending.clear(); // The starting state is not a change.
-        let events = stream::unfold(follower, |mut f| async move {
-            let item = f.next().await;
-            Some((item, f))
+        let (follower, _starting_state) =
+            Follower::start(center.backend().clone(), center.retry().clone(), keys).await?;
+        let events = stream::unfold((follower, center), |(mut f, center)| async move {
+            let item = f.next().await.map(|c| RawEvent {
+                kind: match c.kind {
+                    EventKind::Put => ConfigEventKind::Put,
+                    EventKind::Delete => ConfigEventKind::Delete,
+                },
+                key: center
+                    .relative(&String::from_utf8_lossy(&c.key))
+                    .to_string(),
+                value: (c.kind == EventKind::Put).then_some(c.value),
+                version: c.version,
+                resync: c.resync,
+            });
+            Some((item, (f, center)))
         })
         .boxed();
         Ok(Watcher {
@@ -125,146 +125,5 @@ impl<T> std::fmt::Debug for Watcher<T> {
         f.debug_struct("Watcher")
             .field("open", &self.events.is_some())
             .finish()
-    }
-}
-
-/// Follows a key range: one watch, resumed from where it stopped, and a reread
-/// after a compaction.
-struct Follower {
-    center: ConfigCenter,
-    keys: KeyRange,
-    /// Every key in the range, with the version last reported.
-    known: HashMap<Vec<u8>, Revision>,
-    /// The revision the watch continues from.
-    from: Revision,
-    stream: Option<WatchStream>,
-    pending: VecDeque<RawEvent>,
-    failures: u32,
-}
-
-impl Follower {
-    fn relative(&self, key: &[u8]) -> String {
-        self.center
-            .relative(&String::from_utf8_lossy(key))
-            .to_string()
-    }
-
-    async fn backoff(&mut self) {
-        self.failures += 1;
-        tokio::time::sleep(self.center.retry().delay(self.failures)).await;
-    }
-
-    /// Read the range now and queue the difference to what was reported.
-    async fn reread(&mut self) -> Result<()> {
-        let backend = self.center.backend().clone();
-        let request = RangeRequest::new(self.keys.clone());
-        let now = self
-            .center
-            .retry()
-            .run("config reread", |_| backend.range(request.clone()))
-            .await?;
-        let mut current = HashMap::new();
-        for kv in now.kvs {
-            if self.known.get(&kv.key) != Some(&kv.mod_revision) {
-                self.pending.push_back(RawEvent {
-                    kind: ConfigEventKind::Put,
-                    key: self.relative(&kv.key),
-                    value: Some(kv.value),
-                    version: kv.mod_revision,
-                    resync: true,
-                });
-            }
-            current.insert(kv.key, kv.mod_revision);
-        }
-        let mut gone: Vec<_> = self
-            .known
-            .keys()
-            .filter(|k| !current.contains_key(*k))
-            .cloned()
-            .collect();
-        gone.sort();
-        for key in gone {
-            self.pending.push_back(RawEvent {
-                kind: ConfigEventKind::Delete,
-                key: self.relative(&key),
-                value: None,
-                version: now.revision,
-                resync: true,
-            });
-        }
-        self.known = current;
-        self.from = now.revision + 1;
-        Ok(())
-    }
-
-    async fn next(&mut self) -> Result<RawEvent> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(event);
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                let request = WatchRequest::new(self.keys.clone()).from_revision(self.from);
-                match self.center.backend().watch(request).await {
-                    Ok(s) => self.stream = Some(s),
-                    Err(Error::Compacted { .. }) => {
-                        if let Err(e) = self.reread().await {
-                            self.backoff().await;
-                            return Err(e);
-                        }
-                    }
-                    Err(e) => {
-                        self.backoff().await;
-                        return Err(e);
-                    }
-                }
-                continue;
-            };
-            match stream.next().await {
-                Some(Ok(resp)) => {
-                    self.failures = 0;
-                    for event in resp.events {
-                        let key = self.relative(&event.kv.key);
-                        let raw = match event.kind {
-                            EventKind::Put => {
-                                self.known
-                                    .insert(event.kv.key.clone(), event.kv.mod_revision);
-                                RawEvent {
-                                    kind: ConfigEventKind::Put,
-                                    key,
-                                    value: Some(event.kv.value),
-                                    version: event.kv.mod_revision,
-                                    resync: false,
-                                }
-                            }
-                            EventKind::Delete => {
-                                self.known.remove(&event.kv.key);
-                                RawEvent {
-                                    kind: ConfigEventKind::Delete,
-                                    key,
-                                    value: None,
-                                    version: resp.revision,
-                                    resync: false,
-                                }
-                            }
-                        };
-                        self.pending.push_back(raw);
-                    }
-                    self.from = resp.revision + 1;
-                }
-                Some(Err(Error::Compacted { .. })) => {
-                    self.stream = None;
-                    if let Err(e) = self.reread().await {
-                        self.backoff().await;
-                        return Err(e);
-                    }
-                }
-                Some(Err(e)) => {
-                    self.stream = None;
-                    self.backoff().await;
-                    return Err(e);
-                }
-                None => self.stream = None,
-            }
-        }
     }
 }

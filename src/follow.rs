@@ -1,0 +1,191 @@
+//! Following a key range: one watch, resumed where it stopped, and a reread that
+//! turns a compaction into the difference to what was reported. The config
+//! watcher and the registry's watch and cache are built on it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use crate::{
+    Backend, Error, EventKind, KeyRange, RangeRequest, Result, RetryPolicy, Revision, WatchRequest,
+    WatchStream,
+};
+
+/// One change of a key of the range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// Put or delete.
+    pub(crate) kind: EventKind,
+    /// The store key.
+    pub(crate) key: Vec<u8>,
+    /// The new value (a put), or the last value reported (a delete).
+    pub(crate) value: Vec<u8>,
+    /// The revision of the change (for a resync: the key's mod revision, or the
+    /// reread's revision for a delete).
+    pub(crate) version: Revision,
+    /// Whether it comes from a reread after a compaction.
+    pub(crate) resync: bool,
+}
+
+/// Follows a key range from a starting snapshot.
+pub(crate) struct Follower {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    keys: KeyRange,
+    /// Every key in the range with its last reported mod revision and value.
+    known: HashMap<Vec<u8>, (Revision, Vec<u8>)>,
+    from: Revision,
+    stream: Option<WatchStream>,
+    pending: VecDeque<Change>,
+    failures: u32,
+}
+
+impl Follower {
+    /// Read the range now. The current keys are the starting state: returned as
+    /// puts (in key order), and later changes are relative to them.
+    pub(crate) async fn start(
+        backend: Arc<dyn Backend>,
+        retry: RetryPolicy,
+        keys: KeyRange,
+    ) -> Result<(Self, Vec<Change>)> {
+        let mut follower = Follower {
+            backend,
+            retry,
+            keys,
+            known: HashMap::new(),
+            from: 0,
+            stream: None,
+            pending: VecDeque::new(),
+            failures: 0,
+        };
+        follower.reread().await?;
+        let snapshot = follower
+            .pending
+            .drain(..)
+            .map(|c| Change { resync: false, ..c })
+            .collect();
+        Ok((follower, snapshot))
+    }
+
+    async fn backoff(&mut self) {
+        self.failures += 1;
+        tokio::time::sleep(self.retry.delay(self.failures)).await;
+    }
+
+    /// Read the range now and queue the difference to what was reported.
+    async fn reread(&mut self) -> Result<()> {
+        let request = RangeRequest::new(self.keys.clone());
+        let backend = &self.backend;
+        let now = self
+            .retry
+            .run("reread", |_| backend.range(request.clone()))
+            .await?;
+        let mut current = HashMap::new();
+        for kv in now.kvs {
+            if self.known.get(&kv.key).map(|(rev, _)| *rev) != Some(kv.mod_revision) {
+                self.pending.push_back(Change {
+                    kind: EventKind::Put,
+                    key: kv.key.clone(),
+                    value: kv.value.clone(),
+                    version: kv.mod_revision,
+                    resync: true,
+                });
+            }
+            current.insert(kv.key, (kv.mod_revision, kv.value));
+        }
+        let mut gone: Vec<_> = self
+            .known
+            .iter()
+            .filter(|(k, _)| !current.contains_key(*k))
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
+            .collect();
+        gone.sort();
+        for (key, value) in gone {
+            self.pending.push_back(Change {
+                kind: EventKind::Delete,
+                key,
+                value,
+                version: now.revision,
+                resync: true,
+            });
+        }
+        self.known = current;
+        self.from = now.revision + 1;
+        Ok(())
+    }
+
+    /// The next change. Store errors are returned (after a backoff) and following
+    /// goes on at the next call.
+    pub(crate) async fn next(&mut self) -> Result<Change> {
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                return Ok(change);
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                let request = WatchRequest::new(self.keys.clone()).from_revision(self.from);
+                match self.backend.watch(request).await {
+                    Ok(s) => self.stream = Some(s),
+                    Err(Error::Compacted { .. }) => {
+                        if let Err(e) = self.reread().await {
+                            self.backoff().await;
+                            return Err(e);
+                        }
+                    }
+                    Err(e) => {
+                        self.backoff().await;
+                        return Err(e);
+                    }
+                }
+                continue;
+            };
+            match stream.next().await {
+                Some(Ok(resp)) => {
+                    self.failures = 0;
+                    for event in resp.events {
+                        let change = match event.kind {
+                            EventKind::Put => {
+                                self.known.insert(
+                                    event.kv.key.clone(),
+                                    (event.kv.mod_revision, event.kv.value.clone()),
+                                );
+                                Change {
+                                    kind: EventKind::Put,
+                                    key: event.kv.key,
+                                    value: event.kv.value,
+                                    version: event.kv.mod_revision,
+                                    resync: false,
+                                }
+                            }
+                            EventKind::Delete => {
+                                let last = self.known.remove(&event.kv.key).map(|(_, v)| v);
+                                Change {
+                                    kind: EventKind::Delete,
+                                    key: event.kv.key,
+                                    value: last.unwrap_or_default(),
+                                    version: resp.revision,
+                                    resync: false,
+                                }
+                            }
+                        };
+                        self.pending.push_back(change);
+                    }
+                    self.from = resp.revision + 1;
+                }
+                Some(Err(Error::Compacted { .. })) => {
+                    self.stream = None;
+                    if let Err(e) = self.reread().await {
+                        self.backoff().await;
+                        return Err(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.stream = None;
+                    self.backoff().await;
+                    return Err(e);
+                }
+                None => self.stream = None,
+            }
+        }
+    }
+}
