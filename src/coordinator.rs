@@ -9,6 +9,7 @@ use crate::config::ConfigCenter;
 use crate::election::ElectionService;
 use crate::local_queue::LocalQueues;
 use crate::lock::LockService;
+use crate::registry::RegistryService;
 use crate::session::ttl_seconds;
 use crate::{Backend, Error, Result, RetryPolicy, Session};
 
@@ -44,6 +45,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) namespace: String,
     pub(crate) retry: RetryPolicy,
     pub(crate) local: LocalQueues,
+    /// Registry entries skipped as malformed.
+    pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
     closed: AtomicBool,
 }
@@ -86,6 +89,7 @@ impl CoordinatorBuilder {
                 namespace: self.namespace,
                 retry: self.retry,
                 local: LocalQueues::default(),
+                malformed_entries: std::sync::atomic::AtomicU64::new(0),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
@@ -118,6 +122,11 @@ impl Coordinator {
     /// Leader election.
     pub fn election(&self) -> ElectionService {
         ElectionService::new(self.inner.clone())
+    }
+
+    /// Service registry and discovery (keys under `<namespace>service/`).
+    pub fn registry(&self) -> RegistryService {
+        RegistryService::new(self.inner.clone())
     }
 
     /// The config center (keys under `<namespace>config/`).

@@ -19,7 +19,9 @@
 //!
 //! The recipes are reached through a [`Coordinator`] over any backend:
 //! [`Coordinator::lock`] (distributed locks with fencing tokens),
-//! [`Coordinator::election`] (leader election), [`Coordinator::config`] (typed
+//! [`Coordinator::election`] (leader election), [`Coordinator::registry`] (service
+//! registration, discovery, a local cache and a balanced gRPC channel),
+//! [`Coordinator::config`] (typed
 //! config values with compare-and-set, watches, history and a [`ConfigManager`]);
 //! locks and elections use etcd's own key protocol and are
 //! kept by a [`Session`] whose loss is reported before the store could hand what it
@@ -27,6 +29,11 @@
 //!
 //! The tour (`cargo run --example tour`) shows the primitive and the recipes on the
 //! in-memory backend.
+
+//! # Feature flags
+//!
+//! - `grpc` (default): [`RegistryService::channel`], a load-balanced tonic channel,
+//!   and [`RegistryService::discover_changes`], a `tower::discover` stream.
 
 #![warn(missing_docs)]
 
@@ -39,6 +46,7 @@ mod error;
 mod follow;
 mod local_queue;
 mod lock;
+pub mod registry;
 mod retry;
 mod session;
 
@@ -54,5 +62,9 @@ pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
 pub use lock::{LockGuard, LockService};
+pub use registry::{
+    Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent, ServiceEventKind,
+    ServiceInfo, ServiceWatch,
+};
 pub use retry::RetryPolicy;
 pub use session::{Session, SessionState};

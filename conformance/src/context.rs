@@ -60,7 +60,8 @@ pub struct Ctx {
 }
 
 /// The cases that compact the store; they run alone (see [`Ctx::compaction`]).
-const COMPACTING: [&str; 6] = [
+const COMPACTING: [&str; 7] = [
+    "cache_converges_after_compaction_while_cut_off",
     "config_history_after_compaction_is_shorter",
     "config_watch_resyncs_after_compaction",
     "watch_from_compacted_revision_yields_compacted",

@@ -1,7 +1,7 @@
 //! # coord-conformance
 //!
 //! The contract every coord backend must pass — the primitive and the recipes built
-//! on it (locks, sessions, elections, config) — as public async functions — one per
+//! on it (locks, sessions, elections, registry, config) — as public async functions — one per
 //! property — and macros that expand to one `#[tokio::test]` per case, so a failure
 //! shows its name.
 //!
@@ -126,6 +126,14 @@ macro_rules! conformance_tests {
             config_input_is_validated,
             config_manager_applies_only_valid_values,
             config_manager_starts_with_the_stored_value,
+            // Service registry.
+            registry_register_discover_unregister,
+            registry_watch_starts_with_snapshot_then_changes,
+            registration_reregisters_after_its_lease_is_revoked,
+            registering_an_existing_id_replaces_it,
+            registry_cache_follows_random_changes,
+            registry_skips_malformed_entries,
+            registry_input_is_validated,
         );
     };
 }
@@ -155,6 +163,10 @@ macro_rules! fault_tests {
             config_watch_cut_resumes_without_gap_or_duplicate,
             config_watch_resyncs_after_compaction,
             config_manager_rides_out_partitions,
+            stalled_registration_disappears_and_returns,
+            partitioned_registration_returns_within_a_keep_alive_interval,
+            cache_converges_after_compaction_while_cut_off,
+            cache_converges_after_a_partition,
         );
     };
 }

@@ -1,0 +1,164 @@
+//! Following a service: a stream of instance changes, and a local cache.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::view::ServiceView;
+use super::ServiceInfo;
+use crate::follow::{Change, Follower};
+use crate::Result;
+
+/// Whether an instance came or went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceEventKind {
+    /// Registered, or its registration changed.
+    Put,
+    /// Deregistered, expired, or replaced by something that is not an instance.
+    Delete,
+}
+
+/// A change of a service's instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEvent {
+    /// Came or went.
+    pub kind: ServiceEventKind,
+    /// The instance (for a delete: as last seen).
+    pub service: ServiceInfo,
+}
+
+/// The instances of a service as a stream: one `Put` per instance present when
+/// the watch started, then every change in order. After a compaction past its
+/// position it rereads and emits the difference, so no delete is missed. Store
+/// errors arrive as items while it reconnects.
+pub struct ServiceWatch {
+    events: BoxStream<'static, Result<ServiceEvent>>,
+}
+
+impl ServiceWatch {
+    pub(crate) fn new(view: ServiceView, follower: Follower, snapshot: Vec<Change>) -> Self {
+        let state = (view, follower, VecDeque::from(snapshot));
+        let events = stream::unfold(state, |(mut view, mut follower, mut queued)| async move {
+            loop {
+                let change = match queued.pop_front() {
+                    Some(c) => c,
+                    None => match follower.next().await {
+                        Ok(c) => c,
+                        Err(e) => return Some((Err(e), (view, follower, queued))),
+                    },
+                };
+                if let Some(event) = view.apply(&change) {
+                    return Some((Ok(event), (view, follower, queued)));
+                }
+            }
+        })
+        .boxed();
+        ServiceWatch { events }
+    }
+}
+
+impl Stream for ServiceWatch {
+    type Item = Result<ServiceEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.events.poll_next_unpin(cx)
+    }
+}
+
+impl std::fmt::Debug for ServiceWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceWatch").finish_non_exhaustive()
+    }
+}
+
+/// A local view of a service's instances, kept current by a watch in the
+/// background.
+///
+/// [`ServiceCache::instances`] answers from memory — a lock-free read, no I/O. The
+/// view resumes after a broken watch and rereads after a compaction, emitting the
+/// difference as events ([`ServiceCache::subscribe`]), so no instance lingers after
+/// it is gone. Dropping the cache stops the watch.
+pub struct ServiceCache {
+    name: String,
+    instances: Arc<ArcSwap<Vec<ServiceInfo>>>,
+    events: broadcast::Sender<ServiceEvent>,
+    task: JoinHandle<()>,
+}
+
+impl ServiceCache {
+    pub(crate) fn start(
+        name: &str,
+        mut view: ServiceView,
+        mut follower: Follower,
+        snapshot: Vec<Change>,
+    ) -> Self {
+        for change in &snapshot {
+            view.apply(change);
+        }
+        let instances = Arc::new(ArcSwap::from_pointee(view.instances()));
+        let (events, _) = broadcast::channel(1024);
+        let task = {
+            let instances = instances.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                loop {
+                    match follower.next().await {
+                        Ok(change) => {
+                            if let Some(event) = view.apply(&change) {
+                                instances.store(Arc::new(view.instances()));
+                                let _ = events.send(event);
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "service cache: watch failed; resuming"),
+                    }
+                }
+            })
+        };
+        ServiceCache {
+            name: name.to_string(),
+            instances,
+            events,
+            task,
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instances now, by id, from memory.
+    pub fn instances(&self) -> Arc<Vec<ServiceInfo>> {
+        self.instances.load_full()
+    }
+
+    /// The changes applied from now on. A receiver that falls more than 1,024
+    /// events behind gets `Lagged` and should resync from
+    /// [`ServiceCache::instances`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ServiceEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl Drop for ServiceCache {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for ServiceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceCache")
+            .field("name", &self.name)
+            .field("instances", &self.instances.load().len())
+            .finish()
+    }
+}

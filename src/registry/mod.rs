@@ -1,0 +1,274 @@
+//! Service registry and discovery: registrations kept alive by sessions and
+//! re-registered after a lost lease, a watch-backed local cache, and (feature
+//! `grpc`) a load-balanced tonic channel.
+
+mod cache;
+#[cfg(feature = "grpc")]
+mod grpc;
+mod registration;
+mod view;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coordinator::CoordinatorInner;
+use crate::follow::Follower;
+use crate::{BackendExt, DeleteRequest, Error, KeyRange, RangeRequest, Result, Txn};
+
+pub use cache::{ServiceCache, ServiceEvent, ServiceEventKind, ServiceWatch};
+#[cfg(feature = "grpc")]
+pub use grpc::DiscoverStream;
+pub use registration::{Registration, RegistrationState};
+use view::ServiceView;
+
+/// One instance of a service, as registered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The instance's id, unique within the service (no `/`).
+    pub id: String,
+    /// The service's name (no `/`).
+    pub name: String,
+    /// Host name or IP address the instance serves on.
+    pub address: String,
+    /// Port the instance serves on (not 0).
+    pub port: u16,
+    /// Free-form labels (version, zone, weight, ...).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ServiceInfo {
+    /// An instance without metadata.
+    pub fn new(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        address: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        ServiceInfo {
+            id: id.into(),
+            name: name.into(),
+            address: address.into(),
+            port,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Add a metadata label.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// `address:port`, with an IPv6 address in brackets.
+    pub fn authority(&self) -> String {
+        if self.address.contains(':') && !self.address.starts_with('[') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+fn segment(argument: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(argument, "must not be empty"));
+    }
+    if value.contains('/') {
+        return Err(Error::invalid(
+            argument,
+            format!("must not contain '/' (got {value:?})"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            argument,
+            format!("must not contain control characters (got {value:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check an instance before it is written; returns its JSON.
+fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
+    segment("id", &info.id)?;
+    segment("name", &info.name)?;
+    if info.address.is_empty() {
+        return Err(Error::invalid("address", "must not be empty"));
+    }
+    if info
+        .address
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '/')
+    {
+        return Err(Error::invalid(
+            "address",
+            format!("must be a host name or IP address (got {:?})", info.address),
+        ));
+    }
+    if info.port == 0 {
+        return Err(Error::invalid("port", "must not be 0"));
+    }
+    let json = serde_json::to_vec(info).map_err(|e| Error::Codec {
+        key: info.id.clone(),
+        reason: e.to_string(),
+    })?;
+    if json.len() > max_value_bytes {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "the registration is {} bytes; the backend's limit is {max_value_bytes}",
+                json.len()
+            ),
+        ));
+    }
+    Ok(json)
+}
+
+/// Service registry and discovery of one [`Coordinator`](crate::Coordinator) (see
+/// [`Coordinator::registry`](crate::Coordinator::registry)).
+///
+/// An instance lives at `<namespace>service/<name>/<id>` as JSON, attached to the
+/// lease of a session of the registration's TTL.
+///
+/// # Behavior
+/// - Registering an id that is present replaces it; the replaced
+///   [`Registration`] notices, stops, and reports [`RegistrationState::Replaced`].
+/// - A registration whose lease is lost (expired in an outage, revoked, lost by the
+///   store) registers again by itself, on a new session, as soon as the store
+///   answers again and keep-alives work (within one keep-alive interval, TTL/3).
+/// - Entries that are not valid instances (written by someone else) are skipped
+///   with a warning and counted ([`RegistryService::malformed_entries`]): never a
+///   panic, never a poisoned cache.
+#[derive(Clone)]
+pub struct RegistryService {
+    coord: Arc<CoordinatorInner>,
+}
+
+impl RegistryService {
+    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+        RegistryService { coord }
+    }
+
+    fn prefix(&self, name: &str) -> String {
+        format!("{}service/{name}/", self.coord.namespace)
+    }
+
+    fn view(&self, name: &str) -> ServiceView {
+        ServiceView::new(name, self.coord.clone())
+    }
+
+    /// Register `info` on a session of `ttl` and keep it registered until the
+    /// returned [`Registration`] is deregistered or dropped.
+    ///
+    /// Errors: `InvalidArgument` for an empty id, name or address, `/` in the id or
+    /// name, port 0, a TTL outside the backend's bounds, or metadata that makes the
+    /// entry larger than the backend's value limit; `Closed` after the coordinator
+    /// was closed; store errors.
+    pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
+        let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
+        let key = format!("{}{}", self.prefix(&info.name), info.id);
+        Registration::start(self.coord.clone(), info, key, value, ttl).await
+    }
+
+    /// Remove every instance with this `id`, whatever its service, for a process
+    /// that no longer holds the [`Registration`]; returns how many were removed.
+    /// The removed registrations stop (state [`RegistrationState::Removed`]).
+    pub async fn unregister(&self, id: &str) -> Result<usize> {
+        segment("id", id)?;
+        let all = format!("{}service/", self.coord.namespace);
+        let backend = &self.coord.backend;
+        let entries = self
+            .coord
+            .retry
+            .run("registry scan", |_| {
+                backend.range(RangeRequest::prefix(all.clone()))
+            })
+            .await?;
+        let mut removed = 0;
+        for kv in entries.kvs {
+            let key = kv.key_str();
+            let Some(rest) = key.strip_prefix(&all) else {
+                continue;
+            };
+            if rest.split_once('/').map(|(_, tail)| tail) != Some(id) {
+                continue;
+            }
+            let txn = Txn::new()
+                .when([crate::Compare::mod_revision(
+                    key.clone(),
+                    crate::CompareOp::Equal,
+                    kv.mod_revision,
+                )])
+                .and_then([DeleteRequest::key(key.clone())]);
+            if backend.txn(txn).await?.succeeded {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The instances of `name` now, by id. Malformed entries are skipped.
+    pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
+        segment("name", name)?;
+        let prefix = self.prefix(name);
+        let backend = &self.coord.backend;
+        let resp = self
+            .coord
+            .retry
+            .run("discover", |_| backend.get_prefix(prefix.clone()))
+            .await?;
+        let view = self.view(name);
+        let mut found: Vec<_> = resp
+            .iter()
+            .filter_map(|kv| view.parse(&kv.key, &kv.value))
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
+    /// Follow `name`: one `Put` per current instance, then every change.
+    pub async fn watch(&self, name: &str) -> Result<ServiceWatch> {
+        segment("name", name)?;
+        let (follower, snapshot) = self.follower(name).await?;
+        Ok(ServiceWatch::new(self.view(name), follower, snapshot))
+    }
+
+    /// A local, watch-backed view of `name`, listed before this returns.
+    pub async fn cache(&self, name: &str) -> Result<ServiceCache> {
+        segment("name", name)?;
+        let (follower, snapshot) = self.follower(name).await?;
+        Ok(ServiceCache::start(
+            name,
+            self.view(name),
+            follower,
+            snapshot,
+        ))
+    }
+
+    async fn follower(&self, name: &str) -> Result<(Follower, Vec<crate::follow::Change>)> {
+        Follower::start(
+            self.coord.backend.clone(),
+            self.coord.retry.clone(),
+            KeyRange::prefix(self.prefix(name)),
+        )
+        .await
+    }
+
+    /// How many malformed entries this coordinator's registry has skipped.
+    pub fn malformed_entries(&self) -> u64 {
+        self.coord.malformed_entries.load(Ordering::Relaxed)
+    }
+}
+
+impl std::fmt::Debug for RegistryService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryService")
+            .field("namespace", &self.coord.namespace)
+            .finish()
+    }
+}

@@ -1,0 +1,381 @@
+//! A registration: an instance's key kept alive, and written again after its lease
+//! is lost.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, info_span, warn, Instrument};
+
+use super::ServiceInfo;
+use crate::coordinator::CoordinatorInner;
+use crate::{
+    Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest, RangeRequest, Result,
+    Revision, Session, Txn, TxnOp, WatchRequest,
+};
+
+/// Where a [`Registration`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegistrationState {
+    /// The instance is in the store, on a live session.
+    Registered,
+    /// The lease was lost; the instance is being written again on a new session.
+    Reregistering,
+    /// Another registration of the same id took the key; this one stopped.
+    Replaced,
+    /// Someone removed the key (for example `unregister(id)`); this one stopped.
+    Removed,
+    /// Deregistered by its owner (or its coordinator was closed).
+    Deregistered,
+}
+
+impl RegistrationState {
+    /// Whether the registration has stopped for good.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RegistrationState::Replaced
+                | RegistrationState::Removed
+                | RegistrationState::Deregistered
+        )
+    }
+}
+
+/// A registered instance, kept registered until [`Registration::deregister`] or
+/// drop (which deregisters in the background). See
+/// [`RegistryService`](super::RegistryService) for the behaviour under faults.
+pub struct Registration {
+    inner: Arc<Inner>,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    coord: Arc<CoordinatorInner>,
+    info: ServiceInfo,
+    key: String,
+    value: Vec<u8>,
+    ttl: Duration,
+    state: watch::Sender<RegistrationState>,
+    /// The mod revision and lease of this registration's last write. Held across a
+    /// write, so deregistering waits for one in flight.
+    written: tokio::sync::Mutex<(Revision, LeaseId)>,
+    stopped: AtomicBool,
+}
+
+/// What ended a keeper's watch of its key.
+enum Ended {
+    SessionLost,
+    Deleted,
+    Overwritten,
+}
+
+impl Registration {
+    pub(crate) async fn start(
+        coord: Arc<CoordinatorInner>,
+        info: ServiceInfo,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Self> {
+        let session = coord.session(ttl).await?;
+        let lease = session.lease();
+        let put =
+            Txn::new().and_then([PutRequest::new(key.clone(), value.clone()).with_lease(lease)]);
+        let backend = coord.backend.clone();
+        // Repeating the same put is harmless: safe to retry.
+        let written = coord
+            .retry
+            .run("register", |_| backend.txn(put.clone()))
+            .await?
+            .revision;
+        info!(key, lease = %lease, "registered");
+        let inner = Arc::new(Inner {
+            coord,
+            info,
+            key,
+            value,
+            ttl,
+            state: watch::Sender::new(RegistrationState::Registered),
+            written: tokio::sync::Mutex::new((written, lease)),
+            stopped: AtomicBool::new(false),
+        });
+        let span = info_span!("coord.registration", key = %inner.key);
+        let keeper = tokio::spawn(keep(inner.clone(), session).instrument(span));
+        Ok(Registration {
+            inner,
+            keeper: Mutex::new(Some(keeper)),
+        })
+    }
+
+    /// The registered instance.
+    pub fn info(&self) -> &ServiceInfo {
+        &self.inner.info
+    }
+
+    /// The instance's key, as stored.
+    pub fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RegistrationState {
+        *self.inner.state.borrow()
+    }
+
+    /// Follow the state as it changes.
+    pub fn watch_state(&self) -> watch::Receiver<RegistrationState> {
+        self.inner.state.subscribe()
+    }
+
+    /// Remove the instance from the store (only if the key is still this
+    /// registration's own write) and stop keeping it. A replaced or removed
+    /// registration has nothing to remove: `Ok`.
+    pub async fn deregister(&self) -> Result<()> {
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.inner.deregister(keeper).await
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if self.inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        rt.spawn(async move {
+            if let Err(e) = inner.deregister(keeper).await {
+                warn!(key = %inner.key, error = %e, "could not deregister a dropped registration; it ends with its lease");
+            }
+        });
+    }
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("key", &self.inner.key)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn set_state(&self, state: RegistrationState) {
+        self.state.send_if_modified(|s| {
+            // A final state stays.
+            let change = *s != state && !s.is_final();
+            if change {
+                *s = state;
+            }
+            change
+        });
+    }
+
+    async fn deregister(&self, keeper: Option<JoinHandle<()>>) -> Result<()> {
+        // Wait for a write in flight, and forbid further ones.
+        let written = self.written.lock().await;
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        if self.state.borrow().is_final() {
+            return Ok(());
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                written.0,
+            )])
+            .and_then([DeleteRequest::key(self.key.clone())]);
+        let backend = &self.coord.backend;
+        self.coord
+            .retry
+            .run("deregister", |_| backend.txn(txn.clone()))
+            .await?;
+        self.set_state(RegistrationState::Deregistered);
+        info!(key = %self.key, "deregistered");
+        Ok(())
+    }
+
+    /// Watch the key from our last write on, until it is deleted or overwritten,
+    /// or the session is lost.
+    async fn watch_key(&self, session: &Session) -> Ended {
+        let (mut from, ours) = {
+            let w = self.written.lock().await;
+            (w.0 + 1, w.0)
+        };
+        let backend = &self.coord.backend;
+        loop {
+            let request = WatchRequest::key(self.key.clone()).from_revision(from);
+            let events = tokio::select! {
+                _ = session.lost() => return Ended::SessionLost,
+                events = backend.watch(request) => events,
+            };
+            match events {
+                Ok(mut events) => loop {
+                    let item = tokio::select! {
+                        _ = session.lost() => return Ended::SessionLost,
+                        item = events.next() => item,
+                    };
+                    let Some(Ok(resp)) = item else { break };
+                    for event in &resp.events {
+                        match event.kind {
+                            EventKind::Delete => return Ended::Deleted,
+                            EventKind::Put if event.kv.mod_revision != ours => {
+                                return Ended::Overwritten
+                            }
+                            EventKind::Put => {}
+                        }
+                    }
+                    from = resp.revision + 1;
+                },
+                Err(Error::Compacted { .. }) => {
+                    // History is gone: judge the key as it is now.
+                    if let Ok(now) = backend.range(RangeRequest::key(self.key.clone())).await {
+                        match now.kvs.first() {
+                            None => return Ended::Deleted,
+                            Some(kv) if kv.mod_revision != ours => return Ended::Overwritten,
+                            Some(_) => from = now.revision + 1,
+                        }
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = session.lost() => return Ended::SessionLost,
+                _ = tokio::time::sleep(self.coord.retry.initial_delay) => {}
+            }
+        }
+    }
+
+    /// Whether the lease of our last write is gone (or cannot be asked about).
+    async fn lease_gone(&self, session: &Session) -> bool {
+        if session.is_lost() {
+            return true;
+        }
+        let lease = self.written.lock().await.1;
+        !matches!(self.coord.backend.lease_time_to_live(lease).await, Ok(_))
+    }
+
+    /// Write the key again on a working session, unless someone else's
+    /// registration holds it now. `Ok(None)`: replaced.
+    async fn reregister(&self) -> Result<Option<Session>> {
+        let session = self.coord.session(self.ttl).await?;
+        // Do not advertise an instance whose lease cannot be kept alive.
+        if !session.keep_alive().await? {
+            return Err(Error::LeaseNotFound {
+                id: session.lease().0,
+            });
+        }
+        let lease = session.lease();
+        let mut written = self.written.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let put =
+            TxnOp::Put(PutRequest::new(self.key.clone(), self.value.clone()).with_lease(lease));
+        let create = Txn::new()
+            .when([Compare::create_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([put.clone()])
+            .or_else([RangeRequest::key(self.key.clone())]);
+        let resp = self.coord.backend.txn(create).await?;
+        if resp.succeeded {
+            *written = (resp.revision, lease);
+            return Ok(Some(session));
+        }
+        // Still there: ours (its lease not yet expired by the store) is taken over;
+        // anyone else's wins.
+        let current = resp.first_range().and_then(|r| r.kvs.first());
+        match current {
+            Some(kv) if kv.mod_revision == written.0 => {
+                let take = Txn::new()
+                    .when([Compare::mod_revision(
+                        self.key.clone(),
+                        CompareOp::Equal,
+                        written.0,
+                    )])
+                    .and_then([put]);
+                let resp = self.coord.backend.txn(take).await?;
+                if resp.succeeded {
+                    *written = (resp.revision, lease);
+                    Ok(Some(session))
+                } else {
+                    Err(Error::unavailable(
+                        "the key changed while re-registering; trying again",
+                    ))
+                }
+            }
+            Some(_) => Ok(None),
+            None => Err(Error::unavailable(
+                "the key vanished while re-registering; trying again",
+            )),
+        }
+    }
+}
+
+/// Keep the registration: follow the key; after a lost lease write it again.
+async fn keep(inner: Arc<Inner>, mut session: Session) {
+    loop {
+        let ended = inner.watch_key(&session).await;
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        match ended {
+            Ended::Overwritten => {
+                warn!("replaced by another registration of the same id; stopping");
+                inner.set_state(RegistrationState::Replaced);
+                return;
+            }
+            Ended::Deleted if !inner.lease_gone(&session).await => {
+                warn!("removed by someone else; stopping");
+                inner.set_state(RegistrationState::Removed);
+                return;
+            }
+            Ended::Deleted | Ended::SessionLost => {}
+        }
+        warn!("lease lost; registering again");
+        inner.set_state(RegistrationState::Reregistering);
+        let interval = inner.ttl / 3;
+        let mut failures = 0;
+        loop {
+            if inner.coord.is_closed() {
+                inner.set_state(RegistrationState::Deregistered);
+                return;
+            }
+            match inner.reregister().await {
+                Ok(Some(s)) => {
+                    session = s;
+                    inner.set_state(RegistrationState::Registered);
+                    info!(lease = %session.lease(), "registered again");
+                    break;
+                }
+                Ok(None) => {
+                    if !inner.stopped.load(Ordering::SeqCst) {
+                        warn!("replaced while re-registering; stopping");
+                        inner.set_state(RegistrationState::Replaced);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = inner.coord.retry.delay(failures).min(interval);
+                    tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
