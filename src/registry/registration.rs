@@ -263,7 +263,7 @@ impl Inner {
             return true;
         }
         let lease = self.written.lock().await.1;
-        !matches!(self.coord.backend.lease_time_to_live(lease).await, Ok(_))
+        self.coord.backend.lease_time_to_live(lease).await.is_err()
     }
 
     /// Write the key again on a working session, unless someone else's
