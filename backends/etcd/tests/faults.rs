@@ -309,3 +309,111 @@ async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
         .unwrap();
     assert_eq!((e.version, e.value, e.resync), (live, Some(3), false));
 }
+
+async fn wait_for_instance(backend: &EtcdBackend, key: &str, present: bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(kv) = backend.get(key.to_string()).await {
+            if kv.is_some() == present {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} never became present={present}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A registration whose lease `etcdctl lease revoke` ends is back on a new lease.
+#[tokio::test]
+async fn registration_returns_after_etcdctl_revokes_its_lease() {
+    let Some(config) = common::etcd_config() else {
+        return;
+    };
+    let endpoints = config.endpoints.join(",");
+    let coordinator = coord_etcd::connect(config.clone()).await.unwrap();
+    let coordinator = coord::Coordinator::builder(coordinator.backend().clone())
+        .namespace(format!("faults/registry/{}/", std::process::id()))
+        .build()
+        .unwrap();
+    let info = coord::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
+    let reg = coordinator
+        .registry()
+        .register(info.clone(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let old = coordinator
+        .backend()
+        .get(reg.key().to_string())
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
+    let status = tokio::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(&endpoints)
+        .args(["lease", "revoke", &old.to_string()])
+        .status()
+        .await
+        .expect("etcdctl runs");
+    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let kv = coordinator
+            .backend()
+            .get(reg.key().to_string())
+            .await
+            .unwrap();
+        if kv.is_some_and(|kv| kv.lease.is_some_and(|l| l != old)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never re-registered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        coordinator.registry().discover("api").await.unwrap(),
+        [info]
+    );
+    reg.deregister().await.unwrap();
+}
+
+/// etcd restarted with its data lost (a fresh member on the same address): the
+/// registration notices its lease is gone and registers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_returns_after_etcd_loses_its_data() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start();
+    let coordinator = coord::Coordinator::new(std::sync::Arc::new(
+        EtcdProcess::connect_to(etcd.client_port).await,
+    ));
+    let info = coord::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
+    let reg = coordinator
+        .registry()
+        .register(info.clone(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    etcd.kill();
+    std::fs::remove_dir_all(etcd.dir.join("data")).unwrap();
+    etcd.restart_on(etcd.client_port);
+    let observer = EtcdProcess::connect_to(etcd.client_port).await;
+    wait_for_instance(&observer, reg.key(), true).await;
+    let mut states = reg.watch_state();
+    tokio::time::timeout(
+        PATIENCE,
+        states.wait_for(|s| *s == coord::RegistrationState::Registered),
+    )
+    .await
+    .expect("registered again")
+    .unwrap();
+    reg.deregister().await.unwrap();
+    wait_for_instance(&observer, reg.key(), false).await;
+}
