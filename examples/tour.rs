@@ -1,7 +1,8 @@
 //! A tour of coord on the in-memory backend: the primitive (puts and revisions, a
 //! compare-and-swap transaction, a lease that expires, a watch that sees it all,
 //! history and compaction), then the recipes built on it (a lock, an election, a
-//! config value hot-reloaded by a ConfigManager that refuses an invalid update).
+//! config value hot-reloaded by a ConfigManager that refuses an invalid update, a
+//! service coming and going in a watching cache).
 //!
 //! Run with `cargo run --example tour` (nothing but Rust needed).
 
@@ -169,6 +170,31 @@ async fn main() -> coord::Result<()> {
         manager.current()
     );
     manager.stop();
+
+    // 9. Registry: a service instance comes and goes in a watching cache.
+    let cache = node_b.registry().cache("search").await?;
+    let mut seen = cache.subscribe();
+    let instance = coord::ServiceInfo::new("search-1", "search", "10.0.0.7", 9200);
+    let registration = node_a
+        .registry()
+        .register(instance, Duration::from_secs(5))
+        .await?;
+    let came = seen.recv().await.expect("cache running");
+    println!(
+        "cache: {:?} {} at {}; instances now {}",
+        came.kind,
+        came.service.id,
+        came.service.authority(),
+        cache.instances().len()
+    );
+    registration.deregister().await?;
+    let went = seen.recv().await.expect("cache running");
+    println!(
+        "cache: {:?} {}; instances now {}",
+        went.kind,
+        went.service.id,
+        cache.instances().len()
+    );
     node_a.close().await?;
     node_b.close().await?;
     Ok(())

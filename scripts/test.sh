@@ -20,7 +20,7 @@ cargo test --workspace --all-targets
 echo "== doctests"
 cargo test --workspace --doc
 echo "== examples"
-for example in tour lock election config config_manager; do
+for example in tour lock election config config_manager registry grpc_resolver; do
   cargo run --quiet --example "$example" >/dev/null
 done
 echo "all tests passed"

@@ -1,0 +1,86 @@
+//! Service registry on the in-memory backend: instances register, a cache follows
+//! them from memory, one instance is replaced by its restarted self, and one whose
+//! keep-alives stop disappears and comes back when they work again.
+//!
+//! Run with `cargo run --example registry`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord::{Coordinator, ServiceInfo};
+use coord_memory::MemoryBackend;
+
+async fn show(cache: &coord::ServiceCache, when: &str) {
+    // Let the cache's watch catch up (it answers from memory).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ids: Vec<String> = cache
+        .instances()
+        .iter()
+        .map(|i| format!("{}@{}", i.id, i.authority()))
+        .collect();
+    println!("{when}: {ids:?}");
+}
+
+#[tokio::main]
+async fn main() -> coord::Result<()> {
+    let store = MemoryBackend::new();
+    let ttl = Duration::from_secs(3);
+    let flaky_link = store.client();
+    let node_a = Coordinator::new(Arc::new(store.client()));
+    let node_b = Coordinator::new(Arc::new(flaky_link.clone()));
+    let client = Coordinator::new(Arc::new(store.client()));
+
+    let cache = client.registry().cache("orders").await?;
+    let mut events = cache.subscribe();
+    let a = node_a
+        .registry()
+        .register(
+            ServiceInfo::new("a", "orders", "10.0.0.1", 7001).with_metadata("zone", "eu-1"),
+            ttl,
+        )
+        .await?;
+    let _b = node_b
+        .registry()
+        .register(ServiceInfo::new("b", "orders", "10.0.0.2", 7001), ttl)
+        .await?;
+    show(&cache, "two instances registered").await;
+    println!(
+        "discover() reads the store: {} instances",
+        client.registry().discover("orders").await?.len()
+    );
+
+    // Instance a restarts elsewhere before its old lease ran out: the new
+    // registration replaces the old one, which notices and stops.
+    let restarted = Coordinator::new(Arc::new(store.client()));
+    let a2 = restarted
+        .registry()
+        .register(ServiceInfo::new("a", "orders", "10.0.0.9", 7001), ttl)
+        .await?;
+    let mut a_state = a.watch_state();
+    a_state.wait_for(|s| s.is_final()).await.ok();
+    println!("old registration of a: {:?}", a.state());
+    show(&cache, "after a restarted").await;
+
+    // Instance b's keep-alives stop: it leaves the registry within its TTL and
+    // is not re-advertised until its keep-alives work again.
+    flaky_link.stall_keep_alives();
+    while cache.instances().len() == 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    show(&cache, "b's keep-alives stalled").await;
+    flaky_link.resume_keep_alives();
+    while cache.instances().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    show(&cache, "b's keep-alives work again").await;
+
+    a2.deregister().await?;
+    show(&cache, "a deregistered").await;
+    while let Ok(e) = events.try_recv() {
+        println!("  cache event: {:?} {}", e.kind, e.service.id);
+    }
+    for c in [node_a, node_b, restarted, client] {
+        c.close().await?;
+    }
+    Ok(())
+}
