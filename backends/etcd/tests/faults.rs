@@ -68,12 +68,7 @@ async fn watch_compacted_while_disconnected_yields_compacted() {
     let first = b.put("k", "1").await.unwrap();
     assert_eq!(next(&mut w).await.unwrap().revision, first);
     // Serve the same data on another port, where our backend cannot reach it.
-    etcd.kill();
-    let hidden_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    etcd.restart_on(hidden_port);
+    let hidden_port = etcd.hide();
     let other = EtcdProcess::connect_to(hidden_port).await;
     other.put("k", "2").await.unwrap();
     let now = other.put("k", "3").await.unwrap();
@@ -199,12 +194,7 @@ async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
     ));
     let guard = holder.lock().acquire("x", ttl).await.unwrap();
     let lease = guard.session().lease();
-    etcd.kill();
-    let hidden_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    etcd.restart_on(hidden_port);
+    let hidden_port = etcd.hide();
     let other = coord::Coordinator::new(std::sync::Arc::new(
         EtcdProcess::connect_to(hidden_port).await,
     ));
@@ -252,12 +242,7 @@ async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
         .unwrap();
     assert_eq!((event.version, event.resync), (first, false));
 
-    etcd.kill();
-    let hidden_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    etcd.restart_on(hidden_port);
+    let hidden_port = etcd.hide();
     {
         let other = coord::Coordinator::new(std::sync::Arc::new(
             EtcdProcess::connect_to(hidden_port).await,

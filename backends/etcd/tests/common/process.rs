@@ -106,6 +106,15 @@ impl EtcdProcess {
         self.child = Some(child);
     }
 
+    /// Kill the process and serve the same data on another port, out of reach of
+    /// clients connected to the first one (a partition); returns that port.
+    pub fn hide(&mut self) -> u16 {
+        self.kill();
+        let port = free_port();
+        self.restart_on(port);
+        port
+    }
+
     /// SIGKILL the process and wait for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
