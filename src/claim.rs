@@ -299,20 +299,12 @@ async fn claim_in_span(
             return Err(conflict());
         }
         debug!("queued; waiting for the claims before this one");
-        tokio::select! {
-            waited = wait_for_predecessors(&backend, &retry, &prefix, token) => waited?,
-            _ = session.lost() => return Err(expired(name)),
-        }
-        // The wait may have outlived the key (its lease ended, someone deleted
-        // it): own it only if it is still there, unchanged in identity.
-        let recheck = Txn::new().when([
-            Compare::create_revision(key.clone(), CompareOp::Equal, token),
-            Compare::lease(key.clone(), CompareOp::Equal, Some(lease)),
-        ]);
-        let still = retry
-            .run("recheck claim", |_| backend.txn(recheck.clone()))
-            .await?;
-        if !still.succeeded || session.is_lost() {
+        let owner = tokio::select! {
+            waited = wait_for_turn(&backend, &retry, &prefix, &key, lease, token) => waited?,
+            _ = session.lost() => false,
+        };
+        // The wait may have outlived the key (its lease ended, someone deleted it).
+        if !owner || session.is_lost() {
             warn!("claim ended while queued");
             return Err(expired(name));
         }
@@ -354,24 +346,34 @@ async fn claim_in_span(
     })
 }
 
-/// Wait until no key of the queue was created before `token`: watch the one just
-/// before (only it: a release wakes one waiter), and look again when it goes.
-async fn wait_for_predecessors(
+/// Wait until no key of the queue was created before `token`, watching only the
+/// one just before (a release wakes one waiter). Each look at the queue re-checks
+/// in the same transaction that our own key is still there with its create
+/// revision and lease: `Ok(false)` as soon as it is not.
+async fn wait_for_turn(
     backend: &Arc<dyn Backend>,
     retry: &RetryPolicy,
     prefix: &str,
+    key: &str,
+    lease: LeaseId,
     token: Revision,
-) -> Result<()> {
-    let before = RangeRequest::prefix(prefix)
-        .with_max_create_revision(token - 1)
-        .sort_by_create_revision(SortOrder::Descend)
-        .with_limit(1);
+) -> Result<bool> {
+    let look = Txn::new()
+        .when([
+            Compare::create_revision(key, CompareOp::Equal, token),
+            Compare::lease(key, CompareOp::Equal, Some(lease)),
+        ])
+        .and_then([RangeRequest::prefix(prefix)
+            .with_max_create_revision(token - 1)
+            .sort_by_create_revision(SortOrder::Descend)
+            .with_limit(1)]);
     loop {
-        let resp = retry
-            .run("read queue", |_| backend.range(before.clone()))
-            .await?;
-        let Some(previous) = resp.kvs.first() else {
-            return Ok(());
+        let resp = retry.run("look at queue", |_| backend.txn(look.clone())).await?;
+        if !resp.succeeded {
+            return Ok(false);
+        }
+        let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
+            return Ok(true);
         };
         debug!(waiting_for = %previous.key_str(), "waiting");
         let request = WatchRequest::key(previous.key.clone()).from_revision(resp.revision + 1);
@@ -381,7 +383,7 @@ async fn wait_for_predecessors(
                     match item {
                         Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => break,
                         Ok(_) => {}
-                        // Compacted or broken: read the queue again.
+                        // Compacted or broken: look at the queue again.
                         Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
                             tokio::time::sleep(retry.initial_delay).await;
                             break;
