@@ -1,0 +1,107 @@
+//! `cargo bench -p coord-bench`: every benchmark, one Markdown report.
+//!
+//! With `--bench` (what `cargo bench` passes) it runs the full sizes and writes
+//! `target/bench-report.md`; `scripts/bench.sh` starts etcd with its default
+//! durability and runs it. Without `--bench` (as `cargo test --all-targets` runs
+//! it) it is a smoke run: tiny sizes, same code paths, nothing written. The etcd
+//! part needs `COORD_ETCD_ENDPOINTS`; with `COORD_REQUIRE_ETCD=1` its absence fails.
+
+use std::time::Duration;
+
+use coord_bench::{etcd, measure, memory};
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let endpoints: Vec<String> = std::env::var("COORD_ETCD_ENDPOINTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .collect();
+    if endpoints.is_empty() && std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
+        panic!("COORD_REQUIRE_ETCD=1 but COORD_ETCD_ENDPOINTS is not set");
+    }
+    let memory_sizes = if full {
+        memory::Sizes { ops: 200_000, watchers: 1_000, rounds: 100 }
+    } else {
+        memory::Sizes { ops: 1_000, watchers: 50, rounds: 3 }
+    };
+    let etcd_sizes = if full {
+        etcd::Sizes {
+            sequential: 1_000,
+            locks: 600,
+            contention: Duration::from_secs(5),
+            contenders: vec![2, 4, 8, 16],
+            concurrent_sets: 6_400,
+            propagation: 600,
+            instances_reads: 200_000,
+            current_reads: 1_000_000,
+            registrations: 10_000,
+            watches: 10_000,
+            cpu_window: Duration::from_secs(20),
+        }
+    } else {
+        etcd::Sizes {
+            sequential: 10,
+            locks: 10,
+            contention: Duration::from_millis(300),
+            contenders: vec![2],
+            concurrent_sets: 128,
+            propagation: 10,
+            instances_reads: 1_000,
+            current_reads: 1_000,
+            registrations: 100,
+            watches: 100,
+            cpu_window: Duration::from_millis(200),
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut rows = runtime.block_on(memory::run(&memory_sizes));
+    if !endpoints.is_empty() {
+        rows.extend(runtime.block_on(etcd::run(&endpoints, &etcd_sizes)));
+    } else {
+        eprintln!("etcd benchmarks skipped: set COORD_ETCD_ENDPOINTS (scripts/bench.sh does)");
+    }
+    let table = measure::markdown(&rows);
+    let header = format!(
+        "# coord benchmark report\n\nMachine: {}. etcd at {}. {} run.\n\
+         Ratios compare coord with its baseline measured in the same run on the same etcd.\n\n",
+        machine(),
+        if endpoints.is_empty() { "–".to_string() } else { endpoints.join(",") },
+        if full { "Full" } else { "Smoke (tiny sizes; figures meaningless)" },
+    );
+    let report = format!("{header}{table}");
+    println!("{report}");
+    if full {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-report.md");
+        std::fs::write(&path, &report).expect("write the report");
+        eprintln!("report written to {}", path.display());
+    }
+}

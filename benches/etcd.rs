@@ -1,0 +1,526 @@
+//! Figures against etcd, each paired with a baseline measured in the same run on
+//! the same etcd: raw etcd-client calls doing the same work, and for locks etcd's
+//! own lock service (`Client::lock` / `unlock` with a pre-granted lease).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coord::{Coordinator, ServiceInfo, WatchRequest};
+use coord_etcd::{EtcdBackend, EtcdConfig};
+use etcd_client::{Client, LockOptions};
+use futures::StreamExt;
+use serde_json::json;
+
+use crate::measure::{cpu_time, rss_bytes, sequential, sequential_sync, Row, Samples, Target};
+
+/// Sizes of one run (smaller for the smoke run under `cargo test`).
+pub struct Sizes {
+    pub sequential: usize,
+    pub locks: usize,
+    pub contention: Duration,
+    pub contenders: Vec<usize>,
+    pub concurrent_sets: usize,
+    pub propagation: usize,
+    pub instances_reads: usize,
+    pub current_reads: usize,
+    pub registrations: usize,
+    pub watches: usize,
+    pub cpu_window: Duration,
+}
+
+struct Env {
+    config: EtcdConfig,
+    endpoints: Vec<String>,
+    ns: String,
+}
+
+impl Env {
+    async fn backend(&self) -> Arc<EtcdBackend> {
+        Arc::new(EtcdBackend::connect(self.config.clone()).await.expect("etcd"))
+    }
+
+    async fn coordinator(&self) -> Coordinator {
+        Coordinator::builder(self.backend().await)
+            .namespace(self.ns.clone())
+            .build()
+            .expect("coordinator")
+    }
+
+    async fn raw(&self) -> Client {
+        Client::connect(self.endpoints.clone(), None).await.expect("etcd")
+    }
+}
+
+/// Run `a` and `b` in alternating halves (a, b, a, b) so drift hits both alike.
+async fn alternate<A, B, FA, FB>(half: usize, mut a: A, mut b: B) -> (Samples, Samples)
+where
+    A: FnMut(usize) -> FA,
+    B: FnMut(usize) -> FB,
+    FA: std::future::Future<Output = Samples>,
+    FB: std::future::Future<Output = Samples>,
+{
+    let a1 = a(half).await;
+    let b1 = b(half).await;
+    let a2 = a(half).await;
+    let b2 = b(half).await;
+    (merge(a1, a2), merge(b1, b2))
+}
+
+fn merge(x: Samples, y: Samples) -> Samples {
+    let elapsed = x.elapsed + y.elapsed;
+    let mut latencies = x.latencies().to_vec();
+    latencies.extend_from_slice(y.latencies());
+    if latencies.is_empty() {
+        Samples::rate(x.ops + y.ops, elapsed)
+    } else {
+        Samples::new(latencies, elapsed)
+    }
+}
+
+pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
+    let mut config = EtcdConfig::with_endpoints(endpoints.iter().cloned());
+    config.request_timeout = Duration::from_secs(30);
+    let env = Env {
+        config,
+        endpoints: endpoints.to_vec(),
+        ns: format!("bench-{}-{}/", std::process::id(), now_nanos()),
+    };
+    let mut rows = Vec::new();
+    let uncontended = locks_uncontended(&env, sizes).await;
+    let own_rate = uncontended.coord.per_second();
+    rows.push(uncontended);
+    for &c in &sizes.contenders {
+        rows.push(lock_handoffs(&env, sizes, c, own_rate).await);
+    }
+    rows.extend(config_sequential(&env, sizes).await);
+    rows.push(config_concurrent_sets(&env, sizes).await);
+    rows.push(watch_propagation(&env, sizes).await);
+    rows.push(cache_reads(&env, sizes).await);
+    rows.push(manager_reads(&env, sizes).await);
+    rows.push(many_registrations(&env, sizes).await);
+    rows.push(many_watches(&env, sizes).await);
+    let _ = env
+        .raw()
+        .await
+        .delete(env.ns.clone(), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .await;
+    rows
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Row {
+    let coordinator = env.coordinator().await;
+    let ttl = Duration::from_secs(60);
+    let mut raw = env.raw().await;
+    let lease = raw.lease_grant(60, None).await.expect("lease").id();
+    let name = format!("{}etcd-lock/u", env.ns);
+    // Warm both paths (session grant, connections).
+    for _ in 0..3 {
+        coordinator.lock().acquire("u", ttl).await.unwrap().unlock().await.unwrap();
+        let k = raw.lock(name.clone(), Some(LockOptions::new().with_lease(lease))).await.unwrap();
+        raw.unlock(k.key().to_vec()).await.unwrap();
+    }
+    let (coord, base) = alternate(
+        sizes.locks / 2,
+        |n| {
+            let coordinator = coordinator.clone();
+            async move {
+                sequential(n, |_| {
+                    let coordinator = coordinator.clone();
+                    async move {
+                        let g = coordinator.lock().acquire("u", ttl).await.expect("acquire");
+                        g.unlock().await.expect("unlock");
+                    }
+                })
+                .await
+            }
+        },
+        |n| {
+            let (raw, name) = (raw.clone(), name.clone());
+            async move {
+                sequential(n, |_| {
+                    let (mut raw, name) = (raw.clone(), name.clone());
+                    async move {
+                        let k = raw
+                            .lock(name, Some(LockOptions::new().with_lease(lease)))
+                            .await
+                            .expect("lock");
+                        raw.unlock(k.key().to_vec()).await.expect("unlock");
+                    }
+                })
+                .await
+            }
+        },
+    )
+    .await;
+    coordinator.close().await.ok();
+    let _ = raw.lease_revoke(lease).await;
+    Row::new("lock acquire+release, uncontended", coord, Target::RateAtLeast(1.0))
+        .against("etcd lock service, same lease", base)
+}
+
+async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f64) -> Row {
+    let name = format!("h{contenders}");
+    let ttl = Duration::from_secs(60);
+    // coord: one coordinator (own connection) per contender.
+    let mut coordinators = Vec::new();
+    for _ in 0..contenders {
+        let c = env.coordinator().await;
+        c.session(ttl).await.expect("session");
+        coordinators.push(c);
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + sizes.contention;
+    let mut tasks = Vec::new();
+    for c in &coordinators {
+        let (c, count, name) = (c.clone(), count.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let g = c.lock().acquire(&name, ttl).await.expect("acquire");
+                count.fetch_add(1, Ordering::Relaxed);
+                g.unlock().await.expect("unlock");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("contender");
+    }
+    let coord = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+    for c in coordinators {
+        c.close().await.ok();
+    }
+
+    // Baseline: etcd's lock service, one client and lease per contender.
+    let key = format!("{}etcd-lock/{name}", env.ns);
+    let mut clients = Vec::new();
+    for _ in 0..contenders {
+        let mut raw = env.raw().await;
+        let lease = raw.lease_grant(60, None).await.expect("lease").id();
+        clients.push((raw, lease));
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + sizes.contention;
+    let mut tasks = Vec::new();
+    for (raw, lease) in &clients {
+        let (mut raw, lease, count, key) = (raw.clone(), *lease, count.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let k = raw
+                    .lock(key.clone(), Some(LockOptions::new().with_lease(lease)))
+                    .await
+                    .expect("lock");
+                count.fetch_add(1, Ordering::Relaxed);
+                raw.unlock(k.key().to_vec()).await.expect("unlock");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("contender");
+    }
+    let base = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+    for (mut raw, lease) in clients {
+        let _ = raw.lease_revoke(lease).await;
+    }
+    let share = coord.per_second() / own_rate;
+    Row::new(
+        format!("lock handoffs, {contenders} contenders"),
+        coord,
+        Target::Handoffs {
+            vs_baseline: 5.0,
+            of_uncontended: 0.5,
+            share,
+        },
+    )
+    .against("etcd lock service, same contention", base)
+    .note(format!("{:.0}% of coord's uncontended rate", share * 100.0))
+}
+
+async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {
+    let coordinator = env.coordinator().await;
+    let config = coordinator.config();
+    let mut raw = env.raw().await;
+    let value = json!({"url": "postgres://db.internal:5432/orders", "pool": 32, "timeout_ms": 2500});
+    let bytes = serde_json::to_vec(&value).expect("json");
+    let raw_key = format!("{}raw/cfg", env.ns);
+    config.set("cfg", &value).await.expect("set");
+    raw.put(raw_key.clone(), bytes.clone(), None).await.expect("put");
+    let (set, put) = alternate(
+        sizes.sequential / 2,
+        |n| {
+            let (config, value) = (config.clone(), value.clone());
+            async move {
+                sequential(n, |_| {
+                    let (config, value) = (config.clone(), value.clone());
+                    async move {
+                        config.set("cfg", &value).await.expect("set");
+                    }
+                })
+                .await
+            }
+        },
+        |n| {
+            let (raw, key, bytes) = (raw.clone(), raw_key.clone(), bytes.clone());
+            async move {
+                sequential(n, |_| {
+                    let (mut raw, key, bytes) = (raw.clone(), key.clone(), bytes.clone());
+                    async move {
+                        raw.put(key, bytes, None).await.expect("put");
+                    }
+                })
+                .await
+            }
+        },
+    )
+    .await;
+    let (get, raw_get) = alternate(
+        sizes.sequential / 2,
+        |n| {
+            let config = config.clone();
+            async move {
+                sequential(n, |_| {
+                    let config = config.clone();
+                    async move {
+                        config.get::<serde_json::Value>("cfg").await.expect("get");
+                    }
+                })
+                .await
+            }
+        },
+        |n| {
+            let (raw, key) = (raw.clone(), raw_key.clone());
+            async move {
+                sequential(n, |_| {
+                    let (mut raw, key) = (raw.clone(), key.clone());
+                    async move {
+                        raw.get(key, None).await.expect("get");
+                    }
+                })
+                .await
+            }
+        },
+    )
+    .await;
+    coordinator.close().await.ok();
+    vec![
+        Row::new("config get, sequential", get, Target::LatencyAtMost(1.1)).against("raw get", raw_get),
+        Row::new("config set, sequential", set, Target::LatencyAtMost(1.1)).against("raw put", put),
+    ]
+}
+
+async fn config_concurrent_sets(env: &Env, sizes: &Sizes) -> Row {
+    const TASKS: usize = 64;
+    let per_task = (sizes.concurrent_sets / TASKS).max(1);
+    let coordinator = env.coordinator().await;
+    let config = coordinator.config();
+    let raw = env.raw().await;
+    let value = json!({"pool": 32, "timeout_ms": 2500});
+    let bytes = serde_json::to_vec(&value).expect("json");
+    let mut coord_total = Samples::default();
+    let mut raw_total = Samples::default();
+    for _round in 0..2 {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (config, value) = (config.clone(), value.clone());
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        config.set(&format!("t/{t}"), &value).await.expect("set");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        coord_total = merge(coord_total, Samples::rate((TASKS * per_task) as u64, start.elapsed()));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let (mut raw, bytes, key) = (raw.clone(), bytes.clone(), format!("{}raw/t/{t}", env.ns));
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        raw.put(key.clone(), bytes.clone(), None).await.expect("put");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        raw_total = merge(raw_total, Samples::rate((TASKS * per_task) as u64, start.elapsed()));
+    }
+    coordinator.close().await.ok();
+    Row::new("config set throughput, 64 tasks", coord_total, Target::RateAtLeast(0.9))
+        .against("raw put, 64 tasks", raw_total)
+}
+
+async fn watch_propagation(env: &Env, sizes: &Sizes) -> Row {
+    let coordinator = env.coordinator().await;
+    let config = coordinator.config();
+    let mut watcher = config.watch::<serde_json::Value>("w").await.expect("watch");
+    let mut raw = env.raw().await;
+    let raw_key = format!("{}raw/w", env.ns);
+    let mut raw_watch = raw.watch(raw_key.clone(), None).await.expect("watch");
+    let (mut coord, mut base) = (Vec::new(), Vec::new());
+    let (mut coord_time, mut base_time) = (Duration::ZERO, Duration::ZERO);
+    for _half in 0..2 {
+        let start = Instant::now();
+        for i in 0..sizes.propagation / 2 {
+            let t = Instant::now();
+            config.set("w", &i).await.expect("set");
+            watcher.next().await.expect("open").expect("event");
+            coord.push(t.elapsed());
+        }
+        coord_time += start.elapsed();
+        let start = Instant::now();
+        for i in 0..sizes.propagation / 2 {
+            let t = Instant::now();
+            raw.put(raw_key.clone(), i.to_string(), None).await.expect("put");
+            loop {
+                let resp = raw_watch.message().await.expect("watch").expect("open");
+                if !resp.events().is_empty() {
+                    break;
+                }
+            }
+            base.push(t.elapsed());
+        }
+        base_time += start.elapsed();
+    }
+    coordinator.close().await.ok();
+    Row::new(
+        "watch propagation, set → watcher receives",
+        Samples::new(coord, coord_time),
+        Target::LatencyAtMost(1.2),
+    )
+    .against("raw put → raw watch event", Samples::new(base, base_time))
+}
+
+async fn cache_reads(env: &Env, sizes: &Sizes) -> Row {
+    let coordinator = env.coordinator().await;
+    let mut registrations = Vec::new();
+    for i in 0..100 {
+        let info = ServiceInfo::new(format!("i-{i}"), "svc", "10.0.0.1", 8000 + i as u16);
+        registrations.push(coordinator.registry().register(info, Duration::from_secs(60)).await.expect("register"));
+    }
+    let cache = coordinator.registry().cache("svc").await.expect("cache");
+    assert_eq!(cache.instances().len(), 100);
+    let mut total = 0usize;
+    let reads = sequential_sync(sizes.instances_reads, |_| {
+        total += std::hint::black_box(cache.instances()).len();
+    });
+    std::hint::black_box(total);
+    coordinator.close().await.ok();
+    Row::new("discovery: ServiceCache::instances(), 100 instances", reads, Target::P99Below(Duration::from_micros(20)))
+}
+
+async fn manager_reads(env: &Env, sizes: &Sizes) -> Row {
+    let coordinator = env.coordinator().await;
+    let config = coordinator.config();
+    config.set("prod/app/pool", &json!({"size": 8})).await.expect("set");
+    let manager = coord::ConfigManager::builder(&config, "prod", "app", "pool", json!({"size": 1}))
+        .start()
+        .await
+        .expect("manager");
+    let reads = sequential_sync(sizes.current_reads, |_| {
+        std::hint::black_box(manager.current());
+    });
+    manager.stop();
+    coordinator.close().await.ok();
+    Row::new("ConfigManager::current()", reads, Target::P99Below(Duration::from_micros(1)))
+}
+
+async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
+    const TASKS: usize = 64;
+    let backend = env.backend().await;
+    let coordinator = Coordinator::builder(backend.clone())
+        .namespace(env.ns.clone())
+        .build()
+        .expect("coordinator");
+    let ttl = Duration::from_secs(30);
+    coordinator.session(ttl).await.expect("session");
+    let n = sizes.registrations;
+    let rss_before = rss_bytes();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let coordinator = coordinator.clone();
+            tokio::spawn(async move {
+                let mut held = Vec::new();
+                for i in (t..n).step_by(TASKS) {
+                    let info = ServiceInfo::new(format!("r-{i}"), "many", "10.1.0.1", 9000);
+                    held.push(coordinator.registry().register(info, ttl).await.expect("register"));
+                }
+                held
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tasks {
+        held.extend(t.await.expect("task"));
+    }
+    let registered = Samples::rate(n as u64, start.elapsed());
+    // Let every registration's watch settle before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per = rss_bytes().saturating_sub(rss_before) as f64 / n as f64;
+    let cpu_before = cpu_time();
+    let window = Instant::now();
+    tokio::time::sleep(sizes.cpu_window).await;
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    let share = cpu.as_secs_f64() / window.elapsed().as_secs_f64() * 100.0;
+    let streams = backend.stream_stats();
+    let present = coordinator.registry().discover("many").await.expect("discover").len();
+    assert_eq!(present, n, "every registration is in the store");
+    coordinator.close().await.ok();
+    drop(held);
+    Row::new(format!("{n} registrations in one process"), registered, Target::Report).note(format!(
+        "{} keep-alive stream, {} watch stream; {:.1} KiB per registration; idle CPU {share:.2}% over {:?}",
+        streams.keep_alive_streams,
+        streams.watch_streams,
+        per / 1024.0,
+        sizes.cpu_window
+    ))
+}
+
+async fn many_watches(env: &Env, sizes: &Sizes) -> Row {
+    use coord::Backend as _;
+    let backend = env.backend().await;
+    let key = format!("{}many-watches", env.ns);
+    let mut raw = env.raw().await;
+    let rev = raw.put(key.clone(), "0", None).await.expect("put").header().map_or(0, |h| h.revision());
+    let n = sizes.watches;
+    let rss_before = rss_bytes();
+    let mut watches = Vec::with_capacity(n);
+    for _ in 0..n {
+        watches.push(
+            backend
+                .watch(WatchRequest::key(key.clone()).from_revision(rev + 1))
+                .await
+                .expect("watch"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per = rss_bytes().saturating_sub(rss_before) as f64 / n as f64;
+    let start = Instant::now();
+    raw.put(key.clone(), "1", None).await.expect("put");
+    let mut received = 0;
+    for w in watches.iter_mut() {
+        let resp = w.next().await.expect("open").expect("event");
+        received += usize::from(!resp.events.is_empty());
+    }
+    let all = Samples::rate(received as u64, start.elapsed());
+    assert_eq!(received, n, "every watch received the change");
+    let streams = backend.stream_stats();
+    Row::new(format!("{n} concurrent watches in one process, one change"), all, Target::Report).note(format!(
+        "{} watch stream; {:.2} KiB per watch; all {received} received it",
+        streams.watch_streams,
+        per / 1024.0
+    ))
+}

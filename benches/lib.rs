@@ -1,0 +1,10 @@
+//! coord's benchmarks, as a library the bench binary (`coord.rs`) drives.
+//!
+//! Every figure against etcd is paired with a baseline measured in the same run on
+//! the same etcd: the raw etcd-client calls doing the same work, and for locks
+//! etcd's own lock service. Reports are ratios; absolute times drift on a shared
+//! machine.
+
+pub mod etcd;
+pub mod measure;
+pub mod memory;
