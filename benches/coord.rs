@@ -40,15 +40,29 @@ fn main() {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .map(|s| {
+            if s.contains("://") {
+                s.to_string()
+            } else {
+                format!("http://{s}")
+            }
+        })
         .collect();
     if endpoints.is_empty() && std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
         panic!("COORD_REQUIRE_ETCD=1 but COORD_ETCD_ENDPOINTS is not set");
     }
     let memory_sizes = if full {
-        memory::Sizes { ops: 200_000, watchers: 1_000, rounds: 100 }
+        memory::Sizes {
+            ops: 200_000,
+            watchers: 1_000,
+            rounds: 100,
+        }
     } else {
-        memory::Sizes { ops: 1_000, watchers: 50, rounds: 3 }
+        memory::Sizes {
+            ops: 1_000,
+            watchers: 50,
+            rounds: 3,
+        }
     };
     let etcd_sizes = if full {
         etcd::Sizes {
@@ -94,13 +108,22 @@ fn main() {
         "# coord benchmark report\n\nMachine: {}. etcd at {}. {} run.\n\
          Ratios compare coord with its baseline measured in the same run on the same etcd.\n\n",
         machine(),
-        if endpoints.is_empty() { "–".to_string() } else { endpoints.join(",") },
-        if full { "Full" } else { "Smoke (tiny sizes; figures meaningless)" },
+        if endpoints.is_empty() {
+            "–".to_string()
+        } else {
+            endpoints.join(",")
+        },
+        if full {
+            "Full"
+        } else {
+            "Smoke (tiny sizes; figures meaningless)"
+        },
     );
     let report = format!("{header}{table}");
     println!("{report}");
     if full {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-report.md");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-report.md");
         std::fs::write(&path, &report).expect("write the report");
         eprintln!("report written to {}", path.display());
     }

@@ -37,7 +37,11 @@ struct Env {
 
 impl Env {
     async fn backend(&self) -> Arc<EtcdBackend> {
-        Arc::new(EtcdBackend::connect(self.config.clone()).await.expect("etcd"))
+        Arc::new(
+            EtcdBackend::connect(self.config.clone())
+                .await
+                .expect("etcd"),
+        )
     }
 
     async fn coordinator(&self) -> Coordinator {
@@ -48,7 +52,9 @@ impl Env {
     }
 
     async fn raw(&self) -> Client {
-        Client::connect(self.endpoints.clone(), None).await.expect("etcd")
+        Client::connect(self.endpoints.clone(), None)
+            .await
+            .expect("etcd")
     }
 }
 
@@ -103,7 +109,10 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
     let _ = env
         .raw()
         .await
-        .delete(env.ns.clone(), Some(etcd_client::DeleteOptions::new().with_prefix()))
+        .delete(
+            env.ns.clone(),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
         .await;
     rows
 }
@@ -122,8 +131,18 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Row {
     let name = format!("{}etcd-lock/u", env.ns);
     // Warm both paths (session grant, connections).
     for _ in 0..3 {
-        coordinator.lock().acquire("u", ttl).await.unwrap().unlock().await.unwrap();
-        let k = raw.lock(name.clone(), Some(LockOptions::new().with_lease(lease))).await.unwrap();
+        coordinator
+            .lock()
+            .acquire("u", ttl)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+        let k = raw
+            .lock(name.clone(), Some(LockOptions::new().with_lease(lease)))
+            .await
+            .unwrap();
         raw.unlock(k.key().to_vec()).await.unwrap();
     }
     let (coord, base) = alternate(
@@ -161,8 +180,12 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Row {
     .await;
     coordinator.close().await.ok();
     let _ = raw.lease_revoke(lease).await;
-    Row::new("lock acquire+release, uncontended", coord, Target::RateAtLeast(1.0))
-        .against("etcd lock service, same lease", base)
+    Row::new(
+        "lock acquire+release, uncontended",
+        coord,
+        Target::RateAtLeast(1.0),
+    )
+    .against("etcd lock service, same lease", base)
 }
 
 async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f64) -> Row {
@@ -247,11 +270,14 @@ async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {
     let coordinator = env.coordinator().await;
     let config = coordinator.config();
     let mut raw = env.raw().await;
-    let value = json!({"url": "postgres://db.internal:5432/orders", "pool": 32, "timeout_ms": 2500});
+    let value =
+        json!({"url": "postgres://db.internal:5432/orders", "pool": 32, "timeout_ms": 2500});
     let bytes = serde_json::to_vec(&value).expect("json");
     let raw_key = format!("{}raw/cfg", env.ns);
     config.set("cfg", &value).await.expect("set");
-    raw.put(raw_key.clone(), bytes.clone(), None).await.expect("put");
+    raw.put(raw_key.clone(), bytes.clone(), None)
+        .await
+        .expect("put");
     let (set, put) = alternate(
         sizes.sequential / 2,
         |n| {
@@ -310,7 +336,8 @@ async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {
     .await;
     coordinator.close().await.ok();
     vec![
-        Row::new("config get, sequential", get, Target::LatencyAtMost(1.1)).against("raw get", raw_get),
+        Row::new("config get, sequential", get, Target::LatencyAtMost(1.1))
+            .against("raw get", raw_get),
         Row::new("config set, sequential", set, Target::LatencyAtMost(1.1)).against("raw put", put),
     ]
 }
@@ -340,14 +367,20 @@ async fn config_concurrent_sets(env: &Env, sizes: &Sizes) -> Row {
         for t in tasks {
             t.await.expect("task");
         }
-        coord_total = merge(coord_total, Samples::rate((TASKS * per_task) as u64, start.elapsed()));
+        coord_total = merge(
+            coord_total,
+            Samples::rate((TASKS * per_task) as u64, start.elapsed()),
+        );
         let start = Instant::now();
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
-                let (mut raw, bytes, key) = (raw.clone(), bytes.clone(), format!("{}raw/t/{t}", env.ns));
+                let (mut raw, bytes, key) =
+                    (raw.clone(), bytes.clone(), format!("{}raw/t/{t}", env.ns));
                 tokio::spawn(async move {
                     for _ in 0..per_task {
-                        raw.put(key.clone(), bytes.clone(), None).await.expect("put");
+                        raw.put(key.clone(), bytes.clone(), None)
+                            .await
+                            .expect("put");
                     }
                 })
             })
@@ -355,11 +388,18 @@ async fn config_concurrent_sets(env: &Env, sizes: &Sizes) -> Row {
         for t in tasks {
             t.await.expect("task");
         }
-        raw_total = merge(raw_total, Samples::rate((TASKS * per_task) as u64, start.elapsed()));
+        raw_total = merge(
+            raw_total,
+            Samples::rate((TASKS * per_task) as u64, start.elapsed()),
+        );
     }
     coordinator.close().await.ok();
-    Row::new("config set throughput, 64 tasks", coord_total, Target::RateAtLeast(0.9))
-        .against("raw put, 64 tasks", raw_total)
+    Row::new(
+        "config set throughput, 64 tasks",
+        coord_total,
+        Target::RateAtLeast(0.9),
+    )
+    .against("raw put, 64 tasks", raw_total)
 }
 
 async fn watch_propagation(env: &Env, sizes: &Sizes) -> Row {
@@ -383,7 +423,9 @@ async fn watch_propagation(env: &Env, sizes: &Sizes) -> Row {
         let start = Instant::now();
         for i in 0..sizes.propagation / 2 {
             let t = Instant::now();
-            raw.put(raw_key.clone(), i.to_string(), None).await.expect("put");
+            raw.put(raw_key.clone(), i.to_string(), None)
+                .await
+                .expect("put");
             loop {
                 let resp = raw_watch.message().await.expect("watch").expect("open");
                 if !resp.events().is_empty() {
@@ -408,7 +450,13 @@ async fn cache_reads(env: &Env, sizes: &Sizes) -> Row {
     let mut registrations = Vec::new();
     for i in 0..100 {
         let info = ServiceInfo::new(format!("i-{i}"), "svc", "10.0.0.1", 8000 + i as u16);
-        registrations.push(coordinator.registry().register(info, Duration::from_secs(60)).await.expect("register"));
+        registrations.push(
+            coordinator
+                .registry()
+                .register(info, Duration::from_secs(60))
+                .await
+                .expect("register"),
+        );
     }
     let cache = coordinator.registry().cache("svc").await.expect("cache");
     assert_eq!(cache.instances().len(), 100);
@@ -418,13 +466,20 @@ async fn cache_reads(env: &Env, sizes: &Sizes) -> Row {
     });
     std::hint::black_box(total);
     coordinator.close().await.ok();
-    Row::new("discovery: ServiceCache::instances(), 100 instances", reads, Target::P99Below(Duration::from_micros(20)))
+    Row::new(
+        "discovery: ServiceCache::instances(), 100 instances",
+        reads,
+        Target::P99Below(Duration::from_micros(20)),
+    )
 }
 
 async fn manager_reads(env: &Env, sizes: &Sizes) -> Row {
     let coordinator = env.coordinator().await;
     let config = coordinator.config();
-    config.set("prod/app/pool", &json!({"size": 8})).await.expect("set");
+    config
+        .set("prod/app/pool", &json!({"size": 8}))
+        .await
+        .expect("set");
     let manager = coord::ConfigManager::builder(&config, "prod", "app", "pool", json!({"size": 1}))
         .start()
         .await
@@ -434,7 +489,11 @@ async fn manager_reads(env: &Env, sizes: &Sizes) -> Row {
     });
     manager.stop();
     coordinator.close().await.ok();
-    Row::new("ConfigManager::current()", reads, Target::P99Below(Duration::from_micros(1)))
+    Row::new(
+        "ConfigManager::current()",
+        reads,
+        Target::P99Below(Duration::from_micros(1)),
+    )
 }
 
 async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
@@ -456,7 +515,13 @@ async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
                 let mut held = Vec::new();
                 for i in (t..n).step_by(TASKS) {
                     let info = ServiceInfo::new(format!("r-{i}"), "many", "10.1.0.1", 9000);
-                    held.push(coordinator.registry().register(info, ttl).await.expect("register"));
+                    held.push(
+                        coordinator
+                            .registry()
+                            .register(info, ttl)
+                            .await
+                            .expect("register"),
+                    );
                 }
                 held
             })
@@ -476,7 +541,12 @@ async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
     let cpu = cpu_time().saturating_sub(cpu_before);
     let share = cpu.as_secs_f64() / window.elapsed().as_secs_f64() * 100.0;
     let streams = backend.stream_stats();
-    let present = coordinator.registry().discover("many").await.expect("discover").len();
+    let present = coordinator
+        .registry()
+        .discover("many")
+        .await
+        .expect("discover")
+        .len();
     assert_eq!(present, n, "every registration is in the store");
     coordinator.close().await.ok();
     drop(held);
@@ -494,7 +564,12 @@ async fn many_watches(env: &Env, sizes: &Sizes) -> Row {
     let backend = env.backend().await;
     let key = format!("{}many-watches", env.ns);
     let mut raw = env.raw().await;
-    let rev = raw.put(key.clone(), "0", None).await.expect("put").header().map_or(0, |h| h.revision());
+    let rev = raw
+        .put(key.clone(), "0", None)
+        .await
+        .expect("put")
+        .header()
+        .map_or(0, |h| h.revision());
     let n = sizes.watches;
     let rss_before = rss_bytes();
     let mut watches = Vec::with_capacity(n);
@@ -518,7 +593,12 @@ async fn many_watches(env: &Env, sizes: &Sizes) -> Row {
     let all = Samples::rate(received as u64, start.elapsed());
     assert_eq!(received, n, "every watch received the change");
     let streams = backend.stream_stats();
-    Row::new(format!("{n} concurrent watches in one process, one change"), all, Target::Report).note(format!(
+    Row::new(
+        format!("{n} concurrent watches in one process, one change"),
+        all,
+        Target::Report,
+    )
+    .note(format!(
         "{} watch stream; {:.2} KiB per watch; all {received} received it",
         streams.watch_streams,
         per / 1024.0

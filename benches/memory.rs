@@ -25,7 +25,10 @@ pub async fn run(sizes: &Sizes) -> Vec<Row> {
     let put = sequential(sizes.ops, |i| {
         let store = &store;
         async move {
-            store.put(format!("k/{}", i % keys), "value").await.expect("put");
+            store
+                .put(format!("k/{}", i % keys), "value")
+                .await
+                .expect("put");
         }
     })
     .await;

@@ -368,7 +368,9 @@ async fn wait_for_turn(
             .sort_by_create_revision(SortOrder::Descend)
             .with_limit(1)]);
     loop {
-        let resp = retry.run("look at queue", |_| backend.txn(look.clone())).await?;
+        let resp = retry
+            .run("look at queue", |_| backend.txn(look.clone()))
+            .await?;
         if !resp.succeeded {
             return Ok(false);
         }

@@ -2,8 +2,8 @@
 //! coord's.
 
 use coord::{
-    Compare, CompareOp, CompareTarget, Error, KeyRange, KeyValue, LeaseId, RangeRequest, SortOrder,
-    TxnOp,
+    Compare, CompareOp, CompareTarget, DeleteRequest, Error, KeyRange, KeyValue, LeaseId,
+    PutRequest, RangeRequest, SortOrder, TxnOp,
 };
 use etcd_client as etcd;
 
@@ -74,27 +74,34 @@ pub(crate) fn compare(c: &Compare) -> etcd::Compare {
     }
 }
 
+pub(crate) fn put_options(p: &PutRequest) -> etcd::PutOptions {
+    let mut options = etcd::PutOptions::new();
+    if let Some(l) = p.lease {
+        options = options.with_lease(l.0);
+    }
+    if p.prev_kv {
+        options = options.with_prev_key();
+    }
+    options
+}
+
+pub(crate) fn delete_options(d: &DeleteRequest) -> (Vec<u8>, etcd::DeleteOptions) {
+    let mut options = etcd::DeleteOptions::new();
+    let (key, prefix) = key_of(&d.keys);
+    if prefix {
+        options = options.with_prefix();
+    }
+    if d.prev_kv {
+        options = options.with_prev_key();
+    }
+    (key, options)
+}
+
 pub(crate) fn op(op: &TxnOp) -> etcd::TxnOp {
     match op {
-        TxnOp::Put(p) => {
-            let mut options = etcd::PutOptions::new();
-            if let Some(l) = p.lease {
-                options = options.with_lease(l.0);
-            }
-            if p.prev_kv {
-                options = options.with_prev_key();
-            }
-            etcd::TxnOp::put(p.key.clone(), p.value.clone(), Some(options))
-        }
+        TxnOp::Put(p) => etcd::TxnOp::put(p.key.clone(), p.value.clone(), Some(put_options(p))),
         TxnOp::Delete(d) => {
-            let mut options = etcd::DeleteOptions::new();
-            let (key, prefix) = key_of(&d.keys);
-            if prefix {
-                options = options.with_prefix();
-            }
-            if d.prev_kv {
-                options = options.with_prev_key();
-            }
+            let (key, options) = delete_options(d);
             etcd::TxnOp::delete(key, Some(options))
         }
         TxnOp::Range(r) => {
