@@ -92,20 +92,33 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
         endpoints: endpoints.to_vec(),
         ns: format!("bench-{}-{}/", std::process::id(), now_nanos()),
     };
+    // COORD_BENCH_ONLY=locks,config,watch,reads,scale runs only those groups.
+    let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();
+    let wanted = |group: &str| only.is_empty() || only.split(',').any(|g| g.trim() == group);
     let mut rows = Vec::new();
-    let uncontended = locks_uncontended(&env, sizes).await;
-    let own_rate = uncontended.coord.per_second();
-    rows.push(uncontended);
-    for &c in &sizes.contenders {
-        rows.push(lock_handoffs(&env, sizes, c, own_rate).await);
+    if wanted("locks") {
+        let uncontended = locks_uncontended(&env, sizes).await;
+        let own_rate = uncontended.coord.per_second();
+        rows.push(uncontended);
+        for &c in &sizes.contenders {
+            rows.push(lock_handoffs(&env, sizes, c, own_rate).await);
+        }
     }
-    rows.extend(config_sequential(&env, sizes).await);
-    rows.push(config_concurrent_sets(&env, sizes).await);
-    rows.push(watch_propagation(&env, sizes).await);
-    rows.push(cache_reads(&env, sizes).await);
-    rows.push(manager_reads(&env, sizes).await);
-    rows.push(many_registrations(&env, sizes).await);
-    rows.push(many_watches(&env, sizes).await);
+    if wanted("config") {
+        rows.extend(config_sequential(&env, sizes).await);
+        rows.push(config_concurrent_sets(&env, sizes).await);
+    }
+    if wanted("watch") {
+        rows.push(watch_propagation(&env, sizes).await);
+    }
+    if wanted("reads") {
+        rows.push(cache_reads(&env, sizes).await);
+        rows.push(manager_reads(&env, sizes).await);
+    }
+    if wanted("scale") {
+        rows.push(many_registrations(&env, sizes).await);
+        rows.push(many_watches(&env, sizes).await);
+    }
     let _ = env
         .raw()
         .await

@@ -350,6 +350,11 @@ async fn claim_in_span(
 /// one just before (a release wakes one waiter). Each look at the queue re-checks
 /// in the same transaction that our own key is still there with its create
 /// revision and lease: `Ok(false)` as soon as it is not.
+///
+/// The watch on the predecessor starts "from now" and the queue is looked at again
+/// after it exists: a delete before the watch shows in that look, a delete after
+/// it arrives as an event at once (a watch from a past revision could lag in
+/// etcd's catch-up loop for up to 100 ms).
 async fn wait_for_turn(
     backend: &Arc<dyn Backend>,
     retry: &RetryPolicy,
@@ -367,6 +372,8 @@ async fn wait_for_turn(
             .with_max_create_revision(token - 1)
             .sort_by_create_revision(SortOrder::Descend)
             .with_limit(1)]);
+    // The predecessor being watched (key, create revision) and its watch.
+    let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream)> = None;
     loop {
         let resp = retry
             .run("look at queue", |_| backend.txn(look.clone()))
@@ -377,10 +384,10 @@ async fn wait_for_turn(
         let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
             return Ok(true);
         };
-        debug!(waiting_for = %previous.key_str(), "waiting");
-        let request = WatchRequest::key(previous.key.clone()).from_revision(resp.revision + 1);
-        match backend.watch(request).await {
-            Ok(mut events) => {
+        let predecessor = (previous.key.clone(), previous.create_revision);
+        match watching.take() {
+            Some((watched, mut events)) if watched == predecessor => {
+                debug!(waiting_for = %previous.key_str(), "waiting");
                 while let Some(item) = events.next().await {
                     match item {
                         Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => break,
@@ -394,10 +401,14 @@ async fn wait_for_turn(
                     }
                 }
             }
-            Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-                tokio::time::sleep(retry.initial_delay).await;
-            }
-            Err(e) => return Err(e),
+            _ => match backend
+                .watch(WatchRequest::key(predecessor.0.clone()))
+                .await
+            {
+                Ok(events) => watching = Some((predecessor, events)),
+                Err(e) if e.is_retryable() => tokio::time::sleep(retry.initial_delay).await,
+                Err(e) => return Err(e),
+            },
         }
     }
 }

@@ -77,7 +77,9 @@ pub trait Backend: Send + Sync + 'static {
     /// A live lease's TTL and keys. An ended or unknown lease is `LeaseNotFound`.
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseInfo>;
 
-    /// Watch a key or prefix; see [`WatchStream`] for the guarantees.
+    /// Watch a key or prefix; see [`WatchStream`] for the guarantees. Without a
+    /// start revision the watch starts "now": every change committed after this
+    /// call returns is delivered.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
     /// Discard history before `revision`; reads and watches from earlier revisions

@@ -385,31 +385,44 @@ impl Backend for EtcdBackend {
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         validate::watch(&request)?;
-        // Pin "from now" to a revision, so that a resume can never skip a change.
-        let start = match request.start_revision {
-            Some(r) => r,
-            None => self.current_revision().await? + 1,
-        };
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
+        // A watch from now returns once etcd created it: every change committed
+        // after this call returns is delivered.
+        let (created, confirmed) = match request.start_revision {
+            Some(_) => (None, None),
+            None => {
+                let (created, confirmed) = oneshot::channel();
+                (Some(created), Some(confirmed))
+            }
+        };
         self.inner
             .watches
             .send(watch::Command::Open {
                 id,
                 keys: request.keys,
                 prev_kv: request.prev_kv,
-                start,
+                start: request.start_revision,
+                created,
                 tx,
             })
             .map_err(|_| Error::Closed {
                 what: "etcd watch stream",
             })?;
-        Ok(EtcdWatch {
+        let stream = EtcdWatch {
             rx,
             id,
             commands: self.inner.watches.clone(),
+        };
+        if let Some(confirmed) = confirmed {
+            match tokio::time::timeout(self.inner.config.request_timeout, confirmed).await {
+                Ok(Ok(_)) => {}
+                // Refused at creation: the stream carries the reason.
+                Ok(Err(_)) => {}
+                Err(_) => return Err(Error::Timeout { operation: "watch" }),
+            }
         }
-        .boxed())
+        Ok(stream.boxed())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

@@ -4,13 +4,18 @@
 //! remembers the next revision it is owed; when the stream breaks, the hub opens a
 //! new one and re-creates every watch from that revision, so the caller sees no gap
 //! and no duplicate, or `Compacted` if etcd compacted past that point meanwhile.
+//!
+//! A watch "from now" is created without a start revision (etcd's own "now", so the
+//! watcher is synced at once and sees a change without etcd's 100 ms catch-up
+//! loop for lagging watchers); its creation is confirmed to the caller with the
+//! revision it starts after, which is where a resume would continue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use coord::{Error, Event, EventKind, KeyRange, Result, Revision, WatchResponse};
 use etcd_client as etcd;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::convert::{self, Context};
 
@@ -19,7 +24,9 @@ pub(crate) enum Command {
         id: i64,
         keys: KeyRange,
         prev_kv: bool,
-        start: Revision,
+        /// The first revision owed; `None`: from now, confirmed through `created`.
+        start: Option<Revision>,
+        created: Option<oneshot::Sender<Revision>>,
         tx: mpsc::UnboundedSender<Result<WatchResponse>>,
     },
     Close {
@@ -30,16 +37,18 @@ pub(crate) enum Command {
 struct Watch {
     keys: KeyRange,
     prev_kv: bool,
-    /// The next revision owed to the caller.
+    /// The next revision owed to the caller; 0 until a watch from now is created.
     next: Revision,
+    created: Option<oneshot::Sender<Revision>>,
     tx: mpsc::UnboundedSender<Result<WatchResponse>>,
 }
 
 impl Watch {
     fn options(&self, id: i64) -> (Vec<u8>, etcd::WatchOptions) {
-        let mut options = etcd::WatchOptions::new()
-            .with_watch_id(id)
-            .with_start_revision(self.next);
+        let mut options = etcd::WatchOptions::new().with_watch_id(id);
+        if self.next > 0 {
+            options = options.with_start_revision(self.next);
+        }
         if self.prev_kv {
             options = options.with_prev_key();
         }
@@ -163,12 +172,14 @@ async fn apply(
             keys,
             prev_kv,
             start,
+            created,
             tx,
         } => {
             let w = Watch {
                 keys,
                 prev_kv,
-                next: start,
+                next: start.unwrap_or(0),
+                created,
                 tx,
             };
             let (key, options) = w.options(id);
@@ -198,6 +209,14 @@ async fn handle(
     let Some(w) = watches.get_mut(&id) else {
         return;
     };
+    if resp.created() && !resp.canceled() {
+        if w.next == 0 {
+            w.next = resp.header().map_or(0, |h| h.revision()) + 1;
+        }
+        if let Some(created) = w.created.take() {
+            let _ = created.send(w.next);
+        }
+    }
     if resp.canceled() {
         let err = if resp.compact_revision() > 0 {
             Error::Compacted {
