@@ -12,7 +12,7 @@ use etcd_client::{Client, LockOptions};
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::measure::{cpu_time, rss_bytes, sequential, sequential_sync, Row, Samples, Target};
+use crate::measure::{cpu_time, rss_bytes, sequential_sync, Row, Samples, Target};
 
 /// Sizes of one run (smaller for the smoke run under `cargo test`).
 pub struct Sizes {
@@ -58,19 +58,26 @@ impl Env {
     }
 }
 
-/// Run `a` and `b` in alternating halves (a, b, a, b) so drift hits both alike.
-async fn alternate<A, B, FA, FB>(half: usize, mut a: A, mut b: B) -> (Samples, Samples)
+/// Run `a` and `b` one after the other, `n` times each, op by op, so that drift
+/// and background load hit both alike. Each side's rate is over its own busy time.
+async fn paired<A, B, FA, FB>(n: usize, mut a: A, mut b: B) -> (Samples, Samples)
 where
     A: FnMut(usize) -> FA,
     B: FnMut(usize) -> FB,
-    FA: std::future::Future<Output = Samples>,
-    FB: std::future::Future<Output = Samples>,
+    FA: std::future::Future<Output = ()>,
+    FB: std::future::Future<Output = ()>,
 {
-    let a1 = a(half).await;
-    let b1 = b(half).await;
-    let a2 = a(half).await;
-    let b2 = b(half).await;
-    (merge(a1, a2), merge(b1, b2))
+    let (mut la, mut lb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t = Instant::now();
+        a(i).await;
+        la.push(t.elapsed());
+        let t = Instant::now();
+        b(i).await;
+        lb.push(t.elapsed());
+    }
+    let (ea, eb): (Duration, Duration) = (la.iter().sum(), lb.iter().sum());
+    (Samples::new(la, ea), Samples::new(lb, eb))
 }
 
 fn merge(x: Samples, y: Samples) -> Samples {
@@ -158,35 +165,23 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Row {
             .unwrap();
         raw.unlock(k.key().to_vec()).await.unwrap();
     }
-    let (coord, base) = alternate(
-        sizes.locks / 2,
-        |n| {
+    let (coord, base) = paired(
+        sizes.locks,
+        |_| {
             let coordinator = coordinator.clone();
             async move {
-                sequential(n, |_| {
-                    let coordinator = coordinator.clone();
-                    async move {
-                        let g = coordinator.lock().acquire("u", ttl).await.expect("acquire");
-                        g.unlock().await.expect("unlock");
-                    }
-                })
-                .await
+                let g = coordinator.lock().acquire("u", ttl).await.expect("acquire");
+                g.unlock().await.expect("unlock");
             }
         },
-        |n| {
-            let (raw, name) = (raw.clone(), name.clone());
+        |_| {
+            let (mut raw, name) = (raw.clone(), name.clone());
             async move {
-                sequential(n, |_| {
-                    let (mut raw, name) = (raw.clone(), name.clone());
-                    async move {
-                        let k = raw
-                            .lock(name, Some(LockOptions::new().with_lease(lease)))
-                            .await
-                            .expect("lock");
-                        raw.unlock(k.key().to_vec()).await.expect("unlock");
-                    }
-                })
-                .await
+                let k = raw
+                    .lock(name, Some(LockOptions::new().with_lease(lease)))
+                    .await
+                    .expect("lock");
+                raw.unlock(k.key().to_vec()).await.expect("unlock");
             }
         },
     )
@@ -291,58 +286,34 @@ async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {
     raw.put(raw_key.clone(), bytes.clone(), None)
         .await
         .expect("put");
-    let (set, put) = alternate(
-        sizes.sequential / 2,
-        |n| {
+    let (set, put) = paired(
+        sizes.sequential,
+        |_| {
             let (config, value) = (config.clone(), value.clone());
             async move {
-                sequential(n, |_| {
-                    let (config, value) = (config.clone(), value.clone());
-                    async move {
-                        config.set("cfg", &value).await.expect("set");
-                    }
-                })
-                .await
+                config.set("cfg", &value).await.expect("set");
             }
         },
-        |n| {
-            let (raw, key, bytes) = (raw.clone(), raw_key.clone(), bytes.clone());
+        |_| {
+            let (mut raw, key, bytes) = (raw.clone(), raw_key.clone(), bytes.clone());
             async move {
-                sequential(n, |_| {
-                    let (mut raw, key, bytes) = (raw.clone(), key.clone(), bytes.clone());
-                    async move {
-                        raw.put(key, bytes, None).await.expect("put");
-                    }
-                })
-                .await
+                raw.put(key, bytes, None).await.expect("put");
             }
         },
     )
     .await;
-    let (get, raw_get) = alternate(
-        sizes.sequential / 2,
-        |n| {
+    let (get, raw_get) = paired(
+        sizes.sequential,
+        |_| {
             let config = config.clone();
             async move {
-                sequential(n, |_| {
-                    let config = config.clone();
-                    async move {
-                        config.get::<serde_json::Value>("cfg").await.expect("get");
-                    }
-                })
-                .await
+                config.get::<serde_json::Value>("cfg").await.expect("get");
             }
         },
-        |n| {
-            let (raw, key) = (raw.clone(), raw_key.clone());
+        |_| {
+            let (mut raw, key) = (raw.clone(), raw_key.clone());
             async move {
-                sequential(n, |_| {
-                    let (mut raw, key) = (raw.clone(), key.clone());
-                    async move {
-                        raw.get(key, None).await.expect("get");
-                    }
-                })
-                .await
+                raw.get(key, None).await.expect("get");
             }
         },
     )
@@ -423,32 +394,25 @@ async fn watch_propagation(env: &Env, sizes: &Sizes) -> Row {
     let raw_key = format!("{}raw/w", env.ns);
     let mut raw_watch = raw.watch(raw_key.clone(), None).await.expect("watch");
     let (mut coord, mut base) = (Vec::new(), Vec::new());
-    let (mut coord_time, mut base_time) = (Duration::ZERO, Duration::ZERO);
-    for _half in 0..2 {
-        let start = Instant::now();
-        for i in 0..sizes.propagation / 2 {
-            let t = Instant::now();
-            config.set("w", &i).await.expect("set");
-            watcher.next().await.expect("open").expect("event");
-            coord.push(t.elapsed());
-        }
-        coord_time += start.elapsed();
-        let start = Instant::now();
-        for i in 0..sizes.propagation / 2 {
-            let t = Instant::now();
-            raw.put(raw_key.clone(), i.to_string(), None)
-                .await
-                .expect("put");
-            loop {
-                let resp = raw_watch.message().await.expect("watch").expect("open");
-                if !resp.events().is_empty() {
-                    break;
-                }
+    // Op by op, coord then raw, so both see the same conditions.
+    for i in 0..sizes.propagation {
+        let t = Instant::now();
+        config.set("w", &i).await.expect("set");
+        watcher.next().await.expect("open").expect("event");
+        coord.push(t.elapsed());
+        let t = Instant::now();
+        raw.put(raw_key.clone(), i.to_string(), None)
+            .await
+            .expect("put");
+        loop {
+            let resp = raw_watch.message().await.expect("watch").expect("open");
+            if !resp.events().is_empty() {
+                break;
             }
-            base.push(t.elapsed());
         }
-        base_time += start.elapsed();
+        base.push(t.elapsed());
     }
+    let (coord_time, base_time): (Duration, Duration) = (coord.iter().sum(), base.iter().sum());
     coordinator.close().await.ok();
     Row::new(
         "watch propagation, set → watcher receives",

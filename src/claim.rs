@@ -244,14 +244,20 @@ async fn claim_in_span(
 
     // Create the key if absent (else read it: a retry after a lost response finds
     // its own), and read the owner, in one transaction. Safe to repeat.
+    // After our put, the two newest keys are ours and the one just before it: the
+    // key a waiter watches, known without another read.
     let owner = RangeRequest::prefix(prefix.clone())
         .sort_by_create_revision(SortOrder::Ascend)
         .with_limit(1);
+    let newest = RangeRequest::prefix(prefix.clone())
+        .sort_by_create_revision(SortOrder::Descend)
+        .with_limit(2);
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([
             TxnOp::Put(PutRequest::new(key.clone(), value.clone()).with_lease(lease)),
             TxnOp::Range(owner.clone()),
+            TxnOp::Range(newest),
         ])
         .or_else([
             TxnOp::Range(RangeRequest::key(key.clone())),
@@ -288,10 +294,19 @@ async fn claim_in_span(
     };
     pending.token = Some(token);
     tracing::Span::current().record("token", token);
+    // Success: [owner, newest two]; else: [our key, owner].
     let owner_rev = ranges
-        .last()
+        .get(usize::from(!resp.succeeded))
         .and_then(|r| r.kvs.first())
         .map(|kv| kv.create_revision);
+    let predecessor = if resp.succeeded {
+        ranges
+            .get(1)
+            .and_then(|r| r.kvs.get(1))
+            .map(|kv| (kv.key.clone(), kv.create_revision))
+    } else {
+        None
+    };
 
     if owner_rev != Some(token) {
         if wait == Wait::No {
@@ -300,7 +315,7 @@ async fn claim_in_span(
         }
         debug!("queued; waiting for the claims before this one");
         let owner = tokio::select! {
-            waited = wait_for_turn(&backend, &retry, &prefix, &key, lease, token) => waited?,
+            waited = wait_for_turn(&backend, &retry, &prefix, &key, lease, token, predecessor) => waited?,
             _ = session.lost() => false,
         };
         // The wait may have outlived the key (its lease ended, someone deleted it).
@@ -362,6 +377,7 @@ async fn wait_for_turn(
     key: &str,
     lease: LeaseId,
     token: Revision,
+    predecessor: Option<(Vec<u8>, Revision)>,
 ) -> Result<bool> {
     let look = Txn::new()
         .when([
@@ -372,8 +388,14 @@ async fn wait_for_turn(
             .with_max_create_revision(token - 1)
             .sort_by_create_revision(SortOrder::Descend)
             .with_limit(1)]);
-    // The predecessor being watched (key, create revision) and its watch.
+    // The predecessor being watched (key, create revision) and its watch; when
+    // the claim named it already, the watch starts before the first look.
     let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream)> = None;
+    if let Some(p) = predecessor {
+        if let Ok(events) = backend.watch(WatchRequest::key(p.0.clone())).await {
+            watching = Some((p, events));
+        }
+    }
     loop {
         let resp = retry
             .run("look at queue", |_| backend.txn(look.clone()))

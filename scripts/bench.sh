@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run every benchmark against a real etcd with etcd's default durability (fsync on),
+# and write the Markdown report to stdout and target/bench-report.md.
+#
+# Installs what is missing (as scripts/test.sh does), starts etcd on a free loopback
+# port with a temporary data dir, runs `cargo bench -p coord-bench`, stops etcd.
+# COORD_BENCH_ONLY=locks,config,watch,reads,scale limits the etcd groups.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/etcd-lib.sh
+
+ensure_packages
+# Any explicit flag replaces etcd-lib's --unsafe-no-fsync: durability stays default.
+start_etcd --snapshot-count=100000
+export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
+export COORD_REQUIRE_ETCD=1
+
+cargo bench -p coord-bench
+echo "report written to target/bench-report.md"
