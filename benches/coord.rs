@@ -35,19 +35,8 @@ fn machine() -> String {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let endpoints: Vec<String> = std::env::var("COORD_ETCD_ENDPOINTS")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            if s.contains("://") {
-                s.to_string()
-            } else {
-                format!("http://{s}")
-            }
-        })
-        .collect();
+    let list = std::env::var("COORD_ETCD_ENDPOINTS").unwrap_or_default();
+    let endpoints = coord_etcd::EtcdConfig::from_endpoint_list(&list).endpoints;
     if endpoints.is_empty() && std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
         panic!("COORD_REQUIRE_ETCD=1 but COORD_ETCD_ENDPOINTS is not set");
     }
