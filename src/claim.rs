@@ -388,12 +388,13 @@ async fn wait_for_turn(
             .with_max_create_revision(token - 1)
             .sort_by_create_revision(SortOrder::Descend)
             .with_limit(1)]);
-    // The predecessor being watched (key, create revision) and its watch; when
-    // the claim named it already, the watch starts before the first look.
-    let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream)> = None;
+    // The predecessor being watched (key, create revision), its watch, and how many
+    // early looks it has had; when the claim named the predecessor already, the
+    // watch starts before the first look.
+    let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream, usize)> = None;
     if let Some(p) = predecessor {
         if let Ok(events) = backend.watch(WatchRequest::key(p.0.clone())).await {
-            watching = Some((p, events));
+            watching = Some((p, events, 0));
         }
     }
     loop {
@@ -408,32 +409,56 @@ async fn wait_for_turn(
         };
         let predecessor = (previous.key.clone(), previous.create_revision);
         match watching.take() {
-            Some((watched, mut events)) if watched == predecessor => {
+            Some((watched, mut events, looks)) if watched == predecessor => {
                 debug!(waiting_for = %previous.key_str(), "waiting");
-                while let Some(item) = events.next().await {
-                    match item {
-                        Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => break,
-                        Ok(_) => {}
-                        // Compacted or broken: look at the queue again.
-                        Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-                            tokio::time::sleep(retry.initial_delay).await;
-                            break;
+                // etcd can register a watch "from now" one revision late when a
+                // write lands meanwhile; such a watch catches up only in etcd's
+                // 100 ms loop. Two early looks bound that stall; after them the
+                // watch is caught up and alone does the waiting.
+                let early_look = EARLY_LOOKS.get(looks).copied();
+                let woken = async {
+                    while let Some(item) = events.next().await {
+                        match item {
+                            Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
+                                return Ok(())
+                            }
+                            Ok(_) => {}
+                            // Compacted or broken: look at the queue again.
+                            Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                                tokio::time::sleep(retry.initial_delay).await;
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
                         }
-                        Err(e) => return Err(e),
                     }
+                    Ok(())
+                };
+                let timer = async {
+                    match early_look {
+                        Some(after) => tokio::time::sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    woken = woken => woken?,
+                    _ = timer => watching = Some((watched, events, looks + 1)),
                 }
             }
             _ => match backend
                 .watch(WatchRequest::key(predecessor.0.clone()))
                 .await
             {
-                Ok(events) => watching = Some((predecessor, events)),
+                Ok(events) => watching = Some((predecessor, events, 0)),
                 Err(e) if e.is_retryable() => tokio::time::sleep(retry.initial_delay).await,
                 Err(e) => return Err(e),
             },
         }
     }
 }
+
+/// When a waiter looks at the queue again while its watch may still be catching up
+/// (after the watch's first look).
+const EARLY_LOOKS: [Duration; 2] = [Duration::from_millis(15), Duration::from_millis(45)];
 
 impl Claim {
     pub(crate) fn name(&self) -> &str {

@@ -56,6 +56,8 @@ async fn a_release_wakes_only_the_next_waiter() {
         }));
         wait_for_keys(&store, "coord/lock/herd/", 2 + i).await;
     }
+    // Let the waiters' early looks (in their first 60 ms of waiting) pass.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     settle().await;
     let before = store.stats();
     guard.unlock().await.unwrap();
