@@ -215,3 +215,28 @@ async fn keys_follow_etcds_layout() {
         })
     ));
 }
+
+/// A waiter looks at the queue again 15 and 60 ms into its wait (a watch from now
+/// may lag on etcd), then waits on its watch alone: exactly two extra reads, not
+/// polling.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_looks_twice_early_then_only_watches() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let guard = holder.lock().acquire("early", TTL).await.unwrap();
+    let waiter = Coordinator::new(Arc::new(store.client()));
+    let before = store.stats();
+    let queued = tokio::spawn(async move { waiter.lock().acquire("early", TTL).await });
+    wait_for_keys(&store, "coord/lock/early/", 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let waited = store.stats();
+    // The claim, the first look, and two early looks; no polling after them.
+    assert_eq!(waited.txns - before.txns, 4, "txns while waiting 5 s");
+    assert_eq!(
+        waited.watches - before.watches,
+        1,
+        "one watch, on the predecessor"
+    );
+    guard.unlock().await.unwrap();
+    queued.await.unwrap().unwrap().unlock().await.unwrap();
+}
