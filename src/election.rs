@@ -9,9 +9,10 @@ use futures::StreamExt;
 
 use crate::claim::{claim, queue_prefix, validate_name, Claim, Kind, OwnershipLost, Wait};
 use crate::coordinator::CoordinatorInner;
+use crate::follow::{Change, Follower};
 use crate::{
-    Backend, Compare, Error, EventKind, KeyValue, RangeRequest, Result, RetryPolicy, Revision,
-    Session, SortOrder, WatchRequest, WatchStream,
+    Backend, Compare, Error, EventKind, KeyRange, KeyValue, RangeRequest, Result, RetryPolicy,
+    Revision, Session, SortOrder,
 };
 
 /// The session TTL of campaigns unless [`ElectionService::with_ttl`] says otherwise:
@@ -125,9 +126,8 @@ impl ElectionService {
             backend: self.coord.backend.clone(),
             retry: self.coord.retry.clone(),
             prefix: queue_prefix(&self.coord, Kind::Election, name),
+            follower: None,
             candidates: HashMap::new(),
-            watch: None,
-            from: None,
             last: None,
             failures: 0,
         };
@@ -221,16 +221,14 @@ impl std::fmt::Debug for Leadership {
     }
 }
 
-/// The state behind [`ElectionService::observe`]: every candidate of the election,
-/// kept current from one prefix watch.
+/// The state behind [`ElectionService::observe`]: every candidate of the election
+/// (key → create revision and value), kept current by a [`Follower`].
 struct Observer {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     prefix: String,
-    candidates: HashMap<Vec<u8>, KeyValue>,
-    watch: Option<WatchStream>,
-    /// Where the watch resumes; `None` means reread the candidates first.
-    from: Option<Revision>,
+    follower: Option<Follower>,
+    candidates: HashMap<Vec<u8>, (Revision, Vec<u8>)>,
     /// What was reported last (`None`: nothing yet).
     last: Option<Option<Leader>>,
     failures: u32,
@@ -239,9 +237,25 @@ struct Observer {
 impl Observer {
     fn leader(&self) -> Option<Leader> {
         self.candidates
-            .values()
-            .min_by_key(|kv| kv.create_revision)
-            .map(Leader::from_kv)
+            .iter()
+            .min_by_key(|(_, (create, _))| *create)
+            .map(|(key, (create, value))| Leader {
+                key: String::from_utf8_lossy(key).into_owned(),
+                value: value.clone(),
+                token: *create,
+            })
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change.kind {
+            EventKind::Put => {
+                self.candidates
+                    .insert(change.key, (change.create_revision, change.value));
+            }
+            EventKind::Delete => {
+                self.candidates.remove(&change.key);
+            }
+        }
     }
 
     /// The leader if it differs from what was reported last.
@@ -254,76 +268,39 @@ impl Observer {
         Some(now)
     }
 
-    async fn fail(&mut self, e: Error) -> Result<Option<Leader>> {
-        self.failures += 1;
-        self.watch = None;
-        tokio::time::sleep(self.retry.delay(self.failures)).await;
-        Err(e)
-    }
-
     async fn next_change(&mut self) -> Result<Option<Leader>> {
         loop {
-            let Some(watch) = self.watch.as_mut() else {
-                let from = match self.from {
-                    Some(from) => from,
-                    None => match self
-                        .backend
-                        .range(RangeRequest::prefix(self.prefix.clone()))
-                        .await
-                    {
-                        Ok(resp) => {
-                            self.candidates = resp
-                                .kvs
-                                .into_iter()
-                                .map(|kv| (kv.key.clone(), kv))
-                                .collect();
-                            self.from = Some(resp.revision + 1);
-                            resp.revision + 1
-                        }
-                        Err(e) => return self.fail(e).await,
-                    },
-                };
-                match self
-                    .backend
-                    .watch(WatchRequest::prefix(self.prefix.clone()).from_revision(from))
-                    .await
-                {
-                    Ok(w) => self.watch = Some(w),
-                    Err(Error::Compacted { .. }) => {
-                        self.from = None;
-                        continue;
-                    }
-                    Err(e) => return self.fail(e).await,
-                }
-                if let Some(change) = self.change() {
-                    return Ok(change);
-                }
-                continue;
+            let next = match self.follower.as_mut() {
+                Some(follower) => follower.next().await.map(|c| vec![c]),
+                None => Follower::start(
+                    self.backend.clone(),
+                    self.retry.clone(),
+                    KeyRange::prefix(self.prefix.clone()),
+                )
+                .await
+                .map(|(follower, snapshot)| {
+                    self.follower = Some(follower);
+                    snapshot
+                }),
             };
-            match watch.next().await {
-                Some(Ok(resp)) => {
+            match next {
+                Ok(changes) => {
                     self.failures = 0;
-                    for event in resp.events {
-                        match event.kind {
-                            EventKind::Put => {
-                                self.candidates.insert(event.kv.key.clone(), event.kv);
-                            }
-                            EventKind::Delete => {
-                                self.candidates.remove(&event.kv.key);
-                            }
-                        }
+                    for c in changes {
+                        self.apply(c);
                     }
-                    self.from = Some(resp.revision + 1);
                     if let Some(change) = self.change() {
                         return Ok(change);
                     }
                 }
-                Some(Err(Error::Compacted { .. })) => {
-                    self.watch = None;
-                    self.from = None;
+                Err(e) => {
+                    // The follower backs off itself; a failed start does here.
+                    if self.follower.is_none() {
+                        self.failures += 1;
+                        tokio::time::sleep(self.retry.delay(self.failures)).await;
+                    }
+                    return Err(e);
                 }
-                Some(Err(e)) => return self.fail(e).await,
-                None => self.watch = None,
             }
         }
     }

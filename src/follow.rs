@@ -24,6 +24,8 @@ pub(crate) struct Change {
     /// The revision of the change (for a resync: the key's mod revision, or the
     /// reread's revision for a delete).
     pub(crate) version: Revision,
+    /// The key's create revision (0 for a delete).
+    pub(crate) create_revision: Revision,
     /// Whether it comes from a reread after a compaction.
     pub(crate) resync: bool,
 }
@@ -89,6 +91,7 @@ impl Follower {
                     key: kv.key.clone(),
                     value: kv.value.clone(),
                     version: kv.mod_revision,
+                    create_revision: kv.create_revision,
                     resync: true,
                 });
             }
@@ -107,6 +110,7 @@ impl Follower {
                 key,
                 value,
                 version: now.revision,
+                create_revision: 0,
                 resync: true,
             });
         }
@@ -154,6 +158,7 @@ impl Follower {
                                     key: event.kv.key,
                                     value: event.kv.value,
                                     version: event.kv.mod_revision,
+                                    create_revision: event.kv.create_revision,
                                     resync: false,
                                 }
                             }
@@ -164,6 +169,7 @@ impl Follower {
                                     key: event.kv.key,
                                     value: last.unwrap_or_default(),
                                     version: resp.revision,
+                                    create_revision: 0,
                                     resync: false,
                                 }
                             }

@@ -160,6 +160,7 @@ macro_rules! fault_tests {
             unlock_after_a_lost_response_never_deletes_the_next_holder,
             cut_watch_while_queued_still_hands_over,
             stalled_leader_is_replaced,
+            observer_catches_up_after_compaction_while_cut_off,
             config_watch_cut_resumes_without_gap_or_duplicate,
             config_watch_resyncs_after_compaction,
             config_manager_rides_out_partitions,

@@ -188,3 +188,43 @@ pub async fn stalled_leader_is_replaced(ctx: Ctx) -> Result<()> {
     ctx.faults().resume_keep_alives();
     Ok(())
 }
+
+async fn next(changes: &mut coord::LeaderStream) -> Result<Option<coord::Leader>> {
+    use futures::StreamExt;
+    tokio::time::timeout(PATIENCE, changes.next())
+        .await
+        .expect("a leader change")
+        .expect("open")
+}
+
+/// An observer cut off while leadership changes and the store compacts past its
+/// position rereads after the heal and reports the leader now in office.
+pub async fn observer_catches_up_after_compaction_while_cut_off(ctx: Ctx) -> Result<()> {
+    let mut changes = ctx.coordinator().election().observe("e")?;
+    assert_eq!(next(&mut changes).await?, None);
+    let first = ctx
+        .other_coordinator()
+        .await
+        .election()
+        .campaign("e", "first")
+        .await?;
+    assert_eq!(next(&mut changes).await?.expect("a leader").value, b"first");
+    let _alone = ctx.compaction().await;
+    ctx.faults().partition();
+    first.resign().await?;
+    let second = ctx
+        .other_coordinator()
+        .await
+        .election()
+        .campaign("e", "second")
+        .await?;
+    let other = ctx.client().await.backend;
+    other.compact(other.current_revision().await?).await?;
+    ctx.faults().heal();
+    let now = next(&mut changes).await?.expect("a leader");
+    assert_eq!(
+        (now.value.as_slice(), now.token),
+        (&b"second"[..], second.fencing_token())
+    );
+    Ok(())
+}
