@@ -56,7 +56,7 @@ fn main() {
     let etcd_sizes = if full {
         etcd::Sizes {
             sequential: 1_000,
-            locks: 600,
+            locks: 2_000,
             contention: Duration::from_secs(5),
             contenders: vec![2, 4, 8, 16],
             concurrent_sets: 6_400,

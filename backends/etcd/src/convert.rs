@@ -20,6 +20,25 @@ pub(crate) fn kv(kv: &etcd::KeyValue) -> KeyValue {
     }
 }
 
+/// [`kv`], moving the key and value rather than copying them.
+pub(crate) fn into_kv(kv: etcd::KeyValue) -> KeyValue {
+    let (create_revision, mod_revision, version, lease) = (
+        kv.create_revision(),
+        kv.mod_revision(),
+        kv.version(),
+        kv.lease(),
+    );
+    let (key, value) = kv.into_key_value();
+    KeyValue {
+        key,
+        value,
+        create_revision,
+        mod_revision,
+        version,
+        lease: (lease != 0).then_some(LeaseId(lease)),
+    }
+}
+
 /// The key to send for a range of keys, and whether it is a prefix.
 pub(crate) fn key_of(keys: &KeyRange) -> (Vec<u8>, bool) {
     match keys {
@@ -28,10 +47,18 @@ pub(crate) fn key_of(keys: &KeyRange) -> (Vec<u8>, bool) {
     }
 }
 
+/// [`key_of`], taking the key rather than copying it.
+fn into_key(keys: KeyRange) -> (Vec<u8>, bool) {
+    match keys {
+        KeyRange::Key(k) => (k, false),
+        KeyRange::Prefix(p) => (p, true),
+    }
+}
+
 /// The key and options of a range.
-pub(crate) fn get(request: &RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
+pub(crate) fn get(request: RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
     let mut options = etcd::GetOptions::new();
-    let (key, prefix) = key_of(&request.keys);
+    let (key, prefix) = into_key(request.keys);
     if prefix {
         options = options.with_prefix();
     }
@@ -57,19 +84,19 @@ pub(crate) fn get(request: &RangeRequest) -> (Vec<u8>, etcd::GetOptions) {
     (key, options)
 }
 
-pub(crate) fn compare(c: &Compare) -> etcd::Compare {
+pub(crate) fn compare(c: Compare) -> etcd::Compare {
     let op = match c.op {
         CompareOp::Equal => etcd::CompareOp::Equal,
         CompareOp::NotEqual => etcd::CompareOp::NotEqual,
         CompareOp::Less => etcd::CompareOp::Less,
         CompareOp::Greater => etcd::CompareOp::Greater,
     };
-    let key = c.key.clone();
-    match &c.target {
-        CompareTarget::Value(v) => etcd::Compare::value(key, op, v.clone()),
-        CompareTarget::Version(v) => etcd::Compare::version(key, op, *v),
-        CompareTarget::CreateRevision(r) => etcd::Compare::create_revision(key, op, *r),
-        CompareTarget::ModRevision(r) => etcd::Compare::mod_revision(key, op, *r),
+    let key = c.key;
+    match c.target {
+        CompareTarget::Value(v) => etcd::Compare::value(key, op, v),
+        CompareTarget::Version(v) => etcd::Compare::version(key, op, v),
+        CompareTarget::CreateRevision(r) => etcd::Compare::create_revision(key, op, r),
+        CompareTarget::ModRevision(r) => etcd::Compare::mod_revision(key, op, r),
         CompareTarget::Lease(l) => etcd::Compare::lease(key, op, l.map_or(0, |l| l.0)),
     }
 }
@@ -85,9 +112,9 @@ pub(crate) fn put_options(p: &PutRequest) -> etcd::PutOptions {
     options
 }
 
-pub(crate) fn delete_options(d: &DeleteRequest) -> (Vec<u8>, etcd::DeleteOptions) {
+pub(crate) fn delete_options(d: DeleteRequest) -> (Vec<u8>, etcd::DeleteOptions) {
     let mut options = etcd::DeleteOptions::new();
-    let (key, prefix) = key_of(&d.keys);
+    let (key, prefix) = into_key(d.keys);
     if prefix {
         options = options.with_prefix();
     }
@@ -97,9 +124,12 @@ pub(crate) fn delete_options(d: &DeleteRequest) -> (Vec<u8>, etcd::DeleteOptions
     (key, options)
 }
 
-pub(crate) fn op(op: &TxnOp) -> etcd::TxnOp {
+pub(crate) fn op(op: TxnOp) -> etcd::TxnOp {
     match op {
-        TxnOp::Put(p) => etcd::TxnOp::put(p.key.clone(), p.value.clone(), Some(put_options(p))),
+        TxnOp::Put(p) => {
+            let options = put_options(&p);
+            etcd::TxnOp::put(p.key, p.value, Some(options))
+        }
         TxnOp::Delete(d) => {
             let (key, options) = delete_options(d);
             etcd::TxnOp::delete(key, Some(options))
