@@ -55,7 +55,7 @@ fn main() {
     };
     let etcd_sizes = if full {
         etcd::Sizes {
-            sequential: 1_000,
+            sequential: 10_000,
             locks: 2_000,
             contention: Duration::from_secs(5),
             contenders: vec![2, 4, 8, 16],

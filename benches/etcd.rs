@@ -61,8 +61,9 @@ impl Env {
     }
 }
 
-/// Run `a` and `b` one after the other, `n` times each, op by op, so that drift
-/// and background load hit both alike. Each side's rate is over its own busy time.
+/// Run `a` and `b` one after the other, `n` times each, op by op and taking turns
+/// to go first, so that drift and background load hit both alike. Each side's
+/// rate is over its own busy time.
 async fn paired<A, B, FA, FB>(n: usize, mut a: A, mut b: B) -> (Samples, Samples)
 where
     A: FnMut(usize) -> FA,
@@ -72,12 +73,20 @@ where
 {
     let (mut la, mut lb) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
+        // Alternate who goes first, so neither always follows the other.
+        if i % 2 == 1 {
+            let t = Instant::now();
+            b(i).await;
+            lb.push(t.elapsed());
+        }
         let t = Instant::now();
         a(i).await;
         la.push(t.elapsed());
-        let t = Instant::now();
-        b(i).await;
-        lb.push(t.elapsed());
+        if i % 2 == 0 {
+            let t = Instant::now();
+            b(i).await;
+            lb.push(t.elapsed());
+        }
     }
     let (ea, eb): (Duration, Duration) = (la.iter().sum(), lb.iter().sum());
     (Samples::new(la, ea), Samples::new(lb, eb))
@@ -172,19 +181,44 @@ async fn interleaved(n: usize, ops: &mut [Op<'_>]) -> Vec<Samples> {
         .collect()
 }
 
-/// coord's acquire+release against etcd's lock service and against coord's own
-/// calls made with raw etcd-client: the claim transaction (create if absent, read
-/// the two newest keys of the queue) and the unlock guarded by the create revision.
-/// The third shows what those calls cost with nothing around them, which is the
-/// floor for any client that keeps the unlock guarded.
+/// coord's calls for one uncontended acquire, made with raw etcd-client: create
+/// the key if absent and read the two newest keys of the queue, in one txn.
+/// Returns the key's create revision.
+async fn raw_claim(raw: &mut Client, queue: &str, key: &str, lease: i64) -> i64 {
+    let newest = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(2);
+    let owner = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1);
+    let claim = Txn::new()
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([
+            TxnOp::put(key, "", Some(PutOptions::new().with_lease(lease))),
+            TxnOp::get(queue, Some(newest)),
+        ])
+        .or_else([TxnOp::get(key, None), TxnOp::get(queue, Some(owner))]);
+    let r = raw.txn(claim).await.expect("claim");
+    assert!(r.succeeded(), "the raw claim found its key present");
+    r.header().expect("header").revision()
+}
+
+/// coord's uncontended acquire+release, interleaved with three baselines on the
+/// same etcd: etcd's lock service (the target's baseline), coord's own calls made
+/// with raw etcd-client (claim txn, then the unlock guarded by the create revision:
+/// the floor for any client that keeps the unlock guarded), and the same claim
+/// with the lock service's unguarded unlock, a plain `Delete` (what the guard
+/// costs).
 async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
     let coordinator = env.coordinator().await;
     let ttl = Duration::from_secs(60);
     let raw = env.raw().await;
     let lease = raw.clone().lease_grant(60, None).await.expect("lease").id();
     let service_name = format!("{}etcd-lock/u", env.ns);
-    let queue = format!("{}raw-lock/u/", env.ns);
-    let key = format!("{queue}{lease:x}");
+    let guarded_queue = format!("{}raw-lock/u/", env.ns);
+    let plain_queue = format!("{}raw-plain-lock/u/", env.ns);
     let mut ops: Vec<Op<'_>> = vec![
         Box::new(|| {
             let coordinator = coordinator.clone();
@@ -204,37 +238,26 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
             })
         }),
         Box::new(|| {
-            let (mut raw, queue, key) = (raw.clone(), queue.clone(), key.clone());
+            let (mut raw, queue) = (raw.clone(), guarded_queue.clone());
             Box::pin(async move {
-                let newest = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Descend)
-                    .with_limit(2);
-                let owner = GetOptions::new()
-                    .with_prefix()
-                    .with_sort(SortTarget::Create, SortOrder::Ascend)
-                    .with_limit(1);
-                let claim = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([
-                        TxnOp::put(key.clone(), "", Some(PutOptions::new().with_lease(lease))),
-                        TxnOp::get(queue.clone(), Some(newest)),
-                    ])
-                    .or_else([
-                        TxnOp::get(key.clone(), None),
-                        TxnOp::get(queue, Some(owner)),
-                    ]);
-                let r = raw.txn(claim).await.expect("claim");
-                assert!(r.succeeded(), "the raw claim found its key present");
-                let token = r.header().expect("header").revision();
+                let key = format!("{queue}{lease:x}");
+                let token = raw_claim(&mut raw, &queue, &key, lease).await;
                 let unlock = Txn::new()
                     .when([Compare::create_revision(
-                        key.clone(),
+                        key.as_str(),
                         CompareOp::Equal,
                         token,
                     )])
-                    .and_then([TxnOp::delete(key, None)]);
+                    .and_then([TxnOp::delete(key.as_str(), None)]);
                 assert!(raw.txn(unlock).await.expect("unlock").succeeded());
+            })
+        }),
+        Box::new(|| {
+            let (mut raw, queue) = (raw.clone(), plain_queue.clone());
+            Box::pin(async move {
+                let key = format!("{queue}{lease:x}");
+                raw_claim(&mut raw, &queue, &key, lease).await;
+                raw.delete(key, None).await.expect("unlock");
             })
         }),
     ];
@@ -242,14 +265,12 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
     interleaved(3, &mut ops).await;
     let mut samples = interleaved(sizes.locks, &mut ops).await.into_iter();
     drop(ops);
-    let (coord, service, same_calls) = (
-        samples.next().unwrap_or_default(),
-        samples.next().unwrap_or_default(),
-        samples.next().unwrap_or_default(),
-    );
+    let mut next = || samples.next().unwrap_or_default();
+    let (coord, service, guarded, plain) = (next(), next(), next(), next());
     coordinator.close().await.ok();
     let _ = raw.clone().lease_revoke(lease).await;
-    let floor = same_calls.per_second() / service.per_second();
+    let vs_service = |s: &Samples| s.per_second() / service.per_second();
+    let (guarded_floor, plain_floor) = (vs_service(&guarded), vs_service(&plain));
     vec![
         Row::new(
             "lock acquire+release, uncontended",
@@ -257,13 +278,25 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
             Target::RateAtLeast(1.0),
         )
         .against("etcd lock service, same lease", service),
+        Row::new(
+            "lock acquire+release, uncontended",
+            coord.clone(),
+            Target::Report,
+        )
+        .note(format!(
+            "these calls alone run at {guarded_floor:.2}× the lock service"
+        ))
+        .against(
+            "raw etcd-client, coord's calls (claim txn, unlock txn guarded by the create revision)",
+            guarded,
+        ),
         Row::new("lock acquire+release, uncontended", coord, Target::Report)
             .note(format!(
-                "these calls alone run at {floor:.2}× the lock service"
+                "with the unguarded unlock: {plain_floor:.2}× the lock service"
             ))
             .against(
-                "raw etcd-client, the same calls (claim txn, guarded-unlock txn)",
-                same_calls,
+                "raw etcd-client, coord's claim txn, then the lock service's plain Delete",
+                plain,
             ),
     ]
 }
@@ -390,10 +423,37 @@ async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {
         },
     )
     .await;
+    // A control: raw get against itself. Its p99 ratio is the noise of the p99
+    // ratios above in this run (etcd's periodic stalls land on either side).
+    let (control, raw_get_again) = paired(
+        sizes.sequential,
+        |_| {
+            let (mut raw, key) = (raw.clone(), raw_key.clone());
+            async move {
+                raw.get(key, None).await.expect("get");
+            }
+        },
+        |_| {
+            let (mut raw, key) = (raw.clone(), raw_key.clone());
+            async move {
+                raw.get(key, None).await.expect("get");
+            }
+        },
+    )
+    .await;
     coordinator.close().await.ok();
+    let p99 = |s: &Samples| s.quantile(0.99).unwrap_or_default().as_secs_f64();
+    let control_p99 = p99(&control) / p99(&raw_get_again).max(f64::MIN_POSITIVE);
     vec![
         Row::new("config get, sequential", get, Target::LatencyAtMost(1.1))
             .against("raw get", raw_get),
+        Row::new(
+            "control: raw get against itself, the noise of a p99 ratio in this run",
+            control,
+            Target::Report,
+        )
+        .note(format!("p99 ratio {control_p99:.2}×"))
+        .against("raw get", raw_get_again),
         Row::new("config set, sequential", set, Target::LatencyAtMost(1.1)).against("raw put", put),
     ]
 }

@@ -315,7 +315,9 @@ async fn claim_in_span(
         }
         debug!("queued; waiting for the claims before this one");
         let owner = tokio::select! {
-            waited = wait_for_turn(&backend, &retry, &prefix, &key, lease, token, predecessor) => waited?,
+            // Boxed: only a queued claim needs it, so the uncontended claim's
+            // future stays small.
+            waited = Box::pin(wait_for_turn(&backend, &retry, &prefix, &key, lease, token, predecessor)) => waited?,
             _ = session.lost() => false,
         };
         // The wait may have outlived the key (its lease ended, someone deleted it).

@@ -180,10 +180,10 @@ impl EtcdBackend {
 
     /// Run one etcd-client call under the request timeout, mapping its error.
     ///
-    /// The call's future (about 2 KiB for a tonic unary call) is boxed here, once:
-    /// held inline, it made every backend future several KiB, copied on each move
-    /// (measured: a 5.6 KiB `txn` future, about 5 µs of `memcpy` per lock
-    /// acquire+release).
+    /// The call's future (about 2 KiB for a tonic unary call, plus the 400-byte
+    /// client it borrows when it owns that) is boxed here, once: held inline, it
+    /// made every backend future several KiB, copied on each move (measured: a
+    /// 5.6 KiB `txn` future, about 5 µs of `memcpy` per lock acquire+release).
     fn call<'a, T, F>(
         &self,
         operation: &'static str,
@@ -233,7 +233,9 @@ impl Backend for EtcdBackend {
         let (key, options) = convert::get(request);
         let mut kv = self.inner.client.kv_client();
         let resp = self
-            .call("range", Context::default(), kv.get(key, Some(options)))
+            .call("range", Context::default(), async move {
+                kv.get(key, Some(options)).await
+            })
             .await?;
         Ok(range_response(resp, 0))
     }
@@ -257,7 +259,7 @@ impl Backend for EtcdBackend {
             match txn.success.pop() {
                 Some(coord::TxnOp::Put(p)) => {
                     let options = convert::put_options(&p);
-                    let put = kv.put(p.key, p.value, Some(options));
+                    let put = async move { kv.put(p.key, p.value, Some(options)).await };
                     let mut resp = self.call("put", Context { lease }, put).await?;
                     return Ok(TxnResponse {
                         succeeded: true,
@@ -270,7 +272,9 @@ impl Backend for EtcdBackend {
                 Some(coord::TxnOp::Delete(d)) => {
                     let (key, options) = convert::delete_options(d);
                     let mut resp = self
-                        .call("delete", Context::default(), kv.delete(key, Some(options)))
+                        .call("delete", Context::default(), async move {
+                            kv.delete(key, Some(options)).await
+                        })
                         .await?;
                     return Ok(TxnResponse {
                         succeeded: true,
@@ -300,7 +304,13 @@ impl Backend for EtcdBackend {
             .and_then(txn.success.into_iter().map(convert::op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert::op).collect::<Vec<_>>());
         let mut kv = self.inner.client.kv_client();
-        let resp = self.call("txn", Context { lease }, kv.txn(request)).await?;
+        let resp = self
+            .call(
+                "txn",
+                Context { lease },
+                async move { kv.txn(request).await },
+            )
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let responses = resp
             .op_responses()
