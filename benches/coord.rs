@@ -60,7 +60,7 @@ fn main() {
             contention: Duration::from_secs(5),
             contenders: vec![2, 4, 8, 16],
             concurrent_sets: 6_400,
-            propagation: 600,
+            propagation: 3_000,
             instances_reads: 200_000,
             current_reads: 1_000_000,
             registrations: 10_000,

@@ -526,23 +526,27 @@ async fn watch_propagation(env: &Env, sizes: &Sizes) -> Row {
     let raw_key = format!("{}raw/w", env.ns);
     let mut raw_watch = raw.watch(raw_key.clone(), None).await.expect("watch");
     let (mut coord, mut base) = (Vec::new(), Vec::new());
-    // Op by op, coord then raw, so both see the same conditions.
+    // Op by op, taking turns to go first, so both see the same conditions.
     for i in 0..sizes.propagation {
-        let t = Instant::now();
-        config.set("w", &i).await.expect("set");
-        watcher.next().await.expect("open").expect("event");
-        coord.push(t.elapsed());
-        let t = Instant::now();
-        raw.put(raw_key.clone(), i.to_string(), None)
-            .await
-            .expect("put");
-        loop {
-            let resp = raw_watch.message().await.expect("watch").expect("open");
-            if !resp.events().is_empty() {
-                break;
+        for side in [i % 2, 1 - i % 2] {
+            let t = Instant::now();
+            if side == 0 {
+                config.set("w", &i).await.expect("set");
+                watcher.next().await.expect("open").expect("event");
+                coord.push(t.elapsed());
+            } else {
+                raw.put(raw_key.clone(), i.to_string(), None)
+                    .await
+                    .expect("put");
+                loop {
+                    let resp = raw_watch.message().await.expect("watch").expect("open");
+                    if !resp.events().is_empty() {
+                        break;
+                    }
+                }
+                base.push(t.elapsed());
             }
         }
-        base.push(t.elapsed());
     }
     let (coord_time, base_time): (Duration, Duration) = (coord.iter().sum(), base.iter().sum());
     coordinator.close().await.ok();
