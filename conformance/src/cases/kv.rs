@@ -119,6 +119,12 @@ pub async fn read_only_txn_keeps_the_revision(ctx: Ctx) -> Result<()> {
     assert!(resp.revision >= rev);
     let empty = b.txn(Txn::new()).await?;
     assert!(empty.succeeded && empty.responses.is_empty());
+    // A lone read (a backend may send a lone write some other way, never a read).
+    let lone = b.txn(Txn::new().and_then([RangeRequest::key("a")])).await?;
+    assert!(lone.succeeded);
+    let read = lone.first_range().expect("the lone read's response");
+    assert_eq!(read.kvs.len(), 1);
+    assert_eq!(read.kvs[0].value, b"1");
     assert_eq!(b.get("a").await?.unwrap().mod_revision, rev);
     let marker = b.put("marker", "m").await?;
     assert_eq!(next_response(&mut w, "marker").await?.revision, marker);
