@@ -13,6 +13,22 @@ pub(crate) fn kv(kv: &etcd::KeyValue) -> KeyValue {
     KeyValue {
         key: kv.key().to_vec(),
         value: kv.value().to_vec(),
+        ..revisions(kv)
+    }
+}
+
+/// [`kv`], moving the key and value rather than copying them.
+pub(crate) fn into_kv(kv: etcd::KeyValue) -> KeyValue {
+    let mut out = revisions(&kv);
+    (out.key, out.value) = kv.into_key_value();
+    out
+}
+
+/// Everything of `kv` but its key and value (left empty).
+fn revisions(kv: &etcd::KeyValue) -> KeyValue {
+    KeyValue {
+        key: Vec::new(),
+        value: Vec::new(),
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
         version: kv.version(),
@@ -20,31 +36,9 @@ pub(crate) fn kv(kv: &etcd::KeyValue) -> KeyValue {
     }
 }
 
-/// [`kv`], moving the key and value rather than copying them.
-pub(crate) fn into_kv(kv: etcd::KeyValue) -> KeyValue {
-    let (create_revision, mod_revision, version, lease) = (
-        kv.create_revision(),
-        kv.mod_revision(),
-        kv.version(),
-        kv.lease(),
-    );
-    let (key, value) = kv.into_key_value();
-    KeyValue {
-        key,
-        value,
-        create_revision,
-        mod_revision,
-        version,
-        lease: (lease != 0).then_some(LeaseId(lease)),
-    }
-}
-
 /// The key to send for a range of keys, and whether it is a prefix.
 pub(crate) fn key_of(keys: &KeyRange) -> (Vec<u8>, bool) {
-    match keys {
-        KeyRange::Key(k) => (k.clone(), false),
-        KeyRange::Prefix(p) => (p.clone(), true),
-    }
+    into_key(keys.clone())
 }
 
 /// [`key_of`], taking the key rather than copying it.

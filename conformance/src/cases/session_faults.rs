@@ -197,27 +197,27 @@ async fn next(changes: &mut coord::LeaderStream) -> Result<Option<coord::Leader>
         .expect("open")
 }
 
+/// Campaign for "e" with `value` from a coordinator of its own (its own lease, so
+/// its own key).
+async fn campaign_elsewhere(ctx: &Ctx, value: &str) -> Result<coord::Leadership> {
+    ctx.other_coordinator()
+        .await
+        .election()
+        .campaign("e", value)
+        .await
+}
+
 /// An observer cut off while leadership changes and the store compacts past its
 /// position rereads after the heal and reports the leader now in office.
 pub async fn observer_catches_up_after_compaction_while_cut_off(ctx: Ctx) -> Result<()> {
     let mut changes = ctx.coordinator().election().observe("e")?;
     assert_eq!(next(&mut changes).await?, None);
-    let first = ctx
-        .other_coordinator()
-        .await
-        .election()
-        .campaign("e", "first")
-        .await?;
+    let first = campaign_elsewhere(&ctx, "first").await?;
     assert_eq!(next(&mut changes).await?.expect("a leader").value, b"first");
     let _alone = ctx.compaction().await;
     ctx.faults().partition();
     first.resign().await?;
-    let second = ctx
-        .other_coordinator()
-        .await
-        .election()
-        .campaign("e", "second")
-        .await?;
+    let second = campaign_elsewhere(&ctx, "second").await?;
     let other = ctx.client().await.backend;
     other.compact(other.current_revision().await?).await?;
     ctx.faults().heal();
