@@ -1,4 +1,4 @@
-//! `cargo bench -p coord-bench`: every benchmark, one Markdown report.
+//! `cargo bench -p coordkit-bench`: every benchmark, one Markdown report.
 //!
 //! With `--bench` (what `cargo bench` passes) it runs the full sizes and writes
 //! `target/bench-report.md`; `scripts/bench.sh` starts etcd with its default
@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use coord_bench::{etcd, measure, memory};
+use coordkit_bench::{etcd, measure, memory};
 
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -36,7 +36,7 @@ fn machine() -> String {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let list = std::env::var("COORD_ETCD_ENDPOINTS").unwrap_or_default();
-    let endpoints = coord_etcd::EtcdConfig::from_endpoint_list(&list).endpoints;
+    let endpoints = coordkit_etcd::EtcdConfig::from_endpoint_list(&list).endpoints;
     if endpoints.is_empty() && std::env::var("COORD_REQUIRE_ETCD").as_deref() == Ok("1") {
         panic!("COORD_REQUIRE_ETCD=1 but COORD_ETCD_ENDPOINTS is not set");
     }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coord::{Coordinator, ServiceInfo, WatchRequest};
-use coord_etcd::{EtcdBackend, EtcdConfig};
+use coordkit::{Coordinator, ServiceInfo, WatchRequest};
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LockOptions, PutOptions, SortOrder, SortTarget, Txn,
     TxnOp,
@@ -181,7 +181,7 @@ async fn interleaved(n: usize, ops: &mut [Op<'_>]) -> Vec<Samples> {
         .collect()
 }
 
-/// coord's calls for one uncontended acquire, made with raw etcd-client: create
+/// coordkit's calls for one uncontended acquire, made with raw etcd-client: create
 /// the key if absent and read the two newest keys of the queue, in one txn.
 /// Returns the key's create revision.
 async fn raw_claim(raw: &mut Client, queue: &str, key: &str, lease: i64) -> i64 {
@@ -205,8 +205,8 @@ async fn raw_claim(raw: &mut Client, queue: &str, key: &str, lease: i64) -> i64 
     r.header().expect("header").revision()
 }
 
-/// coord's uncontended acquire+release, interleaved with three baselines on the
-/// same etcd: etcd's lock service (the target's baseline), coord's own calls made
+/// coordkit's uncontended acquire+release, interleaved with three baselines on the
+/// same etcd: etcd's lock service (the target's baseline), coordkit's own calls made
 /// with raw etcd-client (claim txn, then the unlock guarded by the create revision:
 /// the floor for any client that keeps the unlock guarded), and the same claim
 /// with the lock service's unguarded unlock, a plain `Delete` (what the guard
@@ -593,10 +593,11 @@ async fn manager_reads(env: &Env, sizes: &Sizes) -> Row {
         .set("prod/app/pool", &json!({"size": 8}))
         .await
         .expect("set");
-    let manager = coord::ConfigManager::builder(&config, "prod", "app", "pool", json!({"size": 1}))
-        .start()
-        .await
-        .expect("manager");
+    let manager =
+        coordkit::ConfigManager::builder(&config, "prod", "app", "pool", json!({"size": 1}))
+            .start()
+            .await
+            .expect("manager");
     let reads = sequential_sync(sizes.current_reads, |_| {
         std::hint::black_box(manager.current());
     });
@@ -673,7 +674,7 @@ async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
 }
 
 async fn many_watches(env: &Env, sizes: &Sizes) -> Row {
-    use coord::Backend as _;
+    use coordkit::Backend as _;
     let backend = env.backend().await;
     let key = format!("{}many-watches", env.ns);
     let mut raw = env.raw().await;

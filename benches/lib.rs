@@ -1,4 +1,4 @@
-//! coord's benchmarks, as a library the bench binary (`coord.rs`) drives.
+//! coordkit's benchmarks, as a library the bench binary (`coord.rs`) drives.
 //!
 //! Every figure against etcd is paired with a baseline measured in the same run on
 //! the same etcd: the raw etcd-client calls doing the same work, and for locks

@@ -84,14 +84,14 @@ pub fn sequential_sync(n: usize, mut op: impl FnMut(usize)) -> Samples {
 /// What a figure is compared with, and what it must reach.
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
-    /// coord's rate at least this times the baseline's.
+    /// coordkit's rate at least this times the baseline's.
     RateAtLeast(f64),
-    /// coord's p50 and p99 at most this times the baseline's.
+    /// coordkit's p50 and p99 at most this times the baseline's.
     LatencyAtMost(f64),
-    /// coord's p99 below this.
+    /// coordkit's p99 below this.
     P99Below(Duration),
     /// Lock handoffs: at least `vs_baseline` times the baseline's rate, and at
-    /// least `of_uncontended` of coord's own uncontended rate (`share` measured).
+    /// least `of_uncontended` of coordkit's own uncontended rate (`share` measured).
     Handoffs {
         vs_baseline: f64,
         of_uncontended: f64,

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use coord::{Backend, BackendExt, Compare, CompareOp, PutRequest, Txn, WatchRequest};
-use coord_memory::MemoryBackend;
+use coordkit::{Backend, BackendExt, Compare, CompareOp, PutRequest, Txn, WatchRequest};
+use coordkit_memory::MemoryBackend;
 use futures::StreamExt;
 
 use crate::measure::{sequential, Row, Samples, Target};

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use coord::{Coordinator, Error};
-use coord_memory::MemoryBackend;
+use coordkit::{Coordinator, Error};
+use coordkit_memory::MemoryBackend;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,7 @@ struct Limits {
 }
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let coordinator = Coordinator::new(Arc::new(store.client()));
     let config = coordinator.config();

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{ConfigManager, Coordinator};
-use coord_memory::MemoryBackend;
+use coordkit::{ConfigManager, Coordinator};
+use coordkit_memory::MemoryBackend;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ struct Pool {
 }
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let service = Coordinator::new(Arc::new(store.client()));
     let operator = Coordinator::new(Arc::new(store.client())).config();

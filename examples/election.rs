@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::Coordinator;
-use coord_memory::MemoryBackend;
+use coordkit::Coordinator;
+use coordkit_memory::MemoryBackend;
 use futures::StreamExt;
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let observer = Coordinator::new(Arc::new(store.client()));
     let mut changes = observer.election().observe("primary")?;

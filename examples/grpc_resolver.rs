@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{Coordinator, ServiceInfo};
-use coord_memory::MemoryBackend;
+use coordkit::{Coordinator, ServiceInfo};
+use coordkit_memory::MemoryBackend;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -55,7 +55,7 @@ fn report(counts: &[(String, Arc<AtomicUsize>)]) {
 }
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let servers = Coordinator::new(Arc::new(store.client()));
     let clients = Coordinator::new(Arc::new(store.client()));

@@ -4,21 +4,21 @@
 //! injected fault) sees its lock lost before anyone else can take it.
 //!
 //! Run with `cargo run --example lock`. Against etcd, build the coordinator with
-//! `coord_etcd::connect(EtcdConfig::with_endpoints([...]))` instead: nothing else changes.
+//! `coordkit_etcd::connect(EtcdConfig::with_endpoints([...]))` instead: nothing else changes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{BackendExt, Compare, CompareOp, Coordinator, Error, PutRequest, Txn};
-use coord_memory::MemoryBackend;
+use coordkit::{BackendExt, Compare, CompareOp, Coordinator, Error, PutRequest, Txn};
+use coordkit_memory::MemoryBackend;
 
 const TTL: Duration = Duration::from_secs(3);
 
 /// Add one to `counter`, but only while `guard` still holds the lock.
 async fn fenced_increment(
     coordinator: &Coordinator,
-    guard: &coord::LockGuard,
-) -> coord::Result<u64> {
+    guard: &coordkit::LockGuard,
+) -> coordkit::Result<u64> {
     let store = coordinator.backend();
     let current = store.get("counter").await?;
     let (n, rev) = current.map_or((0, 0), |kv| {
@@ -43,7 +43,7 @@ async fn fenced_increment(
 }
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
 
     // Three processes, five turns each.

@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use coord::BackendExt;
-use coord_memory::MemoryBackend;
+use coordkit::BackendExt;
+use coordkit_memory::MemoryBackend;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let n = 200_000u32;
     let keys: Vec<String> = (0..1000).map(|i| format!("key/{i:04}")).collect();

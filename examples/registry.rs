@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{Coordinator, ServiceInfo};
-use coord_memory::MemoryBackend;
+use coordkit::{Coordinator, ServiceInfo};
+use coordkit_memory::MemoryBackend;
 
-async fn show(cache: &coord::ServiceCache, when: &str) {
+async fn show(cache: &coordkit::ServiceCache, when: &str) {
     // Let the cache's watch catch up (it answers from memory).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ids: Vec<String> = cache
@@ -22,7 +22,7 @@ async fn show(cache: &coord::ServiceCache, when: &str) {
 }
 
 #[tokio::main]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
     let ttl = Duration::from_secs(3);
     let flaky_link = store.client();

@@ -1,4 +1,4 @@
-//! A tour of coord on the in-memory backend: the primitive (puts and revisions, a
+//! A tour of coordkit on the in-memory backend: the primitive (puts and revisions, a
 //! compare-and-swap transaction, a lease that expires, a watch that sees it all,
 //! history and compaction), then the recipes built on it (a lock, an election, a
 //! config value hot-reloaded by a ConfigManager that refuses an invalid update, a
@@ -9,15 +9,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{
+use coordkit::{
     Backend, BackendExt, Compare, CompareOp, Coordinator, Error, EventKind, PutRequest,
     RangeRequest, Txn, WatchRequest,
 };
-use coord_memory::MemoryBackend;
+use coordkit_memory::MemoryBackend;
 use futures::StreamExt;
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> coord::Result<()> {
+async fn main() -> coordkit::Result<()> {
     let store = MemoryBackend::new();
 
     // 1. A watch on everything under "app/", from now on.
@@ -146,16 +146,17 @@ async fn main() -> coord::Result<()> {
     );
 
     // 8. Config: a typed value kept current in memory, validated before use.
-    let manager = coord::ConfigManager::builder(&node_a.config(), "prod", "web", "workers", 4u32)
-        .validator(|n: &u32| {
-            if *n == 0 {
-                Err("workers must be at least 1".into())
-            } else {
-                Ok(())
-            }
-        })
-        .start()
-        .await?;
+    let manager =
+        coordkit::ConfigManager::builder(&node_a.config(), "prod", "web", "workers", 4u32)
+            .validator(|n: &u32| {
+                if *n == 0 {
+                    Err("workers must be at least 1".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .start()
+            .await?;
     let mut updates = manager.subscribe();
     node_b.config().set("prod/web/workers", &16u32).await?;
     updates.changed().await.expect("manager running");
@@ -174,7 +175,7 @@ async fn main() -> coord::Result<()> {
     // 9. Registry: a service instance comes and goes in a watching cache.
     let cache = node_b.registry().cache("search").await?;
     let mut seen = cache.subscribe();
-    let instance = coord::ServiceInfo::new("search-1", "search", "10.0.0.7", 9200);
+    let instance = coordkit::ServiceInfo::new("search-1", "search", "10.0.0.7", 9200);
     let registration = node_a
         .registry()
         .register(instance, Duration::from_secs(5))

@@ -3,7 +3,7 @@
 # and write the Markdown report to stdout and target/bench-report.md.
 #
 # Installs what is missing (as scripts/test.sh does), starts etcd on a free loopback
-# port with a temporary data dir, runs `cargo bench -p coord-bench`, stops etcd.
+# port with a temporary data dir, runs `cargo bench -p coordkit-bench`, stops etcd.
 # COORD_BENCH_ONLY=locks,config,watch,reads,scale limits the etcd groups.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +15,5 @@ start_etcd --snapshot-count=100000
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 export COORD_REQUIRE_ETCD=1
 
-cargo bench -p coord-bench
+cargo bench -p coordkit-bench
 echo "report written to target/bench-report.md"

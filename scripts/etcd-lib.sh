@@ -29,7 +29,7 @@ free_port() {
 start_etcd() {
   local flags=("$@")
   [ ${#flags[@]} -gt 0 ] || flags=(--unsafe-no-fsync)
-  ETCD_DIR=$(mktemp -d /tmp/coord-etcd.XXXXXX)
+  ETCD_DIR=$(mktemp -d /tmp/coordkit-etcd.XXXXXX)
   local client_port peer_port
   client_port=$(free_port)
   peer_port=$(free_port)

@@ -25,9 +25,9 @@ pub const DEFAULT_NAMESPACE: &str = "coord/";
 /// and `<namespace>election/<name>`.
 ///
 /// ```
-/// # async fn demo() -> coord::Result<()> {
+/// # async fn demo() -> coordkit::Result<()> {
 /// use std::{sync::Arc, time::Duration};
-/// let coordinator = coord::Coordinator::new(Arc::new(coord_memory::MemoryBackend::new()));
+/// let coordinator = coordkit::Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
 /// let guard = coordinator.lock().acquire("jobs", Duration::from_secs(10)).await?;
 /// println!("holding {} with token {}", guard.key(), guard.fencing_token());
 /// guard.unlock().await?;

@@ -25,7 +25,7 @@ pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
 /// An election named `x` is the key prefix `<namespace>election/x/`; candidates
 /// queue exactly as lock waiters do, and the first key's value is the leader's
 /// proclamation. This is etcd's `concurrency.Election` protocol, so
-/// `etcdctl elect coord/election/x` and coord agree on who leads election `x`
+/// `etcdctl elect coord/election/x` and coordkit agree on who leads election `x`
 /// (namespace `coord/`).
 ///
 /// # Behavior

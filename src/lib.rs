@@ -1,14 +1,14 @@
-//! # coord
+//! # coordkit
 //!
 //! Distributed coordination — locks, leader election, service registry, config —
 //! written once against one small primitive: a key-value store with global
 //! revisions, conditional transactions, leases and ordered, resumable watches
 //! (etcd's v3 data model). Backends implement the primitive ([`Backend`]):
-//! `coord-etcd` for production, `coord-memory` for tests and single-process use.
+//! `coordkit-etcd` for production, `coordkit-memory` for tests and single-process use.
 //!
 //! ```
-//! use coord::{Backend, BackendExt, Compare, CompareOp, PutRequest, Txn};
-//! # async fn demo(store: &dyn Backend) -> coord::Result<()> {
+//! use coordkit::{Backend, BackendExt, Compare, CompareOp, PutRequest, Txn};
+//! # async fn demo(store: &dyn Backend) -> coordkit::Result<()> {
 //! let rev = store.put("greeting", "hello").await?;
 //! let txn = Txn::new()
 //!     .when([Compare::mod_revision("greeting", CompareOp::Equal, rev)])

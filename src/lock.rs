@@ -14,7 +14,7 @@ use crate::{Compare, Result, Revision, Session};
 /// `<namespace>lock/x/<lease id in hex>` attached to its session's lease, and the
 /// key with the smallest create revision holds the lock. This is etcd's own
 /// `concurrency.Mutex` protocol, so `etcdctl lock coord/lock/x` and Go services using
-/// that package exclude and are excluded by coord's lock `x` (namespace `coord/`).
+/// that package exclude and are excluded by coordkit's lock `x` (namespace `coord/`).
 ///
 /// # Behavior
 /// - Waiters are served in the order their keys were created (FIFO by arrival);

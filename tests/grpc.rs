@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{Coordinator, ServiceInfo};
-use coord_memory::MemoryBackend;
+use coordkit::{Coordinator, ServiceInfo};
+use coordkit_memory::MemoryBackend;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{Backend, BackendExt, Coordinator, Error, RangeRequest, SessionState};
-use coord_memory::MemoryBackend;
+use coordkit::{Backend, BackendExt, Coordinator, Error, RangeRequest, SessionState};
+use coordkit_memory::MemoryBackend;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

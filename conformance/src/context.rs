@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coord::{
+use coordkit::{
     Backend, Coordinator, Error, LeaseId, Namespaced, RangeRequest, Result, RetryPolicy,
     WatchResponse, WatchStream,
 };
 use futures::StreamExt;
 use tokio::sync::{RwLock, RwLockWriteGuard};
 
-/// Faults a harness can inject into one client (connection), as coord-memory does.
+/// Faults a harness can inject into one client (connection), as coordkit-memory does.
 pub trait Faults: Send + Sync {
     /// The next `n` calls fail with `Unavailable` without reaching the store.
     fn fail_next(&self, n: u64);
@@ -175,7 +175,7 @@ impl Ctx {
     pub async fn compaction(&self) -> RwLockWriteGuard<'static, ()> {
         assert!(
             self.compacting,
-            "a case that compacts must be listed in coord_conformance's COMPACTING"
+            "a case that compacts must be listed in coordkit_conformance's COMPACTING"
         );
         HISTORY.write().await
     }

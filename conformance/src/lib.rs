@@ -1,6 +1,6 @@
-//! # coord-conformance
+//! # coordkit-conformance
 //!
-//! The contract every coord backend must pass — the primitive and the recipes built
+//! The contract every coordkit backend must pass — the primitive and the recipes built
 //! on it (locks, sessions, elections, registry, config) — as public async functions — one per
 //! property — and macros that expand to one `#[tokio::test]` per case, so a failure
 //! shows its name.
@@ -10,17 +10,17 @@
 //! in its `tests/`:
 //!
 //! ```ignore
-//! fn harness() -> Option<std::sync::Arc<dyn coord_conformance::Harness>> {
+//! fn harness() -> Option<std::sync::Arc<dyn coordkit_conformance::Harness>> {
 //!     Some(std::sync::Arc::new(MyHarness::new()))
 //! }
 //! // Every backend: the primitive's contract.
-//! coord_conformance::conformance_tests!(harness, start_paused = false);
+//! coordkit_conformance::conformance_tests!(harness, start_paused = false);
 //! // Backends whose harness can inject faults (see `Faults`).
-//! coord_conformance::fault_tests!(harness, start_paused = false);
+//! coordkit_conformance::fault_tests!(harness, start_paused = false);
 //! ```
 //!
 //! `start_paused = true` runs each case on tokio's paused clock; use it when the
-//! backend's leases expire on tokio's clock (as coord-memory's do), so TTLs pass
+//! backend's leases expire on tokio's clock (as coordkit-memory's do), so TTLs pass
 //! instantly. A harness factory that returns `None` skips the cases (it should print
 //! why). Every case runs in a fresh namespace, so cases never see each other's keys.
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::{
+use coordkit::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyValue, LeaseId,
     Namespaced, PutRequest, RangeRequest, Result, Revision, Txn, TxnOpResponse, WatchRequest,
 };

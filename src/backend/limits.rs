@@ -4,7 +4,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The smallest lease TTL in seconds that the backend honours as asked (etcd raises
-    /// smaller TTLs silently, so coord rejects them instead).
+    /// smaller TTLs silently, so coordkit rejects them instead).
     pub min_lease_ttl: i64,
     /// The largest lease TTL in seconds.
     pub max_lease_ttl: i64,

@@ -3,7 +3,7 @@
 //!
 //! A backend implements the small [`Backend`] trait; conveniences live in
 //! [`BackendExt`], implemented for every backend and never overridden. The
-//! `coord-conformance` crate holds the contract each backend must pass.
+//! `coordkit-conformance` crate holds the contract each backend must pass.
 
 mod ext;
 mod kv;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coord::{Limits, RetryPolicy};
+use coordkit::{Limits, RetryPolicy};
 
 /// Connection settings for [`crate::EtcdBackend`].
 #[derive(Clone, Debug)]
@@ -17,12 +17,12 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// How long one request may take before it fails with `Timeout`. Default 5 s.
     pub request_timeout: Duration,
-    /// The bounds coord enforces before sending; they must not exceed the server's
+    /// The bounds coordkit enforces before sending; they must not exceed the server's
     /// (`--max-request-bytes`, `--max-txn-ops`, the minimum lease TTL, which is
     /// 1.5 × the election timeout rounded up: 2 s with etcd's defaults).
     pub limits: Limits,
     /// Retries of operations that are safe to repeat, used by the
-    /// [`Coordinator`](coord::Coordinator) that [`crate::connect`] builds. Default: 5
+    /// [`Coordinator`](coordkit::Coordinator) that [`crate::connect`] builds. Default: 5
     /// attempts, 200 ms doubling to at most 5 s.
     pub retry: RetryPolicy,
     /// TLS to etcd (feature `tls`).

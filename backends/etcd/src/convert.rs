@@ -1,7 +1,7 @@
-//! Mapping between coord's primitive types and etcd-client's, and etcd's errors onto
-//! coord's.
+//! Mapping between coordkit's primitive types and etcd-client's, and etcd's errors onto
+//! coordkit's.
 
-use coord::{
+use coordkit::{
     Compare, CompareOp, CompareTarget, DeleteRequest, Error, KeyRange, KeyValue, LeaseId,
     PutRequest, RangeRequest, SortOrder, TxnOp,
 };
@@ -141,7 +141,7 @@ pub(crate) struct Context {
     pub(crate) lease: Option<i64>,
 }
 
-/// Map an etcd-client error onto coord's error.
+/// Map an etcd-client error onto coordkit's error.
 pub(crate) fn error(e: etcd::Error, ctx: Context) -> Error {
     match e {
         etcd::Error::GRpcStatus(status) => status_error(status, ctx),

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use coord::{Error, Result};
+use coordkit::{Error, Result};
 use etcd_client as etcd;
 use tokio::sync::{mpsc, oneshot};
 

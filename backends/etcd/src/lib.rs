@@ -1,21 +1,21 @@
-//! # coord-etcd
+//! # coordkit-etcd
 //!
-//! The etcd v3 backend for coord, through the `etcd-client` crate.
+//! The etcd v3 backend for coordkit, through the `etcd-client` crate.
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use coord_etcd::EtcdConfig;
+//! use coordkit_etcd::EtcdConfig;
 //!
-//! # async fn demo() -> coord::Result<()> {
-//! let coordinator = coord_etcd::connect(EtcdConfig::with_endpoints(["http://127.0.0.1:2379"])).await?;
+//! # async fn demo() -> coordkit::Result<()> {
+//! let coordinator = coordkit_etcd::connect(EtcdConfig::with_endpoints(["http://127.0.0.1:2379"])).await?;
 //! let guard = coordinator.lock().acquire("nightly-report", Duration::from_secs(15)).await?;
 //! // ... the work, writing through txns carrying guard.compare() ...
 //! guard.unlock().await?;
 //! # Ok(()) }
 //! ```
 //!
-//! [`EtcdBackend`] alone is the primitive (a [`coord::Backend`]), for direct use or
-//! for [`coord::Coordinator::builder`] with other options.
+//! [`EtcdBackend`] alone is the primitive (a [`coordkit::Backend`]), for direct use or
+//! for [`coordkit::Coordinator::builder`] with other options.
 //!
 //! One backend holds one etcd client. All its watches share one gRPC watch stream and
 //! all its lease keep-alives share one keep-alive stream. A watch whose stream breaks
@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use async_trait::async_trait;
-use coord::backend::validate;
-use coord::{
+use coordkit::backend::validate;
+use coordkit::{
     Backend, BackendExt, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
     RangeResponse, Result, Revision, Txn, TxnOpResponse, TxnResponse, WatchRequest, WatchResponse,
     WatchStream,
@@ -53,15 +53,15 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::EtcdConfig;
 
-/// Connect to etcd and return a [`Coordinator`](coord::Coordinator) over it, with
+/// Connect to etcd and return a [`Coordinator`](coordkit::Coordinator) over it, with
 /// the default namespace (`coord/`) and the config's retry policy.
 ///
 /// Errors: as [`EtcdBackend::connect`], and `InvalidArgument` for a bad retry policy.
-pub async fn connect(config: EtcdConfig) -> Result<coord::Coordinator> {
+pub async fn connect(config: EtcdConfig) -> Result<coordkit::Coordinator> {
     config.retry.validate()?;
     let retry = config.retry.clone();
     let backend = EtcdBackend::connect(config).await?;
-    coord::Coordinator::builder(Arc::new(backend))
+    coordkit::Coordinator::builder(Arc::new(backend))
         .retry(retry)
         .build()
 }
@@ -86,7 +86,7 @@ struct Inner {
     keep_alive_streams: Arc<AtomicU64>,
 }
 
-/// A coord backend on etcd v3. Clones share the connection.
+/// A coordkit backend on etcd v3. Clones share the connection.
 #[derive(Clone)]
 pub struct EtcdBackend {
     inner: Arc<Inner>,
@@ -161,7 +161,7 @@ impl EtcdBackend {
         Ok(backend)
     }
 
-    /// The underlying etcd-client, for what coord does not cover.
+    /// The underlying etcd-client, for what coordkit does not cover.
     pub fn client(&self) -> etcd::Client {
         self.inner.client.clone()
     }
@@ -247,7 +247,7 @@ impl Backend for EtcdBackend {
             .iter()
             .chain(&txn.failure)
             .find_map(|op| match op {
-                coord::TxnOp::Put(p) => p.lease.map(|l| l.0),
+                coordkit::TxnOp::Put(p) => p.lease.map(|l| l.0),
                 _ => None,
             });
         // An unconditional single write is sent as a plain Put or Delete: the same
@@ -256,7 +256,7 @@ impl Backend for EtcdBackend {
         if txn.compares.is_empty() && txn.failure.is_empty() && txn.success.len() == 1 {
             let mut kv = self.inner.client.kv_client();
             match txn.success.pop() {
-                Some(coord::TxnOp::Put(p)) => {
+                Some(coordkit::TxnOp::Put(p)) => {
                     let options = convert::put_options(&p);
                     let put = async move { kv.put(p.key, p.value, Some(options)).await };
                     let mut resp = self.call("put", Context { lease }, put).await?;
@@ -268,7 +268,7 @@ impl Backend for EtcdBackend {
                         }],
                     });
                 }
-                Some(coord::TxnOp::Delete(d)) => {
+                Some(coordkit::TxnOp::Delete(d)) => {
                     let (key, options) = convert::delete_options(d);
                     let mut resp = self
                         .call("delete", Context::default(), async move {
@@ -331,7 +331,7 @@ impl Backend for EtcdBackend {
                     r.revision = revision;
                     TxnOpResponse::Range(r)
                 }
-                // coord never sends nested transactions.
+                // coordkit never sends nested transactions.
                 etcd::TxnOpResponse::Txn(_) => TxnOpResponse::Range(RangeResponse {
                     kvs: Vec::new(),
                     count: 0,

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use coord::{Error, Event, EventKind, KeyRange, Result, Revision, WatchResponse};
+use coordkit::{Error, Event, EventKind, KeyRange, Result, Revision, WatchResponse};
 use etcd_client as etcd;
 use tokio::sync::{mpsc, oneshot};
 

@@ -1,12 +1,12 @@
-//! coord-etcd against the conformance suite, on a real etcd (`COORD_ETCD_ENDPOINTS`).
+//! coordkit-etcd against the conformance suite, on a real etcd (`COORD_ETCD_ENDPOINTS`).
 
 mod common;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coord_conformance::{Harness, TestClient};
-use coord_etcd::{EtcdBackend, EtcdConfig};
+use coordkit_conformance::{Harness, TestClient};
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
 
 struct EtcdHarness {
     config: EtcdConfig,
@@ -32,4 +32,4 @@ fn harness() -> Option<Arc<dyn Harness>> {
     Some(Arc::new(EtcdHarness { config }))
 }
 
-coord_conformance::conformance_tests!(harness, start_paused = false);
+coordkit_conformance::conformance_tests!(harness, start_paused = false);

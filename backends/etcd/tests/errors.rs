@@ -1,10 +1,10 @@
-//! etcd's own refusals mapped onto coord's errors, on private etcd processes.
+//! etcd's own refusals mapped onto coordkit's errors, on private etcd processes.
 
 mod common;
 
 use common::process::{etcd_binary_available, EtcdProcess};
-use coord::{BackendExt, Error, Limits};
-use coord_etcd::{EtcdBackend, EtcdConfig};
+use coordkit::{BackendExt, Error, Limits};
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
 
 async fn etcdctl(endpoint: &str, args: &[&str]) {
     let status = tokio::process::Command::new("etcdctl")
@@ -41,7 +41,7 @@ async fn wrong_password_is_auth_failed() {
     b.put("k", "v").await.unwrap();
 }
 
-/// A value that passes coord's configured limit but not the server's
+/// A value that passes coordkit's configured limit but not the server's
 /// `--max-request-bytes` is `InvalidArgument` naming the value, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_request_limit_is_invalid_value() {

@@ -8,13 +8,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::process::{etcd_binary_available, EtcdProcess};
-use coord::{Backend, BackendExt, Error, WatchRequest};
-use coord_etcd::EtcdBackend;
+use coordkit::{Backend, BackendExt, Error, WatchRequest};
+use coordkit_etcd::EtcdBackend;
 use futures::StreamExt;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-async fn next(w: &mut coord::WatchStream) -> coord::Result<coord::WatchResponse> {
+async fn next(w: &mut coordkit::WatchStream) -> coordkit::Result<coordkit::WatchResponse> {
     tokio::time::timeout(PATIENCE, w.next())
         .await
         .expect("a watch response in time")
@@ -172,7 +172,8 @@ async fn connect_to_nothing_fails_retryably() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut config = coord_etcd::EtcdConfig::with_endpoints([format!("http://127.0.0.1:{port}")]);
+    let mut config =
+        coordkit_etcd::EtcdConfig::with_endpoints([format!("http://127.0.0.1:{port}")]);
     config.connect_timeout = Duration::from_secs(1);
     let err = EtcdBackend::connect(config).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
@@ -189,19 +190,19 @@ async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
     }
     let ttl = Duration::from_secs(3);
     let mut etcd = EtcdProcess::start();
-    let holder = coord::Coordinator::new(std::sync::Arc::new(
+    let holder = coordkit::Coordinator::new(std::sync::Arc::new(
         EtcdProcess::connect_to(etcd.client_port).await,
     ));
     let guard = holder.lock().acquire("x", ttl).await.unwrap();
     let lease = guard.session().lease();
     let hidden_port = etcd.hide();
-    let other = coord::Coordinator::new(std::sync::Arc::new(
+    let other = coordkit::Coordinator::new(std::sync::Arc::new(
         EtcdProcess::connect_to(hidden_port).await,
     ));
     let why = tokio::time::timeout(PATIENCE, guard.lost())
         .await
         .expect("the holder noticed");
-    assert_eq!(why, coord::OwnershipLost::SessionLost);
+    assert_eq!(why, coordkit::OwnershipLost::SessionLost);
     assert!(guard.is_expired());
     other
         .backend()
@@ -213,9 +214,9 @@ async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
         .expect("the lock is taken over once etcd expires the lease")
         .unwrap();
     assert!(next.fencing_token() > guard.fencing_token());
-    let fenced = coord::Txn::new()
+    let fenced = coordkit::Txn::new()
         .when([guard.compare()])
-        .and_then([coord::PutRequest::new("fenced", "stale holder")]);
+        .and_then([coordkit::PutRequest::new("fenced", "stale holder")]);
     assert!(!other.backend().txn(fenced).await.unwrap().succeeded);
     next.unlock().await.unwrap();
 }
@@ -228,7 +229,7 @@ async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
         return;
     }
     let mut etcd = EtcdProcess::start();
-    let coordinator = coord::Coordinator::new(std::sync::Arc::new(
+    let coordinator = coordkit::Coordinator::new(std::sync::Arc::new(
         EtcdProcess::connect_to(etcd.client_port).await,
     ));
     let config = coordinator.config();
@@ -244,7 +245,7 @@ async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
 
     let hidden_port = etcd.hide();
     {
-        let other = coord::Coordinator::new(std::sync::Arc::new(
+        let other = coordkit::Coordinator::new(std::sync::Arc::new(
             EtcdProcess::connect_to(hidden_port).await,
         ));
         let config = other.config();
@@ -277,7 +278,7 @@ async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
             .unwrap();
         resynced.push((e.kind, e.key, e.value, e.resync));
     }
-    use coord::ConfigEventKind::{Delete, Put};
+    use coordkit::ConfigEventKind::{Delete, Put};
     assert_eq!(
         resynced,
         [
@@ -318,12 +319,12 @@ async fn registration_returns_after_etcdctl_revokes_its_lease() {
         return;
     };
     let endpoints = config.endpoints.join(",");
-    let coordinator = coord_etcd::connect(config.clone()).await.unwrap();
-    let coordinator = coord::Coordinator::builder(coordinator.backend().clone())
+    let coordinator = coordkit_etcd::connect(config.clone()).await.unwrap();
+    let coordinator = coordkit::Coordinator::builder(coordinator.backend().clone())
         .namespace(format!("faults/registry/{}/", std::process::id()))
         .build()
         .unwrap();
-    let info = coord::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
+    let info = coordkit::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
     let reg = coordinator
         .registry()
         .register(info.clone(), Duration::from_secs(5))
@@ -377,10 +378,10 @@ async fn registration_returns_after_etcd_loses_its_data() {
         return;
     }
     let mut etcd = EtcdProcess::start();
-    let coordinator = coord::Coordinator::new(std::sync::Arc::new(
+    let coordinator = coordkit::Coordinator::new(std::sync::Arc::new(
         EtcdProcess::connect_to(etcd.client_port).await,
     ));
-    let info = coord::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
+    let info = coordkit::ServiceInfo::new("i-1", "api", "127.0.0.1", 8080);
     let reg = coordinator
         .registry()
         .register(info.clone(), Duration::from_secs(3))
@@ -394,7 +395,7 @@ async fn registration_returns_after_etcd_loses_its_data() {
     let mut states = reg.watch_state();
     tokio::time::timeout(
         PATIENCE,
-        states.wait_for(|s| *s == coord::RegistrationState::Registered),
+        states.wait_for(|s| *s == coordkit::RegistrationState::Registered),
     )
     .await
     .expect("registered again")

@@ -1,4 +1,4 @@
-//! coord's locks and elections against etcd's own implementation of the same
+//! coordkit's locks and elections against etcd's own implementation of the same
 //! protocol: the real `etcdctl lock` and `etcdctl elect` (Go `concurrency` package),
 //! in both directions.
 
@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use coord::{BackendExt, Coordinator, Error, RangeRequest};
+use coordkit::{BackendExt, Coordinator, Error, RangeRequest};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -70,7 +70,7 @@ struct Fixture {
 async fn fixture(case: &str) -> Option<Fixture> {
     let config = common::etcd_config()?;
     let endpoints = config.endpoints.join(",");
-    let coordinator = coord_etcd::connect(config).await.expect("connect");
+    let coordinator = coordkit_etcd::connect(config).await.expect("connect");
     let name = format!(
         "interop-{case}-{}-{}",
         std::process::id(),
@@ -86,7 +86,7 @@ async fn fixture(case: &str) -> Option<Fixture> {
     })
 }
 
-async fn keys(c: &Coordinator, prefix: &str) -> Vec<coord::KeyValue> {
+async fn keys(c: &Coordinator, prefix: &str) -> Vec<coordkit::KeyValue> {
     c.backend()
         .range(RangeRequest::prefix(prefix))
         .await
@@ -105,7 +105,7 @@ async fn wait_for_keys(c: &Coordinator, prefix: &str, n: usize) {
     }
 }
 
-/// `etcdctl lock coord/lock/x` holds: coord's `x` is a conflict, then queues behind
+/// `etcdctl lock coord/lock/x` holds: coordkit's `x` is a conflict, then queues behind
 /// it and gets the lock when etcdctl unlocks, with a larger fencing token.
 #[tokio::test]
 async fn etcdctl_lock_excludes_coord_and_hands_over() {
@@ -155,8 +155,8 @@ async fn etcdctl_lock_excludes_coord_and_hands_over() {
     f.coordinator.close().await.unwrap();
 }
 
-/// coord holds `x`: `etcdctl lock coord/lock/x <command>` queues and runs its
-/// command only after coord unlocks.
+/// coordkit holds `x`: `etcdctl lock coord/lock/x <command>` queues and runs its
+/// command only after coordkit unlocks.
 #[tokio::test]
 async fn coord_lock_excludes_etcdctl() {
     let Some(f) = fixture("lock-b").await else {
@@ -187,8 +187,8 @@ async fn coord_lock_excludes_etcdctl() {
     f.coordinator.close().await.unwrap();
 }
 
-/// coord leads: `etcdctl elect -l` sees coord's value; `etcdctl elect` queues and
-/// leads after coord resigns, and coord's `leader()` and `observe()` see it.
+/// coordkit leads: `etcdctl elect -l` sees coordkit's value; `etcdctl elect` queues and
+/// leads after coordkit resigns, and coordkit's `leader()` and `observe()` see it.
 #[tokio::test]
 async fn coord_and_etcdctl_elect_agree_on_the_leader() {
     let Some(f) = fixture("elect-a").await else {
@@ -244,7 +244,7 @@ async fn coord_and_etcdctl_elect_agree_on_the_leader() {
     f.coordinator.close().await.unwrap();
 }
 
-/// `etcdctl elect` leads: coord's campaign queues behind it and leads once etcdctl
+/// `etcdctl elect` leads: coordkit's campaign queues behind it and leads once etcdctl
 /// resigns.
 #[tokio::test]
 async fn coord_campaign_waits_for_etcdctl_leader() {

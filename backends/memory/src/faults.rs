@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use coord::{Error, Result};
+use coordkit::{Error, Result};
 use tokio::sync::watch;
 
 /// The fault switches of one client handle.

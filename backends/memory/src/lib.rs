@@ -1,6 +1,6 @@
-//! # coord-memory
+//! # coordkit-memory
 //!
-//! A deterministic in-memory backend for coord: a real MVCC store (revisions, event
+//! A deterministic in-memory backend for coordkit: a real MVCC store (revisions, event
 //! history, compaction, transactions, leases, watches), not a mock. Leases expire on
 //! tokio's clock, so under `#[tokio::test(start_paused = true)]` a 60 s TTL passes in
 //! microseconds and every run gives the same result. Nothing sleeps on the wall clock.
@@ -10,10 +10,10 @@
 //! failing calls, lost responses, stalled keep-alives, cut watches, partitions.
 //!
 //! ```
-//! use coord::{Backend, BackendExt};
-//! use coord_memory::MemoryBackend;
+//! use coordkit::{Backend, BackendExt};
+//! use coordkit_memory::MemoryBackend;
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> coord::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
 //! let store = MemoryBackend::new();
 //! store.put("k", "v").await?;
 //! let other = store.client();
@@ -37,8 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use async_trait::async_trait;
-use coord::backend::validate;
-use coord::{
+use coordkit::backend::validate;
+use coordkit::{
     Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
     Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
 };

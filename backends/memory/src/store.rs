@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use coord::{
+use coordkit::{
     Error, Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, RangeRequest,
     RangeResponse, Result, Revision, SortOrder, Txn, TxnOp, TxnOpResponse, TxnResponse,
     WatchResponse,

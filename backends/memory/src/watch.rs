@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use coord::{Error, KeyRange, Result, Revision, WatchRequest, WatchResponse, WatchStream};
+use coordkit::{Error, KeyRange, Result, Revision, WatchRequest, WatchResponse, WatchStream};
 use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 

@@ -1,11 +1,11 @@
-//! coord-memory against the whole conformance suite, on tokio's paused clock.
+//! coordkit-memory against the whole conformance suite, on tokio's paused clock.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coord::LeaseId;
-use coord_conformance::{Faults, Harness, TestClient};
-use coord_memory::MemoryBackend;
+use coordkit::LeaseId;
+use coordkit_conformance::{Faults, Harness, TestClient};
+use coordkit_memory::MemoryBackend;
 
 struct MemoryHarness {
     store: MemoryBackend,
@@ -57,5 +57,5 @@ fn harness() -> Option<Arc<dyn Harness>> {
     }))
 }
 
-coord_conformance::conformance_tests!(harness, start_paused = true);
-coord_conformance::fault_tests!(harness, start_paused = true);
+coordkit_conformance::conformance_tests!(harness, start_paused = true);
+coordkit_conformance::fault_tests!(harness, start_paused = true);

@@ -1,7 +1,7 @@
 //! What only the in-memory backend offers: store-level faults and views.
 
-use coord::{Backend, BackendExt, Error, RangeRequest, WatchRequest};
-use coord_memory::MemoryBackend;
+use coordkit::{Backend, BackendExt, Error, RangeRequest, WatchRequest};
+use coordkit_memory::MemoryBackend;
 use futures::StreamExt;
 
 /// `compact_now` compacts at the current revision: older reads and watches fail

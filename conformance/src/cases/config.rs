@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use coord::{BackendExt, ConfigEvent, ConfigEventKind, ConfigManager, Error, Result, Watcher};
+use coordkit::{BackendExt, ConfigEvent, ConfigEventKind, ConfigManager, Error, Result, Watcher};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 

@@ -1,13 +1,15 @@
 //! The config center under injected faults: a cut watch, a compaction past a
 //! disconnected watcher, a partitioned manager.
 
-use coord::{BackendExt, ConfigEventKind, ConfigManager, Result, Watcher};
+use coordkit::{BackendExt, ConfigEventKind, ConfigManager, Result, Watcher};
 use futures::StreamExt;
 
 use crate::context::{wait_until, PATIENCE};
 use crate::Ctx;
 
-async fn next<T: serde::de::DeserializeOwned>(w: &mut Watcher<T>) -> Result<coord::ConfigEvent<T>> {
+async fn next<T: serde::de::DeserializeOwned>(
+    w: &mut Watcher<T>,
+) -> Result<coordkit::ConfigEvent<T>> {
     tokio::time::timeout(PATIENCE, w.next())
         .await
         .expect("a config event in time")

@@ -1,6 +1,6 @@
 //! Leader election: order, observation, hand-over, loss.
 
-use coord::{BackendExt, Error, Leader, LeaderStream, OwnershipLost, Result};
+use coordkit::{BackendExt, Error, Leader, LeaderStream, OwnershipLost, Result};
 use futures::StreamExt;
 
 use crate::context::{assert_invalid, wait_for_keys, wait_until, PATIENCE};
@@ -110,7 +110,7 @@ pub async fn queued_candidate_whose_lease_ends_gets_lock_expired(ctx: Ctx) -> Re
     let leader = ctx.coordinator().election().campaign("e", "first").await?;
     let candidate = ctx.other_coordinator().await;
     let lease = candidate
-        .session(coord::DEFAULT_ELECTION_TTL)
+        .session(coordkit::DEFAULT_ELECTION_TTL)
         .await?
         .lease();
     let queued = tokio::spawn(async move { candidate.election().campaign("e", "second").await });

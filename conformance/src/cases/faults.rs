@@ -1,4 +1,4 @@
-use coord::{BackendExt, Error, EventKind, Result, WatchRequest};
+use coordkit::{BackendExt, Error, EventKind, Result, WatchRequest};
 use futures::StreamExt;
 
 use crate::context::{assert_quiet, next_response, PATIENCE};

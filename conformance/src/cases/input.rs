@@ -1,4 +1,4 @@
-use coord::{
+use coordkit::{
     BackendExt, Compare, CompareOp, LeaseId, PutRequest, RangeRequest, Result, Txn, WatchRequest,
 };
 
@@ -41,7 +41,7 @@ pub async fn ttl_rules_are_enforced(ctx: Ctx) -> Result<()> {
     // A lease id nobody granted is unknown, not a crash.
     let r = b.lease_keep_alive(LeaseId(0x0bad_0bad_0bad)).await;
     assert!(
-        matches!(r, Err(coord::Error::LeaseNotFound { .. })),
+        matches!(r, Err(coordkit::Error::LeaseNotFound { .. })),
         "{r:?}"
     );
     Ok(())

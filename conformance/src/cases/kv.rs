@@ -1,4 +1,4 @@
-use coord::{
+use coordkit::{
     BackendExt, DeleteRequest, EventKind, PutRequest, RangeRequest, Result, SortOrder, Txn,
     TxnOpResponse, WatchRequest,
 };

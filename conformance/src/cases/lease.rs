@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use coord::{BackendExt, Error, EventKind, PutRequest, Result, Txn, WatchRequest};
+use coordkit::{BackendExt, Error, EventKind, PutRequest, Result, Txn, WatchRequest};
 
 use crate::context::next_response;
 use crate::Ctx;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coord::{BackendExt, Compare, CompareOp, Error, OwnershipLost, PutRequest, Result, Txn};
+use coordkit::{BackendExt, Compare, CompareOp, Error, OwnershipLost, PutRequest, Result, Txn};
 
 use crate::context::{assert_invalid, count_keys, wait_for_keys, PATIENCE};
 use crate::Ctx;
@@ -372,9 +372,9 @@ pub async fn sessions_are_shared_per_ttl_and_replaced_when_lost(ctx: Ctx) -> Res
     tokio::time::timeout(PATIENCE, s1.lost())
         .await
         .expect("lost");
-    assert_eq!(s1.state(), coord::SessionState::Lost);
+    assert_eq!(s1.state(), coordkit::SessionState::Lost);
     states
-        .wait_for(|s| *s == coord::SessionState::Lost)
+        .wait_for(|s| *s == coordkit::SessionState::Lost)
         .await
         .ok();
     let s2 = a.session(ttl).await?;
@@ -382,7 +382,7 @@ pub async fn sessions_are_shared_per_ttl_and_replaced_when_lost(ctx: Ctx) -> Res
     assert!(!s2.is_lost());
     // The lost one never comes back.
     assert!(!s1.keep_alive().await?);
-    assert_eq!(s1.state(), coord::SessionState::Lost);
+    assert_eq!(s1.state(), coordkit::SessionState::Lost);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use coord::{
+use coordkit::{
     BackendExt, RegistrationState, Result, ServiceEvent, ServiceEventKind, ServiceInfo,
     ServiceWatch,
 };
@@ -24,7 +24,7 @@ pub(crate) async fn next_service_event(w: &mut ServiceWatch, what: &str) -> Resu
     }
 }
 
-async fn wait_for_state(reg: &coord::Registration, state: RegistrationState) {
+async fn wait_for_state(reg: &coordkit::Registration, state: RegistrationState) {
     let mut states = reg.watch_state();
     tokio::time::timeout(PATIENCE, states.wait_for(|s| *s == state))
         .await
@@ -173,7 +173,7 @@ pub async fn registry_cache_follows_random_changes(ctx: Ctx) -> Result<()> {
         let coordinator = ctx.other_coordinator().await;
         tasks.push(tokio::spawn(async move {
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (client + 1);
-            let mut held: HashMap<String, coord::Registration> = HashMap::new();
+            let mut held: HashMap<String, coordkit::Registration> = HashMap::new();
             for _ in 0..250 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
@@ -192,7 +192,7 @@ pub async fn registry_cache_follows_random_changes(ctx: Ctx) -> Result<()> {
                 }
             }
             // Keep the survivors registered until the check is done.
-            Ok::<_, coord::Error>((coordinator, held))
+            Ok::<_, coordkit::Error>((coordinator, held))
         }));
     }
     let mut keep = Vec::new();

@@ -1,7 +1,7 @@
 //! The registry under injected faults: keep-alives that stop, partitions, a
 //! compaction past a disconnected cache.
 
-use coord::{BackendExt, RegistrationState, Result, ServiceEventKind};
+use coordkit::{BackendExt, RegistrationState, Result, ServiceEventKind};
 
 use crate::cases::registry::instance;
 use crate::context::{wait_until, PATIENCE};

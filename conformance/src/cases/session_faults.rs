@@ -1,7 +1,7 @@
 //! Sessions, locks and leaderships under injected faults: keep-alives that stop, a
 //! partition, a lost response, a cut watch.
 
-use coord::{BackendExt, Error, OwnershipLost, Result, RetryPolicy, SessionState};
+use coordkit::{BackendExt, Error, OwnershipLost, Result, RetryPolicy, SessionState};
 
 use crate::context::{wait_for_keys, PATIENCE};
 use crate::Ctx;
@@ -189,7 +189,7 @@ pub async fn stalled_leader_is_replaced(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
-async fn next(changes: &mut coord::LeaderStream) -> Result<Option<coord::Leader>> {
+async fn next(changes: &mut coordkit::LeaderStream) -> Result<Option<coordkit::Leader>> {
     use futures::StreamExt;
     tokio::time::timeout(PATIENCE, changes.next())
         .await
@@ -199,7 +199,7 @@ async fn next(changes: &mut coord::LeaderStream) -> Result<Option<coord::Leader>
 
 /// Campaign for "e" with `value` from a coordinator of its own (its own lease, so
 /// its own key).
-async fn campaign_elsewhere(ctx: &Ctx, value: &str) -> Result<coord::Leadership> {
+async fn campaign_elsewhere(ctx: &Ctx, value: &str) -> Result<coordkit::Leadership> {
     ctx.other_coordinator()
         .await
         .election()

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use coord::{
+use coordkit::{
     Backend, BackendExt, Compare, CompareOp, Created, DeleteRequest, Error, EventKind, PutRequest,
     RangeRequest, Result, Txn, TxnOp, TxnOpResponse, WatchRequest,
 };

@@ -1,6 +1,6 @@
 use std::collections::HashSet;
 
-use coord::{
+use coordkit::{
     Backend, BackendExt, Error, EventKind, Namespaced, PutRequest, RangeRequest, Result, Txn,
     WatchRequest,
 };

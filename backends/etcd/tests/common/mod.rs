@@ -4,7 +4,7 @@
 
 pub mod process;
 
-use coord_etcd::EtcdConfig;
+use coordkit_etcd::EtcdConfig;
 
 /// The etcd named by `COORD_ETCD_ENDPOINTS`, or `None` (printing why) when it is not
 /// set. With `COORD_REQUIRE_ETCD=1` a missing etcd is a failure, never a skip.

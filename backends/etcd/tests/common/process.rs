@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use coord_etcd::{EtcdBackend, EtcdConfig};
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
 
 /// A private etcd: its own data dir and loopback ports.
 pub struct EtcdProcess {
@@ -49,7 +49,7 @@ impl EtcdProcess {
     /// Start a fresh etcd with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
-            "coord-etcd-test-{}-{}",
+            "coordkit-etcd-test-{}-{}",
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
