@@ -206,9 +206,16 @@ pub(crate) async fn claim(
         key = field::Empty,
         token = field::Empty
     );
+    // A claim whose session's lease ended under it (revoked, or expired while the
+    // claim was on its way) can never stand: the caller learns it as an expired
+    // claim, never as the primitive's `LeaseNotFound`.
     claim_in_span(coord, kind, name, ttl, value, wait)
         .instrument(span)
         .await
+        .map_err(|e| match e {
+            Error::LeaseNotFound { .. } => expired(name),
+            e => e,
+        })
 }
 
 async fn claim_in_span(
@@ -427,7 +434,7 @@ async fn wait_for_turn(
                             Ok(_) => {}
                             // Compacted or broken: look at the queue again.
                             Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-                                tokio::time::sleep(retry.initial_delay).await;
+                                tokio::time::sleep(retry.jittered_delay(1)).await;
                                 return Ok(());
                             }
                             Err(e) => return Err(e),
@@ -451,7 +458,7 @@ async fn wait_for_turn(
                 .await
             {
                 Ok(events) => watching = Some((predecessor, events, 0)),
-                Err(e) if e.is_retryable() => tokio::time::sleep(retry.initial_delay).await,
+                Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
                 Err(e) => return Err(e),
             },
         }
@@ -653,7 +660,7 @@ impl Claim {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(self.retry.initial_delay).await;
+            tokio::time::sleep(self.retry.jittered_delay(1)).await;
         }
     }
 

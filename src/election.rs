@@ -297,7 +297,7 @@ impl Observer {
                     // The follower backs off itself; a failed start does here.
                     if self.follower.is_none() {
                         self.failures += 1;
-                        tokio::time::sleep(self.retry.delay(self.failures)).await;
+                        tokio::time::sleep(self.retry.jittered_delay(self.failures)).await;
                     }
                     return Err(e);
                 }

@@ -1,9 +1,12 @@
 //! The one error type shared by the primitive, every backend and every recipe.
 
-/// The result type used throughout coord.
+/// The result type used throughout coordkit.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in coord.
+/// A boxed error kept as the [`std::error::Error::source`] of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in coordkit.
 ///
 /// Each variant means the same thing on every backend; a backend converts its own
 /// errors into these. Match on the variants you act upon and treat the rest as fatal;
@@ -71,10 +74,31 @@ pub enum Error {
     },
     /// The store could not be reached, or the connection broke before an answer.
     ///
-    /// A write that failed this way may or may not have been applied.
+    /// A write that failed this way may or may not have been applied, unless the
+    /// backend knows it was never sent (then it has already tried the other endpoints).
     #[error("store unavailable: {reason}")]
     Unavailable {
-        /// What failed.
+        /// What failed, naming the endpoint where the backend knows it.
+        reason: String,
+        /// The underlying error, where there is one.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The store is overloaded and refused the request before applying it (etcd: "too
+    /// many requests"). Retryable after a pause.
+    #[error("store overloaded: {reason}")]
+    Overloaded {
+        /// The store's message.
+        reason: String,
+    },
+    /// The store raised an alarm that refuses writes until an operator acts (etcd's
+    /// `NOSPACE`: the backend database reached its quota; compact, defragment and
+    /// disarm it). Not retryable.
+    #[error("store alarm {alarm}: {reason}")]
+    Alarm {
+        /// The alarm's name, as the store calls it (`NOSPACE`, `CORRUPT`).
+        alarm: String,
+        /// The store's message.
         reason: String,
     },
     /// The operation did not complete within its deadline.
@@ -85,9 +109,17 @@ pub enum Error {
         /// The operation that timed out.
         operation: &'static str,
     },
-    /// The store rejected the credentials or the caller lacks permission.
-    #[error("authentication or authorization failed: {reason}")]
+    /// The store rejected the credentials (wrong user or password, or auth is not
+    /// enabled while credentials were given).
+    #[error("authentication failed: {reason}")]
     AuthFailed {
+        /// The store's reason.
+        reason: String,
+    },
+    /// The authenticated user lacks permission for this key or operation (etcd:
+    /// its roles do not grant it). Not retryable; an operator grants the role.
+    #[error("permission denied: {reason}")]
+    PermissionDenied {
         /// The store's reason.
         reason: String,
     },
@@ -125,10 +157,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the same call may succeed if tried again (the store was unreachable or
-    /// slow). A retried write may apply twice unless it is guarded by a compare.
+    /// Whether the same call may succeed if tried again (the store was unreachable,
+    /// slow or overloaded). A retried write may apply twice unless it is guarded by a compare.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Overloaded { .. }
+        )
     }
 
     /// Shorthand for [`Error::InvalidArgument`].
@@ -143,6 +178,15 @@ impl Error {
     pub fn unavailable(reason: impl Into<String>) -> Self {
         Error::Unavailable {
             reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Unavailable`] keeping the underlying error as its source.
+    pub fn unavailable_from(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            reason: reason.into(),
+            source: Some(source.into()),
         }
     }
 }
@@ -161,5 +205,18 @@ mod tests {
         }
         .is_retryable());
         assert!(!Error::LeaseNotFound { id: 1 }.is_retryable());
+        assert!(Error::Overloaded {
+            reason: "too many requests".into()
+        }
+        .is_retryable());
+        assert!(!Error::Alarm {
+            alarm: "NOSPACE".into(),
+            reason: "database space exceeded".into()
+        }
+        .is_retryable());
+        assert!(!Error::PermissionDenied {
+            reason: "no role".into()
+        }
+        .is_retryable());
     }
 }

@@ -72,7 +72,7 @@ impl Follower {
 
     async fn backoff(&mut self) {
         self.failures += 1;
-        tokio::time::sleep(self.retry.delay(self.failures)).await;
+        tokio::time::sleep(self.retry.jittered_delay(self.failures)).await;
     }
 
     /// Read the range now and queue the difference to what was reported.

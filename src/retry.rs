@@ -14,7 +14,10 @@ use crate::{Error, Result};
 /// revision). Other errors are returned at once.
 ///
 /// Delays grow from `initial_delay` by `multiplier` up to `max_delay`, on tokio's
-/// clock (so a paused test clock skips them).
+/// clock (so a paused test clock skips them). Each wait is shortened by a random
+/// share of up to `jitter` (0.5 by default: somewhere between half and all of the
+/// computed delay), so that many clients failing together do not retry in lockstep.
+/// `deadline`, if set, bounds the whole call: no wait starts that would end past it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     /// Tries in all, the first included; 1 means no retry.
@@ -25,6 +28,11 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Each wait is the previous one times this (at least 1.0).
     pub multiplier: f64,
+    /// The largest share of each wait taken off at random, from 0.0 (none) to 1.0.
+    pub jitter: f64,
+    /// The longest time all tries together may take, waits included; `None`: bounded
+    /// by `max_attempts` only.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -35,6 +43,8 @@ impl Default for RetryPolicy {
             initial_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(5),
             multiplier: 2.0,
+            jitter: 0.5,
+            deadline: None,
         }
     }
 }
@@ -49,7 +59,7 @@ impl RetryPolicy {
     }
 
     /// Check the settings: at least one attempt, a finite multiplier of at least 1,
-    /// and `initial_delay <= max_delay`.
+    /// a jitter from 0 to 1, and `initial_delay <= max_delay`.
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 {
             return Err(Error::invalid(
@@ -61,6 +71,12 @@ impl RetryPolicy {
             return Err(Error::invalid(
                 "retry.multiplier",
                 format!("must be a finite number >= 1.0, got {}", self.multiplier),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::invalid(
+                "retry.jitter",
+                format!("must be from 0.0 to 1.0, got {}", self.jitter),
             ));
         }
         if self.initial_delay > self.max_delay {
@@ -89,6 +105,11 @@ impl RetryPolicy {
         }
     }
 
+    /// [`RetryPolicy::delay`] less a random share of up to `jitter`.
+    pub fn jittered_delay(&self, attempt: u32) -> Duration {
+        jittered(self.delay(attempt), self.jitter)
+    }
+
     /// Run `attempt` until it succeeds, fails with a non-retryable error, or the
     /// attempts are used up (then the last error is returned). `operation` names it
     /// in the logs. The closure is told which try this is (1-based), so a caller can
@@ -99,11 +120,18 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T>>,
     {
         let attempts = self.max_attempts.max(1);
+        let deadline = self
+            .deadline
+            .and_then(|d| tokio::time::Instant::now().checked_add(d));
         let mut n = 1;
         loop {
             match attempt(n).await {
                 Err(e) if e.is_retryable() && n < attempts => {
-                    let delay = self.delay(n);
+                    let delay = self.jittered_delay(n);
+                    if deadline.is_some_and(|d| tokio::time::Instant::now() + delay > d) {
+                        tracing::debug!(operation, attempt = n, error = %e, "retry deadline reached");
+                        return Err(e);
+                    }
                     tracing::debug!(operation, attempt = n, ?delay, error = %e, "retrying");
                     tokio::time::sleep(delay).await;
                     n += 1;
@@ -112,6 +140,16 @@ impl RetryPolicy {
             }
         }
     }
+}
+
+/// `base` less a random share of up to `jitter` (0.0 to 1.0) of it.
+pub(crate) fn jittered(base: Duration, jitter: f64) -> Duration {
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    base.mul_f64(1.0 - jitter * fastrand::f64())
 }
 
 #[cfg(test)]
@@ -153,6 +191,13 @@ mod tests {
             ),
             (
                 RetryPolicy {
+                    jitter: 1.5,
+                    ..RetryPolicy::default()
+                },
+                "retry.jitter",
+            ),
+            (
+                RetryPolicy {
                     initial_delay: Duration::from_secs(10),
                     ..RetryPolicy::default()
                 },
@@ -185,8 +230,50 @@ mod tests {
             .await;
         assert_eq!(out.unwrap(), 3);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        // Waited 200 ms + 400 ms of (paused) tokio time.
-        assert_eq!(start.elapsed(), Duration::from_millis(600));
+        // Waited 200 ms + 400 ms of (paused) tokio time, less up to half by jitter.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited <= Duration::from_millis(600),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn jitter_spreads_delays_within_the_share() {
+        let p = RetryPolicy::default();
+        let delays: Vec<_> = (0..200).map(|_| p.jittered_delay(1)).collect();
+        assert!(delays
+            .iter()
+            .all(|d| *d >= Duration::from_millis(100) && *d <= Duration::from_millis(200)));
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 50, "delays do not spread: {distinct:?}");
+        let none = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(none.jittered_delay(2), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_all_tries() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            jitter: 0.0,
+            deadline: Some(Duration::from_secs(1)),
+            ..RetryPolicy::default()
+        };
+        let start = tokio::time::Instant::now();
+        let out: Result<()> = policy
+            .run("test", |_| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Error::unavailable("down")) }
+            })
+            .await;
+        assert!(out.unwrap_err().is_retryable());
+        // 200 + 400 ms waited; the next 800 ms wait would end past the deadline.
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(start.elapsed() <= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -199,7 +286,7 @@ mod tests {
             })
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 5);
-        assert!(matches!(out, Err(Error::Unavailable { reason }) if reason == "down 5"));
+        assert!(matches!(out, Err(Error::Unavailable { reason, .. }) if reason == "down 5"));
     }
 
     #[tokio::test(start_paused = true)]

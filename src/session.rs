@@ -332,7 +332,7 @@ async fn keep_alive_loop(session: Weak<SessionInner>) {
             Ok(Err(Error::LeaseNotFound { .. })) => return,
             Ok(Err(_)) => {
                 failures += 1;
-                next = Instant::now() + s.retry.delay(failures).min(retry_cap);
+                next = Instant::now() + s.retry.jittered_delay(failures).min(retry_cap);
             }
         }
     }

@@ -240,3 +240,29 @@ async fn a_waiter_looks_twice_early_then_only_watches() {
     guard.unlock().await.unwrap();
     queued.await.unwrap().unwrap().unlock().await.unwrap();
 }
+
+/// A claim that reaches the store after its session's lease was revoked is
+/// `LockExpired` for a lock and for a campaign alike, never the
+/// primitive's `LeaseNotFound`, and leaves no key.
+#[tokio::test(start_paused = true)]
+async fn a_claim_on_a_revoked_lease_is_expired_not_lease_not_found() {
+    let store = MemoryBackend::new();
+    let coordinator = Coordinator::new(Arc::new(store.client()));
+    let session = coordinator.session(TTL).await.unwrap();
+    // The lease ends under the session before its owner notices.
+    store.lease_revoke(session.lease()).await.unwrap();
+    let err = coordinator.lock().acquire("gone", TTL).await.unwrap_err();
+    assert!(matches!(err, Error::LockExpired { .. }), "lock: {err:?}");
+    let err = coordinator
+        .election()
+        .with_ttl(TTL)
+        .campaign("gone", "me")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LockExpired { .. }),
+        "campaign: {err:?}"
+    );
+    assert_eq!(keys(&store, "coord/").await, 0);
+}

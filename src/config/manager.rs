@@ -266,7 +266,7 @@ where
     loop {
         let Some(events) = watcher.as_mut() else {
             failures += 1;
-            tokio::time::sleep(inner.center.retry().delay(failures)).await;
+            tokio::time::sleep(inner.center.retry().jittered_delay(failures)).await;
             watcher = inner.load().await;
             if watcher.is_some() {
                 failures = 0;

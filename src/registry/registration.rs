@@ -252,7 +252,7 @@ impl Inner {
             }
             tokio::select! {
                 _ = session.lost() => return Ended::SessionLost,
-                _ = tokio::time::sleep(self.coord.retry.initial_delay) => {}
+                _ = tokio::time::sleep(self.coord.retry.jittered_delay(1)) => {}
             }
         }
     }
@@ -371,7 +371,7 @@ async fn keep(inner: Arc<Inner>, mut session: Session) {
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = inner.coord.retry.delay(failures).min(interval);
+                    let wait = inner.coord.retry.jittered_delay(failures).min(interval);
                     tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
                     tokio::time::sleep(wait).await;
                 }

@@ -135,28 +135,88 @@ pub(crate) fn op(op: TxnOp) -> etcd::TxnOp {
     }
 }
 
-/// What a failed call was about, to name the lease in `LeaseNotFound`.
+/// What a failed call was about, to name the lease, the endpoint and the argument
+/// in the error.
 #[derive(Clone, Copy, Default)]
-pub(crate) struct Context {
+pub(crate) struct Context<'a> {
+    /// The lease the call was about, for `LeaseNotFound`.
     pub(crate) lease: Option<i64>,
+    /// The endpoint the call went to.
+    pub(crate) endpoint: Option<&'a str>,
+    /// The larger part of the request (`"key"` or `"value"`), named when etcd
+    /// refuses the request as too large.
+    pub(crate) larger: Option<&'static str>,
 }
 
-/// Map an etcd-client error onto coordkit's error.
+impl<'a> Context<'a> {
+    /// About lease `id`.
+    pub(crate) fn lease(id: i64) -> Self {
+        Context {
+            lease: Some(id),
+            ..Context::default()
+        }
+    }
+
+    /// About a call to `endpoint`.
+    pub(crate) fn at(endpoint: &'a str) -> Self {
+        Context {
+            endpoint: Some(endpoint),
+            ..Context::default()
+        }
+    }
+
+    fn place(&self) -> String {
+        self.endpoint
+            .map(|e| format!(" at {e}"))
+            .unwrap_or_default()
+    }
+}
+
+/// Whether the call failed before any member received it, so that it cannot have
+/// applied and may go to another endpoint whatever it is: no connection could be
+/// made, or the member refused it up front for want of a leader (the
+/// `hasleader` requirement every request carries).
+pub(crate) fn never_sent(e: &etcd::Error) -> bool {
+    match e {
+        etcd::Error::TransportError(_) => true,
+        etcd::Error::GRpcStatus(status) => {
+            let msg = status.message();
+            (status.code() == tonic::Code::Unavailable
+                && (msg.contains("connect") || msg.contains("Connection refused")))
+                || msg == "etcdserver: no leader"
+        }
+        _ => false,
+    }
+}
+
+/// Whether etcd refused the call because the auth token predates an auth change
+/// ("revision of auth store is old"): refresh the token and send it once more.
+pub(crate) fn auth_revision_old(e: &etcd::Error) -> bool {
+    matches!(e, etcd::Error::GRpcStatus(s) if s.message().contains("revision of auth store is old"))
+}
+
+/// Map an etcd-client error onto coordkit's error, keeping it as the source where
+/// the variant has one.
 pub(crate) fn error(e: etcd::Error, ctx: Context) -> Error {
     match e {
         etcd::Error::GRpcStatus(status) => status_error(status, ctx),
-        etcd::Error::TransportError(t) => Error::unavailable(format!("transport: {t}")),
-        etcd::Error::IoError(io) => Error::unavailable(format!("i/o: {io}")),
+        etcd::Error::TransportError(t) => {
+            Error::unavailable_from(format!("cannot connect{}: {t}", ctx.place()), t)
+        }
+        etcd::Error::IoError(io) => {
+            Error::unavailable_from(format!("i/o{}: {io}", ctx.place()), io)
+        }
         etcd::Error::WatchError(m) | etcd::Error::LeaseKeepAliveError(m) => {
             if m.contains("lease not found") {
                 Error::LeaseNotFound {
                     id: ctx.lease.unwrap_or(0),
                 }
             } else {
-                Error::unavailable(m)
+                Error::unavailable(format!("{m}{}", ctx.place()))
             }
         }
         etcd::Error::InvalidArgs(m) => Error::invalid("request", m),
+        etcd::Error::InvalidUri(u) => Error::invalid("endpoints", format!("not a URL: {u}")),
         other => Error::Backend {
             backend: BACKEND,
             source: Box::new(other),
@@ -166,7 +226,7 @@ pub(crate) fn error(e: etcd::Error, ctx: Context) -> Error {
 
 fn status_error(status: tonic::Status, ctx: Context) -> Error {
     use tonic::Code;
-    let msg = status.message();
+    let msg = status.message().to_string();
     if msg.contains("required revision has been compacted") {
         // etcd does not say which revision it compacted at in this answer.
         return Error::Compacted {
@@ -174,7 +234,7 @@ fn status_error(status: tonic::Status, ctx: Context) -> Error {
         };
     }
     if msg.contains("required revision is a future revision") {
-        return Error::invalid("revision", msg.to_string());
+        return Error::invalid("revision", msg);
     }
     if msg.contains("requested lease not found") {
         return Error::LeaseNotFound {
@@ -182,32 +242,69 @@ fn status_error(status: tonic::Status, ctx: Context) -> Error {
         };
     }
     if msg.contains("request is too large") || msg.contains("message larger than max") {
-        return Error::invalid("value", msg.to_string());
+        let argument = ctx.larger.unwrap_or("value");
+        return Error::invalid(
+            argument,
+            format!("etcd refused the request as too large (its --max-request-bytes): {msg}"),
+        );
     }
     if msg.contains("duplicate key given in txn request")
         || msg.contains("too many operations in txn request")
     {
-        return Error::invalid("txn", msg.to_string());
+        return Error::invalid("txn", msg);
     }
-    if msg.contains("authentication failed") || msg.contains("permission denied") {
-        return Error::AuthFailed {
-            reason: msg.to_string(),
+    if msg.contains("database space exceeded") {
+        return Error::Alarm {
+            alarm: "NOSPACE".to_string(),
+            reason: msg,
         };
     }
-    match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied => Error::AuthFailed {
-            reason: msg.to_string(),
-        },
-        Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown => {
-            Error::unavailable(format!("{:?}: {msg}", status.code()))
+    if msg.contains("corrupt cluster") {
+        return Error::Alarm {
+            alarm: "CORRUPT".to_string(),
+            reason: msg,
+        };
+    }
+    if msg.contains("too many requests") {
+        return Error::Overloaded {
+            reason: format!("{msg}{}", ctx.place()),
+        };
+    }
+    if msg.contains("permission denied") {
+        return Error::PermissionDenied { reason: msg };
+    }
+    if msg.contains("authentication failed")
+        || msg.contains("invalid auth token")
+        || msg.contains("user name is empty")
+        || msg.contains("authentication is not enabled")
+    {
+        return Error::AuthFailed { reason: msg };
+    }
+    let code = status.code();
+    let place = ctx.place();
+    match code {
+        Code::Unauthenticated => Error::AuthFailed { reason: msg },
+        Code::PermissionDenied => Error::PermissionDenied { reason: msg },
+        // Leader changes, a member without a leader, stream resets, a stale auth
+        // revision: transient, the same call may succeed on the next try.
+        Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown | Code::Internal => {
+            Error::unavailable_from(format!("{code:?}{place}: {msg}"), status)
+        }
+        Code::FailedPrecondition if msg.contains("leader") => {
+            Error::unavailable_from(format!("{code:?}{place}: {msg}"), status)
+        }
+        Code::InvalidArgument if msg.contains("revision of auth store is old") => {
+            Error::unavailable_from(format!("{code:?}{place}: {msg}"), status)
         }
         Code::DeadlineExceeded => Error::Timeout {
             operation: "etcd request",
         },
         Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            Error::invalid("request", msg.to_string())
+            Error::invalid("request", msg)
         }
-        Code::ResourceExhausted => Error::invalid("value", msg.to_string()),
+        Code::ResourceExhausted => Error::Overloaded {
+            reason: format!("{msg}{place}"),
+        },
         _ => Error::Backend {
             backend: BACKEND,
             source: Box::new(status),

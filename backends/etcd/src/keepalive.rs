@@ -1,20 +1,88 @@
-//! All lease keep-alives of one backend over one keep-alive stream.
+//! All lease keep-alives of one backend over one keep-alive stream, which leaves a
+//! member that stops answering.
 //!
 //! A hub task owns the stream; callers send a lease id and get the renewed TTL (or
-//! `LeaseNotFound`) back. Answers come in request order per lease id. A broken stream
-//! fails the calls in flight with `Unavailable` and is reopened by the next call.
+//! `LeaseNotFound`) back. Answers come in request order per lease id.
+//!
+//! Liveness: a renewal unanswered for the [`Liveness`] bound (a fifth of the
+//! smallest live lease TTL, within the config's limits) means the member carrying
+//! the stream stopped answering (stopped, blackholed, cut off from the quorum). The
+//! hub sets that endpoint aside, opens the stream on the next one, and sends the
+//! unanswered renewals again there (renewing twice is harmless), so a session
+//! keeps its lease while any healthy member is reachable. Opening is bounded by
+//! the same bound per endpoint. Per-lease state lives only while a renewal of that
+//! lease is unanswered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use coordkit::{Error, Result};
 use etcd_client as etcd;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::convert::{self, Context};
+use crate::endpoints::Endpoints;
 
 pub(crate) struct Request {
     pub(crate) id: i64,
     pub(crate) reply: oneshot::Sender<Result<i64>>,
+}
+
+/// The TTLs of the leases this backend granted and has not seen end, from which
+/// the streams' liveness bound follows.
+pub(crate) struct Liveness {
+    ttls: Mutex<BTreeMap<i64, i64>>,
+    /// The bound with no lease live, and the most it may be.
+    max: Duration,
+    /// The least it may be: a member under load may take this long to answer.
+    min: Duration,
+}
+
+impl Liveness {
+    pub(crate) fn new(max: Duration) -> Self {
+        Liveness {
+            ttls: Mutex::new(BTreeMap::new()),
+            max,
+            min: Duration::from_millis(500).min(max),
+        }
+    }
+
+    pub(crate) fn granted(&self, id: i64, ttl: i64) {
+        self.ttls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, ttl);
+    }
+
+    pub(crate) fn ended(&self, id: i64) {
+        self.ttls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// How long a stream may leave a request unanswered before it is abandoned:
+    /// a fifth of the smallest live TTL, within `[min, max]`. With keep-alives
+    /// sent at a third of the TTL and a session's local deadline at about nine
+    /// tenths of it, a renewal that hits a dead member is re-sent elsewhere with
+    /// more than a third of the TTL to spare.
+    pub(crate) fn bound(&self) -> Duration {
+        let smallest = self
+            .ttls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .min()
+            .copied();
+        match smallest {
+            Some(ttl) => Duration::from_millis(u64::try_from(ttl).unwrap_or(0).saturating_mul(200))
+                .clamp(self.min, self.max),
+            None => self.max,
+        }
+    }
 }
 
 type Stream = (etcd::LeaseKeeper, etcd::LeaseKeepAliveStream);
@@ -27,69 +95,229 @@ fn answer(id: i64, ttl: i64) -> Result<i64> {
     }
 }
 
+struct Waiting {
+    sent: Instant,
+    reply: oneshot::Sender<Result<i64>>,
+}
+
+struct Hub {
+    endpoints: Arc<Endpoints>,
+    liveness: Arc<Liveness>,
+    streams_opened: Arc<AtomicU64>,
+    /// The open stream and the endpoint it is on.
+    stream: Option<(usize, Stream)>,
+    /// Unanswered renewals per lease, oldest first.
+    pending: HashMap<i64, VecDeque<Waiting>>,
+}
+
 pub(crate) async fn run(
-    client: etcd::Client,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    streams_opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    endpoints: Arc<Endpoints>,
+    liveness: Arc<Liveness>,
+    mut requests: mpsc::Receiver<Request>,
+    streams_opened: Arc<AtomicU64>,
 ) {
-    let mut stream: Option<Stream> = None;
-    let mut pending: HashMap<i64, VecDeque<oneshot::Sender<Result<i64>>>> = HashMap::new();
+    let mut hub = Hub {
+        endpoints,
+        liveness,
+        streams_opened,
+        stream: None,
+        pending: HashMap::new(),
+    };
     loop {
+        let oldest = hub.oldest_unanswered();
+        let bound = hub.liveness.bound();
         let message = async {
-            match &mut stream {
-                Some((_, responses)) => responses.message().await,
+            match &mut hub.stream {
+                Some((_, (_, responses))) => responses.message().await,
+                None => std::future::pending().await,
+            }
+        };
+        let silent = async {
+            match oldest {
+                Some(sent) => tokio::time::sleep_until(sent + bound).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             req = requests.recv() => {
                 let Some(req) = req else { return };
-                if stream.is_none() {
-                    // etcd-client opens the stream with one renewal of this lease and keeps
-                    // its answer; the request below on the new stream brings the TTL back.
-                    match client.lease_client().keep_alive(req.id).await {
-                        Ok(s) => {
-                            streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            stream = Some(s);
-                        }
-                        Err(e) => {
-                            let _ = req.reply.send(Err(convert::error(e, Context { lease: Some(req.id) })));
-                            continue;
-                        }
-                    }
-                }
-                let Some((keeper, _)) = &mut stream else { continue };
-                // With etcd-client's `pub-response-field`, one keeper renews any lease.
-                keeper.id = req.id;
-                let sent = keeper.keep_alive().await;
-                if sent.is_ok() {
-                    pending.entry(req.id).or_default().push_back(req.reply);
-                } else {
-                    let _ = req.reply.send(Err(Error::unavailable("etcd keep-alive stream closed")));
-                    fail_all(&mut pending);
-                    stream = None;
-                }
+                hub.pending.entry(req.id).or_default().push_back(Waiting {
+                    sent: Instant::now(),
+                    reply: req.reply,
+                });
+                hub.send(req.id).await;
             }
             msg = message => match msg {
-                Ok(Some(resp)) => {
-                    if let Some(reply) = pending.get_mut(&resp.id()).and_then(|q| q.pop_front()) {
-                        let _ = reply.send(answer(resp.id(), resp.ttl()));
-                    }
-                }
+                Ok(Some(resp)) => hub.answered(resp.id(), resp.ttl()),
                 Ok(None) | Err(_) => {
-                    tracing::warn!("etcd keep-alive stream broke; failing the keep-alives in flight");
-                    fail_all(&mut pending);
-                    stream = None;
+                    hub.abandon("the keep-alive stream broke");
+                    hub.resend_all().await;
                 }
             },
+            _ = silent => {
+                hub.abandon("a keep-alive went unanswered past the liveness bound");
+                hub.resend_all().await;
+            }
         }
     }
 }
 
-fn fail_all(pending: &mut HashMap<i64, VecDeque<oneshot::Sender<Result<i64>>>>) {
-    for (_, queue) in pending.drain() {
-        for reply in queue {
-            let _ = reply.send(Err(Error::unavailable("etcd keep-alive stream broke")));
+impl Hub {
+    fn oldest_unanswered(&self) -> Option<Instant> {
+        self.stream.as_ref()?;
+        self.pending
+            .values()
+            .filter_map(|q| q.front().map(|w| w.sent))
+            .min()
+    }
+
+    fn answered(&mut self, id: i64, ttl: i64) {
+        if let Some(queue) = self.pending.get_mut(&id) {
+            if let Some(w) = queue.pop_front() {
+                let _ = w.reply.send(answer(id, ttl));
+            }
+            if queue.is_empty() {
+                self.pending.remove(&id);
+            }
+        }
+        if let Some((i, _)) = &self.stream {
+            self.endpoints.answered(*i);
+        }
+        if ttl <= 0 {
+            self.liveness.ended(id);
+        }
+    }
+
+    fn abandon(&mut self, why: &str) {
+        if let Some((i, _)) = self.stream.take() {
+            tracing::warn!(endpoint = %self.endpoints.url(i), reason = why, "leaving the etcd keep-alive stream");
+            self.endpoints.set_aside(i, why);
+        }
+    }
+
+    /// Send one renewal of `id`, opening a stream first if there is none. Returns
+    /// whether a stream is open afterwards.
+    async fn send(&mut self, id: i64) -> bool {
+        if self.stream.is_none() {
+            self.open(id).await;
+            // The renewal that opened the stream is answered to etcd-client, not
+            // to us: the one below brings the TTL back.
+        }
+        let bound = self.liveness.bound();
+        let Some((_, (keeper, _))) = &mut self.stream else {
+            return false;
+        };
+        if !self.pending.contains_key(&id) {
+            return true;
+        }
+        // With etcd-client's `pub-response-field`, one keeper renews any lease.
+        keeper.id = id;
+        match tokio::time::timeout(bound, keeper.keep_alive()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => {
+                self.abandon("the keep-alive stream closed");
+                false
+            }
+            Err(_) => {
+                self.abandon("the keep-alive stream does not take requests");
+                false
+            }
+        }
+    }
+
+    /// Send every unanswered renewal again, on a new stream (opened on the next
+    /// endpoint; each try bounded). Ends when every renewal is sent or has failed.
+    async fn resend_all(&mut self) {
+        for _attempt in 0..=self.endpoints.len() {
+            let now = Instant::now();
+            for w in self.pending.values_mut().flatten() {
+                w.sent = now;
+            }
+            let work: Vec<(i64, usize)> =
+                self.pending.iter().map(|(id, q)| (*id, q.len())).collect();
+            let mut all_sent = true;
+            'leases: for (id, count) in work {
+                for _ in 0..count {
+                    if !self.send(id).await {
+                        all_sent = false;
+                        break 'leases;
+                    }
+                }
+            }
+            if all_sent || self.pending.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Open a stream on the first endpoint that takes it within the bound, with a
+    /// renewal of `id`. When no endpoint does, the renewals waiting fail with
+    /// `Unavailable` (the session retries them).
+    async fn open(&mut self, id: i64) {
+        let bound = self.liveness.bound();
+        let mut last = None;
+        for i in self.endpoints.order() {
+            let url = self.endpoints.url(i).to_string();
+            let client = match self.endpoints.client(i).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.endpoints.set_aside(i, "cannot connect");
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let mut leases = client.lease_client();
+            match tokio::time::timeout(bound, leases.keep_alive(id)).await {
+                Ok(Ok(s)) => {
+                    self.streams_opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %url, "etcd keep-alive stream opened");
+                    self.stream = Some((i, s));
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let err = convert::error(
+                        e,
+                        Context {
+                            lease: Some(id),
+                            endpoint: Some(&url),
+                            larger: None,
+                        },
+                    );
+                    if let Error::LeaseNotFound { .. } = err {
+                        // The member answered: the lease is gone, not the member.
+                        self.endpoints.answered(i);
+                        self.liveness.ended(id);
+                        self.fail(id, || Error::LeaseNotFound { id });
+                        return;
+                    }
+                    self.endpoints
+                        .set_aside(i, "cannot open a keep-alive stream");
+                    last = Some(err);
+                }
+                Err(_) => {
+                    self.endpoints
+                        .set_aside(i, "opening a keep-alive stream timed out");
+                    last = Some(Error::unavailable(format!(
+                        "opening a keep-alive stream at {url} timed out after {bound:?}"
+                    )));
+                }
+            }
+        }
+        let reason = last.map_or_else(|| "no endpoint".to_string(), |e| e.to_string());
+        for (_, queue) in self.pending.drain() {
+            for w in queue {
+                let _ = w.reply.send(Err(Error::unavailable(format!(
+                    "no etcd endpoint takes a keep-alive stream: {reason}"
+                ))));
+            }
+        }
+    }
+
+    fn fail(&mut self, id: i64, err: impl Fn() -> Error) {
+        if let Some(queue) = self.pending.remove(&id) {
+            for w in queue {
+                let _ = w.reply.send(Err(err()));
+            }
         }
     }
 }

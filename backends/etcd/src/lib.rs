@@ -17,13 +17,27 @@
 //! [`EtcdBackend`] alone is the primitive (a [`coordkit::Backend`]), for direct use or
 //! for [`coordkit::Coordinator::builder`] with other options.
 //!
-//! One backend holds one etcd client. All its watches share one gRPC watch stream and
-//! all its lease keep-alives share one keep-alive stream. A watch whose stream breaks
-//! (etcd restarted, network cut) is resumed by the backend from the last delivered
-//! revision + 1: no gap, no duplicate; it yields `Compacted` only when etcd has
-//! compacted past that point. Each request is bounded by
-//! [`EtcdConfig::request_timeout`]. Nothing is retried here; the recipes retry only
-//! what cannot apply twice.
+//! One backend holds one etcd client per endpoint and picks the member for each
+//! call itself: the first healthy endpoint, starting from the one that answered
+//! last. An endpoint that cannot be connected, times out, or leaves a stream silent
+//! is set aside for a while, so one sick member of a cluster costs at most one
+//! timeout. Every request carries etcd's `hasleader` requirement: a member cut off
+//! from the quorum refuses at once instead of hanging.
+//!
+//! All watches share one gRPC watch stream and all lease keep-alives share one
+//! keep-alive stream. Both streams have a liveness bound (a fifth of the smallest
+//! live lease TTL, at most [`EtcdConfig::stream_liveness`]): a stream that leaves a
+//! request unanswered that long is moved to another member, so a session is never
+//! lost to one sick member while a quorum is reachable. A watch whose stream moves
+//! or breaks is resumed from the last delivered revision + 1: no gap, no duplicate;
+//! it yields `Compacted` only when etcd has compacted past that point. A consumer
+//! that stops reading never holds up the other watches (see [`EtcdBackend::watch`]).
+//!
+//! Each request is bounded by [`EtcdConfig::request_timeout`]. A request that
+//! provably never reached a member (no connection, or refused for want of a
+//! leader) is sent to the next endpoint, writes included. A write that timed out
+//! or whose connection broke may or may not have applied and is not repeated
+//! here; the recipes retry only what cannot apply twice.
 //!
 //! Building needs `protoc` (Debian: `protobuf-compiler`) for etcd-client.
 
@@ -31,12 +45,13 @@
 
 mod config;
 mod convert;
+mod endpoints;
 mod keepalive;
 mod watch;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -69,21 +84,35 @@ use convert::Context;
 
 /// Streams the backend has opened, for tests and benchmarks that check the sharing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamStats {
-    /// Watch streams opened (1 while nothing broke).
+    /// Watch streams opened (1 while nothing broke or moved).
     pub watch_streams: u64,
-    /// Keep-alive streams opened (1 while nothing broke).
+    /// Keep-alive streams opened (1 while nothing broke or moved).
     pub keep_alive_streams: u64,
+    /// Times a watch was cut because its consumer fell a full buffer behind.
+    pub watch_stalls: u64,
 }
 
+/// Keep-alive requests waiting for the hub, at most (callers wait beyond).
+const KEEP_ALIVE_QUEUE: usize = 1024;
+
 struct Inner {
-    client: etcd::Client,
+    endpoints: Arc<endpoints::Endpoints>,
     config: EtcdConfig,
-    watches: mpsc::UnboundedSender<watch::Command>,
-    keep_alives: mpsc::UnboundedSender<keepalive::Request>,
+    watches: Arc<watch::Mailbox>,
+    keep_alives: mpsc::Sender<keepalive::Request>,
+    liveness: Arc<keepalive::Liveness>,
     next_watch: AtomicI64,
     watch_counters: Arc<watch::Counters>,
     keep_alive_streams: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the watch hub; the keep-alive hub ends with its queue's sender.
+        self.watches.close();
+    }
 }
 
 /// A coordkit backend on etcd v3. Clones share the connection.
@@ -102,23 +131,17 @@ impl std::fmt::Debug for EtcdBackend {
 
 impl EtcdBackend {
     /// Connect to etcd. Fails with `Unavailable` or `Timeout` if no endpoint answers
-    /// within the connect timeout, and `AuthFailed` for bad credentials.
+    /// within the connect timeout, `AuthFailed` for bad credentials, and
+    /// `InvalidArgument` for a bad config.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        if config.endpoints.is_empty() {
-            return Err(Error::invalid(
-                "endpoints",
-                "at least one endpoint is needed",
-            ));
-        }
-        if config.request_timeout.is_zero() {
-            return Err(Error::invalid("request_timeout", "must be above zero"));
-        }
+        config.validate()?;
         let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(
-                std::time::Duration::from_secs(10),
-                std::time::Duration::from_secs(5),
-            );
+            .with_keep_alive(config.keep_alive_interval, config.keep_alive_timeout)
+            // etcd counts pings on a connection without streams as abuse.
+            .with_keep_alive_while_idle(false)
+            .with_require_leader(true)
+            .with_auto_token_refresh(true);
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             options = options.with_user(user.clone(), password.clone());
         }
@@ -126,31 +149,35 @@ impl EtcdBackend {
         if let Some(tls) = &config.tls {
             options = options.with_tls(tls.clone());
         }
-        let connect = etcd::Client::connect(config.endpoints.clone(), Some(options));
-        let client = match tokio::time::timeout(config.connect_timeout, connect).await {
-            Err(_) => {
-                return Err(Error::Timeout {
-                    operation: "etcd connect",
-                })
-            }
-            Ok(r) => r.map_err(|e| convert::error(e, Context::default()))?,
-        };
-        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
-        let (ka_tx, ka_rx) = mpsc::unbounded_channel();
+        let endpoints = Arc::new(endpoints::Endpoints::new(
+            &config.endpoints,
+            options,
+            config.connect_timeout,
+        ));
+        let mailbox = Arc::new(watch::Mailbox::default());
+        let (ka_tx, ka_rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let watch_counters = Arc::new(watch::Counters::default());
         let keep_alive_streams = Arc::new(AtomicU64::new(0));
-        tokio::spawn(watch::run(client.clone(), watch_rx, watch_counters.clone()));
+        let liveness = Arc::new(keepalive::Liveness::new(config.stream_liveness));
+        tokio::spawn(watch::run(
+            endpoints.clone(),
+            liveness.clone(),
+            mailbox.clone(),
+            watch_counters.clone(),
+        ));
         tokio::spawn(keepalive::run(
-            client.clone(),
+            endpoints.clone(),
+            liveness.clone(),
             ka_rx,
             keep_alive_streams.clone(),
         ));
         let backend = EtcdBackend {
             inner: Arc::new(Inner {
-                client,
+                endpoints,
                 config,
-                watches: watch_tx,
+                watches: mailbox,
                 keep_alives: ka_tx,
+                liveness,
                 next_watch: AtomicI64::new(1),
                 watch_counters,
                 keep_alive_streams,
@@ -159,11 +186,6 @@ impl EtcdBackend {
         // Fail now, not at the first call, if etcd does not answer.
         backend.current_revision().await?;
         Ok(backend)
-    }
-
-    /// The underlying etcd-client, for what coordkit does not cover.
-    pub fn client(&self) -> etcd::Client {
-        self.inner.client.clone()
     }
 
     /// How many watch and keep-alive streams this backend has opened.
@@ -175,33 +197,78 @@ impl EtcdBackend {
                 .streams_opened
                 .load(Ordering::Relaxed),
             keep_alive_streams: self.inner.keep_alive_streams.load(Ordering::Relaxed),
+            watch_stalls: self.inner.watch_counters.stalls.load(Ordering::Relaxed),
         }
     }
 
-    /// Run one etcd-client call under the request timeout, mapping its error.
+    /// Run one etcd call under the request timeout on the first healthy endpoint,
+    /// mapping its error.
     ///
-    /// The call's future (about 2 KiB for a tonic unary call, plus the 400-byte
-    /// client it borrows when it owns that) is boxed here, once: held inline, it
-    /// made every backend future several KiB, copied on each move (measured: a
-    /// 5.6 KiB `txn` future, about 5 µs of `memcpy` per lock acquire+release).
-    fn call<'a, T, F>(
+    /// `call` makes the request for a client; it is called again for the next
+    /// endpoint only when the request provably never reached a member (so a write
+    /// cannot apply twice), and once more on the same endpoint after refreshing an
+    /// auth token that etcd calls old. A timeout sets the endpoint aside and
+    /// returns `Timeout` (a write may have applied). Each attempt's future is boxed
+    /// once: held inline, tonic's call futures made every backend future several
+    /// KiB, copied on each move.
+    async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
-        ctx: Context,
-        fut: F,
-    ) -> impl Future<Output = Result<T>> + Send + 'a
+        ctx: Context<'_>,
+        mut call: F,
+    ) -> Result<T>
     where
-        F: Future<Output = std::result::Result<T, etcd::Error>> + Send + 'a,
-        T: 'a,
+        F: FnMut(etcd::Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd::Error>> + Send,
     {
-        let fut = Box::pin(fut);
+        let endpoints = &self.inner.endpoints;
         let limit = self.inner.config.request_timeout;
-        async move {
-            match tokio::time::timeout(limit, fut).await {
-                Err(_) => Err(Error::Timeout { operation }),
-                Ok(r) => r.map_err(|e| convert::error(e, ctx)),
+        let mut last = None;
+        let mut refreshed = false;
+        let order = endpoints.order();
+        let mut k = 0;
+        while let Some(&i) = order.get(k) {
+            let url = endpoints.url(i);
+            let ctx = Context {
+                endpoint: Some(url),
+                ..ctx
+            };
+            let client = match endpoints.client(i).await {
+                Ok(c) => c,
+                Err(e) if e.is_retryable() => {
+                    endpoints.set_aside(i, "cannot connect");
+                    last = Some(e);
+                    k += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match tokio::time::timeout(limit, Box::pin(call(client.clone()))).await {
+                Err(_) => {
+                    endpoints.set_aside(i, "a request timed out");
+                    return Err(Error::Timeout { operation });
+                }
+                Ok(Ok(v)) => {
+                    endpoints.answered(i);
+                    return Ok(v);
+                }
+                Ok(Err(e)) if convert::never_sent(&e) => {
+                    tracing::debug!(operation, endpoint = url, error = %e, "not sent; trying the next endpoint");
+                    endpoints.set_aside(i, "a request could not be sent");
+                    last = Some(convert::error(e, ctx));
+                    k += 1;
+                }
+                Ok(Err(e)) if convert::auth_revision_old(&e) && !refreshed => {
+                    refreshed = true;
+                    client
+                        .refresh_token()
+                        .await
+                        .map_err(|e| convert::error(e, ctx))?;
+                }
+                Ok(Err(e)) => return Err(convert::error(e, ctx)),
             }
         }
+        Err(last.unwrap_or_else(|| Error::unavailable("no etcd endpoint")))
     }
 }
 
@@ -231,10 +298,10 @@ impl Backend for EtcdBackend {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
         validate::range(&request)?;
         let (key, options) = convert::get(request);
-        let mut kv = self.inner.client.kv_client();
         let resp = self
-            .call("range", Context::default(), async move {
-                kv.get(key, Some(options)).await
+            .call("range", Context::default(), |c| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.kv_client().get(key, Some(options)).await }
             })
             .await?;
         Ok(range_response(resp, 0))
@@ -242,24 +309,33 @@ impl Backend for EtcdBackend {
 
     async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
         validate::txn(&txn, &self.inner.config.limits)?;
-        let lease = txn
-            .success
-            .iter()
-            .chain(&txn.failure)
-            .find_map(|op| match op {
-                coordkit::TxnOp::Put(p) => p.lease.map(|l| l.0),
-                _ => None,
-            });
+        let ctx = Context {
+            lease: txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .find_map(|op| match op {
+                    coordkit::TxnOp::Put(p) => p.lease.map(|l| l.0),
+                    _ => None,
+                }),
+            endpoint: None,
+            larger: Some(larger_part(&txn)),
+        };
         // An unconditional single write is sent as a plain Put or Delete: the same
         // atomic effect, and etcd 3.4 serves it without the read view a Txn opens
         // (which copies its write buffer per request: 7x slower under load).
         if txn.compares.is_empty() && txn.failure.is_empty() && txn.success.len() == 1 {
-            let mut kv = self.inner.client.kv_client();
             match txn.success.pop() {
                 Some(coordkit::TxnOp::Put(p)) => {
                     let options = convert::put_options(&p);
-                    let put = async move { kv.put(p.key, p.value, Some(options)).await };
-                    let mut resp = self.call("put", Context { lease }, put).await?;
+                    let (key, value) = (p.key, p.value);
+                    let mut resp = self
+                        .call("put", ctx, |c| {
+                            let (key, value, options) =
+                                (key.clone(), value.clone(), options.clone());
+                            async move { c.kv_client().put(key, value, Some(options)).await }
+                        })
+                        .await?;
                     return Ok(TxnResponse {
                         succeeded: true,
                         revision: resp.header().map_or(0, |h| h.revision()),
@@ -271,8 +347,9 @@ impl Backend for EtcdBackend {
                 Some(coordkit::TxnOp::Delete(d)) => {
                     let (key, options) = convert::delete_options(d);
                     let mut resp = self
-                        .call("delete", Context::default(), async move {
-                            kv.delete(key, Some(options)).await
+                        .call("delete", ctx, |c| {
+                            let (key, options) = (key.clone(), options.clone());
+                            async move { c.kv_client().delete(key, Some(options)).await }
                         })
                         .await?;
                     return Ok(TxnResponse {
@@ -302,13 +379,11 @@ impl Backend for EtcdBackend {
             )
             .and_then(txn.success.into_iter().map(convert::op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert::op).collect::<Vec<_>>());
-        let mut kv = self.inner.client.kv_client();
         let resp = self
-            .call(
-                "txn",
-                Context { lease },
-                async move { kv.txn(request).await },
-            )
+            .call("txn", ctx, |c| {
+                let request = request.clone();
+                async move { c.kv_client().txn(request).await }
+            })
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let responses = resp
@@ -349,9 +424,10 @@ impl Backend for EtcdBackend {
 
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
         validate::ttl(ttl, &self.inner.config.limits)?;
-        let mut lc = self.inner.client.lease_client();
         let resp = self
-            .call("lease grant", Context::default(), lc.grant(ttl, None))
+            .call("lease grant", Context::default(), |c| async move {
+                c.lease_client().grant(ttl, None).await
+            })
             .await?;
         if !resp.error().is_empty() {
             return Err(Error::unavailable(format!(
@@ -359,6 +435,7 @@ impl Backend for EtcdBackend {
                 resp.error()
             )));
         }
+        self.inner.liveness.granted(resp.id(), resp.ttl());
         Ok(LeaseGrant {
             id: LeaseId(resp.id()),
             ttl: resp.ttl(),
@@ -367,43 +444,50 @@ impl Backend for EtcdBackend {
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .keep_alives
-            .send(keepalive::Request { id: id.0, reply })
-            .map_err(|_| Error::Closed {
-                what: "etcd keep-alive stream",
-            })?;
-        match tokio::time::timeout(self.inner.config.request_timeout, answer).await {
+        let limit = self.inner.config.request_timeout;
+        let ask = async {
+            self.inner
+                .keep_alives
+                .send(keepalive::Request { id: id.0, reply })
+                .await
+                .map_err(|_| Error::Closed {
+                    what: "etcd keep-alive stream",
+                })?;
+            match answer.await {
+                Err(_) => Err(Error::unavailable("etcd keep-alive stream closed")),
+                Ok(r) => r,
+            }
+        };
+        match tokio::time::timeout(limit, ask).await {
             Err(_) => Err(Error::Timeout {
                 operation: "lease keep-alive",
             }),
-            Ok(Err(_)) => Err(Error::unavailable("etcd keep-alive stream closed")),
-            Ok(Ok(r)) => r,
+            Ok(r) => r,
         }
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        let mut lc = self.inner.client.lease_client();
-        self.call(
-            "lease revoke",
-            Context { lease: Some(id.0) },
-            lc.revoke(id.0),
-        )
-        .await?;
-        Ok(())
+        let result = self
+            .call("lease revoke", Context::lease(id.0), |c| async move {
+                c.lease_client().revoke(id.0).await
+            })
+            .await;
+        if matches!(result, Ok(_) | Err(Error::LeaseNotFound { .. })) {
+            self.inner.liveness.ended(id.0);
+        }
+        result.map(|_| ())
     }
 
     async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
-        let mut lc = self.inner.client.lease_client();
         let options = etcd::LeaseTimeToLiveOptions::new().with_keys();
         let resp = self
-            .call(
-                "lease time-to-live",
-                Context { lease: Some(id.0) },
-                lc.time_to_live(id.0, Some(options)),
-            )
+            .call("lease time-to-live", Context::lease(id.0), |c| {
+                let options = options.clone();
+                async move { c.lease_client().time_to_live(id.0, Some(options)).await }
+            })
             .await?;
         if resp.ttl() < 0 {
+            self.inner.liveness.ended(id.0);
             return Err(Error::LeaseNotFound { id: id.0 });
         }
         let mut keys = resp.keys().to_vec();
@@ -416,10 +500,16 @@ impl Backend for EtcdBackend {
         })
     }
 
+    /// See [`Backend::watch`]. On etcd, each watch buffers at most 1024 responses
+    /// for its consumer; a consumer that falls further behind has its etcd watch
+    /// cut (nothing else waits for it) and resumed from the first revision it has
+    /// not seen once it has read the buffer, or told `Compacted` if etcd compacted
+    /// that revision meanwhile.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         validate::watch(&request)?;
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
+        let stalled = Arc::new(AtomicBool::new(false));
         // A watch from now returns once etcd created it: every change committed
         // after this call returns is delivered.
         let (created, confirmed) = match request.start_revision {
@@ -429,23 +519,25 @@ impl Backend for EtcdBackend {
                 (Some(created), Some(confirmed))
             }
         };
-        self.inner
-            .watches
-            .send(watch::Command::Open {
-                id,
-                keys: request.keys,
-                prev_kv: request.prev_kv,
-                start: request.start_revision,
-                created,
-                tx,
-            })
-            .map_err(|_| Error::Closed {
+        let posted = self.inner.watches.post(watch::Command::Open {
+            id,
+            keys: request.keys,
+            prev_kv: request.prev_kv,
+            start: request.start_revision,
+            created,
+            tx,
+            stalled: stalled.clone(),
+        });
+        if !posted {
+            return Err(Error::Closed {
                 what: "etcd watch stream",
-            })?;
+            });
+        }
         let stream = EtcdWatch {
             rx,
             id,
-            commands: self.inner.watches.clone(),
+            stalled,
+            mailbox: self.inner.watches.clone(),
         };
         if let Some(confirmed) = confirmed {
             match tokio::time::timeout(self.inner.config.request_timeout, confirmed).await {
@@ -460,36 +552,60 @@ impl Backend for EtcdBackend {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         validate::compact(revision)?;
-        let mut kv = self.inner.client.kv_client();
         let options = etcd::CompactionOptions::new().with_physical();
-        self.call(
-            "compact",
-            Context::default(),
-            kv.compact(revision, Some(options)),
-        )
+        self.call("compact", Context::default(), |c| {
+            let options = options.clone();
+            async move { c.kv_client().compact(revision, Some(options)).await }
+        })
         .await?;
         Ok(())
     }
 }
 
+/// Which part of a transaction's writes is the larger, to name it when etcd
+/// refuses the request as too large.
+fn larger_part(txn: &Txn) -> &'static str {
+    let (mut keys, mut values) = (0usize, 0usize);
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            coordkit::TxnOp::Put(p) => {
+                keys += p.key.len();
+                values += p.value.len();
+            }
+            coordkit::TxnOp::Delete(_) | coordkit::TxnOp::Range(_) => {}
+        }
+    }
+    if keys > values {
+        "key"
+    } else {
+        "value"
+    }
+}
+
 /// One watch on the shared stream; dropping it cancels the watch.
 struct EtcdWatch {
-    rx: mpsc::UnboundedReceiver<Result<WatchResponse>>,
+    rx: mpsc::Receiver<Result<WatchResponse>>,
     id: i64,
-    commands: mpsc::UnboundedSender<watch::Command>,
+    stalled: Arc<AtomicBool>,
+    mailbox: Arc<watch::Mailbox>,
 }
 
 impl Stream for EtcdWatch {
     type Item = Result<WatchResponse>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        if polled.is_pending() && self.stalled.swap(false, Ordering::AcqRel) {
+            // Everything buffered is read: the hub may follow the keys again.
+            self.mailbox.post(watch::Command::Resume { id: self.id });
+        }
+        polled
     }
 }
 
 impl Drop for EtcdWatch {
     fn drop(&mut self) {
-        let _ = self.commands.send(watch::Command::Close { id: self.id });
+        self.mailbox.post(watch::Command::Close { id: self.id });
     }
 }
 

@@ -1,23 +1,44 @@
-//! All watches of one backend over one gRPC watch stream, resumed after a break.
+//! All watches of one backend over one gRPC watch stream, resumed after a break,
+//! moved off a member that stops answering, and never stalled by one consumer.
 //!
 //! A hub task owns the stream. Each watch gets a client-assigned id (etcd ≥ 3.4) and
-//! remembers the next revision it is owed; when the stream breaks, the hub opens a
-//! new one and re-creates every watch from that revision, so the caller sees no gap
-//! and no duplicate, or `Compacted` if etcd compacted past that point meanwhile.
+//! remembers the next revision it is owed; when the stream breaks or goes silent,
+//! the hub opens a new one (on the next healthy endpoint) and re-creates every watch
+//! from that revision, so the caller sees no gap and no duplicate, or `Compacted` if
+//! etcd compacted past that point meanwhile.
+//!
+//! Liveness: a stream quiet for half the liveness bound is asked for its progress
+//! (etcd answers at once, even with nothing to report); a stream that then says
+//! nothing for the whole bound is left, its endpoint set aside.
+//!
+//! Backpressure: each watch buffers at most [`WATCH_BUFFER`] responses. A consumer
+//! that falls that far behind has its etcd watch cancelled (the hub and the other
+//! watches carry on); once it has read what is buffered, its watch is created again
+//! from the first revision it has not seen. Requests to etcd go out from a queue
+//! that the hub drains while it reads responses, so re-creating thousands of
+//! watches cannot deadlock against etcd's send loop.
 //!
 //! A watch "from now" is created without a start revision (etcd's own "now", so the
 //! watcher is synced at once and sees a change without etcd's 100 ms catch-up
 //! loop for lagging watchers); its creation is confirmed to the caller with the
 //! revision it starts after, which is where a resume would continue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coordkit::{Error, Event, EventKind, KeyRange, Result, Revision, WatchResponse};
 use etcd_client as etcd;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 
 use crate::convert::{self, Context};
+use crate::endpoints::Endpoints;
+use crate::keepalive::Liveness;
+
+/// Responses buffered per watch before its consumer counts as stalled.
+pub(crate) const WATCH_BUFFER: usize = 1024;
 
 pub(crate) enum Command {
     Open {
@@ -27,11 +48,62 @@ pub(crate) enum Command {
         /// The first revision owed; `None`: from now, confirmed through `created`.
         start: Option<Revision>,
         created: Option<oneshot::Sender<Revision>>,
-        tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+        tx: mpsc::Sender<Result<WatchResponse>>,
+        stalled: Arc<AtomicBool>,
+    },
+    /// The consumer has read everything buffered since its watch was cut.
+    Resume {
+        id: i64,
     },
     Close {
         id: i64,
     },
+}
+
+/// The hub's inbox: at most one `Open`, one `Close` and a `Resume` per stall of
+/// each live watch handle, so it is bounded by the handles, and a handle's `Drop`
+/// can post to it without waiting.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<VecDeque<Command>>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    pub(crate) fn post(&self, cmd: Command) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(cmd);
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    async fn next(&self) -> Option<Command> {
+        loop {
+            if let Some(cmd) = self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+            {
+                return Some(cmd);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.notify.notified().await;
+        }
+    }
 }
 
 struct Watch {
@@ -40,7 +112,15 @@ struct Watch {
     /// The next revision owed to the caller; 0 until a watch from now is created.
     next: Revision,
     created: Option<oneshot::Sender<Revision>>,
-    tx: mpsc::UnboundedSender<Result<WatchResponse>>,
+    tx: mpsc::Sender<Result<WatchResponse>>,
+    /// Set by the hub when the buffer filled and the etcd watch was cut; the
+    /// handle asks for a `Resume` once it has read the buffer out.
+    stalled: Arc<AtomicBool>,
+    /// Whether the watch is (being) created on the current stream.
+    on_stream: bool,
+    /// Cancels of ours on the current stream not yet confirmed: their
+    /// confirmations are not the store's cancellation.
+    cancels: u32,
 }
 
 impl Watch {
@@ -63,210 +143,418 @@ impl Watch {
 /// Counts of the hub's work, for tests and benchmarks.
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) streams_opened: std::sync::atomic::AtomicU64,
+    pub(crate) streams_opened: AtomicU64,
+    pub(crate) stalls: AtomicU64,
 }
 
+enum Outgoing {
+    Create(i64),
+    Cancel(i64),
+    Progress,
+}
+
+struct Stream {
+    endpoint: usize,
+    sender: etcd::WatchRequestSender,
+    responses: etcd::WatchResponseStream,
+    /// When the stream last said anything.
+    heard: Instant,
+    /// When a progress request went out unanswered, if one did.
+    probed: Option<Instant>,
+}
+
+struct Hub {
+    endpoints: Arc<Endpoints>,
+    liveness: Arc<Liveness>,
+    counters: Arc<Counters>,
+    watches: BTreeMap<i64, Watch>,
+    stream: Option<Stream>,
+    outgoing: VecDeque<Outgoing>,
+    /// Reconnect backoff, grown on each failed open, with jitter.
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 pub(crate) async fn run(
-    client: etcd::Client,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    counters: std::sync::Arc<Counters>,
+    endpoints: Arc<Endpoints>,
+    liveness: Arc<Liveness>,
+    mailbox: Arc<Mailbox>,
+    counters: Arc<Counters>,
 ) {
-    let mut watches: BTreeMap<i64, Watch> = BTreeMap::new();
-    let mut stream: Option<(etcd::WatchRequestSender, etcd::WatchResponseStream)> = None;
-    let mut backoff = Duration::from_millis(50);
+    use futures::future::Either;
+    let mut hub = Hub {
+        endpoints,
+        liveness,
+        counters,
+        watches: BTreeMap::new(),
+        stream: None,
+        outgoing: VecDeque::new(),
+        backoff: BACKOFF_MIN,
+        retry_at: None,
+    };
     loop {
-        if stream.is_none() && !watches.is_empty() {
-            match open(&client, &watches).await {
-                Ok(s) => {
-                    counters
-                        .streams_opened
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    stream = Some(s);
-                    backoff = Duration::from_millis(50);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, ?backoff, "etcd watch stream: reconnect failed");
-                    // Keep serving commands while waiting to retry.
-                    let sleep = tokio::time::sleep(backoff);
-                    tokio::pin!(sleep);
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    loop {
-                        tokio::select! {
-                            _ = &mut sleep => break,
-                            cmd = commands.recv() => match cmd {
-                                Some(cmd) => { apply(cmd, &mut watches, &mut None).await; }
-                                None => return,
-                            },
-                        }
-                        watches.retain(|_, w| !w.tx.is_closed());
-                    }
+        if hub.stream.is_none()
+            && hub.wants_stream()
+            && hub.retry_at.is_none_or(|t| t <= Instant::now())
+        {
+            hub.open().await;
+        }
+        let bound = hub.liveness.bound();
+        // The next request to send, built now (a watch closed meanwhile needs none).
+        while let Some(out) = hub.outgoing.front() {
+            if let Outgoing::Create(id) = out {
+                if !hub.watches.get(id).is_some_and(|w| w.on_stream) {
+                    hub.outgoing.pop_front();
                     continue;
                 }
             }
+            break;
         }
-        let message = async {
-            match &mut stream {
-                Some((_, responses)) => responses.message().await,
-                None => std::future::pending().await,
-            }
+        let head = hub.outgoing.front().map(|out| match out {
+            Outgoing::Create(id) => Request::Create(hub.watches[id].options(*id)),
+            Outgoing::Cancel(id) => Request::Cancel(*id),
+            Outgoing::Progress => Request::Progress,
+        });
+        let check_at = hub.stream.as_ref().map(|s| match s.probed {
+            Some(at) => at + bound,
+            None => s.heard + bound / 2,
+        });
+        let retry_at = hub
+            .retry_at
+            .filter(|_| hub.stream.is_none() && hub.wants_stream());
+        let (message, send) = match &mut hub.stream {
+            Some(s) => (
+                Either::Left(s.responses.message()),
+                match head {
+                    Some(req) => Either::Left(req.send(&mut s.sender)),
+                    None => Either::Right(std::future::pending()),
+                },
+            ),
+            None => (
+                Either::Right(std::future::pending()),
+                Either::Right(std::future::pending()),
+            ),
         };
         tokio::select! {
-            cmd = commands.recv() => match cmd {
-                Some(cmd) => {
-                    if !apply(cmd, &mut watches, &mut stream).await {
-                        stream = None;
-                    }
-                }
+            cmd = mailbox.next() => match cmd {
+                Some(cmd) => hub.apply(cmd),
                 None => return,
             },
             msg = message => match msg {
-                Ok(Some(resp)) => handle(resp, &mut watches, &mut stream).await,
-                Ok(None) => {
-                    tracing::info!("etcd watch stream ended; resuming every watch");
-                    stream = None;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "etcd watch stream broke; resuming every watch");
-                    stream = None;
-                }
+                Ok(Some(resp)) => hub.handle(resp),
+                Ok(None) => hub.abandon("the watch stream ended"),
+                Err(e) => hub.abandon(&format!("the watch stream broke: {e}")),
             },
+            sent = send => match sent {
+                Ok(()) => { hub.outgoing.pop_front(); }
+                Err(e) => hub.abandon(&format!("the watch stream does not take requests: {e}")),
+            },
+            _ = sleep_until(check_at) => hub.check_liveness(bound),
+            _ = sleep_until(retry_at) => hub.retry_at = None,
         }
     }
 }
 
-/// Open a stream and create every watch on it from its next revision.
-async fn open(
-    client: &etcd::Client,
-    watches: &BTreeMap<i64, Watch>,
-) -> Result<(etcd::WatchRequestSender, etcd::WatchResponseStream)> {
-    let mut ids = watches.keys();
-    let first = *ids.next().expect("open is called with at least one watch");
-    let (key, options) = watches[&first].options(first);
-    let mut wc = client
-        .watch_client()
-        .max_decoding_message_size(64 * 1024 * 1024);
-    let s = wc
-        .watch(key, Some(options))
-        .await
-        .map_err(|e| convert::error(e, Context::default()))?;
-    let (mut sender, responses) = s.split();
-    for id in ids {
-        let (key, options) = watches[id].options(*id);
-        sender
-            .watch(key, Some(options))
-            .await
-            .map_err(|e| convert::error(e, Context::default()))?;
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    Ok((sender, responses))
 }
 
-/// Apply a command; returns false if the stream turned out broken.
-async fn apply(
-    cmd: Command,
-    watches: &mut BTreeMap<i64, Watch>,
-    stream: &mut Option<(etcd::WatchRequestSender, etcd::WatchResponseStream)>,
-) -> bool {
-    match cmd {
-        Command::Open {
-            id,
-            keys,
-            prev_kv,
-            start,
-            created,
-            tx,
-        } => {
-            let w = Watch {
+/// A request for the stream, built from the hub's state when it is next to go.
+enum Request {
+    Create((Vec<u8>, etcd::WatchOptions)),
+    Cancel(i64),
+    Progress,
+}
+
+impl Request {
+    async fn send(
+        self,
+        sender: &mut etcd::WatchRequestSender,
+    ) -> std::result::Result<(), etcd::Error> {
+        match self {
+            Request::Create((key, options)) => sender.watch(key, Some(options)).await,
+            Request::Cancel(id) => sender.cancel(id).await,
+            Request::Progress => sender.request_progress().await,
+        }
+    }
+}
+
+impl Hub {
+    /// Whether any watch needs a stream (a stalled one waits for its consumer).
+    fn wants_stream(&self) -> bool {
+        self.watches
+            .values()
+            .any(|w| !w.stalled.load(Ordering::Acquire))
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Open {
+                id,
                 keys,
                 prev_kv,
-                next: start.unwrap_or(0),
+                start,
                 created,
                 tx,
-            };
-            let (key, options) = w.options(id);
-            watches.insert(id, w);
-            if let Some((sender, _)) = stream {
-                return sender.watch(key, Some(options)).await.is_ok();
-            }
-            true
-        }
-        Command::Close { id } => {
-            if watches.remove(&id).is_some() {
-                if let Some((sender, _)) = stream {
-                    return sender.cancel(id).await.is_ok();
+                stalled,
+            } => {
+                let on_stream = self.stream.is_some();
+                self.watches.insert(
+                    id,
+                    Watch {
+                        keys,
+                        prev_kv,
+                        next: start.unwrap_or(0),
+                        created,
+                        tx,
+                        stalled,
+                        on_stream,
+                        cancels: 0,
+                    },
+                );
+                if on_stream {
+                    self.outgoing.push_back(Outgoing::Create(id));
                 }
             }
-            true
-        }
-    }
-}
-
-async fn handle(
-    resp: etcd::WatchResponse,
-    watches: &mut BTreeMap<i64, Watch>,
-    stream: &mut Option<(etcd::WatchRequestSender, etcd::WatchResponseStream)>,
-) {
-    let id = resp.watch_id();
-    let Some(w) = watches.get_mut(&id) else {
-        return;
-    };
-    if resp.created() && !resp.canceled() {
-        if w.next == 0 {
-            w.next = resp.header().map_or(0, |h| h.revision()) + 1;
-        }
-        if let Some(created) = w.created.take() {
-            let _ = created.send(w.next);
-        }
-    }
-    if resp.canceled() {
-        let err = if resp.compact_revision() > 0 {
-            Error::Compacted {
-                compact_revision: resp.compact_revision(),
+            Command::Resume { id } => self.resume(id),
+            Command::Close { id } => {
+                if let Some(w) = self.watches.remove(&id) {
+                    if w.on_stream && self.stream.is_some() {
+                        self.outgoing.push_back(Outgoing::Cancel(id));
+                    }
+                }
             }
-        } else {
-            Error::unavailable(format!("etcd canceled the watch: {}", resp.cancel_reason()))
-        };
-        let _ = w.tx.send(Err(err));
-        watches.remove(&id);
-        return;
-    }
-    // One response per revision: etcd may batch several revisions in one message.
-    let mut by_revision: HashMap<Revision, Vec<Event>> = HashMap::new();
-    let mut order = Vec::new();
-    for e in resp.events() {
-        let Some(kv) = e.kv() else { continue };
-        let rev = kv.mod_revision();
-        if rev < w.next {
-            continue; // already delivered before a resume
         }
-        let event = Event {
-            kind: match e.event_type() {
-                etcd::EventType::Put => EventKind::Put,
-                etcd::EventType::Delete => EventKind::Delete,
-            },
-            kv: convert::kv(kv),
-            prev_kv: e.prev_kv().map(convert::kv),
-        };
-        if !by_revision.contains_key(&rev) {
-            order.push(rev);
-        }
-        by_revision.entry(rev).or_default().push(event);
     }
-    for rev in order {
-        let events = by_revision.remove(&rev).unwrap_or_default();
-        if w.tx
-            .send(Ok(WatchResponse {
-                revision: rev,
-                events,
-            }))
-            .is_err()
-        {
-            // The caller dropped the stream.
-            watches.remove(&id);
-            if let Some((sender, _)) = stream {
-                let _ = sender.cancel(id).await;
+
+    fn resume(&mut self, id: i64) {
+        let has_stream = self.stream.is_some();
+        if let Some(w) = self.watches.get_mut(&id) {
+            if !w.on_stream && has_stream {
+                w.on_stream = true;
+                self.outgoing.push_back(Outgoing::Create(id));
+            }
+        }
+    }
+
+    fn check_liveness(&mut self, bound: Duration) {
+        let now = Instant::now();
+        let Some(s) = &mut self.stream else { return };
+        match s.probed {
+            Some(at) if now >= at + bound => {
+                self.abandon("the watch stream was silent past its liveness bound");
+            }
+            Some(_) => {}
+            None if now >= s.heard + bound / 2 => {
+                s.probed = Some(now);
+                self.outgoing.push_back(Outgoing::Progress);
+            }
+            None => {}
+        }
+    }
+
+    fn abandon(&mut self, why: &str) {
+        if let Some(s) = self.stream.take() {
+            tracing::warn!(endpoint = %self.endpoints.url(s.endpoint), reason = why, "leaving the etcd watch stream; resuming every watch");
+            self.endpoints.set_aside(s.endpoint, why);
+        }
+        self.outgoing.clear();
+        for w in self.watches.values_mut() {
+            w.on_stream = false;
+            w.cancels = 0;
+        }
+        self.retry_at = None;
+    }
+
+    /// Open a stream on the first endpoint that takes it within the liveness
+    /// bound, and queue the creation of every watch not stalled on it. When none
+    /// does, try again after a backoff with jitter.
+    async fn open(&mut self) {
+        let bound = self.liveness.bound();
+        let Some((&first, _)) = self
+            .watches
+            .iter()
+            .find(|(_, w)| !w.stalled.load(Ordering::Acquire))
+        else {
+            return;
+        };
+        let (key, options) = self.watches[&first].options(first);
+        for i in self.endpoints.order() {
+            let url = self.endpoints.url(i).to_string();
+            let client = match self.endpoints.client(i).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(endpoint = %url, error = %e, "etcd watch stream: cannot connect");
+                    self.endpoints.set_aside(i, "cannot connect");
+                    continue;
+                }
+            };
+            let mut wc = client
+                .watch_client()
+                .max_decoding_message_size(64 * 1024 * 1024);
+            let opened =
+                tokio::time::timeout(bound, wc.watch(key.clone(), Some(options.clone()))).await;
+            match opened {
+                Ok(Ok(s)) => {
+                    let (sender, responses) = s.split();
+                    self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %url, watches = self.watches.len(), "etcd watch stream opened");
+                    let now = Instant::now();
+                    self.stream = Some(Stream {
+                        endpoint: i,
+                        sender,
+                        responses,
+                        heard: now,
+                        probed: None,
+                    });
+                    self.backoff = BACKOFF_MIN;
+                    self.retry_at = None;
+                    for (id, w) in self.watches.iter_mut() {
+                        if w.stalled.load(Ordering::Acquire) {
+                            continue;
+                        }
+                        w.on_stream = true;
+                        if *id != first {
+                            self.outgoing.push_back(Outgoing::Create(*id));
+                        }
+                    }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let err = convert::error(e, Context::at(&url));
+                    tracing::debug!(endpoint = %url, error = %err, "etcd watch stream: cannot open");
+                    self.endpoints.set_aside(i, "cannot open a watch stream");
+                }
+                Err(_) => self
+                    .endpoints
+                    .set_aside(i, "opening a watch stream timed out"),
+            }
+        }
+        let wait = self.backoff.mul_f64(1.0 - 0.5 * fastrand::f64());
+        tracing::warn!(retry_in = ?wait, "etcd watch stream: no endpoint takes it");
+        self.retry_at = Some(Instant::now() + wait);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn handle(&mut self, resp: etcd::WatchResponse) {
+        if let Some(s) = &mut self.stream {
+            s.heard = Instant::now();
+            s.probed = None;
+            self.endpoints.answered(s.endpoint);
+        }
+        let id = resp.watch_id();
+        let Some(w) = self.watches.get_mut(&id) else {
+            return; // a progress report (id -1), or a watch closed meanwhile
+        };
+        if !w.on_stream {
+            if resp.canceled() {
+                w.cancels = w.cancels.saturating_sub(1);
+            }
+            return; // late news for a watch cut for its slow consumer
+        }
+        if resp.created() && !resp.canceled() {
+            if w.next == 0 {
+                w.next = resp.header().map_or(0, |h| h.revision()) + 1;
+            }
+            if let Some(created) = w.created.take() {
+                let _ = created.send(w.next);
+            }
+        }
+        if resp.canceled() && resp.compact_revision() == 0 && w.cancels > 0 {
+            w.cancels -= 1;
+            return;
+        }
+        if resp.canceled() {
+            let err = if resp.compact_revision() > 0 {
+                Error::Compacted {
+                    compact_revision: resp.compact_revision(),
+                }
+            } else {
+                Error::unavailable(format!("etcd canceled the watch: {}", resp.cancel_reason()))
+            };
+            match w.tx.try_send(Err(err)) {
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // Told once the consumer has caught up: the re-creation is
+                    // refused the same way.
+                    self.stall(id);
+                }
+                _ => {
+                    self.watches.remove(&id);
+                }
             }
             return;
         }
-        w.next = rev + 1;
+        // One response per revision: etcd may batch several revisions in one message.
+        let mut by_revision: HashMap<Revision, Vec<Event>> = HashMap::new();
+        let mut order = Vec::new();
+        for e in resp.events() {
+            let Some(kv) = e.kv() else { continue };
+            let rev = kv.mod_revision();
+            if rev < w.next {
+                continue; // already delivered before a resume
+            }
+            let event = Event {
+                kind: match e.event_type() {
+                    etcd::EventType::Put => EventKind::Put,
+                    etcd::EventType::Delete => EventKind::Delete,
+                },
+                kv: convert::kv(kv),
+                prev_kv: e.prev_kv().map(convert::kv),
+            };
+            if !by_revision.contains_key(&rev) {
+                order.push(rev);
+            }
+            by_revision.entry(rev).or_default().push(event);
+        }
+        for rev in order {
+            let events = by_revision.remove(&rev).unwrap_or_default();
+            match w.tx.try_send(Ok(WatchResponse {
+                revision: rev,
+                events,
+            })) {
+                Ok(()) => w.next = rev + 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.stall(id);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    // The caller dropped the stream; its Close is on the way.
+                    self.watches.remove(&id);
+                    self.outgoing.push_back(Outgoing::Cancel(id));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The consumer of watch `id` fell [`WATCH_BUFFER`] responses behind: cut its
+    /// etcd watch and wait for the consumer to read what is buffered.
+    fn stall(&mut self, id: i64) {
+        let Some(w) = self.watches.get_mut(&id) else {
+            return;
+        };
+        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            watch = id,
+            next = w.next,
+            "a watch consumer fell behind; its etcd watch is cut until it catches up"
+        );
+        w.on_stream = false;
+        w.stalled.store(true, Ordering::Release);
+        if self.stream.is_some() {
+            w.cancels += 1;
+            self.outgoing.push_back(Outgoing::Cancel(id));
+        }
+        // The consumer may have read everything between the full send and the
+        // flag: then nobody would ask for the resume.
+        if w.tx.capacity() == w.tx.max_capacity() && w.stalled.swap(false, Ordering::AcqRel) {
+            self.resume(id);
+        }
     }
 }
