@@ -183,8 +183,15 @@ impl EtcdBackend {
                 keep_alive_streams,
             }),
         };
-        // Fail now, not at the first call, if etcd does not answer.
-        backend.current_revision().await?;
+        // Fail now, not at the first call, if etcd does not answer (a status call
+        // needs no permission on any key), and refuse an etcd older than 3.4:
+        // the backend relies on client-chosen watch ids.
+        let status = backend
+            .call("status", Context::default(), |c| async move {
+                c.maintenance_client().status().await
+            })
+            .await?;
+        check_version(status.version())?;
         Ok(backend)
     }
 
@@ -560,6 +567,19 @@ impl Backend for EtcdBackend {
         .await?;
         Ok(())
     }
+}
+
+/// etcd 3.4 or newer: older servers do not honour client-chosen watch ids.
+fn check_version(version: &str) -> Result<()> {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (3, 4) {
+        return Err(Error::invalid(
+            "endpoints",
+            format!("etcd {version} is too old: coordkit needs etcd 3.4 or newer"),
+        ));
+    }
+    Ok(())
 }
 
 /// Which part of a transaction's writes is the larger, to name it when etcd

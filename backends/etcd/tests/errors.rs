@@ -66,3 +66,168 @@ async fn server_side_request_limit_is_invalid_value() {
     );
     assert!(b.get("big").await.unwrap().is_none());
 }
+
+/// A key that passes coordkit's checks but makes the request larger than the
+/// server's `--max-request-bytes` is `InvalidArgument` naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_request_limit_names_an_overlong_key() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let etcd = EtcdProcess::start_with(&["--max-request-bytes", "4096"]);
+    drop(EtcdProcess::connect_to(etcd.client_port).await);
+    let b = EtcdBackend::connect(EtcdConfig::with_endpoints([etcd.endpoint()]))
+        .await
+        .unwrap();
+    let key = "k".repeat(10_000);
+    let err = b.put(key.as_str(), "small").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                argument: "key",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+/// The NOSPACE alarm (backend quota reached) is `Alarm { alarm: "NOSPACE" }`, not
+/// retryable: an operator must act.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_alarm_is_its_own_error() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let etcd = EtcdProcess::start_with(&["--quota-backend-bytes", "1048576"]);
+    drop(EtcdProcess::connect_to(etcd.client_port).await);
+    let b = EtcdBackend::connect(EtcdConfig::with_endpoints([etcd.endpoint()]))
+        .await
+        .unwrap();
+    let value = vec![7u8; 100_000];
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(e) = b.put(format!("fill/{i}"), value.clone()).await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("etcd never refused a write past its quota");
+    match &err {
+        Error::Alarm { alarm, .. } => assert_eq!(alarm, "NOSPACE"),
+        other => panic!("expected the NOSPACE alarm, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+}
+
+/// A user whose role covers one prefix gets `PermissionDenied` outside it (and
+/// `AuthFailed` stays for bad credentials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_permission_is_permission_denied() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let etcd = EtcdProcess::start();
+    drop(EtcdProcess::connect_to(etcd.client_port).await);
+    let endpoint = etcd.endpoint();
+    for args in [
+        &["user", "add", "root", "--new-user-password=s3cret"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "--prefix=true",
+            "readwrite",
+            "coord/app/",
+        ],
+        &["user", "add", "app", "--new-user-password=pw"],
+        &["user", "grant-role", "app", "app"],
+        &["auth", "enable"],
+    ] {
+        etcdctl(&endpoint, args).await;
+    }
+    let b = EtcdBackend::connect(EtcdConfig::with_endpoints([endpoint]).with_user("app", "pw"))
+        .await
+        .unwrap();
+    b.put("coord/app/x", "allowed").await.unwrap();
+    let err = b.put("other/x", "denied").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+}
+
+/// A request that cannot reach the first endpoint (nothing listens there) goes
+/// to the next one, writes included: the caller sees no connect error. With no
+/// endpoint reachable, the error names the endpoint and keeps its source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsent_requests_go_to_the_next_endpoint() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let etcd = EtcdProcess::start();
+    drop(EtcdProcess::connect_to(etcd.client_port).await);
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let b = EtcdBackend::connect(EtcdConfig::with_endpoints([dead.clone(), etcd.endpoint()]))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        b.put(format!("k{i}"), "v").await.unwrap();
+    }
+    let mut only_dead = EtcdConfig::with_endpoints([dead.clone()]);
+    only_dead.connect_timeout = std::time::Duration::from_secs(1);
+    let err = EtcdBackend::connect(only_dead).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains(&dead), "names no endpoint: {err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the cause is gone: {err:?}"
+    );
+}
+
+/// Bad configs are refused before any connection: one of user and password only,
+/// a URL without a scheme, an https URL without the `tls` feature; `Debug`
+/// never prints the password.
+#[tokio::test]
+async fn bad_configs_are_invalid_and_debug_redacts_the_password() {
+    let mut half = EtcdConfig::with_endpoints(["http://127.0.0.1:1"]);
+    half.username = Some("u".into());
+    let err = EtcdBackend::connect(half).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                argument: "username",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = EtcdBackend::connect(EtcdConfig::with_endpoints(["127.0.0.1:2379"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidArgument {
+                argument: "endpoints",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    if cfg!(not(feature = "tls")) {
+        let err = EtcdBackend::connect(EtcdConfig::with_endpoints(["https://127.0.0.1:2379"]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("tls"), "{err}");
+    }
+    let config = EtcdConfig::with_endpoints(["http://127.0.0.1:1"]).with_user("u", "hunter2");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
