@@ -58,7 +58,7 @@ use std::task::{Context as TaskContext, Poll};
 use async_trait::async_trait;
 use coordkit::backend::validate;
 use coordkit::{
-    Backend, BackendExt, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
+    Backend, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
     RangeResponse, Result, Revision, Txn, TxnOpResponse, TxnResponse, WatchRequest, WatchResponse,
     WatchStream,
 };
