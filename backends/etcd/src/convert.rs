@@ -181,13 +181,25 @@ pub(crate) fn never_sent(e: &etcd::Error) -> bool {
         etcd::Error::TransportError(_) => true,
         etcd::Error::GRpcStatus(status) => {
             let msg = status.message();
+            // Only the connector's own failures: a connection reset or closed
+            // mid-request ("connection reset", "transport is closing") may have
+            // delivered the request, so it does not count.
             (status.code() == tonic::Code::Unavailable
-                && (msg.contains("connect") || msg.contains("Connection refused")))
+                && NOT_CONNECTED.iter().any(|m| msg.contains(m)))
                 || msg == "etcdserver: no leader"
         }
         _ => false,
     }
 }
+
+/// What tonic's connector says when it could not connect (tonic maps its
+/// `ConnectError` to `Unavailable` with the connector's message).
+const NOT_CONNECTED: [&str; 4] = [
+    "tcp connect error",
+    "error trying to connect",
+    "Connection refused",
+    "connection refused",
+];
 
 /// Whether etcd refused the call because the auth token predates an auth change
 /// ("revision of auth store is old"): refresh the token and send it once more.
@@ -309,5 +321,104 @@ fn status_error(status: tonic::Status, ctx: Context) -> Error {
             backend: BACKEND,
             source: Box::new(status),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd::Error {
+        etcd::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn only_failures_before_sending_count_as_never_sent() {
+        use tonic::Code;
+        assert!(never_sent(&status(Code::Unavailable, "tcp connect error")));
+        assert!(never_sent(&status(
+            Code::Unavailable,
+            "error trying to connect: Connection refused (os error 111)"
+        )));
+        assert!(never_sent(&status(
+            Code::Unavailable,
+            "etcdserver: no leader"
+        )));
+        // These may have reached the member: a write could have applied.
+        assert!(!never_sent(&status(Code::Unavailable, "connection reset")));
+        assert!(!never_sent(&status(
+            Code::Unavailable,
+            "transport is closing"
+        )));
+        assert!(!never_sent(&status(
+            Code::Unavailable,
+            "etcdserver: request timed out"
+        )));
+        assert!(!never_sent(&status(
+            Code::Unavailable,
+            "etcdserver: leader changed"
+        )));
+        assert!(!never_sent(&status(
+            Code::Unknown,
+            "h2 protocol error: connection closed"
+        )));
+    }
+
+    #[test]
+    fn etcd_refusals_map_to_named_errors() {
+        use tonic::Code;
+        let ctx = Context::at("http://m1:2379");
+        assert!(matches!(
+            error(
+                status(Code::ResourceExhausted, "etcdserver: too many requests"),
+                ctx
+            ),
+            Error::Overloaded { .. }
+        ));
+        assert!(matches!(
+            error(status(Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded"), ctx),
+            Error::Alarm { ref alarm, .. } if alarm == "NOSPACE"
+        ));
+        for retryable in [
+            status(Code::FailedPrecondition, "etcdserver: not leader"),
+            status(Code::Unavailable, "etcdserver: no leader"),
+            status(Code::Internal, "h2 protocol error: stream reset"),
+            status(
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+        ] {
+            let e = error(retryable, ctx);
+            assert!(e.is_retryable(), "{e:?}");
+            assert!(
+                e.to_string().contains("http://m1:2379"),
+                "names no endpoint: {e}"
+            );
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "lost the source: {e:?}"
+            );
+        }
+        assert!(matches!(
+            error(
+                status(Code::PermissionDenied, "etcdserver: permission denied"),
+                ctx
+            ),
+            Error::PermissionDenied { .. }
+        ));
+        let too_large = Context {
+            larger: Some("key"),
+            ..ctx
+        };
+        assert!(matches!(
+            error(
+                status(Code::InvalidArgument, "etcdserver: request is too large"),
+                too_large
+            ),
+            Error::InvalidArgument {
+                argument: "key",
+                ..
+            }
+        ));
     }
 }

@@ -32,36 +32,49 @@ pub(crate) struct Request {
 }
 
 /// The TTLs of the leases this backend granted and has not seen end, from which
-/// the streams' liveness bound follows.
+/// the streams' liveness bound follows. Both hubs ask for the bound on every
+/// message, so the smallest TTL is kept ready (a count per TTL), not searched for.
 pub(crate) struct Liveness {
-    ttls: Mutex<BTreeMap<i64, i64>>,
+    ttls: Mutex<Ttls>,
     /// The bound with no lease live, and the most it may be.
     max: Duration,
     /// The least it may be: a member under load may take this long to answer.
     min: Duration,
 }
 
+#[derive(Default)]
+struct Ttls {
+    by_lease: HashMap<i64, i64>,
+    /// How many live leases have each TTL.
+    count: BTreeMap<i64, usize>,
+}
+
 impl Liveness {
     pub(crate) fn new(max: Duration) -> Self {
         Liveness {
-            ttls: Mutex::new(BTreeMap::new()),
+            ttls: Mutex::new(Ttls::default()),
             max,
             min: Duration::from_millis(500).min(max),
         }
     }
 
+    fn ttls(&self) -> std::sync::MutexGuard<'_, Ttls> {
+        self.ttls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn granted(&self, id: i64, ttl: i64) {
-        self.ttls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, ttl);
+        let mut t = self.ttls();
+        if let Some(old) = t.by_lease.insert(id, ttl) {
+            t.forget(old);
+        }
+        *t.count.entry(ttl).or_default() += 1;
     }
 
     pub(crate) fn ended(&self, id: i64) {
-        self.ttls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let mut t = self.ttls();
+        if let Some(ttl) = t.by_lease.remove(&id) {
+            t.forget(ttl);
+        }
     }
 
     /// How long a stream may leave a request unanswered before it is abandoned:
@@ -70,17 +83,23 @@ impl Liveness {
     /// tenths of it, a renewal that hits a dead member is re-sent elsewhere with
     /// more than a third of the TTL to spare.
     pub(crate) fn bound(&self) -> Duration {
-        let smallest = self
-            .ttls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .min()
-            .copied();
-        match smallest {
-            Some(ttl) => Duration::from_millis(u64::try_from(ttl).unwrap_or(0).saturating_mul(200))
-                .clamp(self.min, self.max),
+        match self.ttls().count.keys().next() {
+            Some(&ttl) => {
+                Duration::from_millis(u64::try_from(ttl).unwrap_or(0).saturating_mul(200))
+                    .clamp(self.min, self.max)
+            }
             None => self.max,
+        }
+    }
+}
+
+impl Ttls {
+    fn forget(&mut self, ttl: i64) {
+        if let Some(n) = self.count.get_mut(&ttl) {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(&ttl);
+            }
         }
     }
 }
@@ -319,5 +338,32 @@ impl Hub {
                 let _ = w.reply.send(Err(err()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_follows_the_smallest_live_ttl() {
+        let l = Liveness::new(Duration::from_secs(3));
+        assert_eq!(l.bound(), Duration::from_secs(3));
+        l.granted(1, 10);
+        assert_eq!(l.bound(), Duration::from_secs(2));
+        l.granted(2, 2);
+        l.granted(3, 2);
+        assert_eq!(l.bound(), Duration::from_millis(500)); // 400 ms, raised to the floor
+        l.ended(2);
+        assert_eq!(l.bound(), Duration::from_millis(500));
+        l.ended(3);
+        l.ended(3); // twice: no harm
+        assert_eq!(l.bound(), Duration::from_secs(2));
+        l.granted(4, 60);
+        assert_eq!(l.bound(), Duration::from_secs(2));
+        l.ended(1);
+        assert_eq!(l.bound(), Duration::from_secs(3)); // 12 s, capped
+        l.ended(4);
+        assert_eq!(l.bound(), Duration::from_secs(3));
     }
 }

@@ -47,6 +47,52 @@ async fn connect(cluster: &Cluster) -> Coordinator {
         .expect("connect to the cluster")
 }
 
+/// A fresh 3-member cluster and two coordinators on it, holding the one-cluster
+/// lock for the test's life; `None` when no etcd is here (and not required).
+struct Setup {
+    // Bind `_serial` by name where a Setup is taken apart: `..` would drop it,
+    // and the lock with it, at once.
+    cluster: Cluster,
+    a: Coordinator,
+    b: Coordinator,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn setup() -> Option<Setup> {
+    if !require_etcd() {
+        return None;
+    }
+    let serial = ONE_CLUSTER.lock().await;
+    let cluster = Cluster::start(3).await;
+    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
+    Some(Setup {
+        cluster,
+        a,
+        b,
+        _serial: serial,
+    })
+}
+
+/// Poll `check` every 100 ms, up to `tries` times, until it holds.
+async fn eventually<F, Fut>(tries: u32, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Whether `key` is in the store (a failed read counts as not yet).
+async fn present(c: &Coordinator, key: &str) -> bool {
+    c.backend().get(key).await.ok().flatten().is_some()
+}
+
 /// What a sick member must not cost: a lock holder with its session, a
 /// registration seen by another coordinator's cache, and a config writer whose
 /// every acknowledged write reaches a watcher on another coordinator once, in
@@ -244,12 +290,15 @@ fn kind(e: &Error) -> String {
 /// write watched once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_member_paused_in_turn_costs_nothing() {
-    if !require_etcd() {
+    let Some(Setup {
+        cluster,
+        a,
+        b,
+        _serial,
+    }) = setup().await
+    else {
         return;
-    }
-    let _serial = ONE_CLUSTER.lock().await;
-    let cluster = Cluster::start(3).await;
-    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
+    };
     let load = Load::start(&a, &b).await;
     for i in 0..cluster.members.len() {
         eprintln!(
@@ -270,12 +319,15 @@ async fn each_member_paused_in_turn_costs_nothing() {
 /// byte): the same promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_proxy_blackholed_in_turn_costs_nothing() {
-    if !require_etcd() {
+    let Some(Setup {
+        cluster,
+        a,
+        b,
+        _serial,
+    }) = setup().await
+    else {
         return;
-    }
-    let _serial = ONE_CLUSTER.lock().await;
-    let cluster = Cluster::start(3).await;
-    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
+    };
     let load = Load::start(&a, &b).await;
     for m in &cluster.members {
         m.proxy.set(Mode::Blackhole);
@@ -289,12 +341,15 @@ async fn each_proxy_blackholed_in_turn_costs_nothing() {
 /// The leader SIGKILLed under load and restarted: the same promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_and_restarted_costs_nothing() {
-    if !require_etcd() {
+    let Some(Setup {
+        mut cluster,
+        a,
+        b,
+        _serial,
+    }) = setup().await
+    else {
         return;
-    }
-    let _serial = ONE_CLUSTER.lock().await;
-    let mut cluster = Cluster::start(3).await;
-    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
+    };
     let load = Load::start(&a, &b).await;
     let leader = cluster.leader().await.expect("a leader");
     cluster.members[leader].kill();
@@ -309,12 +364,15 @@ async fn leader_killed_and_restarted_costs_nothing() {
 /// registration is in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quorum_lost_fails_retryably_then_recovers() {
-    if !require_etcd() {
+    let Some(Setup {
+        mut cluster,
+        a,
+        _serial,
+        ..
+    }) = setup().await
+    else {
         return;
-    }
-    let _serial = ONE_CLUSTER.lock().await;
-    let mut cluster = Cluster::start(3).await;
-    let a = connect(&cluster).await;
+    };
     let config = a.config();
     config.set("q/x", &0u64).await.unwrap();
     let registration = a
@@ -341,31 +399,10 @@ async fn quorum_lost_fails_retryably_then_recovers() {
     eprintln!("errors without a quorum: {kinds:?}");
     cluster.restart(0).await;
     cluster.restart(1).await;
-    let mut written = false;
-    for _ in 0..100 {
-        if config.set("q/x", &2u64).await.is_ok() {
-            written = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let written = eventually(100, || async { config.set("q/x", &2u64).await.is_ok() }).await;
     assert!(written, "no write went through after the quorum came back");
-    let backend = a.backend();
-    let mut present = false;
-    for _ in 0..200 {
-        if backend
-            .get(registration.key())
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-        {
-            present = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(present, "the registration is not back in the store");
+    let back = eventually(200, || present(&a, registration.key())).await;
+    assert!(back, "the registration is not back in the store");
 }
 
 /// Every proxy blackholed longer than the TTL, then healed: the holder learns of
@@ -373,13 +410,16 @@ async fn quorum_lost_fails_retryably_then_recovers() {
 /// comes back, and the watcher resumes with no gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_members_cut_off_past_the_ttl_loses_then_recovers() {
-    if !require_etcd() {
+    let Some(Setup {
+        cluster,
+        a,
+        b,
+        _serial,
+    }) = setup().await
+    else {
         return;
-    }
-    let _serial = ONE_CLUSTER.lock().await;
+    };
     let ttl = Duration::from_secs(4);
-    let cluster = Cluster::start(3).await;
-    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
     let guard = a.lock().acquire("cut", ttl).await.unwrap();
     let registration = a
         .registry()
@@ -420,20 +460,7 @@ async fn all_members_cut_off_past_the_ttl_loses_then_recovers() {
     }
     assert_eq!(answered, Some(false), "the old holder's fenced write");
     // The registration comes back on a new session.
-    let mut back = false;
-    for _ in 0..200 {
-        if a.backend()
-            .get(registration.key())
-            .await
-            .ok()
-            .flatten()
-            .is_some()
-        {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = eventually(200, || present(&a, registration.key())).await;
     assert!(back, "the registration did not come back");
     // The watcher resumes: the next write is its next event, nothing in between lost.
     let v = b.config().set("cut/x", &2u64).await.unwrap();
