@@ -20,6 +20,13 @@ use tokio::task::JoinHandle;
 const TTL: Duration = Duration::from_secs(10);
 /// How long a member stays sick in the one-member cases.
 const SICK: Duration = Duration::from_secs(10);
+/// How long the leader stays paused: shorter than the TTL less a keep-alive
+/// interval. etcd without the fix of etcd-io/etcd#16822 (3.4.23 and 3.5.1, the
+/// versions tested here, lack it) revokes every lease it sees expired when a
+/// leader paused longer than that resumes, keep-alives sent to the new leader
+/// notwithstanding (etcd-io/etcd#15247). No client can keep its session through
+/// that, so this case pauses the leader for less; the README names the bug.
+const LEADER_PAUSE: Duration = Duration::from_secs(5);
 
 /// One cluster at a time: three members each, on two cores, are load enough.
 static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -285,8 +292,9 @@ fn kind(e: &Error) -> String {
         .to_string()
 }
 
-/// Each member in turn SIGSTOPped for 10 s (a member that stops answering with
-/// its sockets open): no session, lock or registration lost, every acknowledged
+/// Each member in turn SIGSTOPped (a member that stops answering with its
+/// sockets open): followers for 10 s, as long as the TTL, the leader for
+/// [`LEADER_PAUSE`]. No session, lock or registration lost, every acknowledged
 /// write watched once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_member_paused_in_turn_costs_nothing() {
@@ -301,13 +309,18 @@ async fn each_member_paused_in_turn_costs_nothing() {
     };
     let load = Load::start(&a, &b).await;
     for i in 0..cluster.members.len() {
+        let leader = cluster.leader().await;
         eprintln!(
-            "{:?} pausing member {i} (leader: {:?})",
+            "{:?} pausing member {i} (leader: {leader:?})",
             std::time::SystemTime::now(),
-            cluster.leader().await
         );
         cluster.members[i].pause();
-        tokio::time::sleep(SICK).await;
+        let pause = if leader == Some(i) {
+            LEADER_PAUSE
+        } else {
+            SICK
+        };
+        tokio::time::sleep(pause).await;
         cluster.members[i].resume();
         cluster.wait_healthy(i).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
