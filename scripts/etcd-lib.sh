@@ -8,6 +8,7 @@ ensure_packages() {
   command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
   command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     local sudo=""

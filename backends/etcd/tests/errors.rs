@@ -158,6 +158,77 @@ async fn missing_permission_is_permission_denied() {
     assert!(!err.is_retryable());
 }
 
+/// A JWT issued before the auth store changed ("auth revision is old"; etcd's
+/// simple tokens never are, they take the current revision) is refreshed and
+/// the request sent once more: the caller sees no error, for writes and reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_auth_revision_refreshes_the_token() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let keys = std::env::temp_dir().join(format!("coordkit-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&keys).unwrap();
+    let (private, public) = (keys.join("jwt.key"), keys.join("jwt.pub"));
+    for args in [
+        vec!["genrsa", "-out", private.to_str().unwrap(), "2048"],
+        vec![
+            "rsa",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let ok = std::process::Command::new("openssl")
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs (./scripts/test.sh installs it)");
+        assert!(ok.success(), "openssl {args:?}");
+    }
+    let token = format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+        public.display(),
+        private.display()
+    );
+    let etcd = EtcdProcess::start_with(&[&token]);
+    drop(EtcdProcess::connect_to(etcd.client_port).await);
+    let endpoint = etcd.endpoint();
+    etcdctl(
+        &endpoint,
+        &["user", "add", "root", "--new-user-password=s3cret"],
+    )
+    .await;
+    etcdctl(&endpoint, &["auth", "enable"]).await;
+    let b = EtcdBackend::connect(
+        EtcdConfig::with_endpoints([endpoint.clone()]).with_user("root", "s3cret"),
+    )
+    .await
+    .unwrap();
+    b.put("k", "before").await.unwrap();
+    for i in 0..3 {
+        // Each change of users or roles raises the auth revision and makes
+        // every token issued before it old.
+        let name = format!("other{i}");
+        let user = [
+            "--user=root:s3cret",
+            "user",
+            "add",
+            &name,
+            "--new-user-password=x",
+        ];
+        etcdctl(&endpoint, &user).await;
+        let put = b.put("k", format!("after {i}")).await;
+        assert!(put.is_ok(), "a put after auth change {i}: {put:?}");
+        let role = format!("role{i}");
+        etcdctl(&endpoint, &["--user=root:s3cret", "role", "add", &role]).await;
+        let got = b.get("k").await;
+        assert!(got.is_ok(), "a get after auth change {i}: {got:?}");
+    }
+    let _ = std::fs::remove_dir_all(keys);
+}
+
 /// A request that cannot reach the first endpoint (nothing listens there) goes
 /// to the next one, writes included: the caller sees no connect error. With no
 /// endpoint reachable, the error names the endpoint and keeps its source.
