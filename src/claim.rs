@@ -5,6 +5,7 @@
 //! its own remains (watching only the one just before it), then re-checks its own
 //! key. This module does that once for both.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, field, info_span, warn, Instrument};
 
+use crate::cleanup::{Cleanup, Orphan};
 use crate::coordinator::CoordinatorInner;
 use crate::local_queue::LocalTurn;
 use crate::{
@@ -88,6 +90,7 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
 pub(crate) struct Claim {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
+    cleanup: Cleanup,
     name: String,
     key: String,
     token: Revision,
@@ -97,18 +100,73 @@ pub(crate) struct Claim {
     /// A release is in flight: its delete is not someone else's.
     releasing: AtomicBool,
     lost: Mutex<Option<OwnershipLost>>,
-    /// Mod revisions of the owner's own writes to its key (the claim, proclaims);
-    /// held across a write so a watcher never mistakes it for someone else's.
-    own_writes: tokio::sync::Mutex<Vec<Revision>>,
+    /// The owner's own writes to its key (the claim, proclaims), recorded before
+    /// each is sent, so a watcher never mistakes one for someone else's.
+    own_writes: Mutex<OwnWrites>,
+}
+
+/// The owner's writes to its key, bounded: each recorded before it is sent, with
+/// its mod revision once known. A write whose response was lost (retried or
+/// cancelled) is known by its value and lease: a foreign write of the very same
+/// value on the same lease changes nothing the owner could tell apart.
+#[derive(Default)]
+pub(crate) struct OwnWrites {
+    entries: VecDeque<(Option<Revision>, Vec<u8>)>,
+}
+
+impl OwnWrites {
+    /// Writes remembered at most; older ones are forgotten first.
+    const CAPACITY: usize = 64;
+
+    fn sending(&mut self, value: &[u8]) {
+        if self.entries.len() == Self::CAPACITY {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((None, value.to_vec()));
+    }
+
+    fn written(&mut self, value: &[u8], revision: Revision) {
+        let pending = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|(r, v)| r.is_none() && v == value);
+        match pending {
+            Some(entry) => entry.0 = Some(revision),
+            None => {
+                self.sending(value);
+                if let Some(last) = self.entries.back_mut() {
+                    last.0 = Some(revision);
+                }
+            }
+        }
+    }
+
+    /// Whether a put of `kv` (on the owner's key, create revision checked by the
+    /// caller) is one of the owner's own, forgetting known writes older than it.
+    fn is_own(&mut self, kv: &crate::KeyValue, lease: LeaseId) -> bool {
+        let own = kv.lease == Some(lease)
+            && self.entries.iter().any(|(r, v)| match r {
+                Some(r) => *r == kv.mod_revision,
+                None => *v == kv.value,
+            });
+        self.entries
+            .retain(|(r, _)| r.is_none_or(|r| r >= kv.mod_revision));
+        own
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// A key being claimed: removed again (in the background) if the claim does not
 /// complete, and the local turn passed on only after that.
 struct Pending {
-    backend: Arc<dyn Backend>,
-    retry: RetryPolicy,
+    cleanup: Cleanup,
+    session: Session,
     key: String,
-    lease: LeaseId,
     token: Option<Revision>,
     turn: Option<LocalTurn>,
 }
@@ -119,66 +177,44 @@ impl Pending {
         self.turn.take()
     }
 
-    /// Remove the key now (for a failed try); on failure the drop retries it.
+    /// The key as an orphan: guarded by its create revision when known, else by
+    /// the lease (a lost response may have created it; the local turn guarantees
+    /// no other task of this process did).
+    fn orphan(&mut self) -> Option<Orphan> {
+        let turn = self.turn.take()?;
+        let guards = vec![orphan_guard(&self.key, self.token, self.session.lease())];
+        Some(Orphan {
+            key: std::mem::take(&mut self.key),
+            guards,
+            session: self.session.clone(),
+            turn: Some(turn),
+        })
+    }
+
+    /// Remove the key (for a failed try) and wait until it is gone; cancelling
+    /// this leaves the removal running in the background.
     async fn remove_now(mut self) {
-        if remove_key(
-            &self.backend,
-            &self.retry,
-            &self.key,
-            self.lease,
-            self.token,
-        )
-        .await
-        .is_ok()
-        {
-            drop(self.turn.take());
+        if let Some(orphan) = self.orphan() {
+            self.cleanup
+                .remove_and_wait("abandoned claim", orphan)
+                .await;
         }
+    }
+}
+
+fn orphan_guard(key: &str, token: Option<Revision>, lease: LeaseId) -> Compare {
+    match token {
+        Some(t) => Compare::create_revision(key, CompareOp::Equal, t),
+        None => Compare::lease(key, CompareOp::Equal, Some(lease)),
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let Some(turn) = self.turn.take() else { return };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (backend, retry, key, lease, token) = (
-            self.backend.clone(),
-            self.retry.clone(),
-            std::mem::take(&mut self.key),
-            self.lease,
-            self.token,
-        );
-        rt.spawn(async move {
-            if let Err(e) = remove_key(&backend, &retry, &key, lease, token).await {
-                warn!(key, error = %e, "could not remove an abandoned claim; it ends with its lease");
-            }
-            drop(turn);
-        });
+        if let Some(orphan) = self.orphan() {
+            self.cleanup.remove("abandoned claim", orphan);
+        }
     }
-}
-
-/// Delete `key` if it is still this claim's: same create revision when known, else
-/// same lease (a lost response may have created it; the local turn guarantees no
-/// other task of this process did).
-async fn remove_key(
-    backend: &Arc<dyn Backend>,
-    retry: &RetryPolicy,
-    key: &str,
-    lease: LeaseId,
-    token: Option<Revision>,
-) -> Result<()> {
-    let compare = match token {
-        Some(t) => Compare::create_revision(key, CompareOp::Equal, t),
-        None => Compare::lease(key, CompareOp::Equal, Some(lease)),
-    };
-    let txn = Txn::new()
-        .when([compare])
-        .and_then([DeleteRequest::key(key)]);
-    retry
-        .run("remove claim", |_| backend.txn(txn.clone()))
-        .await
-        .map(|_| ())
 }
 
 fn expired(name: &str) -> Error {
@@ -241,10 +277,9 @@ async fn claim_in_span(
     let key = format!("{prefix}{lease}");
     tracing::Span::current().record("key", key.as_str());
     let mut pending = Pending {
-        backend: backend.clone(),
-        retry: retry.clone(),
+        cleanup: coord.cleanup.clone(),
+        session: session.clone(),
         key: key.clone(),
-        lease,
         token: None,
         turn: Some(turn),
     };
@@ -271,7 +306,45 @@ async fn claim_in_span(
             TxnOp::Range(RangeRequest::key(key.clone())),
             TxnOp::Range(owner),
         ]);
-    let resp = retry.run("claim", |_| backend.txn(txn.clone())).await?;
+    let mut own_writes = OwnWrites::default();
+    own_writes.sending(&value);
+    let mut leftovers = 0;
+    let resp = loop {
+        let (resp, attempt) = retry
+            .run("claim", |attempt| {
+                let txn = txn.clone();
+                let backend = &backend;
+                async move { Ok((backend.txn(txn).await?, attempt)) }
+            })
+            .await?;
+        // Found on the first try, our key predates this call: an earlier claim
+        // of this session whose removal did not finish. Re-adopting it would hand
+        // out its token twice; remove it and claim afresh.
+        let found = (!resp.succeeded && attempt == 1)
+            .then(|| resp.first_range().and_then(|r| r.kvs.first()))
+            .flatten()
+            .filter(|kv| kv.lease == Some(lease));
+        match found {
+            Some(kv) if leftovers < 3 => {
+                leftovers += 1;
+                warn!(
+                    token = kv.create_revision,
+                    "removing a leftover claim of this session"
+                );
+                let remove = Txn::new()
+                    .when([Compare::create_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        kv.create_revision,
+                    )])
+                    .and_then([DeleteRequest::key(key.clone())]);
+                retry
+                    .run("remove leftover claim", |_| backend.txn(remove.clone()))
+                    .await?;
+            }
+            _ => break resp,
+        }
+    };
     let ranges: Vec<_> = resp
         .responses
         .iter()
@@ -280,14 +353,13 @@ async fn claim_in_span(
             _ => None,
         })
         .collect();
-    let mut own_writes = Vec::new();
     let token = if resp.succeeded {
-        own_writes.push(resp.revision);
+        own_writes.written(&value, resp.revision);
         resp.revision
     } else {
         match ranges.first().and_then(|r| r.kvs.first()) {
             Some(kv) if kv.lease == Some(lease) => {
-                own_writes.push(kv.mod_revision);
+                own_writes.written(&kv.value, kv.mod_revision);
                 kv.create_revision
             }
             // Someone wrote this session's exact key without its lease.
@@ -345,11 +417,12 @@ async fn claim_in_span(
                     token,
                 )])
                 .and_then([PutRequest::new(key.clone(), value.clone()).with_lease(lease)]);
+            own_writes.sending(&value);
             let r = retry.run("proclaim", |_| backend.txn(put.clone())).await?;
             if !r.succeeded {
                 return Err(expired(name));
             }
-            own_writes.push(r.revision);
+            own_writes.written(&value, r.revision);
         }
     }
 
@@ -358,6 +431,7 @@ async fn claim_in_span(
     Ok(Claim {
         backend,
         retry,
+        cleanup: coord.cleanup.clone(),
         name: name.to_string(),
         key,
         token,
@@ -366,7 +440,7 @@ async fn claim_in_span(
         released: watch::Sender::new(false),
         releasing: AtomicBool::new(false),
         lost: Mutex::new(None),
-        own_writes: tokio::sync::Mutex::new(own_writes),
+        own_writes: Mutex::new(own_writes),
     })
 }
 
@@ -494,6 +568,10 @@ impl Claim {
         Compare::create_revision(self.key.clone(), CompareOp::Equal, self.token)
     }
 
+    fn own_writes(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
+        self.own_writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn is_released(&self) -> bool {
         *self.released.borrow()
     }
@@ -544,17 +622,18 @@ impl Claim {
         if self.is_released() {
             return Ok(false);
         }
-        let put =
-            Txn::new().when([self.compare()]).and_then([
-                PutRequest::new(self.key.clone(), value).with_lease(self.session.lease())
-            ]);
-        let mut own = self.own_writes.lock().await;
+        let put = Txn::new().when([self.compare()]).and_then([PutRequest::new(
+            self.key.clone(),
+            value.clone(),
+        )
+        .with_lease(self.session.lease())]);
+        self.own_writes().sending(&value);
         let r = self
             .retry
             .run("proclaim", |_| self.backend.txn(put.clone()))
             .await?;
         if r.succeeded {
-            own.push(r.revision);
+            self.own_writes().written(&value, r.revision);
         }
         Ok(r.succeeded)
     }
@@ -620,62 +699,66 @@ impl Claim {
     }
 
     /// Watch the key from its creation on for a delete or a write not our own.
+    /// A compaction of the history it still needed (reported by the watch call or
+    /// as an item of its stream) is judged by the key as it is now, then watched
+    /// from there: never re-watched from a revision that is gone.
     async fn watch_key(&self) -> OwnershipLost {
         let mut from = self.token + 1;
         loop {
-            match self
+            let compacted = match self
                 .backend
                 .watch(WatchRequest::key(self.key.clone()).from_revision(from))
                 .await
             {
-                Ok(mut events) => {
-                    while let Some(item) = events.next().await {
-                        let Ok(resp) = item else { break };
-                        for event in &resp.events {
-                            if let Some(why) = self.foreign(event.kind, &event.kv).await {
-                                return why;
-                            }
-                        }
-                        from = resp.revision + 1;
-                    }
-                }
-                Err(Error::Compacted { .. }) => {
-                    // History is gone: judge the key as it is now.
-                    if let Ok(now) = self
-                        .backend
-                        .range(RangeRequest::key(self.key.clone()))
-                        .await
-                    {
-                        match now.kvs.first() {
-                            None => return OwnershipLost::KeyDeleted,
-                            Some(kv) => {
-                                if let Some(why) = self.foreign(EventKind::Put, kv).await {
+                Ok(mut events) => loop {
+                    match events.next().await {
+                        Some(Ok(resp)) => {
+                            for event in &resp.events {
+                                if let Some(why) = self.foreign(event.kind, &event.kv) {
                                     return why;
                                 }
                             }
+                            from = resp.revision + 1;
                         }
-                        from = now.revision + 1;
-                        continue;
+                        Some(Err(Error::Compacted { .. })) => break true,
+                        Some(Err(_)) | None => break false,
                     }
+                },
+                Err(Error::Compacted { .. }) => true,
+                Err(_) => false,
+            };
+            if compacted {
+                // History is gone: judge the key as it is now.
+                if let Ok(now) = self
+                    .backend
+                    .range(RangeRequest::key(self.key.clone()))
+                    .await
+                {
+                    match now.kvs.first() {
+                        None => return OwnershipLost::KeyDeleted,
+                        Some(kv) => {
+                            if let Some(why) = self.foreign(EventKind::Put, kv) {
+                                return why;
+                            }
+                        }
+                    }
+                    from = now.revision + 1;
+                    continue;
                 }
-                Err(_) => {}
             }
             tokio::time::sleep(self.retry.jittered_delay(1)).await;
         }
     }
 
-    async fn foreign(&self, kind: EventKind, kv: &crate::KeyValue) -> Option<OwnershipLost> {
+    fn foreign(&self, kind: EventKind, kv: &crate::KeyValue) -> Option<OwnershipLost> {
         match kind {
             EventKind::Delete if self.releasing.load(Ordering::SeqCst) => {
                 Some(OwnershipLost::Released)
             }
             EventKind::Delete => Some(OwnershipLost::KeyDeleted),
             EventKind::Put if kv.create_revision != self.token => Some(OwnershipLost::KeyDeleted),
-            EventKind::Put => {
-                // Waits for an in-flight proclaim to record its revision.
-                let own = self.own_writes.lock().await;
-                (!own.contains(&kv.mod_revision)).then_some(OwnershipLost::KeyChanged)
-            }
+            EventKind::Put => (!self.own_writes().is_own(kv, self.session.lease()))
+                .then_some(OwnershipLost::KeyChanged),
         }
     }
 
@@ -700,24 +783,59 @@ impl Drop for Claim {
         if self.is_released() {
             return;
         }
-        // Released without unlock: remove the key in the background, then let the
-        // next local task go.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (backend, retry, key, lease, token) = (
-            self.backend.clone(),
-            self.retry.clone(),
-            self.key.clone(),
-            self.session.lease(),
-            self.token,
+        // Released without unlock (or its unlock was cancelled or failed): the
+        // coordinator's cleanup removes the key, then lets the next local task go.
+        self.cleanup.remove(
+            "dropped claim",
+            Orphan {
+                key: self.key.clone(),
+                guards: vec![self.compare()],
+                session: self.session.clone(),
+                turn,
+            },
         );
-        rt.spawn(async move {
-            match remove_key(&backend, &retry, &key, lease, Some(token)).await {
-                Ok(()) => debug!(key, "released a dropped claim"),
-                Err(e) => warn!(key, error = %e, "could not release a dropped claim; it ends with its lease"),
-            }
-            drop(turn);
-        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(value: &str, mod_revision: Revision, lease: i64) -> crate::KeyValue {
+        crate::KeyValue {
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision,
+            version: 1,
+            lease: Some(LeaseId(lease)),
+        }
+    }
+
+    #[test]
+    fn own_writes_know_lost_responses_by_value_and_stay_bounded() {
+        let mut own = OwnWrites::default();
+        own.sending(b"a");
+        own.written(b"a", 5);
+        // A proclaim of "b" whose first try committed at 7 but whose response
+        // was lost; the retry committed at 8.
+        own.sending(b"b");
+        own.written(b"b", 8);
+        own.sending(b"b");
+        assert!(own.is_own(&kv("a", 5, 1), LeaseId(1)));
+        assert!(
+            own.is_own(&kv("b", 7, 1), LeaseId(1)),
+            "the lost response's write"
+        );
+        assert!(own.is_own(&kv("b", 8, 1), LeaseId(1)));
+        assert!(
+            !own.is_own(&kv("c", 9, 1), LeaseId(1)),
+            "someone else's value"
+        );
+        assert!(!own.is_own(&kv("b", 10, 2), LeaseId(1)), "another lease");
+        for i in 0..1000 {
+            own.sending(format!("v{i}").as_bytes());
+        }
+        assert!(own.len() <= OwnWrites::CAPACITY);
     }
 }

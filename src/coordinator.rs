@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cleanup::Cleanup;
 use crate::config::ConfigCenter;
 use crate::election::ElectionService;
 use crate::local_queue::LocalQueues;
@@ -45,6 +46,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) namespace: String,
     pub(crate) retry: RetryPolicy,
     pub(crate) local: LocalQueues,
+    /// Deletes keys whose owner is gone (dropped or cancelled handles).
+    pub(crate) cleanup: Cleanup,
     /// Registry entries skipped as malformed.
     pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
@@ -85,6 +88,7 @@ impl CoordinatorBuilder {
         }
         Ok(Coordinator {
             inner: Arc::new(CoordinatorInner {
+                cleanup: Cleanup::new(self.backend.clone(), self.retry.clone()),
                 backend: self.backend,
                 namespace: self.namespace,
                 retry: self.retry,
@@ -157,9 +161,15 @@ impl Coordinator {
     }
 
     /// Revoke every session now, so the locks, leaderships and registrations held
-    /// through this coordinator are released at once rather than after their TTL.
-    /// Every clone is closed: later calls fail with `Closed`. Returns the first
-    /// revoke error, after trying them all.
+    /// through this coordinator are released at once rather than after their TTL,
+    /// then wait for the background cleanups of dropped handles to end (a lost
+    /// session ends them: its keys go with its lease). Every clone is closed:
+    /// later calls fail with `Closed`. Returns the first revoke error, after
+    /// trying them all.
+    ///
+    /// Cancelling `close` leaves the coordinator closed and the sessions not yet
+    /// revoked alive until their handles drop (which revokes them in the
+    /// background) or their TTL passes.
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
         let sessions: Vec<Session> = self
@@ -178,6 +188,7 @@ impl Coordinator {
                 }
             }
         }
+        self.inner.cleanup.drain().await;
         first
     }
 

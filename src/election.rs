@@ -141,13 +141,21 @@ impl ElectionService {
 
 /// Leadership of an election, held until resigned or lost.
 ///
-/// Dropping it without [`Leadership::resign`] resigns in the background.
+/// Dropping it without [`Leadership::resign`] resigns in the background: the
+/// coordinator's cleanup deletes the key, retrying until it is gone or the
+/// session is lost (see [`LockGuard`](crate::LockGuard)).
+#[must_use = "dropping a Leadership resigns at once"]
 pub struct Leadership {
     claim: Claim,
 }
 
 impl Leadership {
     /// Replace the proclaimed value, if still the leader; `NotLeader` otherwise.
+    ///
+    /// Retried under the policy. Every try, including one whose response was
+    /// lost or that was cancelled, is recorded first, so [`Leadership::lost`]
+    /// never takes this leader's own write for someone else's. On a timeout the
+    /// value may or may not have been written.
     pub async fn proclaim(&self, value: impl Into<Vec<u8>>) -> Result<()> {
         let value = value.into();
         crate::backend::validate::value(&value, &self.claim.backend().limits())?;
@@ -158,9 +166,13 @@ impl Leadership {
         }
     }
 
-    /// Step down: delete the key if it is still this leader's (safe to retry, never
-    /// deletes a successor's key). `NotLeader` if already resigned or lost.
-    pub async fn resign(&self) -> Result<()> {
+    /// Step down: delete the key if it is still this leader's (retried under the
+    /// policy; never deletes a successor's key). `NotLeader` if leadership was
+    /// already lost (the key gone before this call).
+    ///
+    /// On a store error, and if this call is cancelled, the handle is gone and
+    /// the resignation goes on in the background as for a drop.
+    pub async fn resign(self) -> Result<()> {
         self.claim.release().await.map_err(|e| match e {
             Error::LockNotHeld { .. } => self.not_leader(),
             e => e,

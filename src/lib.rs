@@ -39,6 +39,7 @@
 
 pub mod backend;
 mod claim;
+mod cleanup;
 pub mod config;
 mod coordinator;
 mod election;

@@ -67,10 +67,14 @@ impl LockService {
 /// A held lock.
 ///
 /// Dropping the guard without [`LockGuard::unlock`] releases the lock in the
-/// background (promptly, not at the TTL). While held, the lock lives as long as its
+/// background, promptly, not at the TTL: the coordinator's cleanup deletes the
+/// key (only while it is still this holder's), retrying through store outages
+/// until it is gone or the session is lost — then the lease's end removes it.
+/// This coordinator's next local waiter for the name goes only after that. While held, the lock lives as long as its
 /// session: see [`LockGuard::lost`] and [`LockGuard::is_expired`]. Work that must
 /// not outlive the lock should write through a transaction carrying
 /// [`LockGuard::compare`], or pass [`LockGuard::fencing_token`] to the resource.
+#[must_use = "dropping a LockGuard releases the lock at once"]
 pub struct LockGuard {
     claim: Claim,
 }
@@ -79,11 +83,12 @@ impl LockGuard {
     /// Release the lock: delete the key, but only if it still has this holder's
     /// create revision — a retried release never deletes a later holder's key.
     ///
-    /// Errors: `LockNotHeld` if it was released already (a second unlock) or the key
-    /// was gone before this call (lease ended, deleted by someone); store errors if
-    /// the store could not be reached, in which case the lock may still be held:
-    /// call again, or drop the guard to release in the background.
-    pub async fn unlock(&self) -> Result<()> {
+    /// Errors: `LockNotHeld` if the key was gone before this call (lease ended,
+    /// deleted by someone); store errors if the store could not be reached after
+    /// the policy's retries. The guard is consumed either way: after an error, and
+    /// if this call is cancelled at any await, the release goes on in the
+    /// background as for a dropped guard.
+    pub async fn unlock(self) -> Result<()> {
         self.claim.release().await
     }
 

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::ServiceInfo;
+use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
 use crate::{
     Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest, RangeRequest, Result,
@@ -45,8 +46,12 @@ impl RegistrationState {
 }
 
 /// A registered instance, kept registered until [`Registration::deregister`] or
-/// drop (which deregisters in the background). See
-/// [`RegistryService`](super::RegistryService) for the behaviour under faults.
+/// drop. A drop deregisters in the background: the coordinator's cleanup deletes
+/// the key (only while it is still this registration's write), retrying through
+/// store outages until it is gone or the session is lost — then the lease's end
+/// removes it. See [`RegistryService`](super::RegistryService) for the behaviour
+/// under faults.
+#[must_use = "dropping a Registration deregisters the instance at once"]
 pub struct Registration {
     inner: Arc<Inner>,
     keeper: Mutex<Option<JoinHandle<()>>>,
@@ -62,6 +67,8 @@ struct Inner {
     /// The mod revision and lease of this registration's last write. Held across a
     /// write, so deregistering waits for one in flight.
     written: tokio::sync::Mutex<(Revision, LeaseId)>,
+    /// The session of the last write.
+    session: Mutex<Session>,
     stopped: AtomicBool,
 }
 
@@ -82,15 +89,48 @@ impl Registration {
     ) -> Result<Self> {
         let session = coord.session(ttl).await?;
         let lease = session.lease();
-        let put =
-            Txn::new().and_then([PutRequest::new(key.clone(), value.clone()).with_lease(lease)]);
+        // The put runs as a task of its own: if this call is cancelled (or gives
+        // up while a lost response may have applied), the task removes what it
+        // wrote, so no key is left without a keeper or a handle.
+        let (done, result) = tokio::sync::oneshot::channel();
         let backend = coord.backend.clone();
-        // Repeating the same put is harmless: safe to retry.
-        let written = coord
-            .retry
-            .run("register", |_| backend.txn(put.clone()))
-            .await?
-            .revision;
+        let (retry, cleanup) = (coord.retry.clone(), coord.cleanup.clone());
+        let (task_key, task_value, task_session) = (key.clone(), value.clone(), session.clone());
+        coord.cleanup.spawn("registration", async move {
+            let put = Txn::new().and_then([
+                PutRequest::new(task_key.clone(), task_value.clone()).with_lease(lease)
+            ]);
+            // Repeating the same put is harmless: safe to retry.
+            let outcome = retry
+                .run("register", |_| backend.txn(put.clone()))
+                .await
+                .map(|r| r.revision);
+            let mut guards = vec![Compare::lease(
+                task_key.clone(),
+                CompareOp::Equal,
+                Some(lease),
+            )];
+            guards.push(match &outcome {
+                Ok(revision) => {
+                    Compare::mod_revision(task_key.clone(), CompareOp::Equal, *revision)
+                }
+                // It may have applied: remove a key with exactly this value on this lease.
+                Err(_) => Compare::value(task_key.clone(), CompareOp::Equal, task_value),
+            });
+            let failed = outcome.is_err();
+            if done.send(outcome).is_err() || failed {
+                let orphan = Orphan {
+                    key: task_key,
+                    guards,
+                    session: task_session,
+                    turn: None,
+                };
+                cleanup.remove_now("abandoned registration", orphan).await;
+            }
+        });
+        let written = result
+            .await
+            .map_err(|_| Error::unavailable("the registration task ended without an answer"))??;
         info!(key, lease = %lease, "registered");
         let inner = Arc::new(Inner {
             coord,
@@ -100,6 +140,7 @@ impl Registration {
             ttl,
             state: watch::Sender::new(RegistrationState::Registered),
             written: tokio::sync::Mutex::new((written, lease)),
+            session: Mutex::new(session.clone()),
             stopped: AtomicBool::new(false),
         });
         let span = info_span!("coord.registration", key = %inner.key);
@@ -133,7 +174,11 @@ impl Registration {
     /// Remove the instance from the store (only if the key is still this
     /// registration's own write) and stop keeping it. A replaced or removed
     /// registration has nothing to remove: `Ok`.
-    pub async fn deregister(&self) -> Result<()> {
+    ///
+    /// The handle is consumed either way: after a store error, and if this call
+    /// is cancelled at any await, the removal goes on in the background as for a
+    /// dropped registration.
+    pub async fn deregister(self) -> Result<()> {
         let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.inner.deregister(keeper).await
     }
@@ -141,19 +186,41 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if self.inner.stopped.load(Ordering::SeqCst) {
+        if let Some(keeper) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            keeper.abort();
+        }
+        if self.state().is_final() {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let inner = self.inner.clone();
-        rt.spawn(async move {
-            if let Err(e) = inner.deregister(keeper).await {
-                warn!(key = %inner.key, error = %e, "could not deregister a dropped registration; it ends with its lease");
-            }
-        });
+        self.inner
+            .coord
+            .cleanup
+            .spawn("dropped registration", async move {
+                // Wait for a write in flight, and forbid further ones.
+                let written = inner.written.lock().await;
+                inner.stopped.store(true, Ordering::SeqCst);
+                if inner.state.borrow().is_final() {
+                    return;
+                }
+                let orphan = Orphan {
+                    key: inner.key.clone(),
+                    guards: vec![Compare::mod_revision(
+                        inner.key.clone(),
+                        CompareOp::Equal,
+                        written.0,
+                    )],
+                    session: inner.current_session(),
+                    turn: None,
+                };
+                drop(written);
+                inner
+                    .coord
+                    .cleanup
+                    .remove_now("dropped registration", orphan)
+                    .await;
+                inner.set_state(RegistrationState::Deregistered);
+            });
     }
 }
 
@@ -167,6 +234,13 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Inner {
+    fn current_session(&self) -> Session {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn set_state(&self, state: RegistrationState) {
         self.state.send_if_modified(|s| {
             // A final state stays.
@@ -219,36 +293,44 @@ impl Inner {
                 _ = session.lost() => return Ended::SessionLost,
                 events = backend.watch(request) => events,
             };
-            match events {
+            // A compaction of history still needed, reported by the watch call or
+            // as an item of its stream, is judged by the key as it is now, then
+            // watched from there: never re-watched from a revision that is gone.
+            let compacted = match events {
                 Ok(mut events) => loop {
                     let item = tokio::select! {
                         _ = session.lost() => return Ended::SessionLost,
                         item = events.next() => item,
                     };
-                    let Some(Ok(resp)) = item else { break };
-                    for event in &resp.events {
-                        match event.kind {
-                            EventKind::Delete => return Ended::Deleted,
-                            EventKind::Put if event.kv.mod_revision != ours => {
-                                return Ended::Overwritten
+                    match item {
+                        Some(Ok(resp)) => {
+                            for event in &resp.events {
+                                match event.kind {
+                                    EventKind::Delete => return Ended::Deleted,
+                                    EventKind::Put if event.kv.mod_revision != ours => {
+                                        return Ended::Overwritten
+                                    }
+                                    EventKind::Put => {}
+                                }
                             }
-                            EventKind::Put => {}
+                            from = resp.revision + 1;
                         }
+                        Some(Err(Error::Compacted { .. })) => break true,
+                        Some(Err(_)) | None => break false,
                     }
-                    from = resp.revision + 1;
                 },
-                Err(Error::Compacted { .. }) => {
-                    // History is gone: judge the key as it is now.
-                    if let Ok(now) = backend.range(RangeRequest::key(self.key.clone())).await {
-                        match now.kvs.first() {
-                            None => return Ended::Deleted,
-                            Some(kv) if kv.mod_revision != ours => return Ended::Overwritten,
-                            Some(_) => from = now.revision + 1,
-                        }
-                        continue;
+                Err(Error::Compacted { .. }) => true,
+                Err(_) => false,
+            };
+            if compacted {
+                if let Ok(now) = backend.range(RangeRequest::key(self.key.clone())).await {
+                    match now.kvs.first() {
+                        None => return Ended::Deleted,
+                        Some(kv) if kv.mod_revision != ours => return Ended::Overwritten,
+                        Some(_) => from = now.revision + 1,
                     }
+                    continue;
                 }
-                Err(_) => {}
             }
             tokio::select! {
                 _ = session.lost() => return Ended::SessionLost,
@@ -257,13 +339,34 @@ impl Inner {
         }
     }
 
-    /// Whether the lease of our last write is gone (or cannot be asked about).
+    /// Whether the lease of our last write is gone: the store says so, or the
+    /// session is lost. A store that cannot be asked is asked again (a transient
+    /// error is no proof the lease ended, and re-registering would undo an
+    /// `unregister`), until it answers or the session is lost.
     async fn lease_gone(&self, session: &Session) -> bool {
-        if session.is_lost() {
-            return true;
-        }
         let lease = self.written.lock().await.1;
-        self.coord.backend.lease_time_to_live(lease).await.is_err()
+        let mut attempt = 1u32;
+        loop {
+            if session.is_lost() {
+                return true;
+            }
+            match self.coord.backend.lease_time_to_live(lease).await {
+                Ok(_) => return false,
+                Err(Error::LeaseNotFound { .. }) => return true,
+                Err(e) if !e.is_retryable() => {
+                    warn!(error = %e, "cannot ask about the lease; taking it as gone");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot ask about the lease yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = session.lost() => return true,
+                _ = tokio::time::sleep(self.coord.retry.jittered_delay(attempt)) => {}
+            }
+            attempt = attempt.saturating_add(1);
+        }
     }
 
     /// Write the key again on a working session, unless someone else's
@@ -358,6 +461,7 @@ async fn keep(inner: Arc<Inner>, mut session: Session) {
             match inner.reregister().await {
                 Ok(Some(s)) => {
                     session = s;
+                    *inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
                     inner.set_state(RegistrationState::Registered);
                     info!(lease = %session.lease(), "registered again");
                     break;

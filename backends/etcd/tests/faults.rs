@@ -443,6 +443,7 @@ async fn registration_returns_after_etcd_loses_its_data() {
     .await
     .expect("registered again")
     .unwrap();
+    let key = reg.key().to_string();
     reg.deregister().await.unwrap();
-    wait_for_instance(&observer, reg.key(), false).await;
+    wait_for_instance(&observer, &key, false).await;
 }

@@ -47,6 +47,7 @@ pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
     );
     assert!(!first.is_expired(), "its own proclamation is not a loss");
 
+    let first_token = first.fencing_token();
     first.resign().await?;
     let second = tokio::time::timeout(PATIENCE, queued)
         .await
@@ -59,7 +60,7 @@ pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
         (seen.value_str(), seen.token),
         ("two".into(), second.fencing_token())
     );
-    assert!(second.fencing_token() > first.fencing_token());
+    assert!(second.fencing_token() > first_token);
     assert_eq!(watcher.election().leader("e").await?, Some(seen));
 
     second.resign().await?;

@@ -57,8 +57,9 @@ pub async fn registry_register_discover_unregister(ctx: Ctx) -> Result<()> {
         .expect("stored");
     assert_eq!(stored.lease, Some(a.session(ttl).await?.lease()));
 
+    let r2_state = r2.watch_state();
     r2.deregister().await?;
-    assert_eq!(r2.state(), RegistrationState::Deregistered);
+    assert_eq!(*r2_state.borrow(), RegistrationState::Deregistered);
     assert_eq!(
         other.registry().discover("api").await?,
         [instance("i-1", 8001)]
