@@ -125,21 +125,14 @@ impl OwnWrites {
         self.entries.push_back((None, value.to_vec()));
     }
 
+    /// A write known to have committed at `revision`. The entry of its send
+    /// stays: an earlier try of the same write may have committed too, at a
+    /// revision nobody was told.
     fn written(&mut self, value: &[u8], revision: Revision) {
-        let pending = self
-            .entries
-            .iter_mut()
-            .rev()
-            .find(|(r, v)| r.is_none() && v == value);
-        match pending {
-            Some(entry) => entry.0 = Some(revision),
-            None => {
-                self.sending(value);
-                if let Some(last) = self.entries.back_mut() {
-                    last.0 = Some(revision);
-                }
-            }
+        if self.entries.len() == Self::CAPACITY {
+            self.entries.pop_front();
         }
+        self.entries.push_back((Some(revision), value.to_vec()));
     }
 
     /// Whether a put of `kv` (on the owner's key, create revision checked by the
@@ -821,7 +814,6 @@ mod tests {
         // was lost; the retry committed at 8.
         own.sending(b"b");
         own.written(b"b", 8);
-        own.sending(b"b");
         assert!(own.is_own(&kv("a", 5, 1), LeaseId(1)));
         assert!(
             own.is_own(&kv("b", 7, 1), LeaseId(1)),

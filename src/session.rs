@@ -56,10 +56,21 @@ struct SessionInner {
 }
 
 /// A TTL as whole seconds (rounded up), checked against the backend's bounds.
+/// Under a second (zero included) and too long for a lease are `InvalidArgument`,
+/// never an overflow.
 pub(crate) fn ttl_seconds(backend: &dyn Backend, ttl: Duration) -> Result<i64> {
-    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let secs = i64::try_from(secs)
-        .map_err(|_| Error::invalid("ttl", format!("{ttl:?} is too long for a lease")))?;
+    if ttl < Duration::from_secs(1) {
+        return Err(Error::invalid(
+            "ttl",
+            format!("must be at least 1 s (leases count whole seconds), got {ttl:?}"),
+        ));
+    }
+    let too_long = || Error::invalid("ttl", format!("{ttl:?} is too long for a lease"));
+    let secs = ttl
+        .as_secs()
+        .checked_add(u64::from(ttl.subsec_nanos() > 0))
+        .ok_or_else(too_long)?;
+    let secs = i64::try_from(secs).map_err(|_| too_long())?;
     validate::ttl(secs, &backend.limits())?;
     Ok(secs)
 }

@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             put_without_lease_detaches_the_key,
             watch_from_now_sees_puts_and_deletes,
             watch_replays_from_a_past_revision,
+            watch_from_a_future_revision_starts_there,
             watch_prefix_sees_only_the_prefix,
             watch_across_many_writers_is_ordered_without_gaps,
             watch_prev_kv_carries_previous_values,
@@ -108,6 +109,11 @@ macro_rules! conformance_tests {
             close_releases_locks_at_once,
             sessions_are_shared_per_ttl_and_replaced_when_lost,
             lock_input_is_validated,
+            // Nothing left behind.
+            compaction_past_an_idle_holder_does_not_blind_it,
+            a_leftover_claim_is_never_re_adopted,
+            fencing_tokens_strictly_increase,
+            impossible_ttls_are_invalid,
             // Leader election.
             election_changes_are_observed_in_order,
             leader_whose_lease_ends_is_replaced,
@@ -168,6 +174,15 @@ macro_rules! fault_tests {
             partitioned_registration_returns_within_a_keep_alive_interval,
             cache_converges_after_compaction_while_cut_off,
             cache_converges_after_a_partition,
+            // Nothing left behind.
+            dropped_guard_during_an_outage_is_released_after_it,
+            cancelled_unlock_during_an_outage_still_releases,
+            cancelled_acquire_during_an_outage_leaves_no_key,
+            dropped_registration_during_an_outage_is_removed_after_it,
+            cancelled_deregister_still_removes_the_instance,
+            cancelled_register_leaves_no_key,
+            retried_proclaim_is_not_a_loss,
+            transient_error_does_not_undo_unregister,
         );
     };
 }

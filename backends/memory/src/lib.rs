@@ -142,12 +142,12 @@ impl Default for MemoryBackend {
     }
 }
 
-/// The in-memory backend's bounds: etcd's, but leases may be as short as 1 s.
+/// The in-memory backend's bounds: etcd's defaults ([`Limits::default`]: leases
+/// of at least 2 s, values up to 1.5 MiB, 128 operations per transaction), so
+/// code that works against it does not fail against etcd. Tests that want other
+/// bounds use [`MemoryBackend::with_limits`].
 pub fn default_limits() -> Limits {
-    Limits {
-        min_lease_ttl: 1,
-        ..Limits::default()
-    }
+    Limits::default()
 }
 
 impl MemoryBackend {

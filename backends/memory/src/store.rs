@@ -29,6 +29,9 @@ struct Watcher {
     client: u64,
     keys: KeyRange,
     prev_kv: bool,
+    /// The first revision owed: a watch from a future revision gets nothing
+    /// earlier, as in etcd.
+    start: Revision,
     tx: UnboundedSender<WatchResponse>,
 }
 
@@ -278,6 +281,9 @@ impl State {
 
     fn publish(&mut self, revision: Revision, events: Vec<Event>) {
         self.watchers.retain(|w| {
+            if revision < w.start {
+                return !w.tx.is_closed();
+            }
             let owed = owed(&events, &w.keys, w.prev_kv);
             if owed.is_empty() {
                 return !w.tx.is_closed();
@@ -435,6 +441,7 @@ impl State {
             client,
             keys: keys.clone(),
             prev_kv,
+            start,
             tx,
         });
         Ok(rx)

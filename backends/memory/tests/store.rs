@@ -65,3 +65,22 @@ async fn leases_follow_tokios_clock() {
     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     assert!(store.get("k").await.unwrap().is_none());
 }
+
+/// The default limits are etcd's: a 1 s lease is refused as etcd refuses it, so
+/// code that works here does not fail in production; `with_limits` allows it.
+#[tokio::test]
+async fn default_limits_are_etcds() {
+    assert_eq!(
+        coordkit_memory::default_limits(),
+        coordkit::Limits::default()
+    );
+    let b = MemoryBackend::new();
+    let err = b.lease_grant(1).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    b.lease_grant(2).await.unwrap();
+    let short = MemoryBackend::with_limits(coordkit::Limits {
+        min_lease_ttl: 1,
+        ..coordkit::Limits::default()
+    });
+    short.lease_grant(1).await.unwrap();
+}

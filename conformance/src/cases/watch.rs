@@ -47,6 +47,34 @@ pub async fn watch_replays_from_a_past_revision(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A watch from a future revision delivers nothing earlier: its first response
+/// is the first change at or after that revision.
+pub async fn watch_from_a_future_revision_starts_there(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let now = b.put("f", "0").await?;
+    let mut w = b
+        .watch(WatchRequest::key("f").from_revision(now + 3))
+        .await?;
+    let mut revs = Vec::new();
+    for i in 1..=4 {
+        revs.push(b.put("f", i.to_string()).await?);
+    }
+    let first = next_response(&mut w, "the first put at or after the start").await?;
+    assert!(
+        first.revision >= now + 3,
+        "a watch from revision {} delivered revision {}",
+        now + 3,
+        first.revision
+    );
+    let expected = revs
+        .iter()
+        .copied()
+        .find(|r| *r >= now + 3)
+        .expect("a put there");
+    assert_eq!(first.revision, expected);
+    Ok(())
+}
+
 /// A prefix watch sees only keys under the prefix.
 pub async fn watch_prefix_sees_only_the_prefix(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
