@@ -73,7 +73,13 @@ async fn main() -> coordkit::Result<()> {
     while manager.last_error().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("rejected: {}", manager.last_error().unwrap_or_default());
+    println!(
+        "rejected: {}",
+        manager
+            .last_error()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    );
     println!("still serving: {:?}", manager.current());
 
     // Reads come from memory.

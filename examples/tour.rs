@@ -167,7 +167,10 @@ async fn main() -> coordkit::Result<()> {
     }
     println!(
         "invalid update refused ({}); workers still = {}",
-        manager.last_error().unwrap_or_default(),
+        manager
+            .last_error()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
         manager.current()
     );
     manager.stop();

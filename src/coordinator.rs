@@ -14,6 +14,10 @@ use crate::registry::RegistryService;
 use crate::session::ttl_seconds;
 use crate::{Backend, Error, Result, RetryPolicy, Session};
 
+/// How many sessions of distinct TTLs a coordinator keeps before it drops those
+/// nobody holds.
+const IDLE_SESSIONS_KEPT: usize = 8;
+
 /// The namespace a [`Coordinator`] works in unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "coord/";
 
@@ -55,6 +59,7 @@ pub(crate) struct CoordinatorInner {
 }
 
 /// Options for a [`Coordinator`].
+#[must_use = "a builder does nothing until `build`"]
 pub struct CoordinatorBuilder {
     backend: Arc<dyn Backend>,
     namespace: String,
@@ -220,6 +225,12 @@ impl CoordinatorInner {
             if !s.is_lost() {
                 return Ok(s.clone());
             }
+        }
+        // Bounded: lost sessions go, and past a few TTLs, so do sessions nobody
+        // holds (their drop revokes their lease; the next user grants anew).
+        sessions.retain(|_, s| !s.is_lost());
+        if sessions.len() >= IDLE_SESSIONS_KEPT {
+            sessions.retain(|_, s| s.handles() > 1);
         }
         let session = Session::start(
             self.backend.clone(),

@@ -58,7 +58,9 @@ pub use backend::{
     TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
 pub use claim::OwnershipLost;
-pub use config::{ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, Watcher};
+pub use config::{
+    ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, ConfigManagerError, Watcher,
+};
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};

@@ -110,6 +110,11 @@ impl Session {
         Ok(Session { inner })
     }
 
+    /// How many handles share this session (the coordinator's own included).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The session's lease.
     pub fn lease(&self) -> LeaseId {
         self.inner.lease

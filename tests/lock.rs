@@ -266,3 +266,40 @@ async fn a_claim_on_a_revoked_lease_is_expired_not_lease_not_found() {
     );
     assert_eq!(keys(&store, "coord/").await, 0);
 }
+
+/// A coordinator used with many TTLs keeps a bounded set of sessions: past a
+/// few, the sessions nobody holds are dropped (their leases revoked), while the
+/// ones in use stay.
+#[tokio::test(start_paused = true)]
+async fn sessions_of_many_ttls_stay_bounded() {
+    let store = MemoryBackend::new();
+    let coordinator = Coordinator::new(Arc::new(store.client()));
+    let held = coordinator.lock().acquire("kept", TTL).await.unwrap();
+    let mut leases = Vec::new();
+    for secs in 10..50 {
+        let guard = coordinator
+            .lock()
+            .acquire("many", Duration::from_secs(secs))
+            .await
+            .unwrap();
+        leases.push(guard.session().lease());
+        guard.unlock().await.unwrap();
+    }
+    settle().await;
+    let mut alive = 0;
+    for lease in &leases {
+        if store.lease_time_to_live(*lease).await.is_ok() {
+            alive += 1;
+        }
+    }
+    assert!(
+        alive <= 8,
+        "{alive} of {} unused sessions still hold a lease",
+        leases.len()
+    );
+    assert!(
+        held.is_held().await.unwrap(),
+        "a session in use was dropped"
+    );
+    held.unlock().await.unwrap();
+}

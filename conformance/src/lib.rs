@@ -131,6 +131,7 @@ macro_rules! conformance_tests {
             config_history_after_compaction_is_shorter,
             config_input_is_validated,
             config_manager_applies_only_valid_values,
+            config_manager_survives_panicking_hooks,
             config_manager_starts_with_the_stored_value,
             // Service registry.
             registry_register_discover_unregister,

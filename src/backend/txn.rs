@@ -211,6 +211,7 @@ impl From<RangeRequest> for TxnOp {
 ///
 /// Within one branch no two writes may touch the same key (etcd's rule).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a transaction does nothing until passed to `Backend::txn`"]
 pub struct Txn {
     /// The conditions, all of which must hold.
     pub compares: Vec<Compare>,

@@ -13,6 +13,57 @@ use tracing::{info, warn};
 use super::{ConfigCenter, ConfigEventKind, Version};
 use crate::{Error, Result};
 
+/// Why the last value read was not applied, or why it could not be read; see
+/// [`ConfigManager::last_error`].
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigManagerError {
+    /// The stored value does not decode as the manager's type.
+    #[error("{}does not decode: {reason}", at(*.version))]
+    Undecodable {
+        /// The value's version, when the store said it.
+        version: Option<Version>,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The validator refused the value.
+    #[error("version {version} rejected: {reason}")]
+    Rejected {
+        /// The refused value's version.
+        version: Version,
+        /// The validator's message.
+        reason: String,
+    },
+    /// The validator or the updater panicked on the value.
+    #[error("version {version}: the {hook} panicked: {message}")]
+    Panicked {
+        /// The value's version.
+        version: Version,
+        /// `"validator"` or `"updater"`.
+        hook: &'static str,
+        /// The panic's message, when it had one.
+        message: String,
+    },
+    /// The store could not be read or watched (the manager keeps trying).
+    #[error("store: {0}")]
+    Store(Arc<Error>),
+}
+
+fn at(version: Option<Version>) -> String {
+    version.map_or_else(String::new, |v| format!("version {v} "))
+}
+
+/// Run a user hook, turning a panic into its message.
+fn guarded<R>(hook: impl FnOnce() -> R) -> std::result::Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
 type Validator<T> = Box<dyn Fn(&T) -> std::result::Result<(), String> + Send + Sync>;
 type Updater<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
 
@@ -24,11 +75,20 @@ type Updater<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
 /// - A new value is applied only if it decodes as `T` and passes the validator;
 ///   otherwise the last good value stays, the rejection is logged and readable
 ///   through [`ConfigManager::last_error`], and the updater is not called.
-/// - The updater is called once per applied change, with the old and new values.
+/// - The updater is called once per accepted change, with the old and new
+///   values, *before* the new value is published: inside it `current()` still
+///   returns the old one. It runs for the value read by
+///   [`start`](ConfigManagerBuilder::start) too (old = the default), on the
+///   caller's task; later ones on the manager's background task.
+/// - A panic in the validator or the updater is caught: the value is not
+///   applied, [`ConfigManager::last_error`] is
+///   [`ConfigManagerError::Panicked`], an error is logged, and the manager goes
+///   on following the store.
 /// - Deleting the key reverts to the default (as if the manager started without it).
 /// - If the store cannot be reached at start, the manager serves the default and
 ///   keeps trying in the background; an outage later keeps the last good value;
 ///   either way it catches up when the store is back.
+#[must_use = "dropping a ConfigManager stops following the store"]
 pub struct ConfigManager<T> {
     inner: Arc<ManagerInner<T>>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -41,12 +101,13 @@ struct ManagerInner<T> {
     current: ArcSwap<T>,
     version: AtomicI64,
     updates: watch::Sender<Arc<T>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<ConfigManagerError>>,
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
 }
 
 /// Options for a [`ConfigManager`]; see [`ConfigManager::builder`].
+#[must_use = "a builder does nothing until `start`"]
 pub struct ConfigManagerBuilder<T> {
     center: ConfigCenter,
     segments: [String; 3],
@@ -150,9 +211,10 @@ where
         self.inner.updates.subscribe()
     }
 
-    /// Why the last value read was not applied (it did not decode or was rejected
-    /// by the validator) or the last store error; `None` once a value is applied.
-    pub fn last_error(&self) -> Option<String> {
+    /// Why the last value read was not applied (it did not decode, the validator
+    /// refused it, or a hook panicked) or the last store error; `None` once a
+    /// value is applied.
+    pub fn last_error(&self) -> Option<ConfigManagerError> {
         self.inner
             .last_error
             .lock()
@@ -194,12 +256,12 @@ impl<T> ManagerInner<T>
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    fn record_error(&self, message: String) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    fn record_error(&self, error: ConfigManagerError) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
-    /// Apply `value` at `version` if it is newer and valid; `None` reverts to the
-    /// default.
+    /// Apply `value` at `version` if it is newer, valid, and the updater takes it;
+    /// `None` reverts to the default.
     fn offer(&self, version: Version, value: Option<std::result::Result<T, Error>>) {
         if version <= self.version.load(Ordering::SeqCst) {
             return;
@@ -210,28 +272,58 @@ where
             None => self.default.clone(),
             Some(Err(e)) => {
                 warn!(key = %self.key, version, error = %e, "config value rejected: does not decode");
-                self.record_error(format!("version {version}: {e}"));
+                self.record_error(ConfigManagerError::Undecodable {
+                    version: Some(version),
+                    reason: e.to_string(),
+                });
                 return;
             }
             Some(Ok(v)) => {
                 if let Some(validate) = &self.validator {
-                    if let Err(reason) = validate(&v) {
-                        warn!(key = %self.key, version, reason, "config value rejected by the validator");
-                        self.record_error(format!("version {version} rejected: {reason}"));
+                    let verdict = guarded(|| validate(&v));
+                    let refusal = match verdict {
+                        Ok(Ok(())) => None,
+                        Ok(Err(reason)) => {
+                            warn!(key = %self.key, version, reason, "config value rejected by the validator");
+                            Some(ConfigManagerError::Rejected { version, reason })
+                        }
+                        Err(message) => Some(self.panicked(version, "validator", message)),
+                    };
+                    if let Some(refusal) = refusal {
+                        self.record_error(refusal);
                         return;
                     }
                 }
                 Arc::new(v)
             }
         };
-        let old = self.current.swap(new.clone());
+        let old = self.current.load_full();
+        if let Some(update) = &self.updater {
+            if let Err(message) = guarded(|| update(&old, &new)) {
+                let error = self.panicked(version, "updater", message);
+                self.record_error(error);
+                return;
+            }
+        }
+        self.current.store(new.clone());
         self.version.store(version, Ordering::SeqCst);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         info!(key = %self.key, version, "config value applied");
-        if let Some(update) = &self.updater {
-            update(&old, &new);
-        }
         self.updates.send_replace(new);
+    }
+
+    fn panicked(
+        &self,
+        version: Version,
+        hook: &'static str,
+        message: String,
+    ) -> ConfigManagerError {
+        tracing::error!(key = %self.key, version, hook, message, "config hook panicked; the value is not applied");
+        ConfigManagerError::Panicked {
+            version,
+            hook,
+            message,
+        }
     }
 
     /// Read the value and open a watch; on failure, record it and return `None`.
@@ -241,7 +333,7 @@ where
             Ok(w) => w,
             Err(e) => {
                 warn!(key = %self.key, error = %e, "config store unreachable; serving the last good value");
-                self.record_error(format!("store: {e}"));
+                self.record_error(ConfigManagerError::Store(Arc::new(e)));
                 return None;
             }
         };
@@ -249,7 +341,7 @@ where
             Ok((bytes, version)) => self.offer(version, Some(super::decode(&self.key, &bytes))),
             Err(Error::NotFound { .. }) => {}
             Err(e) => {
-                self.record_error(format!("store: {e}"));
+                self.record_error(ConfigManagerError::Store(Arc::new(e)));
                 return None;
             }
         }
@@ -282,9 +374,12 @@ where
                 // The watch goes on; the version is unknown here, so the value is
                 // refused without moving the version.
                 warn!(key, reason, "config value rejected: does not decode");
-                inner.record_error(format!("{key}: {reason}"));
+                inner.record_error(ConfigManagerError::Undecodable {
+                    version: None,
+                    reason,
+                });
             }
-            Some(Err(e)) => inner.record_error(format!("store: {e}")),
+            Some(Err(e)) => inner.record_error(ConfigManagerError::Store(Arc::new(e))),
             None => watcher = None,
         }
     }

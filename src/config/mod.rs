@@ -15,7 +15,7 @@ use crate::coordinator::CoordinatorInner;
 use crate::{Backend, BackendExt, Error, RangeRequest, Result, RetryPolicy, Revision};
 
 pub(crate) use key::{validate_key, validate_prefix};
-pub use manager::{ConfigManager, ConfigManagerBuilder};
+pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
 pub use watcher::{ConfigEvent, ConfigEventKind, Watcher};
 
 /// A version of a config value: the key's mod revision in the store. Every write

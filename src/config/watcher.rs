@@ -49,6 +49,7 @@ pub struct ConfigEvent<T> {
 /// - A value that does not decode as `T` arrives as an `Err(Codec { key, .. })`
 ///   item, and the stream goes on. So do store errors while it reconnects.
 /// - [`Watcher::close`] ends the stream.
+#[must_use = "a watcher delivers nothing unless polled"]
 pub struct Watcher<T> {
     events: Option<BoxStream<'static, Result<RawEvent>>>,
     _value: PhantomData<fn() -> T>,

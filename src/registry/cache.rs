@@ -39,6 +39,7 @@ pub struct ServiceEvent {
 /// the watch started, then every change in order. After a compaction past its
 /// position it rereads and emits the difference, so no delete is missed. Store
 /// errors arrive as items while it reconnects.
+#[must_use = "a watch delivers nothing unless polled"]
 pub struct ServiceWatch {
     events: BoxStream<'static, Result<ServiceEvent>>,
 }
@@ -86,6 +87,7 @@ impl std::fmt::Debug for ServiceWatch {
 /// view resumes after a broken watch and rereads after a compaction, emitting the
 /// difference as events ([`ServiceCache::subscribe`]), so no instance lingers after
 /// it is gone. Dropping the cache stops the watch.
+#[must_use = "dropping a ServiceCache stops following the registry"]
 pub struct ServiceCache {
     name: String,
     instances: Arc<ArcSwap<Vec<ServiceInfo>>>,

@@ -72,6 +72,52 @@ struct Inner {
     stopped: AtomicBool,
 }
 
+/// The register task's answer, awaited by `register`. Dropped before it was
+/// taken (the call cancelled), it removes a key written meanwhile: the task
+/// removes it itself when the answer cannot be delivered, and this catches an
+/// answer delivered just before the drop.
+struct Answer {
+    rx: Option<tokio::sync::oneshot::Receiver<Result<Revision>>>,
+    cleanup: crate::cleanup::Cleanup,
+    key: String,
+    session: Session,
+}
+
+impl Answer {
+    async fn take(&mut self) -> Result<Revision> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Err(Error::unavailable("the registration's answer was taken"));
+        };
+        let answer = rx.await;
+        self.rx = None;
+        answer.map_err(|_| Error::unavailable("the registration task ended without an answer"))?
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        // After `close`, the task's send fails (and it cleans up itself); an
+        // answer sent before is still here to read.
+        rx.close();
+        if let Ok(Ok(revision)) = rx.try_recv() {
+            let lease = self.session.lease();
+            self.cleanup.remove(
+                "abandoned registration",
+                Orphan {
+                    key: self.key.clone(),
+                    guards: vec![
+                        Compare::lease(self.key.clone(), CompareOp::Equal, Some(lease)),
+                        Compare::mod_revision(self.key.clone(), CompareOp::Equal, revision),
+                    ],
+                    session: self.session.clone(),
+                    turn: None,
+                },
+            );
+        }
+    }
+}
+
 /// What ended a keeper's watch of its key.
 enum Ended {
     SessionLost,
@@ -128,9 +174,13 @@ impl Registration {
                 cleanup.remove_now("abandoned registration", orphan).await;
             }
         });
-        let written = result
-            .await
-            .map_err(|_| Error::unavailable("the registration task ended without an answer"))??;
+        let mut answer = Answer {
+            rx: Some(result),
+            cleanup: coord.cleanup.clone(),
+            key: key.clone(),
+            session: session.clone(),
+        };
+        let written = answer.take().await?;
         info!(key, lease = %lease, "registered");
         let inner = Arc::new(Inner {
             coord,

@@ -283,6 +283,56 @@ pub async fn config_input_is_validated(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A validator or updater that panics does not stop the manager: the value is
+/// not applied, `last_error` is `Panicked` naming the hook, the updater ran
+/// before publication (a panicking updater leaves `current()` unchanged), and
+/// the next good value is applied.
+pub async fn config_manager_survives_panicking_hooks(ctx: Ctx) -> Result<()> {
+    let config = ctx.coordinator().config();
+    let applied: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
+    let manager = {
+        let applied = applied.clone();
+        ConfigManager::builder(&config, "prod", "shop", "n", 1u32)
+            .validator(|n| {
+                assert!(*n != 13, "validator cannot stand 13");
+                Ok(())
+            })
+            .updater(move |old, new| {
+                assert!(*new != 7, "updater cannot stand 7");
+                applied.lock().unwrap().push((*old, *new));
+            })
+            .start()
+            .await?
+    };
+    let writer = ctx.other_coordinator().await.config();
+    for (value, hook) in [(13u32, "validator"), (7, "updater")] {
+        let v = writer.set("prod/shop/n", &value).await?;
+        wait_until(&format!("the {hook}'s panic is reported"), || async {
+            Ok(matches!(
+                manager.last_error(),
+                Some(coordkit::ConfigManagerError::Panicked { version, hook: h, .. })
+                    if version == v && h == hook
+            ))
+        })
+        .await?;
+        assert_eq!(
+            *manager.current(),
+            1,
+            "a value whose {hook} panicked was applied"
+        );
+        assert_eq!(manager.version(), 0);
+    }
+    let good = writer.set("prod/shop/n", &42u32).await?;
+    wait_until("the manager still applies good values", || async {
+        Ok(manager.version() == good)
+    })
+    .await?;
+    assert_eq!(*manager.current(), 42);
+    assert!(manager.last_error().is_none());
+    assert_eq!(*applied.lock().unwrap(), [(1, 42)]);
+    Ok(())
+}
+
 /// The manager applies valid values (the updater once each, with old and new),
 /// keeps the last good value when an update is invalid or does not decode (the
 /// updater not called, `last_error` set), and reverts to the default on delete.
@@ -327,6 +377,7 @@ pub async fn config_manager_applies_only_valid_values(ctx: Ctx) -> Result<()> {
     assert!(manager
         .last_error()
         .unwrap()
+        .to_string()
         .contains("pool must be positive"));
     assert_eq!(*manager.current(), db(8));
     assert_eq!(manager.version(), v);

@@ -1,0 +1,230 @@
+//! Cancel-safety: every public call that writes is dropped after 0, 1, 2, …
+//! polls (on the paused clock, with injected failures so its retries are await
+//! points too), and what it leaves behind is checked: no key without an owner,
+//! the lock or leadership free for the next comer, no loss faked.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use coordkit::{Backend, Coordinator, RangeRequest, ServiceInfo};
+use coordkit_memory::MemoryBackend;
+
+const TTL: Duration = Duration::from_secs(6);
+/// Polls tried per call: more than any of them needs to finish.
+const POLLS: usize = 24;
+
+/// Poll `fut` up to `n` times, letting 50 ms of (paused) time pass between
+/// polls; drop it unfinished, or return its output.
+async fn poll_times<F: Future>(fut: F, n: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..n {
+        if let Poll::Ready(v) = futures::poll!(fut.as_mut()) {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn keys(store: &MemoryBackend, prefix: &str) -> i64 {
+    store
+        .range(RangeRequest::prefix(prefix).count_only())
+        .await
+        .unwrap()
+        .count
+}
+
+/// Wait (bounded, on the paused clock) until `prefix` holds `n` keys.
+async fn settles_at(store: &MemoryBackend, prefix: &str, n: i64, what: &str) {
+    for _ in 0..600 {
+        if keys(store, prefix).await == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{what}: {prefix} has {} keys, not {n}",
+        keys(store, prefix).await
+    );
+}
+
+fn setup() -> (MemoryBackend, MemoryBackend, Coordinator, Coordinator) {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let a = Coordinator::new(Arc::new(client.clone()));
+    let b = Coordinator::new(Arc::new(store.client()));
+    (store, client, a, b)
+}
+
+/// `acquire` dropped at any await leaves no key: another coordinator then takes
+/// the lock at once.
+#[tokio::test(start_paused = true)]
+async fn acquire_dropped_at_any_await_leaves_no_key() {
+    for n in 0..POLLS {
+        let (store, client, a, b) = setup();
+        let holder = b.lock().acquire("x", TTL).await.unwrap();
+        client.fail_next(2);
+        let waiting = {
+            let a = a.clone();
+            async move { a.lock().acquire("x", TTL).await }
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            holder.unlock().await.unwrap();
+        };
+        let (got, ()) = tokio::join!(poll_times(waiting, n), release);
+        if let Some(Ok(guard)) = got {
+            guard.unlock().await.unwrap();
+        }
+        settles_at(
+            &store,
+            "coord/lock/x/",
+            0,
+            &format!("acquire dropped after {n} polls"),
+        )
+        .await;
+        let next = tokio::time::timeout(Duration::from_secs(1), b.lock().try_acquire("x", TTL))
+            .await
+            .expect("try_acquire hung")
+            .unwrap_or_else(|e| panic!("after {n} polls the lock is not free: {e}"));
+        next.unlock().await.unwrap();
+    }
+}
+
+/// `unlock` dropped at any await still releases the lock (in the background).
+#[tokio::test(start_paused = true)]
+async fn unlock_dropped_at_any_await_still_releases() {
+    for n in 0..POLLS {
+        let (store, client, a, b) = setup();
+        let guard = a.lock().acquire("u", TTL).await.unwrap();
+        client.fail_next(2);
+        let _ = poll_times(guard.unlock(), n).await;
+        settles_at(
+            &store,
+            "coord/lock/u/",
+            0,
+            &format!("unlock dropped after {n} polls"),
+        )
+        .await;
+        b.lock()
+            .try_acquire("u", TTL)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+        // The dropping coordinator is not blocked either.
+        a.lock()
+            .try_acquire("u", TTL)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+    }
+}
+
+/// `register` dropped at any await leaves no instance without a handle; a
+/// finished one is deregistered by its drop.
+#[tokio::test(start_paused = true)]
+async fn register_dropped_at_any_await_leaves_no_instance() {
+    for n in 0..POLLS {
+        let (store, client, a, _b) = setup();
+        a.session(TTL).await.unwrap();
+        client.lose_next_response();
+        client.fail_next(1);
+        let info = ServiceInfo::new("i-1", "api", "127.0.0.1", 80);
+        let registered = poll_times(a.registry().register(info, TTL), n).await;
+        drop(registered);
+        settles_at(
+            &store,
+            "coord/service/",
+            0,
+            &format!("register dropped after {n} polls"),
+        )
+        .await;
+        // And it stays away (no keeper brings it back).
+        tokio::time::sleep(TTL).await;
+        assert_eq!(
+            keys(&store, "coord/service/").await,
+            0,
+            "after {n} polls it came back"
+        );
+    }
+}
+
+/// `deregister` dropped at any await still removes the instance.
+#[tokio::test(start_paused = true)]
+async fn deregister_dropped_at_any_await_still_removes() {
+    for n in 0..POLLS {
+        let (store, client, a, _b) = setup();
+        let info = ServiceInfo::new("i-1", "api", "127.0.0.1", 80);
+        let registration = a.registry().register(info, TTL).await.unwrap();
+        client.fail_next(2);
+        let _ = poll_times(registration.deregister(), n).await;
+        settles_at(
+            &store,
+            "coord/service/",
+            0,
+            &format!("deregister dropped after {n} polls"),
+        )
+        .await;
+    }
+}
+
+/// `campaign` and `resign` dropped at any await leave no key: the other
+/// candidate then leads.
+#[tokio::test(start_paused = true)]
+async fn campaign_and_resign_dropped_at_any_await_leave_no_key() {
+    for n in 0..POLLS {
+        let (store, client, a, b) = setup();
+        client.fail_next(2);
+        let won = poll_times(a.election().with_ttl(TTL).campaign("e", "a"), n).await;
+        if let Some(Ok(leadership)) = won {
+            client.fail_next(2);
+            let _ = poll_times(leadership.resign(), n).await;
+        }
+        settles_at(
+            &store,
+            "coord/election/e/",
+            0,
+            &format!("campaign/resign dropped after {n} polls"),
+        )
+        .await;
+        let next = tokio::time::timeout(
+            Duration::from_secs(1),
+            b.election().with_ttl(TTL).campaign("e", "b"),
+        )
+        .await
+        .expect("the other candidate waits for a leader nobody is")
+        .unwrap();
+        next.resign().await.unwrap();
+    }
+}
+
+/// `proclaim` dropped at any await (its tries failing or their responses lost)
+/// never makes the leader take its own write for someone else's.
+#[tokio::test(start_paused = true)]
+async fn proclaim_dropped_at_any_await_fakes_no_loss() {
+    for n in 0..POLLS {
+        let (_store, client, a, _b) = setup();
+        let leader = a
+            .election()
+            .with_ttl(TTL)
+            .campaign("p", "one")
+            .await
+            .unwrap();
+        client.lose_next_response();
+        client.fail_next(1);
+        let _ = poll_times(leader.proclaim("two"), n).await;
+        let lost = tokio::time::timeout(Duration::from_secs(2), leader.lost()).await;
+        assert!(lost.is_err(), "after {n} polls: {lost:?}");
+        assert!(!leader.is_expired());
+        leader.proclaim("three").await.unwrap();
+        let lost = tokio::time::timeout(Duration::from_secs(2), leader.lost()).await;
+        assert!(lost.is_err(), "after {n} polls, then a proclaim: {lost:?}");
+        leader.resign().await.unwrap();
+    }
+}
