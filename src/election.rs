@@ -90,6 +90,9 @@ impl ElectionService {
     /// Errors: `InvalidArgument` for a bad name (empty, `/`, control characters),
     /// a TTL out of bounds or a value over the backend's limit; `LockExpired` if the
     /// session was lost while queued; `Closed` after the coordinator was closed.
+    ///
+    /// Dropping this future at any await leaves no key: one already written is
+    /// deleted by the coordinator's cleanup.
     pub async fn campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         let claim = claim(
             &self.coord,

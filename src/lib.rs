@@ -29,6 +29,29 @@
 //!
 //! The tour (`cargo run --example tour`) shows the primitive and the recipes on the
 //! in-memory backend.
+//!
+//! # Cancellation and cleanup
+//!
+//! Every async call may be dropped at any await (a `timeout`, a `select!`, a
+//! task aborted). What that leaves behind:
+//!
+//! - **Reads** (`get`, `discover`, `leader`, `is_held`, …) leave nothing.
+//! - **Single writes** (`ConfigCenter::set`, `compare_and_set`, `delete`,
+//!   [`Leadership::proclaim`]) may or may not have been applied, exactly as when
+//!   they time out; a proclaim's tries are recorded first, so the leader never
+//!   takes one of its own writes for someone else's.
+//! - **Calls that create an owned key** ([`LockService::acquire`],
+//!   `try_acquire`, [`ElectionService::campaign`], [`RegistryService::register`])
+//!   leave no key: what was written is handed to the coordinator's *cleanup*.
+//! - **Calls that consume a handle** ([`LockGuard::unlock`],
+//!   [`Leadership::resign`], [`Registration::deregister`]) and a dropped handle
+//!   hand the key to the cleanup too.
+//!
+//! The cleanup deletes each such key — only while it is still the same owner's
+//! (its create or mod revision) — and retries through store outages until the
+//! delete is done or the session is lost (the lease's end then removes the key).
+//! The coordinator's next local waiter for the same name goes only after that.
+//! [`Coordinator::close`] waits for the cleanups.
 
 //! # Feature flags
 //!

@@ -42,7 +42,11 @@ impl LockService {
     /// Errors: `InvalidArgument` for an empty name, a name with `/` or control
     /// characters, or a TTL outside the backend's bounds; `LockExpired` if the
     /// session was lost while queued; `Closed` after the coordinator was closed;
-    /// store errors once retries are exhausted.
+    /// store errors once retries are exhausted. A TTL under 1 s is
+    /// `InvalidArgument`.
+    ///
+    /// Dropping this future at any await leaves no key: one already written is
+    /// deleted by the coordinator's cleanup (see the crate docs, "Cancellation").
     pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
         let claim = claim(
             &self.coord,
@@ -57,7 +61,8 @@ impl LockService {
     }
 
     /// Take the lock `name` only if nobody holds it: `LockConflict` at once
-    /// otherwise, leaving no key behind. Other errors as for [`LockService::acquire`].
+    /// otherwise, leaving no key behind. Other errors, and cancellation, as for
+    /// [`LockService::acquire`].
     pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
         let claim = claim(&self.coord, Kind::Lock, name, ttl, Vec::new(), Wait::No).await?;
         Ok(LockGuard { claim })

@@ -168,7 +168,12 @@ impl RegistryService {
     /// Errors: `InvalidArgument` for an empty id, name or address, `/` in the id or
     /// name, port 0, a TTL outside the backend's bounds, or metadata that makes the
     /// entry larger than the backend's value limit; `Closed` after the coordinator
-    /// was closed; store errors.
+    /// was closed; store errors (after which no key is left: a put that may have
+    /// applied is removed).
+    ///
+    /// Dropping this future at any await leaves no instance advertised: the put
+    /// runs as a task of its own, and what it wrote is removed once nobody can
+    /// take its handle.
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
         let key = format!("{}{}", self.prefix(&info.name), info.id);
