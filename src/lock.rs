@@ -79,6 +79,26 @@ impl LockService {
 /// session: see [`LockGuard::lost`] and [`LockGuard::is_expired`]. Work that must
 /// not outlive the lock should write through a transaction carrying
 /// [`LockGuard::compare`], or pass [`LockGuard::fencing_token`] to the resource.
+///
+/// A guard that is not kept is a warning (an error under `deny(unused_must_use)`),
+/// because it would release the lock at once:
+///
+/// ```compile_fail
+/// #[deny(unused_must_use)]
+/// async fn forgot(c: coordkit::Coordinator) -> coordkit::Result<()> {
+///     c.lock().acquire("jobs", std::time::Duration::from_secs(10)).await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// and `unlock` consumes the guard, so a second unlock does not compile:
+///
+/// ```compile_fail
+/// async fn twice(guard: coordkit::LockGuard) {
+///     let _ = guard.unlock().await;
+///     let _ = guard.unlock().await;
+/// }
+/// ```
 #[must_use = "dropping a LockGuard releases the lock at once"]
 pub struct LockGuard {
     claim: Claim,

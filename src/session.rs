@@ -75,6 +75,14 @@ pub(crate) fn ttl_seconds(backend: &dyn Backend, ttl: Duration) -> Result<i64> {
     Ok(secs)
 }
 
+/// `sent + ttl` less the drift allowance; a TTL the store reports too large for
+/// the clock (a faulty store) gives a deadline ~30 years out, never an overflow.
+fn local_deadline(sent: Instant, ttl: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+    sent.checked_add(ttl - drift_allowance(ttl))
+        .unwrap_or_else(|| sent.checked_add(FAR).unwrap_or(sent))
+}
+
 /// How much earlier than send time + TTL the session gives up its lease.
 fn drift_allowance(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
@@ -100,7 +108,7 @@ impl Session {
             lease: grant.id,
             ttl,
             state: watch::Sender::new(SessionState::Alive),
-            deadline: Mutex::new(sent + ttl - drift_allowance(ttl)),
+            deadline: Mutex::new(local_deadline(sent, ttl)),
             keeper: Mutex::new(None),
             retry,
         });
@@ -263,7 +271,7 @@ impl SessionInner {
                 let ttl = Duration::from_secs(ttl as u64);
                 {
                     let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-                    *deadline = (*deadline).max(sent + ttl - drift_allowance(ttl));
+                    *deadline = (*deadline).max(local_deadline(sent, ttl));
                 }
                 self.state.send_if_modified(|s| {
                     let revive = *s == SessionState::Suspended;
@@ -351,5 +359,19 @@ async fn keep_alive_loop(session: Weak<SessionInner>) {
                 next = Instant::now() + s.retry.jittered_delay(failures).min(retry_cap);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_ttl_from_the_store_never_overflows_the_deadline() {
+        let now = Instant::now();
+        let far = local_deadline(now, Duration::from_secs(i64::MAX as u64));
+        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
+        let ten = local_deadline(now, Duration::from_secs(10));
+        assert_eq!(ten, now + Duration::from_secs(9));
     }
 }

@@ -303,3 +303,45 @@ async fn sessions_of_many_ttls_stay_bounded() {
     );
     held.unlock().await.unwrap();
 }
+
+/// After a compaction past an idle holder and an idle registration (whose watch
+/// is then cut), neither re-watches the compacted revision in a loop: over 5 s
+/// only a couple of watches are opened, and a later delete is still seen.
+#[tokio::test(start_paused = true)]
+async fn compaction_past_idle_watchers_opens_no_watch_loop() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let coordinator = Coordinator::new(Arc::new(client.clone()));
+    let guard = coordinator.lock().acquire("c", TTL).await.unwrap();
+    let registration = coordinator
+        .registry()
+        .register(
+            coordkit::ServiceInfo::new("i-1", "api", "127.0.0.1", 80),
+            TTL,
+        )
+        .await
+        .unwrap();
+    settle().await;
+    for i in 0..5 {
+        store.put(format!("noise/{i}"), "x").await.unwrap();
+    }
+    store.compact_now();
+    client.cut_watches();
+    let before = store.stats().watches;
+    let lost = tokio::time::timeout(Duration::from_secs(5), guard.lost()).await;
+    assert!(lost.is_err(), "lost without a cause: {lost:?}");
+    let opened = store.stats().watches - before;
+    assert!(
+        opened <= 4,
+        "{opened} watches opened in 5 s after a compaction"
+    );
+    let (why, _) = tokio::join!(guard.lost(), async {
+        settle().await;
+        store.delete(guard.key()).await.unwrap()
+    });
+    assert_eq!(why, coordkit::OwnershipLost::KeyDeleted);
+    assert_eq!(
+        registration.state(),
+        coordkit::RegistrationState::Registered
+    );
+}
