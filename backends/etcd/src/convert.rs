@@ -201,10 +201,14 @@ const NOT_CONNECTED: [&str; 4] = [
     "connection refused",
 ];
 
-/// Whether etcd refused the call because the auth token predates an auth change
-/// ("revision of auth store is old"): refresh the token and send it once more.
+/// Whether etcd refused the call because the auth token predates an auth change:
+/// refresh the token and send it once more. etcd 3.4 says "revision of auth
+/// store is old" (FailedPrecondition); 3.5 may say "auth: revision in header is
+/// old" (Unknown) when the change lands between the check and the apply.
 pub(crate) fn auth_revision_old(e: &etcd::Error) -> bool {
-    matches!(e, etcd::Error::GRpcStatus(s) if s.message().contains("revision of auth store is old"))
+    matches!(e, etcd::Error::GRpcStatus(s)
+        if s.message().contains("revision of auth store is old")
+            || s.message().contains("revision in header is old"))
 }
 
 /// Map an etcd-client error onto coordkit's error, keeping it as the source where
@@ -361,6 +365,23 @@ mod tests {
         assert!(!never_sent(&status(
             Code::Unknown,
             "h2 protocol error: connection closed"
+        )));
+    }
+
+    #[test]
+    fn old_auth_revisions_of_both_versions_are_recognised() {
+        use tonic::Code;
+        assert!(auth_revision_old(&status(
+            Code::FailedPrecondition,
+            "etcdserver: revision of auth store is old"
+        )));
+        assert!(auth_revision_old(&status(
+            Code::Unknown,
+            "auth: revision in header is old"
+        )));
+        assert!(!auth_revision_old(&status(
+            Code::PermissionDenied,
+            "etcdserver: permission denied"
         )));
     }
 
