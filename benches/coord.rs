@@ -111,9 +111,25 @@ fn main() {
     let report = format!("{header}{table}");
     println!("{report}");
     if full {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-report.md");
-        std::fs::write(&path, &report).expect("write the report");
-        eprintln!("report written to {}", path.display());
+        // COORD_BENCH_REPORT, else the target directory (wherever CARGO_TARGET_DIR
+        // puts it), created if missing; a report that cannot be written is printed
+        // above anyway, and the error says where it was meant to go.
+        let path = std::env::var_os("COORD_BENCH_REPORT")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+                    })
+                    .join("bench-report.md")
+            });
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::write(&path, &report) {
+            Ok(()) => eprintln!("report written to {}", path.display()),
+            Err(e) => eprintln!("could not write the report to {}: {e}", path.display()),
+        }
     }
 }

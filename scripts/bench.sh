@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every benchmark against a real etcd with etcd's default durability (fsync on),
-# and write the Markdown report to stdout and target/bench-report.md.
+# and write the Markdown report to stdout and target/bench-report.md (or
+# $COORD_BENCH_REPORT).
 #
 # Installs what is missing (as scripts/test.sh does), starts etcd on a free loopback
 # port with a temporary data dir, runs `cargo bench -p coordkit-bench`, stops etcd.
@@ -15,5 +16,6 @@ start_etcd --snapshot-count=100000
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 export COORD_REQUIRE_ETCD=1
 
+export COORD_BENCH_REPORT="${COORD_BENCH_REPORT:-${CARGO_TARGET_DIR:-$PWD/target}/bench-report.md}"
 cargo bench -p coordkit-bench
-echo "report written to target/bench-report.md"
+echo "report written to $COORD_BENCH_REPORT"

@@ -206,15 +206,14 @@ pub async fn assert_quiet(stream: &mut WatchStream, what: &str) {
     }
 }
 
-/// Run one case against a harness from `factory`; skip (with a printed reason, from
-/// the factory) when it gives none.
+/// Run one case against a harness from `factory`; fail when it gives none (a
+/// case that cannot run is to be ignored, not passed).
 pub async fn run<F>(harness: Option<Arc<dyn Harness>>, case: &str, paused_clock: bool, body: F)
 where
     F: FnOnce(Ctx) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>,
 {
     let Some(harness) = harness else {
-        eprintln!("{case}: skipped (no backend; see the message above)");
-        return;
+        panic!("{case}: the harness factory gave no backend (see the message above); mark the cases `ignore = \"...\"` instead of skipping them");
     };
     // Every case but the compacting ones relies on history not being compacted
     // under it, so it holds the history lock for reading while it runs.

@@ -21,8 +21,18 @@
 //!
 //! `start_paused = true` runs each case on tokio's paused clock; use it when the
 //! backend's leases expire on tokio's clock (as coordkit-memory's do), so TTLs pass
-//! instantly. A harness factory that returns `None` skips the cases (it should print
-//! why). Every case runs in a fresh namespace, so cases never see each other's keys.
+//! instantly. Every case runs in a fresh namespace, so cases never see each other's
+//! keys.
+//!
+//! A backend that needs a server the test machine may lack adds
+//! `ignore = "why"`: each case is then `#[ignore]`d, shown as ignored by a plain
+//! `cargo test`, and run by `cargo test -- --include-ignored` (where a missing
+//! server must fail: let the harness factory panic with what is missing). A
+//! factory that returns `None` makes each case fail.
+//!
+//! ```ignore
+//! coordkit_conformance::conformance_tests!(harness, start_paused = false, ignore = "needs etcd");
+//! ```
 
 #![warn(missing_docs)]
 
@@ -40,8 +50,8 @@ pub use context::run;
 /// `$factory` is a function `fn() -> Option<Arc<dyn Harness>>`.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:path, start_paused = $paused:literal) => {
-        $crate::__cases!($factory, $paused;
+    ($factory:path, start_paused = $paused:literal $(, ignore = $why:literal)?) => {
+        $crate::__cases!($factory, $paused, [$(#[ignore = $why])?];
             fresh_namespace_is_empty,
             put_then_get_round_trips,
             each_write_gets_a_larger_revision,
@@ -149,8 +159,8 @@ macro_rules! conformance_tests {
 /// must carry [`Faults`]; a case whose client has none fails.
 #[macro_export]
 macro_rules! fault_tests {
-    ($factory:path, start_paused = $paused:literal) => {
-        $crate::__cases!($factory, $paused;
+    ($factory:path, start_paused = $paused:literal $(, ignore = $why:literal)?) => {
+        $crate::__cases!($factory, $paused, [$(#[ignore = $why])?];
             failed_calls_fail_exactly_n_times,
             lost_response_write_is_committed,
             stalled_keep_alives_let_the_lease_expire,
@@ -191,15 +201,24 @@ macro_rules! fault_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cases {
-    ($factory:path, $paused:literal; $($case:ident),* $(,)?) => {
+    ($factory:path, $paused:literal, $attrs:tt; $($case:ident),* $(,)?) => {
         $(
-            #[tokio::test(start_paused = $paused)]
-            async fn $case() {
-                $crate::run($factory(), stringify!($case), $paused, |ctx| {
-                    Box::pin($crate::cases::$case(ctx))
-                })
-                .await;
-            }
+            $crate::__case!($factory, $paused, $attrs, $case);
         )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case {
+    ($factory:path, $paused:literal, [$(#[$attr:meta])*], $case:ident) => {
+        #[tokio::test(start_paused = $paused)]
+        $(#[$attr])*
+        async fn $case() {
+            $crate::run($factory(), stringify!($case), $paused, |ctx| {
+                Box::pin($crate::cases::$case(ctx))
+            })
+            .await;
+        }
     };
 }

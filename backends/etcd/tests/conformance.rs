@@ -32,4 +32,8 @@ fn harness() -> Option<Arc<dyn Harness>> {
     Some(Arc::new(EtcdHarness { config }))
 }
 
-coordkit_conformance::conformance_tests!(harness, start_paused = false);
+coordkit_conformance::conformance_tests!(
+    harness,
+    start_paused = false,
+    ignore = "needs etcd (./scripts/test.sh runs it)"
+);

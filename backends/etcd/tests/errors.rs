@@ -20,6 +20,7 @@ async fn etcdctl(endpoint: &str, args: &[&str]) {
 
 /// Wrong credentials fail with `AuthFailed`; right ones work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn wrong_password_is_auth_failed() {
     if !etcd_binary_available() {
         return;
@@ -44,6 +45,7 @@ async fn wrong_password_is_auth_failed() {
 /// A value that passes coordkit's configured limit but not the server's
 /// `--max-request-bytes` is `InvalidArgument` naming the value, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn server_side_request_limit_is_invalid_value() {
     if !etcd_binary_available() {
         return;
@@ -70,6 +72,7 @@ async fn server_side_request_limit_is_invalid_value() {
 /// A key that passes coordkit's checks but makes the request larger than the
 /// server's `--max-request-bytes` is `InvalidArgument` naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn server_side_request_limit_names_an_overlong_key() {
     if !etcd_binary_available() {
         return;
@@ -96,6 +99,7 @@ async fn server_side_request_limit_names_an_overlong_key() {
 /// The NOSPACE alarm (backend quota reached) is `Alarm { alarm: "NOSPACE" }`, not
 /// retryable: an operator must act.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn nospace_alarm_is_its_own_error() {
     if !etcd_binary_available() {
         return;
@@ -124,6 +128,7 @@ async fn nospace_alarm_is_its_own_error() {
 /// A user whose role covers one prefix gets `PermissionDenied` outside it (and
 /// `AuthFailed` stays for bad credentials).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn missing_permission_is_permission_denied() {
     if !etcd_binary_available() {
         return;
@@ -162,6 +167,7 @@ async fn missing_permission_is_permission_denied() {
 /// simple tokens never are, they take the current revision) is refreshed and
 /// the request sent once more: the caller sees no error, for writes and reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn an_old_auth_revision_refreshes_the_token() {
     if !etcd_binary_available() {
         return;
@@ -233,6 +239,7 @@ async fn an_old_auth_revision_refreshes_the_token() {
 /// to the next one, writes included: the caller sees no connect error. With no
 /// endpoint reachable, the error names the endpoint and keeps its source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn unsent_requests_go_to_the_next_endpoint() {
     if !etcd_binary_available() {
         return;

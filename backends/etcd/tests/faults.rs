@@ -24,6 +24,7 @@ async fn next(w: &mut coordkit::WatchStream) -> coordkit::Result<coordkit::Watch
 /// A watch survives etcd being killed and restarted: it resumes from the last
 /// delivered revision + 1, so every write arrives once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn watch_resumes_after_etcd_restart_without_gap_or_duplicate() {
     if !etcd_binary_available() {
         return;
@@ -58,6 +59,7 @@ async fn watch_resumes_after_etcd_restart_without_gap_or_duplicate() {
 /// If etcd compacts past a disconnected watch's position, the resumed watch yields
 /// `Compacted` instead of silently skipping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn watch_compacted_while_disconnected_yields_compacted() {
     if !etcd_binary_available() {
         return;
@@ -85,6 +87,7 @@ async fn watch_compacted_while_disconnected_yields_compacted() {
 /// A lease revoked by another client (etcdctl) is reported as `LeaseNotFound` by
 /// keep-alive, time-to-live and put, and its keys are gone.
 #[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn lease_revoked_by_etcdctl_is_lease_not_found() {
     let Some(config) = common::etcd_config() else {
         return;
@@ -123,6 +126,7 @@ async fn lease_revoked_by_etcdctl_is_lease_not_found() {
 /// Many watches and many kept-alive leases of one backend share one watch stream and
 /// one keep-alive stream, and every watch receives its change.
 #[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn watches_and_keep_alives_share_one_stream_each() {
     let Some(config) = common::etcd_config() else {
         return;
@@ -170,6 +174,7 @@ async fn watches_and_keep_alives_share_one_stream_each() {
 /// it happens, the stalled watch is cut (counted in the stats), and once its
 /// consumer reads again it gets every revision once, in order, with no gap.
 #[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn a_stalled_consumer_holds_up_nobody_and_misses_nothing() {
     let Some(config) = common::etcd_config() else {
         return;
@@ -210,6 +215,7 @@ async fn a_stalled_consumer_holds_up_nobody_and_misses_nothing() {
 
 /// Connecting to an address where nothing listens fails in time with a retryable error.
 #[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn connect_to_nothing_fails_retryably() {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -227,6 +233,7 @@ async fn connect_to_nothing_fails_retryably() {
 /// once etcd expires it, another coordinator takes the lock, and the old holder's
 /// fenced write is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
     if !etcd_binary_available() {
         return;
@@ -267,6 +274,7 @@ async fn lock_holder_cut_off_from_etcd_reports_loss_before_etcd_expires_it() {
 /// A config watch whose history etcd compacted while it was disconnected rereads
 /// and delivers the current state, marked as a resync, then goes on live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn config_watch_resyncs_after_etcd_compacted_while_disconnected() {
     if !etcd_binary_available() {
         return;
@@ -357,6 +365,7 @@ async fn wait_for_instance(backend: &EtcdBackend, key: &str, present: bool) {
 
 /// A registration whose lease `etcdctl lease revoke` ends is back on a new lease.
 #[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn registration_returns_after_etcdctl_revokes_its_lease() {
     let Some(config) = common::etcd_config() else {
         return;
@@ -416,6 +425,7 @@ async fn registration_returns_after_etcdctl_revokes_its_lease() {
 /// etcd restarted with its data lost (a fresh member on the same address): the
 /// registration notices its lease is gone and registers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
 async fn registration_returns_after_etcd_loses_its_data() {
     if !etcd_binary_available() {
         return;
