@@ -38,6 +38,8 @@ echo "== cargo test --workspace --all-targets (etcd at $COORD_ETCD_ENDPOINTS)"
 # here they run, and fail if etcd is missing. The chaos report is for
 # scripts/chaos.sh.
 cargo test --workspace --all-targets -- --include-ignored --skip chaos_report
+echo "== TLS: mutual TLS against an etcd serving https (feature tls)"
+cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
 echo "== doctests"
 cargo test --workspace --doc
 echo "== etcd 3.5.1: the etcd backend's conformance, fault, error, interop and cluster tests"
@@ -48,6 +50,7 @@ export PATH
 start_etcd
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 cargo test -p coordkit-etcd --all-targets -- --include-ignored --skip chaos_report
+cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
 echo "== examples"
 for example in tour lock election config config_manager registry grpc_resolver; do
   cargo run --quiet --example "$example" >/dev/null

@@ -25,6 +25,7 @@ use crate::{
 
 /// Why ownership of a lock or a leadership ended (see `LockGuard::lost`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OwnershipLost {
     /// The session's lease is gone or its local deadline passed.
     SessionLost,

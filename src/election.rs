@@ -41,6 +41,7 @@ pub struct ElectionService {
 
 /// Who leads an election, as read from the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Leader {
     /// The leader's key (namespace included).
     pub key: String,

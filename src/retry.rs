@@ -19,6 +19,7 @@ use crate::{Error, Result};
 /// computed delay), so that many clients failing together do not retry in lockstep.
 /// `deadline`, if set, bounds the whole call: no wait starts that would end past it.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Tries in all, the first included; 1 means no retry.
     pub max_attempts: u32,
@@ -56,6 +57,30 @@ impl RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
         }
+    }
+
+    /// With `n` tries in all (the first included).
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// With waits starting at `initial`, growing by `multiplier`, capped at `max`.
+    pub fn with_backoff(mut self, initial: Duration, max: Duration, multiplier: f64) -> Self {
+        (self.initial_delay, self.max_delay, self.multiplier) = (initial, max, multiplier);
+        self
+    }
+
+    /// With up to this share (0.0 to 1.0) of each wait taken off at random.
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// With all tries together bounded by `deadline`, waits included.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Check the settings: at least one attempt, a finite multiplier of at least 1,

@@ -13,6 +13,7 @@ use crate::{Backend, Error, LeaseId, Result, RetryPolicy};
 
 /// What a session knows about its lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SessionState {
     /// The last keep-alive was acknowledged and the local deadline has not passed.
     Alive,

@@ -2,6 +2,7 @@
 
 /// Sizes and bounds a backend enforces; breaking one is [`crate::Error::InvalidArgument`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// The smallest lease TTL in seconds that the backend honours as asked (etcd raises
     /// smaller TTLs silently, so coordkit rejects them instead).
@@ -12,6 +13,14 @@ pub struct Limits {
     pub max_value_bytes: usize,
     /// The largest number of operations in one transaction branch (etcd: 128).
     pub max_txn_ops: usize,
+}
+
+impl Limits {
+    /// With a smallest lease TTL of `seconds` (etcd's is 2).
+    pub const fn with_min_lease_ttl(mut self, seconds: i64) -> Self {
+        self.min_lease_ttl = seconds;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -28,7 +37,19 @@ impl Default for Limits {
 
 /// Optional abilities of a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// `compact` works; without it, `compact` returns [`crate::Error::Unsupported`].
     pub compaction: bool,
+}
+
+impl Capabilities {
+    /// No optional ability; add them with the `with_` methods.
+    pub const NONE: Capabilities = Capabilities { compaction: false };
+
+    /// With (or without) compaction.
+    pub const fn with_compaction(mut self, compaction: bool) -> Self {
+        self.compaction = compaction;
+        self
+    }
 }

@@ -14,6 +14,7 @@ use crate::{EventKind, KeyRange, Result};
 
 /// What happened to a config key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ConfigEventKind {
     /// Written (created or updated).
     Put,
@@ -23,6 +24,7 @@ pub enum ConfigEventKind {
 
 /// One change of a config key, as a [`Watcher`] delivers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigEvent<T> {
     /// Put or delete.
     pub kind: ConfigEventKind,

@@ -19,6 +19,7 @@ use crate::Result;
 
 /// Whether an instance came or went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ServiceEventKind {
     /// Registered, or its registration changed.
     Put,
@@ -28,6 +29,7 @@ pub enum ServiceEventKind {
 
 /// A change of a service's instances.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServiceEvent {
     /// Came or went.
     pub kind: ServiceEventKind,

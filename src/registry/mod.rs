@@ -27,6 +27,7 @@ use view::ServiceView;
 
 /// One instance of a service, as registered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ServiceInfo {
     /// The instance's id, unique within the service (no `/`).
     pub id: String,

@@ -20,6 +20,7 @@ use crate::{
 
 /// Where a [`Registration`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RegistrationState {
     /// The instance is in the store, on a live session.
     Registered,

@@ -8,6 +8,7 @@ use coordkit::{Limits, RetryPolicy};
 ///
 /// `Debug` prints the password as `<redacted>`.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EtcdConfig {
     /// etcd client URLs. Default: `http://127.0.0.1:2379`.
     pub endpoints: Vec<String>,
@@ -39,9 +40,10 @@ pub struct EtcdConfig {
     /// [`Coordinator`](coordkit::Coordinator) that [`crate::connect`] builds. Default: 5
     /// attempts, 200 ms doubling to at most 5 s.
     pub retry: RetryPolicy,
-    /// TLS to etcd (feature `tls`).
+    /// TLS to etcd (feature `tls`): needed for, and only for, `https://`
+    /// endpoints. See [`crate::TlsOptions`].
     #[cfg(feature = "tls")]
-    pub tls: Option<etcd_client::TlsOptions>,
+    pub tls: Option<crate::TlsOptions>,
 }
 
 impl Default for EtcdConfig {
@@ -93,6 +95,33 @@ impl EtcdConfig {
                 "endpoints",
                 "at least one endpoint is needed",
             ));
+        }
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https > 0 && https < self.endpoints.len() {
+            return Err(Error::invalid(
+                "endpoints",
+                "mixes http:// and https:// endpoints: one cluster speaks one of them",
+            ));
+        }
+        #[cfg(feature = "tls")]
+        match (https > 0, self.tls.is_some()) {
+            (true, false) => {
+                return Err(Error::invalid(
+                    "tls",
+                    "https:// endpoints need `tls` set (at least the CA that signed etcd's certificate)",
+                ))
+            }
+            (false, true) => {
+                return Err(Error::invalid(
+                    "endpoints",
+                    "`tls` is set but the endpoints are http://: use https:// URLs",
+                ))
+            }
+            _ => {}
         }
         for e in &self.endpoints {
             if e.starts_with("https://") {

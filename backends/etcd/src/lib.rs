@@ -68,6 +68,23 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::EtcdConfig;
 
+/// TLS settings for [`EtcdConfig::tls`] (feature `tls`): re-exported from
+/// etcd-client (which takes them from tonic), so no direct dependency is needed.
+///
+/// ```no_run
+/// # fn demo(ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) {
+/// use coordkit_etcd::{Certificate, EtcdConfig, Identity, TlsOptions};
+/// let mut config = EtcdConfig::with_endpoints(["https://etcd-1:2379"]);
+/// config.tls = Some(
+///     TlsOptions::new()
+///         .ca_certificate(Certificate::from_pem(ca_pem))
+///         .identity(Identity::from_pem(cert_pem, key_pem)), // for client-cert auth
+/// );
+/// # }
+/// ```
+#[cfg(feature = "tls")]
+pub use etcd_client::{Certificate, Identity, TlsOptions};
+
 /// Connect to etcd and return a [`Coordinator`](coordkit::Coordinator) over it, with
 /// the default namespace (`coord/`) and the config's retry policy.
 ///
@@ -190,7 +207,8 @@ impl EtcdBackend {
             .call("status", Context::default(), |c| async move {
                 c.maintenance_client().status().await
             })
-            .await?;
+            .await
+            .map_err(|e| with_tls_hint(e, &backend.inner.config))?;
         check_version(status.version())?;
         Ok(backend)
     }
@@ -279,6 +297,28 @@ impl EtcdBackend {
     }
 }
 
+/// A connect that failed below gRPC (no answer at all) says what to check about
+/// TLS: a TLS server reached over http://, or https:// settings it refused.
+fn with_tls_hint(e: Error, config: &EtcdConfig) -> Error {
+    let https = config.endpoints.iter().any(|u| u.starts_with("https://"));
+    match e {
+        Error::Unavailable { reason, source }
+            if reason.contains("transport error") || reason.contains("operation was canceled") =>
+        {
+            let hint = if https {
+                "check the TLS settings: the CA that signed etcd's certificate, and a client certificate if etcd requires one (--client-cert-auth)"
+            } else {
+                "if etcd serves TLS, use https:// endpoints with coordkit-etcd's `tls` feature"
+            };
+            Error::Unavailable {
+                reason: format!("{reason} ({hint})"),
+                source,
+            }
+        }
+        e => e,
+    }
+}
+
 fn range_response(mut resp: etcd::GetResponse, revision: Revision) -> RangeResponse {
     RangeResponse {
         count: resp.count(),
@@ -299,7 +339,7 @@ impl Backend for EtcdBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { compaction: true }
+        Capabilities::NONE.with_compaction(true)
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {

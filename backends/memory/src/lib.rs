@@ -51,6 +51,7 @@ use store::State;
 /// Counts of the calls a store has served, for tests that bound the work a recipe
 /// causes (for example, that one lock release wakes one waiter).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Range calls.
     pub ranges: u64,
@@ -300,7 +301,7 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { compaction: true }
+        Capabilities::NONE.with_compaction(true)
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {

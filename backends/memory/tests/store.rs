@@ -78,9 +78,6 @@ async fn default_limits_are_etcds() {
     let err = b.lease_grant(1).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     b.lease_grant(2).await.unwrap();
-    let short = MemoryBackend::with_limits(coordkit::Limits {
-        min_lease_ttl: 1,
-        ..coordkit::Limits::default()
-    });
+    let short = MemoryBackend::with_limits(coordkit::Limits::default().with_min_lease_ttl(1));
     short.lease_grant(1).await.unwrap();
 }

@@ -255,58 +255,66 @@ pub async fn registry_input_is_validated(ctx: Ctx) -> Result<()> {
     let ok = instance("i", 1);
     for (bad, argument) in [
         (
-            ServiceInfo {
-                id: String::new(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.id = String::new();
+                i
             },
             "id",
         ),
         (
-            ServiceInfo {
-                id: "a/b".into(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.id = "a/b".into();
+                i
             },
             "id",
         ),
         (
-            ServiceInfo {
-                name: String::new(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.name = String::new();
+                i
             },
             "name",
         ),
         (
-            ServiceInfo {
-                name: "a/b".into(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.name = "a/b".into();
+                i
             },
             "name",
         ),
         (
-            ServiceInfo {
-                name: "a\nb".into(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.name = "a\nb".into();
+                i
             },
             "name",
         ),
         (
-            ServiceInfo {
-                address: String::new(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.address = String::new();
+                i
             },
             "address",
         ),
         (
-            ServiceInfo {
-                address: "a b".into(),
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.address = "a b".into();
+                i
             },
             "address",
         ),
         (
-            ServiceInfo {
-                port: 0,
-                ..ok.clone()
+            {
+                let mut i = ok.clone();
+                i.port = 0;
+                i
             },
             "port",
         ),
