@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::cleanup::Cleanup;
 use crate::config::ConfigCenter;
 use crate::election::ElectionService;
+use crate::health::{Followers, Health, SessionHealth};
 use crate::local_queue::LocalQueues;
 use crate::lock::LockService;
 use crate::registry::RegistryService;
@@ -52,6 +53,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) local: LocalQueues,
     /// Deletes keys whose owner is gone (dropped or cancelled handles).
     pub(crate) cleanup: Cleanup,
+    /// The caches and config managers, for `health()`.
+    pub(crate) followers: Arc<Followers>,
     /// Registry entries skipped as malformed.
     pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
@@ -94,6 +97,7 @@ impl CoordinatorBuilder {
         Ok(Coordinator {
             inner: Arc::new(CoordinatorInner {
                 cleanup: Cleanup::new(self.backend.clone(), self.retry.clone()),
+                followers: Arc::default(),
                 backend: self.backend,
                 namespace: self.namespace,
                 retry: self.retry,
@@ -195,6 +199,41 @@ impl Coordinator {
         }
         self.inner.cleanup.drain().await;
         first
+    }
+
+    /// A snapshot for readiness probes, with no side effect but one read: the
+    /// round trip of that read (or why it failed), each session's state and time
+    /// to its deadline, and whether each live [`ServiceCache`](crate::ServiceCache)
+    /// and [`ConfigManager`](crate::ConfigManager) made through this coordinator
+    /// follows its keys or serves stale data. [`Health::is_ready`] sums it up.
+    pub async fn health(&self) -> Health {
+        let started = tokio::time::Instant::now();
+        let probe =
+            crate::RangeRequest::key(format!("{}health", self.inner.namespace)).count_only();
+        let backend = match self.inner.backend.range(probe).await {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => Err(e.to_string()),
+        };
+        let now = tokio::time::Instant::now();
+        let mut sessions: Vec<SessionHealth> = self
+            .inner
+            .sessions
+            .lock()
+            .await
+            .values()
+            .map(|s| SessionHealth {
+                ttl: s.ttl(),
+                lease: s.lease(),
+                state: s.state(),
+                until_deadline: s.deadline().saturating_duration_since(now),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.ttl);
+        Health {
+            backend,
+            sessions,
+            followers: self.inner.followers.health(),
+        }
     }
 
     /// Whether [`Coordinator::close`] was called.

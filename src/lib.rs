@@ -68,6 +68,7 @@ mod coordinator;
 mod election;
 mod error;
 mod follow;
+mod health;
 mod local_queue;
 mod lock;
 pub mod registry;
@@ -87,6 +88,7 @@ pub use config::{
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
+pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
 pub use lock::{LockGuard, LockService};
 pub use registry::{
     Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent, ServiceEventKind,

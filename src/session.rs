@@ -84,6 +84,9 @@ fn local_deadline(sent: Instant, ttl: Duration) -> Instant {
         .unwrap_or_else(|| sent.checked_add(FAR).unwrap_or(sent))
 }
 
+/// The reason a session ends by [`Session::close`]: a clean end, logged at info.
+const CLOSED: &str = "closed";
+
 /// How much earlier than send time + TTL the session gives up its lease.
 fn drift_allowance(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
@@ -192,7 +195,7 @@ impl Session {
     /// keep-alives. The session is `Lost` afterwards, whatever the outcome.
     pub async fn close(&self) -> Result<()> {
         self.inner.stop_keeper();
-        self.inner.mark_lost("closed", false);
+        self.inner.mark_lost(CLOSED, false);
         match self.inner.backend.lease_revoke(self.inner.lease).await {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
@@ -230,7 +233,11 @@ impl SessionInner {
         if !changed {
             return;
         }
-        warn!(lease = %self.lease, reason, "session lost");
+        if reason == CLOSED {
+            tracing::info!(lease = %self.lease, "session closed");
+        } else {
+            warn!(lease = %self.lease, reason, "session lost");
+        }
         if revoke {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let backend = self.backend.clone();

@@ -87,7 +87,9 @@ type Updater<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
 /// - Deleting the key reverts to the default (as if the manager started without it).
 /// - If the store cannot be reached at start, the manager serves the default and
 ///   keeps trying in the background; an outage later keeps the last good value;
-///   either way it catches up when the store is back.
+///   either way it catches up when the store is back. Meanwhile
+///   [`ConfigManager::health`] (and
+///   [`Coordinator::health`](crate::Coordinator::health)) says it is stale.
 #[must_use = "dropping a ConfigManager stops following the store"]
 pub struct ConfigManager<T> {
     inner: Arc<ManagerInner<T>>,
@@ -104,6 +106,7 @@ struct ManagerInner<T> {
     last_error: Mutex<Option<ConfigManagerError>>,
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
+    status: Arc<crate::health::SyncStatus>,
 }
 
 /// Options for a [`ConfigManager`]; see [`ConfigManager::builder`].
@@ -154,7 +157,10 @@ where
         let key = self.segments.join("/");
         super::validate_key(&key)?;
         let default = Arc::new(self.default);
+        let status = crate::health::SyncStatus::new(format!("config {key}"));
+        self.center.followers.add(&status);
         let inner = Arc::new(ManagerInner {
+            status,
             center: self.center,
             key,
             current: ArcSwap::new(default.clone()),
@@ -166,7 +172,17 @@ where
             updater: self.updater,
         });
         let watcher = inner.load().await;
-        let task = tokio::spawn(follow(inner.clone(), watcher));
+        let task = {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let keys = crate::RangeRequest::key(inner.center.full(&inner.key));
+                let backend = inner.center.backend().clone();
+                tokio::join!(
+                    follow(inner.clone(), watcher),
+                    inner.status.probe(backend.as_ref(), keys)
+                );
+            })
+        };
         Ok(ConfigManager {
             inner,
             task: Mutex::new(Some(task)),
@@ -222,6 +238,11 @@ where
             .clone()
     }
 
+    /// Whether the manager follows the store or serves its last known value.
+    pub fn health(&self) -> crate::SyncHealth {
+        self.inner.status.health()
+    }
+
     /// The config key, relative to the config root.
     pub fn key(&self) -> &str {
         &self.inner.key
@@ -257,6 +278,9 @@ where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     fn record_error(&self, error: ConfigManagerError) {
+        if let ConfigManagerError::Store(e) = &error {
+            self.status.failed(e);
+        }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
@@ -338,8 +362,11 @@ where
             }
         };
         match self.center.get_bytes_with_version(&self.key).await {
-            Ok((bytes, version)) => self.offer(version, Some(super::decode(&self.key, &bytes))),
-            Err(Error::NotFound { .. }) => {}
+            Ok((bytes, version)) => {
+                self.status.synced();
+                self.offer(version, Some(super::decode(&self.key, &bytes)))
+            }
+            Err(Error::NotFound { .. }) => self.status.synced(),
             Err(e) => {
                 self.record_error(ConfigManagerError::Store(Arc::new(e)));
                 return None;
@@ -366,10 +393,13 @@ where
             continue;
         };
         match events.next().await {
-            Some(Ok(event)) => match event.kind {
-                ConfigEventKind::Put => inner.offer(event.version, event.value.map(Ok)),
-                ConfigEventKind::Delete => inner.offer(event.version, None),
-            },
+            Some(Ok(event)) => {
+                inner.status.synced();
+                match event.kind {
+                    ConfigEventKind::Put => inner.offer(event.version, event.value.map(Ok)),
+                    ConfigEventKind::Delete => inner.offer(event.version, None),
+                }
+            }
             Some(Err(Error::Codec { key, reason })) => {
                 // The watch goes on; the version is unknown here, so the value is
                 // refused without moving the version.

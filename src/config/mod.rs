@@ -51,6 +51,7 @@ pub struct ConfigCenter {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     root: String,
+    followers: Arc<crate::health::Followers>,
 }
 
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
@@ -73,6 +74,7 @@ impl ConfigCenter {
             backend: coord.backend.clone(),
             retry: coord.retry.clone(),
             root: format!("{}config/", coord.namespace),
+            followers: coord.followers.clone(),
         }
     }
 

@@ -89,11 +89,17 @@ impl std::fmt::Debug for ServiceWatch {
 /// view resumes after a broken watch and rereads after a compaction, emitting the
 /// difference as events ([`ServiceCache::subscribe`]), so no instance lingers after
 /// it is gone. Dropping the cache stops the watch.
+///
+/// While it cannot follow the store (a partition, a failing watch), it serves the
+/// instances it last knew; [`ServiceCache::health`] (and
+/// [`Coordinator::health`](crate::Coordinator::health)) then says it is stale, and
+/// a warning is logged once, an info line when it follows again.
 #[must_use = "dropping a ServiceCache stops following the registry"]
 pub struct ServiceCache {
     name: String,
     instances: Arc<ArcSwap<Vec<ServiceInfo>>>,
     events: broadcast::Sender<ServiceEvent>,
+    status: Arc<crate::health::SyncStatus>,
     task: JoinHandle<()>,
 }
 
@@ -103,7 +109,12 @@ impl ServiceCache {
         mut view: ServiceView,
         mut follower: Follower,
         snapshot: Vec<Change>,
+        coord: &crate::coordinator::CoordinatorInner,
+        keys: crate::RangeRequest,
     ) -> Self {
+        let status = crate::health::SyncStatus::new(format!("service {name}"));
+        coord.followers.add(&status);
+        let backend = coord.backend.clone();
         for change in &snapshot {
             view.apply(change);
         }
@@ -112,24 +123,33 @@ impl ServiceCache {
         let task = {
             let instances = instances.clone();
             let events = events.clone();
+            let status = status.clone();
             tokio::spawn(async move {
-                loop {
-                    match follower.next().await {
-                        Ok(change) => {
-                            if let Some(event) = view.apply(&change) {
-                                instances.store(Arc::new(view.instances()));
-                                let _ = events.send(event);
+                let follow = async {
+                    loop {
+                        match follower.next().await {
+                            Ok(change) => {
+                                status.synced();
+                                if let Some(event) = view.apply(&change) {
+                                    instances.store(Arc::new(view.instances()));
+                                    let _ = events.send(event);
+                                }
+                            }
+                            Err(e) => {
+                                status.failed(&e);
+                                warn!(error = %e, "service cache: watch failed; resuming");
                             }
                         }
-                        Err(e) => warn!(error = %e, "service cache: watch failed; resuming"),
                     }
-                }
+                };
+                tokio::join!(follow, status.probe(backend.as_ref(), keys));
             })
         };
         ServiceCache {
             name: name.to_string(),
             instances,
             events,
+            status,
             task,
         }
     }
@@ -142,6 +162,11 @@ impl ServiceCache {
     /// The instances now, by id, from memory.
     pub fn instances(&self) -> Arc<Vec<ServiceInfo>> {
         self.instances.load_full()
+    }
+
+    /// Whether the cache follows the store or serves stale data.
+    pub fn health(&self) -> crate::SyncHealth {
+        self.status.health()
     }
 
     /// The changes applied from now on. A receiver that falls more than 1,024

@@ -253,6 +253,8 @@ impl RegistryService {
             self.view(name),
             follower,
             snapshot,
+            &self.coord,
+            crate::RangeRequest::prefix(self.prefix(name)),
         ))
     }
 

@@ -500,6 +500,11 @@ async fn keep(inner: Arc<Inner>, mut session: Session) {
             }
             Ended::Deleted | Ended::SessionLost => {}
         }
+        if inner.coord.is_closed() {
+            info!("coordinator closed; registration ended");
+            inner.set_state(RegistrationState::Deregistered);
+            return;
+        }
         warn!("lease lost; registering again");
         inner.set_state(RegistrationState::Reregistering);
         let interval = inner.ttl / 3;

@@ -1,0 +1,173 @@
+//! Health for readiness probes: is the store reachable, how are the sessions,
+//! are the caches and config managers following their keys or serving stale data.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::{Backend, LeaseId, RangeRequest, SessionState};
+
+/// How often a follower (a [`ServiceCache`](crate::ServiceCache) or a
+/// [`ConfigManager`](crate::ConfigManager)) confirms with the store that it can
+/// still read its keys.
+pub const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A follower with no confirmed sync for this long is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// One follower's sync, as [`SyncHealth`] reports it.
+pub(crate) struct SyncStatus {
+    what: String,
+    state: Mutex<SyncState>,
+}
+
+struct SyncState {
+    last_ok: Option<Instant>,
+    last_error: Option<(Instant, String)>,
+    stale_reported: bool,
+}
+
+impl SyncStatus {
+    pub(crate) fn new(what: String) -> Arc<Self> {
+        Arc::new(SyncStatus {
+            what,
+            state: Mutex::new(SyncState {
+                last_ok: Some(Instant::now()),
+                last_error: None,
+                stale_reported: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The follower read its keys or received a change just now.
+    pub(crate) fn synced(&self) {
+        let mut s = self.lock();
+        s.last_ok = Some(Instant::now());
+        s.last_error = None;
+        if s.stale_reported {
+            s.stale_reported = false;
+            info!(follower = %self.what, "following the store again");
+        }
+    }
+
+    /// The follower could not read or watch its keys.
+    pub(crate) fn failed(&self, error: &crate::Error) {
+        self.lock().last_error = Some((Instant::now(), error.to_string()));
+    }
+
+    /// Ask the store for the follower's keys (a count, no values), at
+    /// [`SYNC_PROBE_INTERVAL`], for as long as the future runs.
+    pub(crate) async fn probe(&self, backend: &dyn Backend, keys: RangeRequest) {
+        loop {
+            tokio::time::sleep(SYNC_PROBE_INTERVAL).await;
+            match backend.range(keys.clone().count_only()).await {
+                Ok(_) => self.synced(),
+                Err(e) => self.failed(&e),
+            }
+            let health = self.health();
+            let mut s = self.lock();
+            if health.stale && !s.stale_reported {
+                s.stale_reported = true;
+                warn!(follower = %self.what, error = ?health.last_error, "cannot follow the store: serving the last known data");
+            }
+        }
+    }
+
+    pub(crate) fn health(&self) -> SyncHealth {
+        let s = self.lock();
+        let now = Instant::now();
+        let since = s.last_ok.map(|t| now.saturating_duration_since(t));
+        let failing = match (&s.last_error, s.last_ok) {
+            (Some((at, _)), Some(ok)) => *at > ok,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        SyncHealth {
+            name: self.what.clone(),
+            since_last_sync: since,
+            stale: since.is_none_or(|d| d > STALE_AFTER)
+                || (failing && since.is_none_or(|d| d > SYNC_PROBE_INTERVAL)),
+            last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
+        }
+    }
+}
+
+/// Whether one cache or config manager follows its keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyncHealth {
+    /// What follows: `service <name>` or `config <key>`.
+    pub name: String,
+    /// How long ago it last confirmed it can read its keys (a change received, or
+    /// a probe at [`SYNC_PROBE_INTERVAL`] answered).
+    pub since_last_sync: Option<Duration>,
+    /// No confirmed sync for [`STALE_AFTER`], or the last attempt failed: it
+    /// serves what it last knew.
+    pub stale: bool,
+    /// The last failure, if any since the last sync.
+    pub last_error: Option<String>,
+}
+
+/// One session of the coordinator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionHealth {
+    /// The session's TTL.
+    pub ttl: Duration,
+    /// Its lease.
+    pub lease: LeaseId,
+    /// Its state.
+    pub state: SessionState,
+    /// Time left until its local deadline (zero once past it).
+    pub until_deadline: Duration,
+}
+
+/// What a readiness probe needs: [`Coordinator::health`](crate::Coordinator::health).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// The round trip of one read of the store, or why it failed.
+    pub backend: std::result::Result<Duration, String>,
+    /// The coordinator's sessions.
+    pub sessions: Vec<SessionHealth>,
+    /// The live service caches and config managers made through the coordinator.
+    pub followers: Vec<SyncHealth>,
+}
+
+impl Health {
+    /// Ready: the store answered, no session is `Lost`, no follower is stale.
+    pub fn is_ready(&self) -> bool {
+        self.backend.is_ok()
+            && self.sessions.iter().all(|s| s.state != SessionState::Lost)
+            && self.followers.iter().all(|f| !f.stale)
+    }
+}
+
+/// The coordinator's followers, held weakly: a dropped cache leaves the list.
+#[derive(Default)]
+pub(crate) struct Followers {
+    list: Mutex<Vec<Weak<SyncStatus>>>,
+}
+
+impl Followers {
+    pub(crate) fn add(&self, status: &Arc<SyncStatus>) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(status));
+    }
+
+    pub(crate) fn health(&self) -> Vec<SyncHealth> {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.iter()
+            .filter_map(|w| w.upgrade())
+            .map(|s| s.health())
+            .collect()
+    }
+}
