@@ -61,15 +61,15 @@ async fn main() -> coordkit::Result<()> {
     }
 
     // 4. A lease: keys attached to it vanish when it is not kept alive.
-    let lease = store.lease_grant(1).await?;
+    let lease = store.lease_grant(2).await?; // etcd's shortest lease, as here
     store.put_with_lease("app/owner", "me", lease.id).await?;
     println!(
         "lease {} granted for {} s; app/owner attached",
         lease.id, lease.ttl
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     println!(
-        "after 1.5 s: app/owner present = {}",
+        "after 2.5 s: app/owner present = {}",
         store.get("app/owner").await?.is_some()
     );
 
