@@ -1,12 +1,12 @@
 //! The config center on the in-memory backend: typed values, compare-and-set
 //! under contention, a watch, history and rollback.
 //!
+//! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config`.
 
-use std::sync::Arc;
+mod support;
 
-use coordkit::{Coordinator, Error};
-use coordkit_memory::MemoryBackend;
+use coordkit::Error;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +18,8 @@ struct Limits {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = MemoryBackend::new();
-    let coordinator = Coordinator::new(Arc::new(store.client()));
+    let store = support::Store::from_env();
+    let coordinator = store.coordinator().await?;
     let config = coordinator.config();
 
     // Typed values, stored as JSON under coord/config/.

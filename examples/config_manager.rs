@@ -1,13 +1,14 @@
 //! A typed ConfigManager on the in-memory backend: hot reload, a rejected invalid
 //! update (the last good value stays), and reads served from memory.
 //!
+//! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config_manager`.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use coordkit::{ConfigManager, Coordinator};
-use coordkit_memory::MemoryBackend;
+use coordkit::ConfigManager;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,9 +19,9 @@ struct Pool {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = MemoryBackend::new();
-    let service = Coordinator::new(Arc::new(store.client()));
-    let operator = Coordinator::new(Arc::new(store.client())).config();
+    let store = support::Store::from_env();
+    let service = store.coordinator().await?;
+    let operator = store.coordinator().await?.config();
 
     let default = Pool {
         max_connections: 10,

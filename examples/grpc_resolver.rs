@@ -3,14 +3,16 @@
 //! `registry().channel(name)`, one server leaves and a new one joins while the
 //! channel is in use. Uses tonic-health's pre-generated service (no protoc).
 //!
+//! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example grpc_resolver`.
+
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coordkit::{Coordinator, ServiceInfo};
-use coordkit_memory::MemoryBackend;
+use coordkit::ServiceInfo;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
@@ -56,9 +58,9 @@ fn report(counts: &[(String, Arc<AtomicUsize>)]) {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = MemoryBackend::new();
-    let servers = Coordinator::new(Arc::new(store.client()));
-    let clients = Coordinator::new(Arc::new(store.client()));
+    let store = support::Store::from_env();
+    let servers = store.coordinator().await?;
+    let clients = store.coordinator().await?;
     let ttl = Duration::from_secs(10);
 
     let mut counts = Vec::new();
