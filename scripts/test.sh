@@ -25,6 +25,7 @@ echo "== cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 echo "== feature matrix"
 cargo check -p coordkit --no-default-features
+cargo clippy -p coordkit --features metrics --all-targets -- -D warnings
 cargo clippy -p coordkit-etcd --features tls --all-targets -- -D warnings
 echo "== cargo publish --dry-run (every crate, in dependency order)"
 cargo publish --workspace --dry-run --allow-dirty
@@ -38,6 +39,8 @@ echo "== cargo test --workspace --all-targets (etcd at $COORD_ETCD_ENDPOINTS)"
 # here they run, and fail if etcd is missing. The chaos report is for
 # scripts/chaos.sh.
 cargo test --workspace --all-targets -- --include-ignored --skip chaos_report
+echo "== metrics: each documented metric moves (feature metrics)"
+cargo test -p coordkit --features metrics --test metrics
 echo "== TLS: mutual TLS against an etcd serving https (feature tls)"
 cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
 echo "== doctests"
@@ -56,4 +59,5 @@ for example in tour lock election config config_manager registry grpc_resolver; 
   env -u COORD_ETCD_ENDPOINTS cargo run --quiet --example "$example" >/dev/null
   cargo run --quiet --example "$example" >/dev/null
 done
+cargo run --quiet --example metrics --features metrics >/dev/null
 echo "all tests passed"

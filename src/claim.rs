@@ -104,6 +104,10 @@ pub(crate) struct Claim {
     /// The owner's own writes to its key (the claim, proclaims), recorded before
     /// each is sent, so a watcher never mistakes one for someone else's.
     own_writes: Mutex<OwnWrites>,
+    /// For metrics: what it is, when it was acquired, whether its end was counted.
+    kind: &'static str,
+    acquired: tokio::time::Instant,
+    end_counted: AtomicBool,
 }
 
 /// The owner's writes to its key, bounded: each recorded before it is sent, with
@@ -229,6 +233,7 @@ pub(crate) async fn claim(
 ) -> Result<Claim> {
     validate_name(name)?;
     coord.check_open()?;
+    let started = tokio::time::Instant::now();
     let span = info_span!(
         "coord.claim",
         kind = kind.segment(),
@@ -239,13 +244,15 @@ pub(crate) async fn claim(
     // A claim whose session's lease ended under it (revoked, or expired while the
     // claim was on its way) can never stand: the caller learns it as an expired
     // claim, never as the primitive's `LeaseNotFound`.
-    claim_in_span(coord, kind, name, ttl, value, wait)
+    let claim = claim_in_span(coord, kind, name, ttl, value, wait)
         .instrument(span)
         .await
         .map_err(|e| match e {
             Error::LeaseNotFound { .. } => expired(name),
             e => e,
-        })
+        })?;
+    crate::telemetry::claim_acquired(kind.segment(), started.elapsed());
+    Ok(claim)
 }
 
 async fn claim_in_span(
@@ -435,6 +442,9 @@ async fn claim_in_span(
         releasing: AtomicBool::new(false),
         lost: Mutex::new(None),
         own_writes: Mutex::new(own_writes),
+        kind: kind.segment(),
+        acquired: tokio::time::Instant::now(),
+        end_counted: AtomicBool::new(false),
     })
 }
 
@@ -562,6 +572,13 @@ impl Claim {
         Compare::create_revision(self.key.clone(), CompareOp::Equal, self.token)
     }
 
+    /// Count the claim's end once, with why and how long it was held.
+    fn count_end(&self, reason: &'static str) {
+        if !self.end_counted.swap(true, Ordering::SeqCst) {
+            crate::telemetry::claim_ended(self.kind, reason, Some(self.acquired.elapsed()));
+        }
+    }
+
     fn own_writes(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
         self.own_writes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -654,6 +671,7 @@ impl Claim {
         let (deleted, attempt) =
             outcome.inspect_err(|_| self.releasing.store(false, Ordering::SeqCst))?;
         self.released.send_replace(true);
+        self.count_end("released");
         drop(self.turn.lock().unwrap_or_else(|e| e.into_inner()).take());
         let _enter = span.enter();
         if deleted {
@@ -688,6 +706,8 @@ impl Claim {
         if why != OwnershipLost::Released {
             let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
             lost.get_or_insert(why);
+            drop(lost);
+            self.count_end(crate::telemetry::lost_reason(why));
         }
         why
     }
@@ -777,6 +797,11 @@ impl Drop for Claim {
         if self.is_released() {
             return;
         }
+        self.count_end(if self.session.is_lost() {
+            "session_lost"
+        } else {
+            "dropped"
+        });
         // Released without unlock (or its unlock was cancelled or failed): the
         // coordinator's cleanup removes the key, then lets the next local task go.
         self.cleanup.remove(

@@ -94,11 +94,16 @@ impl CoordinatorBuilder {
                 "must not contain control characters",
             ));
         }
+        // With the `metrics` feature every request is timed and its errors counted.
+        #[cfg(feature = "metrics")]
+        let backend: Arc<dyn Backend> = Arc::new(crate::telemetry::Metered(self.backend));
+        #[cfg(not(feature = "metrics"))]
+        let backend = self.backend;
         Ok(Coordinator {
             inner: Arc::new(CoordinatorInner {
-                cleanup: Cleanup::new(self.backend.clone(), self.retry.clone()),
+                cleanup: Cleanup::new(backend.clone(), self.retry.clone()),
                 followers: Arc::default(),
-                backend: self.backend,
+                backend,
                 namespace: self.namespace,
                 retry: self.retry,
                 local: LocalQueues::default(),

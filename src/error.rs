@@ -157,6 +157,32 @@ pub enum Error {
 }
 
 impl Error {
+    /// The variant's name in snake case (`unavailable`, `lock_expired`, …): a
+    /// stable label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::VersionConflict { .. } => "version_conflict",
+            Error::LockConflict { .. } => "lock_conflict",
+            Error::LockNotHeld { .. } => "lock_not_held",
+            Error::LockExpired { .. } => "lock_expired",
+            Error::NotLeader { .. } => "not_leader",
+            Error::LeaseNotFound { .. } => "lease_not_found",
+            Error::Compacted { .. } => "compacted",
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Alarm { .. } => "alarm",
+            Error::Timeout { .. } => "timeout",
+            Error::AuthFailed { .. } => "auth_failed",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::Codec { .. } => "codec",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Closed { .. } => "closed",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether the same call may succeed if tried again (the store was unreachable,
     /// slow or overloaded). A retried write may apply twice unless it is guarded by a compare.
     pub fn is_retryable(&self) -> bool {

@@ -41,6 +41,8 @@ pub(crate) struct Follower {
     stream: Option<WatchStream>,
     pending: VecDeque<Change>,
     failures: u32,
+    /// A watch was opened once: opening another is a resume.
+    watched: bool,
 }
 
 impl Follower {
@@ -60,6 +62,7 @@ impl Follower {
             stream: None,
             pending: VecDeque::new(),
             failures: 0,
+            watched: false,
         };
         follower.reread().await?;
         let snapshot = follower
@@ -77,6 +80,9 @@ impl Follower {
 
     /// Read the range now and queue the difference to what was reported.
     async fn reread(&mut self) -> Result<()> {
+        if self.from > 0 {
+            crate::telemetry::watch_resynced();
+        }
         let request = RangeRequest::new(self.keys.clone());
         let backend = &self.backend;
         let now = self
@@ -127,6 +133,10 @@ impl Follower {
                 return Ok(change);
             }
             let Some(stream) = self.stream.as_mut() else {
+                if self.watched {
+                    crate::telemetry::watch_resumed();
+                }
+                self.watched = true;
                 let request = WatchRequest::new(self.keys.clone()).from_revision(self.from);
                 match self.backend.watch(request).await {
                     Ok(s) => self.stream = Some(s),

@@ -71,6 +71,7 @@ impl SyncStatus {
                 Err(e) => self.failed(&e),
             }
             let health = self.health();
+            crate::telemetry::follower_stale(&self.what, health.stale);
             let mut s = self.lock();
             if health.stale && !s.stale_reported {
                 s.stale_reported = true;

@@ -57,6 +57,30 @@
 //!
 //! - `grpc` (default): [`RegistryService::channel`], a load-balanced tonic channel,
 //!   and [`RegistryService::discover_changes`], a `tower::discover` stream.
+//! - `metrics`: the metrics below, through the [`metrics`](https://docs.rs/metrics)
+//!   facade: install any recorder (`metrics-exporter-prometheus`, …); see
+//!   `cargo run --example metrics --features metrics`.
+//!
+//! # Metrics
+//!
+//! | name | type | labels | moves when |
+//! |---|---|---|---|
+//! | `coordkit_claims_acquired_total` | counter | `kind` (`lock`, `election`) | a lock or leadership is acquired |
+//! | `coordkit_claim_wait_seconds` | histogram | `kind` | from the call to acquisition |
+//! | `coordkit_claims_ended_total` | counter | `kind`, `reason` (`released`, `dropped`, `session_lost`, `key_deleted`, `key_changed`) | a held claim ends, once per claim |
+//! | `coordkit_claim_hold_seconds` | histogram | `kind` | from acquisition to its end |
+//! | `coordkit_sessions_alive` | gauge | | sessions started less sessions lost |
+//! | `coordkit_sessions_lost_total` | counter | `reason` (`closed`, `deadline`, `lease_gone`) | a session ends |
+//! | `coordkit_keep_alive_failures_total` | counter | | a keep-alive fails |
+//! | `coordkit_watch_resumes_total` | counter | | a follower (cache, watch, config watcher) opens its watch again after its stream ended or failed |
+//! | `coordkit_watch_resyncs_total` | counter | | a follower rereads its keys after a compaction |
+//! | `coordkit_registrations_total` | counter | | an instance is registered |
+//! | `coordkit_reregistrations_total` | counter | | a registration writes itself again after a lost lease |
+//! | `coordkit_service_cache_instances` | gauge | `service` | a cache's instance count changes |
+//! | `coordkit_follower_stale` | gauge | `follower` (`service <name>`, `config <key>`) | 1 while a cache or config manager cannot follow the store, else 0 |
+//! | `coordkit_config_changes_total` | counter | `result` (`applied`, `rejected`, `undecodable`, `panicked`) | a config manager sees a new value |
+//! | `coordkit_backend_request_seconds` | histogram | `op` (`range`, `txn`, `lease_grant`, `lease_keep_alive`, `lease_revoke`, `lease_time_to_live`, `watch`, `compact`) | every request a coordinator sends |
+//! | `coordkit_backend_errors_total` | counter | `op`, `kind` ([`Error::kind`]) | a request fails |
 
 #![warn(missing_docs)]
 
@@ -74,6 +98,7 @@ mod lock;
 pub mod registry;
 mod retry;
 mod session;
+mod telemetry;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,

@@ -87,6 +87,9 @@ fn local_deadline(sent: Instant, ttl: Duration) -> Instant {
 /// The reason a session ends by [`Session::close`]: a clean end, logged at info.
 const CLOSED: &str = "closed";
 
+/// The reason a session ends at its local deadline.
+const DEADLINE: &str = "local deadline passed without an acknowledged keep-alive";
+
 /// How much earlier than send time + TTL the session gives up its lease.
 fn drift_allowance(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
@@ -116,6 +119,7 @@ impl Session {
             keeper: Mutex::new(None),
             retry,
         });
+        crate::telemetry::session_started();
         let keeper = tokio::spawn(keep_alive_loop(Arc::downgrade(&inner)));
         *inner.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(keeper);
         debug!(lease = %inner.lease, ttl = ?ttl, "session started");
@@ -233,6 +237,11 @@ impl SessionInner {
         if !changed {
             return;
         }
+        crate::telemetry::session_lost(match reason {
+            CLOSED => "closed",
+            DEADLINE => "deadline",
+            _ => "lease_gone",
+        });
         if reason == CLOSED {
             tracing::info!(lease = %self.lease, "session closed");
         } else {
@@ -255,10 +264,7 @@ impl SessionInner {
             return true;
         }
         if Instant::now() >= self.deadline() {
-            self.mark_lost(
-                "local deadline passed without an acknowledged keep-alive",
-                true,
-            );
+            self.mark_lost(DEADLINE, true);
             return true;
         }
         false
@@ -295,6 +301,7 @@ impl SessionInner {
                 Err(Error::LeaseNotFound { id: self.lease.0 })
             }
             Err(e) => {
+                crate::telemetry::keep_alive_failed();
                 let suspended = self.state.send_if_modified(|s| {
                     let suspend = *s == SessionState::Alive;
                     if suspend {

@@ -296,6 +296,7 @@ where
             None => self.default.clone(),
             Some(Err(e)) => {
                 warn!(key = %self.key, version, error = %e, "config value rejected: does not decode");
+                crate::telemetry::config_change("undecodable");
                 self.record_error(ConfigManagerError::Undecodable {
                     version: Some(version),
                     reason: e.to_string(),
@@ -314,6 +315,10 @@ where
                         Err(message) => Some(self.panicked(version, "validator", message)),
                     };
                     if let Some(refusal) = refusal {
+                        crate::telemetry::config_change(match refusal {
+                            ConfigManagerError::Panicked { .. } => "panicked",
+                            _ => "rejected",
+                        });
                         self.record_error(refusal);
                         return;
                     }
@@ -325,6 +330,7 @@ where
         if let Some(update) = &self.updater {
             if let Err(message) = guarded(|| update(&old, &new)) {
                 let error = self.panicked(version, "updater", message);
+                crate::telemetry::config_change("panicked");
                 self.record_error(error);
                 return;
             }
@@ -333,6 +339,7 @@ where
         self.version.store(version, Ordering::SeqCst);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         info!(key = %self.key, version, "config value applied");
+        crate::telemetry::config_change("applied");
         self.updates.send_replace(new);
     }
 
@@ -404,6 +411,7 @@ where
                 // The watch goes on; the version is unknown here, so the value is
                 // refused without moving the version.
                 warn!(key, reason, "config value rejected: does not decode");
+                crate::telemetry::config_change("undecodable");
                 inner.record_error(ConfigManagerError::Undecodable {
                     version: None,
                     reason,

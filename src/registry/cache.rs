@@ -119,6 +119,8 @@ impl ServiceCache {
             view.apply(change);
         }
         let instances = Arc::new(ArcSwap::from_pointee(view.instances()));
+        crate::telemetry::cache_size(name, instances.load().len());
+        let service = name.to_string();
         let (events, _) = broadcast::channel(1024);
         let task = {
             let instances = instances.clone();
@@ -132,6 +134,7 @@ impl ServiceCache {
                                 status.synced();
                                 if let Some(event) = view.apply(&change) {
                                     instances.store(Arc::new(view.instances()));
+                                    crate::telemetry::cache_size(&service, instances.load().len());
                                     let _ = events.send(event);
                                 }
                             }

@@ -183,6 +183,7 @@ impl Registration {
         };
         let written = answer.take().await?;
         info!(key, lease = %lease, "registered");
+        crate::telemetry::registered();
         let inner = Arc::new(Inner {
             coord,
             info,
@@ -520,6 +521,7 @@ async fn keep(inner: Arc<Inner>, mut session: Session) {
                     *inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
                     inner.set_state(RegistrationState::Registered);
                     info!(lease = %session.lease(), "registered again");
+                    crate::telemetry::reregistered();
                     break;
                 }
                 Ok(None) => {
