@@ -102,6 +102,7 @@ impl ConfigCenter {
     }
 
     /// The raw value at `key` and its version.
+    #[tracing::instrument(level = "debug", name = "coord.config.get", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn get_bytes_with_version(&self, key: &str) -> Result<(Vec<u8>, Version)> {
         validate_key(key)?;
         let full = self.full(key);
@@ -134,6 +135,7 @@ impl ConfigCenter {
     }
 
     /// Write raw bytes at `key`; returns the new version.
+    #[tracing::instrument(level = "debug", name = "coord.config.set", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn set_bytes(&self, key: &str, value: impl Into<Vec<u8>>) -> Result<Version> {
         validate_key(key)?;
         self.backend.put(self.full(key), value.into()).await
@@ -147,6 +149,7 @@ impl ConfigCenter {
     }
 
     /// Delete `key`; returns whether it existed.
+    #[tracing::instrument(level = "debug", name = "coord.config.delete", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn delete(&self, key: &str) -> Result<bool> {
         validate_key(key)?;
         self.backend.delete(self.full(key)).await
@@ -154,6 +157,7 @@ impl ConfigCenter {
 
     /// The keys under `prefix` (relative to the config root, in key order); `""`
     /// lists every key.
+    #[tracing::instrument(level = "debug", name = "coord.config.list", skip_all, fields(key = %prefix), err(level = "debug"))]
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         validate_prefix(prefix)?;
         let full = self.full(prefix);
@@ -172,6 +176,7 @@ impl ConfigCenter {
 
     /// Write raw bytes at `key` only if its version is `expected` (0: only if
     /// absent); returns the new version, or `VersionConflict { key, current }`.
+    #[tracing::instrument(level = "debug", name = "coord.config.compare_and_set", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn compare_and_set_bytes(
         &self,
         key: &str,
@@ -209,6 +214,7 @@ impl ConfigCenter {
     /// The raw versions of `key`, newest (the current one) first, at most `limit`,
     /// as far back as the store keeps history (compaction shortens it) and no
     /// further back than the key's latest creation.
+    #[tracing::instrument(level = "debug", name = "coord.config.history", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn history_bytes(
         &self,
         key: &str,
@@ -278,6 +284,7 @@ impl ConfigCenter {
     /// Errors: `InvalidArgument` if `version` is not one of the key's versions;
     /// `Compacted` if the store no longer keeps it; `NotFound` if the key is absent
     /// now; `VersionConflict` if it changed meanwhile.
+    #[tracing::instrument(level = "debug", name = "coord.config.rollback", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn rollback(&self, key: &str, version: Version) -> Result<Version> {
         validate_key(key)?;
         if version <= 0 {
@@ -306,12 +313,14 @@ impl ConfigCenter {
     }
 
     /// Watch `key`: its changes from now on; see [`Watcher`].
+    #[tracing::instrument(level = "debug", name = "coord.config.watch", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn watch<T: DeserializeOwned>(&self, key: &str) -> Result<Watcher<T>> {
         validate_key(key)?;
         Watcher::start(self.clone(), crate::KeyRange::key(self.full(key))).await
     }
 
     /// Watch every key under `prefix` (`""`: all); see [`Watcher`].
+    #[tracing::instrument(level = "debug", name = "coord.config.watch_prefix", skip_all, fields(key = %prefix), err(level = "debug"))]
     pub async fn watch_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Watcher<T>> {
         validate_prefix(prefix)?;
         Watcher::start(self.clone(), crate::KeyRange::prefix(self.full(prefix))).await

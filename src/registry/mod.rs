@@ -175,6 +175,7 @@ impl RegistryService {
     /// Dropping this future at any await leaves no instance advertised: the put
     /// runs as a task of its own, and what it wrote is removed once nobody can
     /// take its handle.
+    #[tracing::instrument(level = "debug", name = "coord.registry.register", skip_all, fields(service = %info.name, id = %info.id), err(level = "debug"))]
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
         let key = format!("{}{}", self.prefix(&info.name), info.id);
@@ -184,6 +185,7 @@ impl RegistryService {
     /// Remove every instance with this `id`, whatever its service, for a process
     /// that no longer holds the [`Registration`]; returns how many were removed.
     /// The removed registrations stop (state [`RegistrationState::Removed`]).
+    #[tracing::instrument(level = "debug", name = "coord.registry.unregister", skip_all, fields(id = %id), err(level = "debug"))]
     pub async fn unregister(&self, id: &str) -> Result<usize> {
         segment("id", id)?;
         let all = format!("{}service/", self.coord.namespace);
@@ -219,6 +221,7 @@ impl RegistryService {
     }
 
     /// The instances of `name` now, by id. Malformed entries are skipped.
+    #[tracing::instrument(level = "debug", name = "coord.registry.discover", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
         segment("name", name)?;
         let prefix = self.prefix(name);
@@ -238,6 +241,7 @@ impl RegistryService {
     }
 
     /// Follow `name`: one `Put` per current instance, then every change.
+    #[tracing::instrument(level = "debug", name = "coord.registry.watch", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn watch(&self, name: &str) -> Result<ServiceWatch> {
         segment("name", name)?;
         let (follower, snapshot) = self.follower(name).await?;
@@ -245,6 +249,7 @@ impl RegistryService {
     }
 
     /// A local, watch-backed view of `name`, listed before this returns.
+    #[tracing::instrument(level = "debug", name = "coord.registry.cache", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn cache(&self, name: &str) -> Result<ServiceCache> {
         segment("name", name)?;
         let (follower, snapshot) = self.follower(name).await?;
