@@ -25,7 +25,7 @@ async fn main() -> coordkit::Result<()> {
                 Ok(Some(leader)) => println!(
                     "  observer: leader is {} (token {})",
                     leader.value_str(),
-                    leader.token
+                    leader.fencing_token
                 ),
                 Ok(None) => println!("  observer: no leader"),
                 Err(e) => println!("  observer: {e}"),

@@ -137,7 +137,7 @@ async fn main() -> coordkit::Result<()> {
     println!(
         "election primary: node b sees leader {} (token {})",
         leader.value_str(),
-        leader.token
+        leader.fencing_token
     );
     leadership.resign().await?;
     println!(

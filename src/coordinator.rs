@@ -70,8 +70,9 @@ pub struct CoordinatorBuilder {
 }
 
 impl CoordinatorBuilder {
-    /// The key prefix of everything this coordinator writes, used verbatim
-    /// (default `coord/`; end it with `/`).
+    /// The key prefix of everything this coordinator writes (default `coord/`).
+    /// A namespace that does not end with `/` gets one (`prod` is `prod/`), so
+    /// one namespace is never a prefix of another's keys; `""` is the root.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
@@ -86,8 +87,11 @@ impl CoordinatorBuilder {
 
     /// Build the coordinator. A bad retry policy or a namespace with control
     /// characters is `InvalidArgument`.
-    pub fn build(self) -> Result<Coordinator> {
+    pub fn build(mut self) -> Result<Coordinator> {
         self.retry.validate()?;
+        if !self.namespace.is_empty() && !self.namespace.ends_with('/') {
+            self.namespace.push('/');
+        }
         if self.namespace.chars().any(char::is_control) {
             return Err(Error::invalid(
                 "namespace",

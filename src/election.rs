@@ -47,8 +47,9 @@ pub struct Leader {
     pub key: String,
     /// The leader's proclaimed value.
     pub value: Vec<u8>,
-    /// The leader's fencing token (its key's create revision).
-    pub token: Revision,
+    /// The leader's fencing token (its key's create revision), the same number
+    /// as [`Leadership::fencing_token`].
+    pub fencing_token: Revision,
 }
 
 impl Leader {
@@ -56,7 +57,7 @@ impl Leader {
         Leader {
             key: kv.key_str(),
             value: kv.value.clone(),
-            token: kv.create_revision,
+            fencing_token: kv.create_revision,
         }
     }
 
@@ -258,7 +259,7 @@ impl Observer {
             .map(|(key, (create, value))| Leader {
                 key: String::from_utf8_lossy(key).into_owned(),
                 value: value.clone(),
-                token: *create,
+                fencing_token: *create,
             })
     }
 

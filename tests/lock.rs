@@ -345,3 +345,23 @@ async fn compaction_past_idle_watchers_opens_no_watch_loop() {
         coordkit::RegistrationState::Registered
     );
 }
+
+/// A namespace without a trailing `/` gets one, so `prod` never shares keys
+/// with `production`; the lock's key shows it.
+#[tokio::test(start_paused = true)]
+async fn a_namespace_always_ends_with_a_slash() {
+    let store = MemoryBackend::new();
+    let prod = Coordinator::builder(Arc::new(store.client()))
+        .namespace("prod")
+        .build()
+        .unwrap();
+    assert_eq!(prod.namespace(), "prod/");
+    let guard = prod.lock().acquire("x", TTL).await.unwrap();
+    assert!(guard.key().starts_with("prod/lock/x/"), "{}", guard.key());
+    guard.unlock().await.unwrap();
+    let root = Coordinator::builder(Arc::new(store.client()))
+        .namespace("")
+        .build()
+        .unwrap();
+    assert_eq!(root.namespace(), "");
+}

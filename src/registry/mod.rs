@@ -182,11 +182,18 @@ impl RegistryService {
         Registration::start(self.coord.clone(), info, key, value, ttl).await
     }
 
-    /// Remove every instance with this `id`, whatever its service, for a process
-    /// that no longer holds the [`Registration`]; returns how many were removed.
-    /// The removed registrations stop (state [`RegistrationState::Removed`]).
-    #[tracing::instrument(level = "debug", name = "coord.registry.unregister", skip_all, fields(id = %id), err(level = "debug"))]
+    /// The old name of [`RegistryService::deregister`].
+    #[deprecated(since = "0.1.0", note = "one verb: use `deregister`")]
     pub async fn unregister(&self, id: &str) -> Result<usize> {
+        self.deregister(id).await
+    }
+
+    /// Remove every instance with this `id`, whatever its service, for a process
+    /// that no longer holds the [`Registration`] (the owner calls
+    /// [`Registration::deregister`]); returns how many were removed. The removed
+    /// registrations stop (state [`RegistrationState::Removed`]).
+    #[tracing::instrument(level = "debug", name = "coord.registry.deregister", skip_all, fields(id = %id), err(level = "debug"))]
+    pub async fn deregister(&self, id: &str) -> Result<usize> {
         segment("id", id)?;
         let all = format!("{}service/", self.coord.namespace);
         let backend = &self.coord.backend;

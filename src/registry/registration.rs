@@ -28,7 +28,7 @@ pub enum RegistrationState {
     Reregistering,
     /// Another registration of the same id took the key; this one stopped.
     Replaced,
-    /// Someone removed the key (for example `unregister(id)`); this one stopped.
+    /// Someone removed the key (for example `RegistryService::deregister(id)`); this one stopped.
     Removed,
     /// Deregistered by its owner (or its coordinator was closed).
     Deregistered,
@@ -394,7 +394,7 @@ impl Inner {
     /// Whether the lease of our last write is gone: the store says so, or the
     /// session is lost. A store that cannot be asked is asked again (a transient
     /// error is no proof the lease ended, and re-registering would undo an
-    /// `unregister`), until it answers or the session is lost.
+    /// `deregister(id)`), until it answers or the session is lost.
     async fn lease_gone(&self, session: &Session) -> bool {
         let lease = self.written.lock().await.1;
         let mut attempt = 1u32;

@@ -278,7 +278,7 @@ async fn coord_campaign_waits_for_etcdctl_leader() {
         .expect("coord leads after etcdctl resigned")
         .unwrap()
         .unwrap();
-    assert!(leadership.fencing_token() > current.token);
+    assert!(leadership.fencing_token() > current.fencing_token);
     let now = f
         .coordinator
         .election()

@@ -29,7 +29,7 @@ pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
         .await?
         .expect("a leader");
     assert_eq!(
-        (seen.value_str(), seen.token),
+        (seen.value_str(), seen.fencing_token),
         ("one".into(), first.fencing_token())
     );
     assert_eq!(seen.key, first.key());
@@ -42,7 +42,7 @@ pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
         .await?
         .expect("a leader");
     assert_eq!(
-        (seen.value_str(), seen.token),
+        (seen.value_str(), seen.fencing_token),
         ("one, again".into(), first.fencing_token())
     );
     assert!(!first.is_expired(), "its own proclamation is not a loss");
@@ -57,7 +57,7 @@ pub async fn election_changes_are_observed_in_order(ctx: Ctx) -> Result<()> {
         .await?
         .expect("a leader");
     assert_eq!(
-        (seen.value_str(), seen.token),
+        (seen.value_str(), seen.fencing_token),
         ("two".into(), second.fencing_token())
     );
     assert!(second.fencing_token() > first_token);
@@ -91,7 +91,7 @@ pub async fn leader_whose_lease_ends_is_replaced(ctx: Ctx) -> Result<()> {
         .expect("task")?;
     let watcher = ctx.other_coordinator().await;
     let now = watcher.election().leader("e").await?.expect("a leader");
-    assert_eq!(now.token, next.fencing_token());
+    assert_eq!(now.fencing_token, next.fencing_token());
     assert_eq!(now.value, b"second");
     assert!(matches!(
         leader.proclaim("still me").await,

@@ -201,7 +201,7 @@ pub async fn transient_error_does_not_undo_unregister(ctx: Ctx) -> Result<()> {
     let other = ctx.other_coordinator().await;
     // Let the keeper open its watch.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(other.registry().unregister("i-1").await?, 1);
+    assert_eq!(other.registry().deregister("i-1").await?, 1);
     // The keeper has not run since (this task did not yield): its next calls,
     // its question about the lease first, fail.
     ctx.faults().fail_next(3);
@@ -251,7 +251,7 @@ pub async fn compaction_past_an_idle_holder_does_not_blind_it(ctx: Ctx) -> Resul
         why.expect("lost() never saw the delete after a compaction"),
         OwnershipLost::KeyDeleted
     );
-    assert_eq!(raw.registry().unregister("i-1").await?, 1);
+    assert_eq!(raw.registry().deregister("i-1").await?, 1);
     let mut states = reg.watch_state();
     tokio::time::timeout(PATIENCE, states.wait_for(|s| s.is_final()))
         .await

@@ -65,14 +65,14 @@ pub async fn registry_register_discover_unregister(ctx: Ctx) -> Result<()> {
         [instance("i-1", 8001)]
     );
 
-    assert_eq!(other.registry().unregister("i-1").await?, 1);
+    assert_eq!(other.registry().deregister("i-1").await?, 1);
     assert!(other.registry().discover("api").await?.is_empty());
     wait_for_state(&r1, RegistrationState::Removed).await;
     assert!(
         other.registry().discover("api").await?.is_empty(),
         "a removed registration stays removed"
     );
-    assert_eq!(other.registry().unregister("i-1").await?, 0);
+    assert_eq!(other.registry().deregister("i-1").await?, 0);
     Ok(())
 }
 
@@ -328,7 +328,7 @@ pub async fn registry_input_is_validated(ctx: Ctx) -> Result<()> {
     assert_invalid(r.register(huge, ttl).await, "metadata");
     assert_invalid(r.discover("").await, "name");
     assert_invalid(r.discover("a/b").await, "name");
-    assert_invalid(r.unregister("").await, "id");
+    assert_invalid(r.deregister("").await, "id");
     assert_invalid(r.watch("a/b").await, "name");
     assert_invalid(r.cache("").await, "name");
     assert!(ctx.backend().get_prefix("coord/").await?.is_empty());

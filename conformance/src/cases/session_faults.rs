@@ -188,7 +188,7 @@ pub async fn stalled_leader_is_replaced(ctx: Ctx) -> Result<()> {
     let observer = ctx.other_coordinator().await;
     let now = observer.election().leader("e").await?.expect("a leader");
     assert_eq!(now.value, b"second");
-    assert_eq!(now.token, next.fencing_token());
+    assert_eq!(now.fencing_token, next.fencing_token());
     ctx.faults().resume_keep_alives();
     Ok(())
 }
@@ -227,7 +227,7 @@ pub async fn observer_catches_up_after_compaction_while_cut_off(ctx: Ctx) -> Res
     ctx.faults().heal();
     let now = next(&mut changes).await?.expect("a leader");
     assert_eq!(
-        (now.value.as_slice(), now.token),
+        (now.value.as_slice(), now.fencing_token),
         (&b"second"[..], second.fencing_token())
     );
     Ok(())
