@@ -307,3 +307,13 @@ impl std::fmt::Debug for Coordinator {
             .finish()
     }
 }
+
+impl std::fmt::Debug for CoordinatorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoordinatorBuilder")
+            .field("backend", &self.backend.name())
+            .field("namespace", &self.namespace)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}

@@ -82,7 +82,7 @@
 //! | `coordkit_backend_request_seconds` | histogram | `op` (`range`, `txn`, `lease_grant`, `lease_keep_alive`, `lease_revoke`, `lease_time_to_live`, `watch`, `compact`) | every request a coordinator sends |
 //! | `coordkit_backend_errors_total` | counter | `op`, `kind` ([`Error::kind`]) | a request fails |
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod backend;
 mod claim;

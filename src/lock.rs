@@ -185,3 +185,11 @@ impl std::fmt::Debug for LockGuard {
             .finish()
     }
 }
+
+impl std::fmt::Debug for LockService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockService")
+            .field("namespace", &self.coord.namespace)
+            .finish_non_exhaustive()
+    }
+}

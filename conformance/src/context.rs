@@ -267,3 +267,21 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T>, argument: &str) {
         other => panic!("expected InvalidArgument naming `{argument}`, got {other:?}"),
     }
 }
+
+impl std::fmt::Debug for TestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestClient")
+            .field("backend", &self.backend.name())
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("namespace", &String::from_utf8_lossy(&self.namespace))
+            .field("paused_clock", &self.paused_clock)
+            .finish_non_exhaustive()
+    }
+}

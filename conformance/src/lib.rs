@@ -34,7 +34,7 @@
 //! coordkit_conformance::conformance_tests!(harness, start_paused = false, ignore = "needs etcd");
 //! ```
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod cases;
 mod context;

@@ -422,3 +422,13 @@ where
         }
     }
 }
+
+impl<T> std::fmt::Debug for ConfigManagerBuilder<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigManagerBuilder")
+            .field("key", &self.segments.join("/"))
+            .field("validator", &self.validator.is_some())
+            .field("updater", &self.updater.is_some())
+            .finish_non_exhaustive()
+    }
+}

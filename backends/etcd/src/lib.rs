@@ -41,7 +41,7 @@
 //!
 //! Building needs `protoc` (Debian: `protobuf-compiler`) for etcd-client.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod config;
 mod convert;

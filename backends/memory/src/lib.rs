@@ -27,7 +27,7 @@
 //! auto-compaction. Lease expiry runs in a task spawned on the tokio runtime of the
 //! first lease grant; a store is meant to live within one runtime.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod faults;
 mod store;
