@@ -167,6 +167,8 @@ struct Pending {
     key: String,
     token: Option<Revision>,
     turn: Option<LocalTurn>,
+    /// The claim's write while it runs.
+    in_flight: Option<tokio::task::JoinHandle<Result<(crate::TxnResponse, u32)>>>,
 }
 
 impl Pending {
@@ -181,11 +183,17 @@ impl Pending {
     fn orphan(&mut self) -> Option<Orphan> {
         let turn = self.turn.take()?;
         let guards = vec![orphan_guard(&self.key, self.token, self.session.lease())];
+        let after = self.in_flight.take().map(|write| {
+            Box::pin(async move {
+                let _ = write.await;
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        });
         Some(Orphan {
             key: std::mem::take(&mut self.key),
             guards,
             session: self.session.clone(),
             turn: Some(turn),
+            after,
         })
     }
 
@@ -283,6 +291,7 @@ async fn claim_in_span(
         key: key.clone(),
         token: None,
         turn: Some(turn),
+        in_flight: None,
     };
 
     // Create the key if absent (else read it: a retry after a lost response finds
@@ -311,13 +320,25 @@ async fn claim_in_span(
     own_writes.sending(&value);
     let mut leftovers = 0;
     let resp = loop {
-        let (resp, attempt) = retry
-            .run("claim", |attempt| {
-                let txn = txn.clone();
-                let backend = &backend;
-                async move { Ok((backend.txn(txn).await?, attempt)) }
+        // The claim's write runs as a task of its own, so that a cancelled call
+        // cannot leave it in flight: the cleanup waits for it before deleting
+        // (else the write could land after the delete and orphan the key).
+        let write = {
+            let (backend, retry, txn) = (backend.clone(), retry.clone(), txn.clone());
+            tokio::spawn(async move {
+                retry
+                    .run("claim", |attempt| {
+                        let (backend, txn) = (backend.clone(), txn.clone());
+                        async move { Ok((backend.txn(txn).await?, attempt)) }
+                    })
+                    .await
             })
-            .await?;
+        };
+        let write = pending.in_flight.insert(write);
+        let outcome = write.await;
+        pending.in_flight = None;
+        let (resp, attempt) =
+            outcome.map_err(|e| Error::unavailable(format!("the claim's write ended: {e}")))??;
         // Found on the first try, our key predates this call: an earlier claim
         // of this session whose removal did not finish. Re-adopting it would hand
         // out its token twice; remove it and claim afresh.
@@ -811,6 +832,7 @@ impl Drop for Claim {
                 guards: vec![self.compare()],
                 session: self.session.clone(),
                 turn,
+                after: None,
             },
         );
     }

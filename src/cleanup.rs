@@ -34,6 +34,9 @@ pub(crate) struct Orphan {
     pub(crate) guards: Vec<Compare>,
     pub(crate) session: Session,
     pub(crate) turn: Option<LocalTurn>,
+    /// A write of the key still in flight when its caller was cancelled: awaited
+    /// first, so it cannot land after the delete.
+    pub(crate) after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// Counts a cleanup as running until dropped (done or aborted with its runtime).
@@ -106,7 +109,11 @@ impl Cleanup {
             guards,
             session,
             turn,
+            after,
         } = orphan;
+        if let Some(write) = after {
+            write.await;
+        }
         let txn = Txn::new()
             .when(guards)
             .and_then([DeleteRequest::key(key.clone())]);

@@ -113,6 +113,7 @@ impl Drop for Answer {
                     ],
                     session: self.session.clone(),
                     turn: None,
+                    after: None,
                 },
             );
         }
@@ -171,6 +172,7 @@ impl Registration {
                     guards,
                     session: task_session,
                     turn: None,
+                    after: None,
                 };
                 cleanup.remove_now("abandoned registration", orphan).await;
             }
@@ -264,6 +266,7 @@ impl Drop for Registration {
                     )],
                     session: inner.current_session(),
                     turn: None,
+                    after: None,
                 };
                 drop(written);
                 inner
