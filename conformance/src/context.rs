@@ -182,6 +182,11 @@ impl Ctx {
     }
 }
 
+/// How long one case may run, on the wall clock, before it fails: a case that
+/// hangs fails instead of holding up the test binary. `COORD_CASE_TIMEOUT_SECS`
+/// overrides it.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How long a case waits for something the backend owes it before failing. Long
 /// enough for etcd's lease expiry on a loaded machine; free on a paused clock.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -223,8 +228,27 @@ where
         Some(HISTORY.read().await)
     };
     let ctx = Ctx::new(harness, case, paused_clock).await;
-    if let Err(e) = body(ctx).await {
-        panic!("{case} failed with an error: {e}");
+    // A watchdog on the wall clock (the case's own clock may be paused, and a
+    // compacting case may wait its turn for a while).
+    let limit = std::env::var("COORD_CASE_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(CASE_TIMEOUT, Duration::from_secs);
+    let (expired, watchdog) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let _ = expired.send(());
+    });
+    let outcome = tokio::select! {
+        outcome = body(ctx) => Ok(outcome),
+        Ok(()) = watchdog => Err(()),
+    };
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{case} failed with an error: {e}"),
+        Err(()) => panic!(
+            "{case} did not finish within {limit:?}: something it awaits never happens (a hang is a failure, not a wait)"
+        ),
     }
 }
 
