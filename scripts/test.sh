@@ -28,6 +28,11 @@ cargo check -p coordkit --no-default-features
 cargo clippy -p coordkit --features metrics --all-targets -- -D warnings
 cargo clippy -p coordkit-etcd --features tls --all-targets -- -D warnings
 echo "== cargo publish --dry-run (every crate, in dependency order)"
+# Cargo verifies each crate against the ones packaged before it through a
+# temporary local registry, whose unpacked copies it keeps under names starting
+# with "-": a stale copy of an earlier dry run would be verified against instead.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+rm -rf "$cargo_home"/registry/src/-*/coordkit* "$cargo_home"/registry/cache/-*/coordkit*
 cargo publish --workspace --dry-run --allow-dirty
 
 start_etcd
