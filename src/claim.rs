@@ -16,6 +16,7 @@ use tracing::{debug, field, info_span, warn, Instrument};
 
 use crate::cleanup::{Cleanup, Orphan};
 use crate::coordinator::CoordinatorInner;
+use crate::follow::{watch_owned_key, Seen};
 use crate::local_queue::LocalTurn;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
@@ -733,56 +734,15 @@ impl Claim {
         why
     }
 
-    /// Watch the key from its creation on for a delete or a write not our own.
-    /// A compaction of the history it still needed (reported by the watch call or
-    /// as an item of its stream) is judged by the key as it is now, then watched
-    /// from there: never re-watched from a revision that is gone.
+    /// Watch the key from its creation on for a delete or a write not our own
+    /// (after a compaction: the key as it is now).
     async fn watch_key(&self) -> OwnershipLost {
-        let mut from = self.token + 1;
-        loop {
-            let compacted = match self
-                .backend
-                .watch(WatchRequest::key(self.key.clone()).from_revision(from))
-                .await
-            {
-                Ok(mut events) => loop {
-                    match events.next().await {
-                        Some(Ok(resp)) => {
-                            for event in &resp.events {
-                                if let Some(why) = self.foreign(event.kind, &event.kv) {
-                                    return why;
-                                }
-                            }
-                            from = resp.revision + 1;
-                        }
-                        Some(Err(Error::Compacted { .. })) => break true,
-                        Some(Err(_)) | None => break false,
-                    }
-                },
-                Err(Error::Compacted { .. }) => true,
-                Err(_) => false,
-            };
-            if compacted {
-                // History is gone: judge the key as it is now.
-                if let Ok(now) = self
-                    .backend
-                    .range(RangeRequest::key(self.key.clone()))
-                    .await
-                {
-                    match now.kvs.first() {
-                        None => return OwnershipLost::KeyDeleted,
-                        Some(kv) => {
-                            if let Some(why) = self.foreign(EventKind::Put, kv) {
-                                return why;
-                            }
-                        }
-                    }
-                    from = now.revision + 1;
-                    continue;
-                }
-            }
-            tokio::time::sleep(self.retry.jittered_delay(1)).await;
-        }
+        let judge = |seen: Seen<'_>| match seen {
+            Seen::Event(kind, kv) => self.foreign(kind, kv),
+            Seen::Now(None) => Some(OwnershipLost::KeyDeleted),
+            Seen::Now(Some(kv)) => self.foreign(EventKind::Put, kv),
+        };
+        watch_owned_key(&self.backend, &self.retry, &self.key, self.token + 1, judge).await
     }
 
     fn foreign(&self, kind: EventKind, kv: &crate::KeyValue) -> Option<OwnershipLost> {

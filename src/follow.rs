@@ -1,6 +1,7 @@
 //! Following a key range: one watch, resumed where it stopped, and a reread that
 //! turns a compaction into the difference to what was reported. The config
-//! watcher and the registry's watch and cache are built on it.
+//! watcher and the registry's watch and cache are built on it; the owners of a
+//! single key (a claim, a registration) use [`watch_owned_key`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -203,5 +204,58 @@ impl Follower {
                 None => self.stream = None,
             }
         }
+    }
+}
+
+/// What the owner of a key learns of it.
+pub(crate) enum Seen<'a> {
+    /// A change, in order.
+    Event(EventKind, &'a crate::KeyValue),
+    /// The key as it is now (`None`: absent), read after its history was compacted.
+    Now(Option<&'a crate::KeyValue>),
+}
+
+/// Watch one key from `from` until `judge` returns a verdict. A compaction of
+/// history still needed (reported by the watch call or as an item of its
+/// stream) is judged by the key as it is now, then watched from there: never
+/// re-watched from a revision that is gone. Other failures are retried after a
+/// jittered wait; the caller bounds the whole by selecting on what ends it.
+pub(crate) async fn watch_owned_key<T>(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    key: &str,
+    mut from: Revision,
+    mut judge: impl FnMut(Seen<'_>) -> Option<T>,
+) -> T {
+    loop {
+        let request = WatchRequest::key(key).from_revision(from);
+        let compacted = match backend.watch(request).await {
+            Ok(mut events) => loop {
+                match events.next().await {
+                    Some(Ok(resp)) => {
+                        for event in &resp.events {
+                            if let Some(verdict) = judge(Seen::Event(event.kind, &event.kv)) {
+                                return verdict;
+                            }
+                        }
+                        from = resp.revision + 1;
+                    }
+                    Some(Err(Error::Compacted { .. })) => break true,
+                    Some(Err(_)) | None => break false,
+                }
+            },
+            Err(Error::Compacted { .. }) => true,
+            Err(_) => false,
+        };
+        if compacted {
+            if let Ok(now) = backend.range(RangeRequest::key(key)).await {
+                if let Some(verdict) = judge(Seen::Now(now.kvs.first())) {
+                    return verdict;
+                }
+                from = now.revision + 1;
+                continue;
+            }
+        }
+        tokio::time::sleep(retry.jittered_delay(1)).await;
     }
 }

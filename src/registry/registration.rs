@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
@@ -13,9 +12,10 @@ use tracing::{info, info_span, warn, Instrument};
 use super::ServiceInfo;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
+use crate::follow::{watch_owned_key, Seen};
 use crate::{
     Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest, RangeRequest, Result,
-    Revision, Session, Txn, TxnOp, WatchRequest,
+    Revision, Session, Txn, TxnOp,
 };
 
 /// Where a [`Registration`] stands.
@@ -337,60 +337,23 @@ impl Inner {
     /// Watch the key from our last write on, until it is deleted or overwritten,
     /// or the session is lost.
     async fn watch_key(&self, session: &Session) -> Ended {
-        let (mut from, ours) = {
-            let w = self.written.lock().await;
-            (w.0 + 1, w.0)
+        let ours = self.written.lock().await.0;
+        let judge = |seen: Seen<'_>| match seen {
+            Seen::Event(EventKind::Delete, _) | Seen::Now(None) => Some(Ended::Deleted),
+            Seen::Event(EventKind::Put, kv) | Seen::Now(Some(kv)) => {
+                (kv.mod_revision != ours).then_some(Ended::Overwritten)
+            }
         };
-        let backend = &self.coord.backend;
-        loop {
-            let request = WatchRequest::key(self.key.clone()).from_revision(from);
-            let events = tokio::select! {
-                _ = session.lost() => return Ended::SessionLost,
-                events = backend.watch(request) => events,
-            };
-            // A compaction of history still needed, reported by the watch call or
-            // as an item of its stream, is judged by the key as it is now, then
-            // watched from there: never re-watched from a revision that is gone.
-            let compacted = match events {
-                Ok(mut events) => loop {
-                    let item = tokio::select! {
-                        _ = session.lost() => return Ended::SessionLost,
-                        item = events.next() => item,
-                    };
-                    match item {
-                        Some(Ok(resp)) => {
-                            for event in &resp.events {
-                                match event.kind {
-                                    EventKind::Delete => return Ended::Deleted,
-                                    EventKind::Put if event.kv.mod_revision != ours => {
-                                        return Ended::Overwritten
-                                    }
-                                    EventKind::Put => {}
-                                }
-                            }
-                            from = resp.revision + 1;
-                        }
-                        Some(Err(Error::Compacted { .. })) => break true,
-                        Some(Err(_)) | None => break false,
-                    }
-                },
-                Err(Error::Compacted { .. }) => true,
-                Err(_) => false,
-            };
-            if compacted {
-                if let Ok(now) = backend.range(RangeRequest::key(self.key.clone())).await {
-                    match now.kvs.first() {
-                        None => return Ended::Deleted,
-                        Some(kv) if kv.mod_revision != ours => return Ended::Overwritten,
-                        Some(_) => from = now.revision + 1,
-                    }
-                    continue;
-                }
-            }
-            tokio::select! {
-                _ = session.lost() => return Ended::SessionLost,
-                _ = tokio::time::sleep(self.coord.retry.jittered_delay(1)) => {}
-            }
+        let watch = watch_owned_key(
+            &self.coord.backend,
+            &self.coord.retry,
+            &self.key,
+            ours + 1,
+            judge,
+        );
+        tokio::select! {
+            _ = session.lost() => Ended::SessionLost,
+            ended = watch => ended,
         }
     }
 
