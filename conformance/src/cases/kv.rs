@@ -91,13 +91,21 @@ pub async fn delete_then_put_recreates_the_key(ctx: Ctx) -> Result<()> {
 
 /// Deleting a missing key deletes nothing and writes no revision.
 pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
+    // Alone in the store: the revision check needs no other writer.
+    let _alone = ctx.compaction().await;
     let b = ctx.backend();
     let before = b.put("present", "x").await?;
     let mut w = b
         .watch(WatchRequest::prefix("").from_revision(before + 1))
         .await?;
+    let store_revision = b.range(RangeRequest::key("present")).await?.revision;
     assert!(!b.delete("missing").await?);
     assert_eq!(b.delete_prefix("nothing/").await?, 0);
+    let after = b.range(RangeRequest::key("present")).await?.revision;
+    assert_eq!(
+        after, store_revision,
+        "a delete that deleted nothing advanced the store's revision from {store_revision} to {after}"
+    );
     let marker = b.put("marker", "m").await?;
     let r = next_response(&mut w, "the marker put").await?;
     assert_eq!(r.revision, marker, "the empty deletes produced events");
@@ -219,6 +227,20 @@ pub async fn range_filters_by_max_create_revision(ctx: Ctx) -> Result<()> {
     let keys: Vec<_> = upto2.kvs.iter().map(|kv| kv.key_str()).collect();
     assert_eq!(keys, ["q/1", "q/2"]);
     assert!(!upto2.more);
+    // `more` counts what the filter lets through: q/3 is filtered out, so a limit
+    // of 2 leaves nothing more.
+    let filtered = b
+        .range(
+            RangeRequest::prefix("q/")
+                .with_max_create_revision(r3 - 1)
+                .with_limit(2),
+        )
+        .await?;
+    assert_eq!(filtered.kvs.len(), 2);
+    assert!(
+        !filtered.more,
+        "`more` must apply after the max_create_revision filter: only q/1 and q/2 match"
+    );
     Ok(())
 }
 
