@@ -293,20 +293,30 @@ pub async fn revoked_lease_loses_the_lock(ctx: Ctx) -> Result<()> {
     let remaining = guard.ttl().await?;
     assert!(
         remaining > Duration::ZERO && remaining <= ttl,
-        "{remaining:?}"
+        "a held lock's ttl() must be in (0, {ttl:?}], the TTL it was taken with; got {remaining:?}"
     );
-    assert!(guard.renew().await?);
+    assert!(
+        guard.renew().await?,
+        "renew() of a held lock must say it is held"
+    );
     b.lease_revoke(guard.session().lease()).await?;
     let why = tokio::time::timeout(PATIENCE, guard.lost())
         .await
-        .expect("lost");
+        .expect("lost() must complete once the lock's lease is revoked");
     assert!(
         matches!(why, OwnershipLost::SessionLost | OwnershipLost::KeyDeleted),
-        "{why:?}"
+        "a revoked lease loses the lock as SessionLost or KeyDeleted, not {why:?}"
     );
-    assert!(guard.is_expired());
-    assert!(!guard.renew().await?);
-    assert!(matches!(guard.ttl().await, Err(Error::LockExpired { .. })));
+    assert!(guard.is_expired(), "is_expired() after the loss");
+    assert!(
+        !guard.renew().await?,
+        "renew() of a lost lock must say it is not held"
+    );
+    let ttl_after = guard.ttl().await;
+    assert!(
+        matches!(ttl_after, Err(Error::LockExpired { .. })),
+        "ttl() of a lock whose lease was revoked must be LockExpired, got {ttl_after:?}"
+    );
     let other = ctx.other_coordinator().await;
     other.lock().try_acquire("r", ttl).await?.unlock().await?;
     Ok(())

@@ -200,13 +200,33 @@ pub async fn txn_range_sees_earlier_writes_of_the_same_txn(ctx: Ctx) -> Result<(
             TxnOp::Range(RangeRequest::key("t")),
         ]))
         .await?;
+    assert_eq!(
+        resp.responses.len(),
+        3,
+        "a transaction answers each of its 3 operations, in order: {:?}",
+        resp.responses
+    );
     match (&resp.responses[0], &resp.responses[2]) {
         (TxnOpResponse::Range(before), TxnOpResponse::Range(after)) => {
-            assert!(before.kvs.is_empty());
-            assert_eq!(after.kvs[0].value, b"new");
-            assert_eq!(after.kvs[0].mod_revision, resp.revision);
+            assert!(
+                before.kvs.is_empty(),
+                "a range before the txn's put must not see it: {:?}",
+                before.kvs
+            );
+            let seen = after.kvs.first().unwrap_or_else(|| {
+                panic!("a range after a put of the same txn must see the put; it saw no key")
+            });
+            assert_eq!(
+                String::from_utf8_lossy(&seen.value),
+                "new",
+                "a range after a put of the same txn must see the new value"
+            );
+            assert_eq!(
+                seen.mod_revision, resp.revision,
+                "the put seen inside the txn carries the txn's revision"
+            );
         }
-        other => panic!("expected two ranges, got {other:?}"),
+        other => panic!("expected a range as the 1st and 3rd answers, got {other:?}"),
     }
     Ok(())
 }
