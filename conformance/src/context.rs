@@ -32,6 +32,12 @@ pub trait Faults: Send + Sync {
     fn heal(&self);
     /// End a lease now, as if its TTL ran out.
     fn expire_lease(&self, id: LeaseId);
+    /// How many times this client's watches reconnected after a cut or a
+    /// partition, if the harness can tell (`None` otherwise): the proof a cut
+    /// took effect.
+    fn watch_resumes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One connection to the store under test.

@@ -161,6 +161,7 @@ macro_rules! conformance_tests {
 macro_rules! fault_tests {
     ($factory:path, start_paused = $paused:literal $(, ignore = $why:literal)?) => {
         $crate::__cases!($factory, $paused, [$(#[ignore = $why])?];
+            injected_faults_take_effect,
             failed_calls_fail_exactly_n_times,
             lost_response_write_is_committed,
             stalled_keep_alives_let_the_lease_expire,

@@ -12,6 +12,8 @@ pub(crate) struct ClientFaults {
     lose_next_response: AtomicBool,
     keep_alives_stalled: AtomicBool,
     partitioned: watch::Sender<bool>,
+    /// Watch registrations made again after a cut or a partition.
+    watch_resumes: AtomicU64,
 }
 
 impl ClientFaults {
@@ -22,6 +24,7 @@ impl ClientFaults {
             lose_next_response: AtomicBool::new(false),
             keep_alives_stalled: AtomicBool::new(false),
             partitioned: watch::Sender::new(false),
+            watch_resumes: AtomicU64::new(0),
         }
     }
 
@@ -75,6 +78,14 @@ impl ClientFaults {
 
     pub(crate) fn set_partitioned(&self, partitioned: bool) {
         self.partitioned.send_replace(partitioned);
+    }
+
+    pub(crate) fn note_watch_resume(&self) {
+        self.watch_resumes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn watch_resumes(&self) -> u64 {
+        self.watch_resumes.load(Ordering::SeqCst)
     }
 
     pub(crate) fn is_partitioned(&self) -> bool {

@@ -261,6 +261,12 @@ impl MemoryBackend {
         self.store.lock().watcher_count()
     }
 
+    /// How many times this handle's watches registered again after a cut or a
+    /// partition (a fault's proof that it happened).
+    pub fn watch_resumes(&self) -> u64 {
+        self.client.watch_resumes()
+    }
+
     /// The calls served so far by the store (all handles).
     pub fn stats(&self) -> Stats {
         let c = &self.store.counters;

@@ -48,6 +48,7 @@ impl Watch {
                 }
             }
             self.client.healed().await;
+            self.client.note_watch_resume();
             if let Err(e) = self.register() {
                 self.ended = true;
                 return Some(Err(e));

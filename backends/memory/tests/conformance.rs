@@ -38,6 +38,9 @@ impl Faults for MemoryFaults {
     fn expire_lease(&self, id: LeaseId) {
         self.0.expire_lease(id);
     }
+    fn watch_resumes(&self) -> Option<u64> {
+        Some(self.0.watch_resumes())
+    }
 }
 
 #[async_trait]

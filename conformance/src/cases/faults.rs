@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use coordkit::{BackendExt, Error, EventKind, Result, WatchRequest};
 use futures::StreamExt;
 
@@ -141,5 +143,66 @@ pub async fn expired_lease_deletes_its_keys_at_once(ctx: Ctx) -> Result<()> {
     assert!(b.get_prefix("x/").await?.is_empty());
     let r = b.lease_time_to_live(grant.id).await;
     assert!(matches!(r, Err(Error::LeaseNotFound { .. })), "{r:?}");
+    Ok(())
+}
+
+/// The injected faults take effect (a fault that does nothing would let every
+/// fault case pass without its fault): a partition fails calls and heals; a
+/// stalled keep-alive fails promptly with a retryable error rather than hang;
+/// a cut watch reconnects (where the harness can count it) and misses nothing.
+pub async fn injected_faults_take_effect(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let faults = ctx.faults();
+    b.put("f", "0").await?;
+
+    faults.partition();
+    let err = b
+        .get("f")
+        .await
+        .expect_err("a partitioned client's call must fail");
+    assert!(
+        err.is_retryable(),
+        "a partition's failure is retryable: {err:?}"
+    );
+    faults.heal();
+    assert!(b.get("f").await?.is_some(), "a healed client's call works");
+
+    let lease = b.lease_grant(ctx.min_ttl().max(5)).await?;
+    faults.stall_keep_alives();
+    let stalled = tokio::time::timeout(Duration::from_secs(10), b.lease_keep_alive(lease.id))
+        .await
+        .expect("a stalled keep-alive must fail within 10 s, not hang");
+    let err = stalled.expect_err("a stalled keep-alive must fail");
+    assert!(
+        err.is_retryable(),
+        "a stalled keep-alive's failure is retryable: {err:?}"
+    );
+    faults.resume_keep_alives();
+    b.lease_keep_alive(lease.id).await?;
+
+    let mut w = b.watch(WatchRequest::key("w")).await?;
+    let first = b.put("w", "1").await?;
+    assert_eq!(
+        next_response(&mut w, "the put before the cut")
+            .await?
+            .revision,
+        first
+    );
+    let resumes = faults.watch_resumes();
+    faults.cut_watches();
+    let second = b.put("w", "2").await?;
+    assert_eq!(
+        next_response(&mut w, "the put after the cut")
+            .await?
+            .revision,
+        second,
+        "a cut watch resumes from where it stopped"
+    );
+    if let (Some(before), Some(after)) = (resumes, faults.watch_resumes()) {
+        assert!(
+            after > before,
+            "cut_watches() did not cut the watch (no reconnect)"
+        );
+    }
     Ok(())
 }
