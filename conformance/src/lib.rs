@@ -38,6 +38,7 @@
 
 pub mod cases;
 mod context;
+pub mod linearizability;
 mod model;
 
 pub use context::{Ctx, Faults, Harness, TestClient};
@@ -76,6 +77,7 @@ macro_rules! conformance_tests {
             compare_on_missing_key_uses_zero_and_fails_on_value,
             multi_op_txn_is_atomic_and_watched_as_one_response,
             txn_range_sees_earlier_writes_of_the_same_txn,
+            concurrent_history_is_linearizable,
             txn_writing_one_key_twice_is_invalid,
             compare_and_swap_conflict_carries_current_version,
             create_if_absent_returns_the_existing_key,
@@ -162,6 +164,7 @@ macro_rules! fault_tests {
     ($factory:path, start_paused = $paused:literal $(, ignore = $why:literal)?) => {
         $crate::__cases!($factory, $paused, [$(#[ignore = $why])?];
             injected_faults_take_effect,
+            concurrent_history_with_lost_responses_is_linearizable,
             failed_calls_fail_exactly_n_times,
             lost_response_write_is_committed,
             stalled_keep_alives_let_the_lease_expire,

@@ -206,3 +206,34 @@ pub async fn injected_faults_take_effect(ctx: Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// The same concurrent history with one client's responses lost and calls
+/// failed now and then (outcomes unknown): still linearizable, each unknown
+/// write placed where it may have applied, or nowhere.
+pub async fn concurrent_history_with_lost_responses_is_linearizable(ctx: Ctx) -> Result<()> {
+    let mut clients = vec![ctx.backend()];
+    for _ in 0..3 {
+        clients.push(ctx.client().await.backend);
+    }
+    let faults = ctx.faults();
+    let inject = move |i: usize| {
+        if i % 7 == 3 {
+            faults.lose_next_response();
+        } else if i % 11 == 5 {
+            faults.fail_next(1);
+        }
+    };
+    let history = crate::linearizability::run_history(clients, 3, 60, 23, inject).await;
+    let unknown = history
+        .iter()
+        .filter(|o| o.outcome == crate::linearizability::Outcome::Unknown)
+        .count();
+    assert!(
+        unknown > 0,
+        "no outcome was unknown: the faults did not take effect"
+    );
+    if let Err(violation) = crate::linearizability::check(&history) {
+        panic!("the store is not linearizable: {violation}");
+    }
+    Ok(())
+}

@@ -330,3 +330,19 @@ pub async fn concurrent_cas_increments_reach_exactly_400(ctx: Ctx) -> Result<()>
     assert_eq!(kv.version, 400);
     Ok(())
 }
+
+/// Four clients run random gets, puts, deletes and compare-and-sets on three keys
+/// at once: the recorded history has a linearization (checked key by key, as
+/// Porcupine does; see `coordkit_conformance::linearizability`).
+pub async fn concurrent_history_is_linearizable(ctx: Ctx) -> Result<()> {
+    let mut clients = vec![ctx.backend()];
+    for _ in 0..3 {
+        clients.push(ctx.client().await.backend);
+    }
+    let history = crate::linearizability::run_history(clients, 3, 60, 11, |_| {}).await;
+    assert_eq!(history.len(), 240);
+    if let Err(violation) = crate::linearizability::check(&history) {
+        panic!("the store is not linearizable: {violation}");
+    }
+    Ok(())
+}
