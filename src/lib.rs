@@ -57,6 +57,8 @@
 //!
 //! - `grpc` (default): [`RegistryService::channel`], a load-balanced tonic channel,
 //!   and [`RegistryService::discover_changes`], a `tower::discover` stream.
+//! - `testing`: [`testing::Faults`], the fault switches a backend's test support
+//!   implements for the conformance suite.
 //! - `metrics`: the metrics below, through the [`metrics`](https://docs.rs/metrics)
 //!   facade: install any recorder (`metrics-exporter-prometheus`, …); see
 //!   `cargo run --example metrics --features metrics`.
@@ -99,6 +101,8 @@ pub mod registry;
 mod retry;
 mod session;
 mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,

@@ -8,37 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coordkit::{
-    Backend, Coordinator, Error, LeaseId, Namespaced, RangeRequest, Result, RetryPolicy,
-    WatchResponse, WatchStream,
+    Backend, Coordinator, Error, Namespaced, RangeRequest, Result, RetryPolicy, WatchResponse,
+    WatchStream,
 };
 use futures::StreamExt;
 use tokio::sync::{RwLock, RwLockWriteGuard};
 
-/// Faults a harness can inject into one client (connection), as coordkit-memory does.
-pub trait Faults: Send + Sync {
-    /// The next `n` calls fail with `Unavailable` without reaching the store.
-    fn fail_next(&self, n: u64);
-    /// The next write commits but its caller gets `Unavailable`.
-    fn lose_next_response(&self);
-    /// Keep-alives go unanswered until resumed.
-    fn stall_keep_alives(&self);
-    /// Keep-alives are answered again.
-    fn resume_keep_alives(&self);
-    /// Open watch streams break (and resume by themselves).
-    fn cut_watches(&self);
-    /// Every call fails and watches are disconnected until healed.
-    fn partition(&self);
-    /// End a partition.
-    fn heal(&self);
-    /// End a lease now, as if its TTL ran out.
-    fn expire_lease(&self, id: LeaseId);
-    /// How many times this client's watches reconnected after a cut or a
-    /// partition, if the harness can tell (`None` otherwise): the proof a cut
-    /// took effect.
-    fn watch_resumes(&self) -> Option<u64> {
-        None
-    }
-}
+pub use coordkit::testing::Faults;
 
 /// One connection to the store under test.
 #[derive(Clone)]

@@ -384,3 +384,34 @@ impl From<MemoryBackend> for Arc<dyn Backend> {
         Arc::new(b)
     }
 }
+
+/// The conformance suite's fault switches, on this handle.
+impl coordkit::testing::Faults for MemoryBackend {
+    fn fail_next(&self, n: u64) {
+        MemoryBackend::fail_next(self, n)
+    }
+    fn lose_next_response(&self) {
+        MemoryBackend::lose_next_response(self)
+    }
+    fn stall_keep_alives(&self) {
+        MemoryBackend::stall_keep_alives(self)
+    }
+    fn resume_keep_alives(&self) {
+        MemoryBackend::resume_keep_alives(self)
+    }
+    fn cut_watches(&self) {
+        MemoryBackend::cut_watches(self)
+    }
+    fn partition(&self) {
+        MemoryBackend::partition(self)
+    }
+    fn heal(&self) {
+        MemoryBackend::heal(self)
+    }
+    fn expire_lease(&self, id: LeaseId) {
+        MemoryBackend::expire_lease(self, id);
+    }
+    fn watch_resumes(&self) -> Option<u64> {
+        Some(MemoryBackend::watch_resumes(self))
+    }
+}

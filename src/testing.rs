@@ -1,0 +1,34 @@
+//! What a backend's own test support implements (feature `testing`), so a
+//! backend crate can implement it on its own types and hand them to the
+//! conformance suite (`coordkit-conformance`), which re-exports it.
+
+use crate::LeaseId;
+
+/// Faults a harness can inject into one client (connection), as coordkit-memory
+/// does. What each must do is a rule of the conformance suite: see its
+/// `injected_faults_take_effect` case, which checks them before the other fault
+/// cases rely on them.
+pub trait Faults: Send + Sync {
+    /// The next `n` calls fail with `Unavailable` without reaching the store.
+    fn fail_next(&self, n: u64);
+    /// The next write commits but its caller gets `Unavailable`.
+    fn lose_next_response(&self);
+    /// Keep-alives go unanswered until resumed.
+    fn stall_keep_alives(&self);
+    /// Keep-alives are answered again.
+    fn resume_keep_alives(&self);
+    /// Open watch streams break (and resume by themselves).
+    fn cut_watches(&self);
+    /// Every call fails and watches are disconnected until healed.
+    fn partition(&self);
+    /// End a partition.
+    fn heal(&self);
+    /// End a lease now, as if its TTL ran out.
+    fn expire_lease(&self, id: LeaseId);
+    /// How many times this client's watches reconnected after a cut or a
+    /// partition, if the harness can tell (`None` otherwise): the proof a cut
+    /// took effect.
+    fn watch_resumes(&self) -> Option<u64> {
+        None
+    }
+}
