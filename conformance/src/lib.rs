@@ -39,6 +39,7 @@
 pub mod cases;
 mod context;
 pub mod linearizability;
+pub mod lock_safety;
 mod model;
 
 pub use context::{Ctx, Faults, Harness, TestClient};

@@ -21,17 +21,18 @@ pub async fn lock_excludes_holders_and_tokens_increase(ctx: Ctx) -> Result<()> {
     let ttl = ctx.recipe_ttl();
     ctx.backend().put("counter", "0").await?;
     let inside = Arc::new(AtomicBool::new(false));
-    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    let clock = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..5 {
+    for client in 0..5 {
         let coordinator = ctx.other_coordinator().await;
-        let (inside, tokens) = (inside.clone(), tokens.clone());
+        let (inside, holds, clock) = (inside.clone(), holds.clone(), clock.clone());
         tasks.push(tokio::spawn(async move {
             let b = coordinator.backend().clone();
             for _ in 0..20 {
                 let guard = coordinator.lock().acquire("mutex", ttl).await?;
+                let acquired = clock.fetch_add(1, Ordering::SeqCst);
                 assert!(!inside.swap(true, Ordering::SeqCst), "two holders at once");
-                tokens.lock().unwrap().push(guard.fencing_token());
                 let kv = b.get("counter").await?.expect("counter exists");
                 let n: u64 = String::from_utf8_lossy(&kv.value)
                     .parse()
@@ -43,10 +44,14 @@ pub async fn lock_excludes_holders_and_tokens_increase(ctx: Ctx) -> Result<()> {
                         Compare::mod_revision("counter", CompareOp::Equal, kv.mod_revision),
                     ])
                     .and_then([PutRequest::new("counter", (n + 1).to_string())]);
-                assert!(
-                    b.txn(write).await?.succeeded,
-                    "a holder's guarded write failed"
-                );
+                let written = b.txn(write).await?;
+                assert!(written.succeeded, "a holder's guarded write failed");
+                holds.lock().unwrap().push(crate::lock_safety::Hold {
+                    client,
+                    token: guard.fencing_token(),
+                    acquired,
+                    writes: vec![written.revision],
+                });
                 inside.store(false, Ordering::SeqCst);
                 guard.unlock().await?;
             }
@@ -57,13 +62,16 @@ pub async fn lock_excludes_holders_and_tokens_increase(ctx: Ctx) -> Result<()> {
         t.await.expect("contender task")?;
     }
     let counter = ctx.backend().get("counter").await?.expect("counter");
-    assert_eq!(counter.value, b"100");
-    let tokens = tokens.lock().unwrap().clone();
-    assert_eq!(tokens.len(), 100);
-    assert!(
-        tokens.windows(2).all(|w| w[0] < w[1]),
-        "tokens not strictly increasing: {tokens:?}"
+    assert_eq!(
+        String::from_utf8_lossy(&counter.value),
+        "100",
+        "every fenced read-modify-write of 100 holds must land"
     );
+    let holds = holds.lock().unwrap().clone();
+    assert_eq!(holds.len(), 100);
+    if let Err(e) = crate::lock_safety::check(&holds) {
+        panic!("the lock is not safe: {e}");
+    }
     Ok(())
 }
 
