@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             read_only_txn_keeps_the_revision,
             range_prefix_returns_only_the_prefix_in_key_order,
             range_limit_reports_more_and_total_count,
+            range_limit_zero_is_invalid,
             range_sorts_by_create_revision,
             range_filters_by_max_create_revision,
             range_count_only_returns_no_values,

@@ -62,7 +62,8 @@ impl RangeRequest {
         self
     }
 
-    /// Return at most `limit` key-values.
+    /// Return at most `limit` key-values (at least 1: a limit of 0 is
+    /// `InvalidArgument`, since etcd would read it as "no limit").
     pub fn with_limit(mut self, limit: u64) -> Self {
         self.limit = Some(limit);
         self

@@ -83,6 +83,14 @@ pub fn range(request: &RangeRequest) -> Result<()> {
         }
     }
     if let Some(l) = request.limit {
+        if l == 0 {
+            // etcd reads a limit of 0 as "no limit": refused, so that no backend
+            // has to pick between "nothing" and "everything".
+            return Err(Error::invalid(
+                "limit",
+                "must be at least 1 (no limit is None)",
+            ));
+        }
         if l > i64::MAX as u64 {
             return Err(Error::invalid("limit", "must fit in an i64"));
         }

@@ -113,6 +113,18 @@ pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A limit of 0 is `InvalidArgument` naming `limit` (etcd would read it as "no
+/// limit", the words as "nothing": refused, so no two backends disagree).
+pub async fn range_limit_zero_is_invalid(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    b.put("z", "v").await?;
+    assert_invalid(
+        b.range(RangeRequest::prefix("").with_limit(0)).await,
+        "limit",
+    );
+    Ok(())
+}
+
 /// A transaction without writes produces no event and changes no key.
 pub async fn read_only_txn_keeps_the_revision(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
