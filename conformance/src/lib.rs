@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             compare_on_missing_key_uses_zero_and_fails_on_value,
             multi_op_txn_is_atomic_and_watched_as_one_response,
             txn_range_sees_earlier_writes_of_the_same_txn,
+            txn_range_reports_the_txn_revision,
             concurrent_history_is_linearizable,
             txn_writing_one_key_twice_is_invalid,
             compare_and_swap_conflict_carries_current_version,

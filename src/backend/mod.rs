@@ -53,6 +53,8 @@ pub trait Backend: Send + Sync + 'static {
     /// - Missing keys are simply absent from `kvs`; reading them is not an error.
     /// - With `revision`, reads the store as it was then; a compacted revision is
     ///   `Compacted`, a future one `InvalidArgument`.
+    /// - A `limit` of 0 is `InvalidArgument` (no limit is `None`); `more` and the
+    ///   limit apply after the `max_create_revision` filter; `count` ignores both.
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse>;
 
     /// Run a transaction atomically.
@@ -62,6 +64,8 @@ pub trait Backend: Send + Sync + 'static {
     ///   effective writes leaves the revision unchanged.
     /// - A put naming a lease that does not exist fails with `LeaseNotFound` and
     ///   applies nothing.
+    /// - A range inside the transaction sees the writes of the operations before
+    ///   it, and reports the transaction's revision (`TxnResponse::revision`).
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Grant a lease of `ttl` seconds.

@@ -231,6 +231,42 @@ pub async fn txn_range_sees_earlier_writes_of_the_same_txn(ctx: Ctx) -> Result<(
     Ok(())
 }
 
+/// A read inside a transaction reports the transaction's revision: after the
+/// transaction's writes when it has any, else the store's current revision.
+pub async fn txn_range_reports_the_txn_revision(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let resp = b
+        .txn(Txn::new().and_then([
+            TxnOp::Put(PutRequest::new("rr", "1")),
+            TxnOp::Range(RangeRequest::key("rr")),
+        ]))
+        .await?;
+    match &resp.responses[1] {
+        TxnOpResponse::Range(r) => assert_eq!(
+            r.revision, resp.revision,
+            "a read in a writing txn reports the txn's revision"
+        ),
+        other => panic!("expected a range as the 2nd answer, got {other:?}"),
+    }
+    let read = b
+        .txn(Txn::new().and_then([TxnOp::Range(RangeRequest::key("rr"))]))
+        .await?;
+    match &read.responses[0] {
+        TxnOpResponse::Range(r) => {
+            assert_eq!(
+                r.revision, read.revision,
+                "a read in a read-only txn reports the txn's revision"
+            );
+            assert!(
+                r.revision >= resp.revision,
+                "and it is the store's current revision, not an older one"
+            );
+        }
+        other => panic!("expected a range, got {other:?}"),
+    }
+    Ok(())
+}
+
 /// Two writes of one branch touching the same key are rejected, and nothing applies.
 pub async fn txn_writing_one_key_twice_is_invalid(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
