@@ -54,7 +54,8 @@ pub trait Backend: Send + Sync + 'static {
     /// - With `revision`, reads the store as it was then; a compacted revision is
     ///   `Compacted`, a future one `InvalidArgument`.
     /// - A `limit` of 0 is `InvalidArgument` (no limit is `None`); `more` and the
-    ///   limit apply after the `max_create_revision` filter; `count` ignores both.
+    ///   limit apply after the `max_create_revision` filter; `count` ignores both;
+    ///   a `count_only` range returns no key-value and `more` false.
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse>;
 
     /// Run a transaction atomically.

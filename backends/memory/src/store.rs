@@ -159,14 +159,16 @@ impl State {
             None => {}
         }
         let mut more = false;
-        if let Some(limit) = request.limit.filter(|l| *l > 0) {
+        if let Some(limit) = request.limit {
             if kvs.len() as u64 > limit {
                 kvs.truncate(limit as usize);
                 more = true;
             }
         }
         if request.count_only {
+            // No key is returned, so none is left to return (as etcd answers).
             kvs.clear();
+            more = false;
         }
         Ok(RangeResponse {
             kvs,

@@ -265,6 +265,19 @@ pub async fn range_count_only_returns_no_values(ctx: Ctx) -> Result<()> {
     let r = b.range(RangeRequest::prefix("c/").count_only()).await?;
     assert_eq!(r.count, 3);
     assert!(r.kvs.is_empty());
+    assert!(
+        !r.more,
+        "a count-only range returns no key, so nothing is left to return"
+    );
+    let limited = b
+        .range(RangeRequest::prefix("c/").count_only().with_limit(1))
+        .await?;
+    assert_eq!(limited.count, 3, "count ignores the limit");
+    assert!(limited.kvs.is_empty());
+    assert!(
+        !limited.more,
+        "a count-only range with a limit reports no more (as etcd does)"
+    );
     Ok(())
 }
 
