@@ -9,9 +9,13 @@ use crate::LeaseId;
 /// `injected_faults_take_effect` case, which checks them before the other fault
 /// cases rely on them.
 pub trait Faults: Send + Sync {
-    /// The next `n` calls fail with `Unavailable` without reaching the store.
+    /// The next `n` calls of this client — any [`Backend`](crate::Backend) method
+    /// that talks to the store: `range`, `txn`, the lease calls, `watch`,
+    /// `compact` — fail with `Unavailable` without reaching the store.
     fn fail_next(&self, n: u64);
-    /// The next write commits but its caller gets `Unavailable`.
+    /// The next call of this client that changes the store (`txn`, `lease_grant`,
+    /// `lease_keep_alive`, `lease_revoke`, `compact`) applies, and its caller
+    /// gets `Unavailable`.
     fn lose_next_response(&self);
     /// Keep-alives go unanswered until resumed.
     fn stall_keep_alives(&self);
