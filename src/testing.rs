@@ -13,9 +13,9 @@ pub trait Faults: Send + Sync {
     /// that talks to the store: `range`, `txn`, the lease calls, `watch`,
     /// `compact` — fail with `Unavailable` without reaching the store.
     fn fail_next(&self, n: u64);
-    /// The next call of this client that changes the store (`txn`, `lease_grant`,
-    /// `lease_keep_alive`, `lease_revoke`, `compact`) applies, and its caller
-    /// gets `Unavailable`.
+    /// The next `txn` (with or without writes), `lease_grant`,
+    /// `lease_keep_alive`, `lease_revoke` or `compact` of this client applies,
+    /// and its caller gets `Unavailable`.
     fn lose_next_response(&self);
     /// Keep-alives go unanswered until resumed.
     fn stall_keep_alives(&self);
