@@ -70,6 +70,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Grant a lease of `ttl` seconds.
+    ///
+    /// # Behavior
+    /// - A lease ends no earlier than its TTL after its grant or last keep-alive
+    ///   (recipes rely on that for their local deadline). It may end later: etcd
+    ///   checks expiry every 500 ms and restarts every TTL after a leader change,
+    ///   so callers must not assume it ends *at* its deadline.
+    /// - Lease ids are never reused by one store.
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant>;
 
     /// Renew a lease to its granted TTL; returns that TTL in seconds.
