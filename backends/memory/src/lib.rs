@@ -30,6 +30,8 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod faults;
+#[doc(hidden)]
+pub mod planted;
 mod store;
 mod watch;
 
@@ -213,14 +215,18 @@ impl MemoryBackend {
     /// resumes from its last delivered revision + 1 (at once, or when a partition
     /// heals), or yields `Compacted` if that revision has been compacted meanwhile.
     pub fn cut_watches(&self) {
-        self.store.lock().cut_watches(self.client.id);
+        if !planted::on(36) {
+            self.store.lock().cut_watches(self.client.id);
+        }
     }
 
     /// Cut this handle off: every call fails with `Unavailable` and its watches are
     /// disconnected until [`MemoryBackend::heal`]. Leases it keeps alive run down.
     pub fn partition(&self) {
         self.client.set_partitioned(true);
-        self.cut_watches();
+        if !planted::on(37) {
+            self.cut_watches();
+        }
     }
 
     /// End a partition.
@@ -311,15 +317,24 @@ impl Backend for MemoryBackend {
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        validate::range(&request)?;
+        if !planted::on(40) {
+            validate::range(&request)?;
+        }
         self.client.before_call()?;
         self.store.counters.ranges.fetch_add(1, Ordering::Relaxed);
         self.store.lock().range(&request)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        validate::txn(&txn, &self.store.limits)?;
+        if !planted::on(39) {
+            validate::txn(&txn, &self.store.limits)?;
+        }
         self.client.before_call()?;
+        if self.client.loses_before_applying() {
+            return Err(coordkit::Error::unavailable(
+                "lost before applying (planted bug)",
+            ));
+        }
         self.store.counters.txns.fetch_add(1, Ordering::Relaxed);
         let resp = self.store.lock().txn(txn)?;
         self.client.after_write()?;
@@ -327,7 +342,9 @@ impl Backend for MemoryBackend {
     }
 
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
-        validate::ttl(ttl, &self.store.limits)?;
+        if !planted::on(38) {
+            validate::ttl(ttl, &self.store.limits)?;
+        }
         self.client.before_call()?;
         self.store
             .counters
@@ -342,6 +359,9 @@ impl Backend for MemoryBackend {
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
         self.client.before_call()?;
+        if planted::on(34) && self.client.keep_alive_answered().is_err() {
+            std::future::pending::<()>().await;
+        }
         self.client.keep_alive_answered()?;
         self.store
             .counters

@@ -7,6 +7,15 @@ use crate::Ctx;
 
 /// An empty key is rejected by every call that takes one, naming the argument.
 pub async fn empty_key_is_invalid_everywhere(ctx: Ctx) -> Result<()> {
+    // The backend itself, not only through the suite's namespace wrapper (which
+    // validates too, and would hide a backend that does not).
+    let raw = ctx.raw_client().await.backend;
+    assert_invalid(raw.get("").await, "key");
+    assert_invalid(
+        raw.txn(Txn::new().and_then([PutRequest::new("", "v")]))
+            .await,
+        "key",
+    );
     let b = ctx.backend();
     assert_invalid(b.put("", "v").await, "key");
     assert_invalid(b.get("").await, "key");

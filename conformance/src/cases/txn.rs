@@ -269,6 +269,18 @@ pub async fn txn_range_reports_the_txn_revision(ctx: Ctx) -> Result<()> {
 
 /// Two writes of one branch touching the same key are rejected, and nothing applies.
 pub async fn txn_writing_one_key_twice_is_invalid(ctx: Ctx) -> Result<()> {
+    // The backend itself, not only through the suite's namespace wrapper (which
+    // validates too, and would hide a backend that does not).
+    let raw = ctx.raw_client().await.backend;
+    let key = format!("{}d", String::from_utf8_lossy(ctx.namespace()));
+    assert_invalid(
+        raw.txn(Txn::new().and_then([
+            PutRequest::new(key.clone(), "1"),
+            PutRequest::new(key.clone(), "2"),
+        ]))
+        .await,
+        "txn",
+    );
     let b = ctx.backend();
     assert_invalid(
         b.txn(Txn::new().and_then([PutRequest::new("d", "1"), PutRequest::new("d", "2")]))
