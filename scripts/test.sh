@@ -48,6 +48,8 @@ echo "== metrics: each documented metric moves (feature metrics)"
 cargo test -p coordkit --features metrics --test metrics
 echo "== TLS: mutual TLS against an etcd serving https (feature tls)"
 cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
+echo "== the suite's sensitivity: every planted bug of the memory backend caught"
+./scripts/sensitivity.sh >/dev/null
 echo "== doctests"
 cargo test --workspace --doc
 echo "== etcd 3.5.1: the etcd backend's conformance, fault, error, interop and cluster tests"
