@@ -268,6 +268,12 @@ pub async fn wait_for_keys(backend: &dyn Backend, prefix: &str, n: i64) -> Resul
     .await
 }
 
+/// Bytes as text, for assertions whose failure should print keys and values
+/// readably.
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// Assert that `result` is `Err(InvalidArgument)` naming `argument`.
 pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T>, argument: &str) {
     match result {

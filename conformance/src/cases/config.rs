@@ -8,6 +8,7 @@ use coordkit::{BackendExt, ConfigEvent, ConfigEventKind, ConfigManager, Error, R
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::context::text;
 use crate::context::{assert_invalid, wait_until, PATIENCE};
 use crate::Ctx;
 
@@ -50,8 +51,8 @@ pub async fn config_values_round_trip(ctx: Ctx) -> Result<()> {
     config
         .set_bytes("app/raw", b"\x00not json".to_vec())
         .await?;
-    assert_eq!(config.get_bytes("app/raw").await?, b"\x00not json");
-    assert_eq!(config.get_bytes("app/name").await?, b"\"checkout\"");
+    assert_eq!(text(&config.get_bytes("app/raw").await?), "\x00not json");
+    assert_eq!(text(&config.get_bytes("app/name").await?), "\"checkout\"");
     let err = config.get::<Db>("app/raw").await.unwrap_err();
     assert!(
         matches!(&err, Error::Codec { key, .. } if key == "app/raw"),

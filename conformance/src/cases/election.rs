@@ -3,6 +3,7 @@
 use coordkit::{BackendExt, Error, Leader, LeaderStream, OwnershipLost, Result};
 use futures::StreamExt;
 
+use crate::context::text;
 use crate::context::{assert_invalid, wait_for_keys, wait_until, PATIENCE};
 use crate::Ctx;
 
@@ -92,7 +93,7 @@ pub async fn leader_whose_lease_ends_is_replaced(ctx: Ctx) -> Result<()> {
     let watcher = ctx.other_coordinator().await;
     let now = watcher.election().leader("e").await?.expect("a leader");
     assert_eq!(now.fencing_token, next.fencing_token());
-    assert_eq!(now.value, b"second");
+    assert_eq!(text(&now.value), "second");
     assert!(matches!(
         leader.proclaim("still me").await,
         Err(Error::NotLeader { .. })

@@ -3,6 +3,7 @@ use std::time::Duration;
 use coordkit::{BackendExt, Error, EventKind, Result, WatchRequest};
 use futures::StreamExt;
 
+use crate::context::text;
 use crate::context::{assert_quiet, next_response, PATIENCE};
 use crate::Ctx;
 
@@ -16,7 +17,7 @@ pub async fn failed_calls_fail_exactly_n_times(ctx: Ctx) -> Result<()> {
         let err = b.get("k").await.unwrap_err();
         assert!(err.is_retryable(), "{err:?}");
     }
-    assert_eq!(b.get("k").await?.unwrap().value, b"v");
+    assert_eq!(text(&b.get("k").await?.unwrap().value), "v");
     Ok(())
 }
 
@@ -26,7 +27,7 @@ pub async fn lost_response_write_is_committed(ctx: Ctx) -> Result<()> {
     ctx.faults().lose_next_response();
     let err = b.put("k", "committed").await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
-    assert_eq!(b.get("k").await?.unwrap().value, b"committed");
+    assert_eq!(text(&b.get("k").await?.unwrap().value), "committed");
     Ok(())
 }
 
@@ -127,9 +128,9 @@ pub async fn partition_leaves_other_clients_working(ctx: Ctx) -> Result<()> {
     cut.faults.as_ref().expect("faults").partition();
     assert!(cut.backend.put("k", "v").await.is_err());
     other.put("k", "v").await?;
-    assert_eq!(other.get("k").await?.unwrap().value, b"v");
+    assert_eq!(text(&other.get("k").await?.unwrap().value), "v");
     cut.faults.as_ref().unwrap().heal();
-    assert_eq!(cut.backend.get("k").await?.unwrap().value, b"v");
+    assert_eq!(text(&cut.backend.get("k").await?.unwrap().value), "v");
     Ok(())
 }
 

@@ -3,6 +3,7 @@ use coordkit::{
     TxnOpResponse, WatchRequest,
 };
 
+use crate::context::text;
 use crate::context::{assert_invalid, next_response};
 use crate::Ctx;
 
@@ -20,7 +21,7 @@ pub async fn put_then_get_round_trips(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let rev = b.put("a", b"\x00binary\xff".to_vec()).await?;
     let kv = b.get("a").await?.expect("key written");
-    assert_eq!(kv.key, b"a");
+    assert_eq!(text(&kv.key), "a");
     assert_eq!(kv.value, b"\x00binary\xff");
     assert_eq!(
         (kv.create_revision, kv.mod_revision, kv.version),
@@ -71,7 +72,7 @@ pub async fn put_again_keeps_create_revision_and_bumps_version(ctx: Ctx) -> Resu
         (r1, r3, 3)
     );
     assert!(r1 < r2 && r2 < r3);
-    assert_eq!(kv.value, b"3");
+    assert_eq!(text(&kv.value), "3");
     Ok(())
 }
 
@@ -109,7 +110,7 @@ pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
     let marker = b.put("marker", "m").await?;
     let r = next_response(&mut w, "the marker put").await?;
     assert_eq!(r.revision, marker, "the empty deletes produced events");
-    assert_eq!(r.events[0].kv.key, b"marker");
+    assert_eq!(text(&r.events[0].kv.key), "marker");
     Ok(())
 }
 
@@ -144,7 +145,7 @@ pub async fn read_only_txn_keeps_the_revision(ctx: Ctx) -> Result<()> {
     assert!(lone.succeeded);
     let read = lone.first_range().expect("the lone read's response");
     assert_eq!(read.kvs.len(), 1);
-    assert_eq!(read.kvs[0].value, b"1");
+    assert_eq!(text(&read.kvs[0].value), "1");
     assert_eq!(b.get("a").await?.unwrap().mod_revision, rev);
     let marker = b.put("marker", "m").await?;
     assert_eq!(next_response(&mut w, "marker").await?.revision, marker);
@@ -178,7 +179,7 @@ pub async fn range_limit_reports_more_and_total_count(ctx: Ctx) -> Result<()> {
     assert_eq!(r.kvs.len(), 2);
     assert!(r.more);
     assert_eq!(r.count, 5);
-    assert_eq!(r.kvs[0].key, b"l/0");
+    assert_eq!(text(&r.kvs[0].key), "l/0");
     let r = b.range(RangeRequest::prefix("l/").with_limit(5)).await?;
     assert!(!r.more);
     assert_eq!(r.kvs.len(), 5);
@@ -205,7 +206,7 @@ pub async fn range_sorts_by_create_revision(ctx: Ctx) -> Result<()> {
         )
         .await?;
     assert_eq!(desc.kvs.len(), 1);
-    assert_eq!(desc.kvs[0].key, b"s/b");
+    assert_eq!(text(&desc.kvs[0].key), "s/b");
     assert!(desc.more);
     Ok(())
 }
@@ -288,7 +289,7 @@ pub async fn range_at_past_revision_sees_old_state(ctx: Ctx) -> Result<()> {
     let r2 = b.put("h", "2").await?;
     b.delete("h").await?;
     let at1 = b.range(RangeRequest::key("h").at_revision(r1)).await?;
-    assert_eq!(at1.kvs[0].value, b"1");
+    assert_eq!(text(&at1.kvs[0].value), "1");
     let at2 = b.range(RangeRequest::key("h").at_revision(r2)).await?;
     assert_eq!(
         (at2.kvs[0].value.as_slice(), at2.kvs[0].version),
@@ -347,7 +348,7 @@ pub async fn prev_kv_on_put_and_delete(ctx: Ctx) -> Result<()> {
         .txn(Txn::new().and_then([PutRequest::new("a", "2").with_prev_kv()]))
         .await?;
     match &resp.responses[0] {
-        TxnOpResponse::Put { prev_kv: Some(kv) } => assert_eq!(kv.value, b"1"),
+        TxnOpResponse::Put { prev_kv: Some(kv) } => assert_eq!(text(&kv.value), "1"),
         other => panic!("expected the previous value, got {other:?}"),
     }
     b.put("a2", "x").await?;

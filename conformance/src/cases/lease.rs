@@ -3,6 +3,7 @@ use std::time::Duration;
 use coordkit::{BackendExt, Error, EventKind, PutRequest, Result, Txn, WatchRequest};
 
 use crate::context::next_response;
+use crate::context::text;
 use crate::Ctx;
 
 /// time-to-live reports the granted TTL, the remaining TTL and the attached keys.
@@ -128,6 +129,6 @@ pub async fn put_without_lease_detaches_the_key(ctx: Ctx) -> Result<()> {
     assert_eq!(b.get("k").await?.unwrap().lease, None);
     assert!(b.lease_time_to_live(grant.id).await?.keys.is_empty());
     b.lease_revoke(grant.id).await?;
-    assert_eq!(b.get("k").await?.unwrap().value, b"free");
+    assert_eq!(text(&b.get("k").await?.unwrap().value), "free");
     Ok(())
 }

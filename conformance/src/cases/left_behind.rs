@@ -11,6 +11,7 @@ use coordkit::{
 };
 
 use crate::cases::registry::instance;
+use crate::context::text;
 use crate::context::{assert_invalid, count_keys, wait_for_keys, wait_until, PATIENCE};
 use crate::Ctx;
 
@@ -180,7 +181,7 @@ pub async fn retried_proclaim_is_not_a_loss(ctx: Ctx) -> Result<()> {
     leader.proclaim("two").await?;
     let raw = ctx.other_coordinator().await;
     let stored = raw.backend().get(leader.key()).await?.expect("the key");
-    assert_eq!(stored.value, b"two");
+    assert_eq!(text(&stored.value), "two");
     let lost = tokio::time::timeout(Duration::from_secs(2), leader.lost()).await;
     assert!(lost.is_err(), "its own retried write was a loss: {lost:?}");
     assert!(!leader.is_expired());

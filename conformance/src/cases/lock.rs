@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use coordkit::{BackendExt, Compare, CompareOp, Error, OwnershipLost, PutRequest, Result, Txn};
 
+use crate::context::text;
 use crate::context::{assert_invalid, count_keys, wait_for_keys, PATIENCE};
 use crate::Ctx;
 
@@ -260,7 +261,7 @@ pub async fn guard_compare_holds_only_while_held(ctx: Ctx) -> Result<()> {
     guard.unlock().await?;
     assert!(!b.txn(write("2")).await?.succeeded);
     assert!(b.get(key).await?.is_none());
-    assert_eq!(b.get("fenced").await?.expect("written").value, b"1");
+    assert_eq!(text(&b.get("fenced").await?.expect("written").value), "1");
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use coordkit::{BackendExt, Error, OwnershipLost, Result, RetryPolicy, SessionState};
 
+use crate::context::text;
 use crate::context::{wait_for_keys, PATIENCE};
 use crate::Ctx;
 
@@ -187,7 +188,7 @@ pub async fn stalled_leader_is_replaced(ctx: Ctx) -> Result<()> {
         .expect("task")?;
     let observer = ctx.other_coordinator().await;
     let now = observer.election().leader("e").await?.expect("a leader");
-    assert_eq!(now.value, b"second");
+    assert_eq!(text(&now.value), "second");
     assert_eq!(now.fencing_token, next.fencing_token());
     ctx.faults().resume_keep_alives();
     Ok(())
@@ -217,7 +218,10 @@ pub async fn observer_catches_up_after_compaction_while_cut_off(ctx: Ctx) -> Res
     let mut changes = ctx.coordinator().election().observe("e")?;
     assert_eq!(next(&mut changes).await?, None);
     let first = campaign_elsewhere(&ctx, "first").await?;
-    assert_eq!(next(&mut changes).await?.expect("a leader").value, b"first");
+    assert_eq!(
+        text(&next(&mut changes).await?.expect("a leader").value),
+        "first"
+    );
     let _alone = ctx.compaction().await;
     ctx.faults().partition();
     first.resign().await?;

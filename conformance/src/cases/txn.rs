@@ -5,6 +5,7 @@ use coordkit::{
     RangeRequest, Result, Txn, TxnOp, TxnOpResponse, WatchRequest,
 };
 
+use crate::context::text;
 use crate::context::{assert_invalid, next_response};
 use crate::Ctx;
 
@@ -152,7 +153,7 @@ pub async fn compare_on_missing_key_uses_zero_and_fails_on_value(ctx: Ctx) -> Re
         )
         .await?;
     assert!(!resp.succeeded);
-    assert_eq!(b.get("k").await?.unwrap().value, b"v");
+    assert_eq!(text(&b.get("k").await?.unwrap().value), "v");
     Ok(())
 }
 
@@ -321,7 +322,7 @@ pub async fn compare_and_swap_conflict_carries_current_version(ctx: Ctx) -> Resu
         Err(Error::VersionConflict { current, .. }) => assert_eq!(current, 0),
         other => panic!("expected VersionConflict with 0, got {other:?}"),
     }
-    assert_eq!(b.get("cas").await?.unwrap().value, b"2");
+    assert_eq!(text(&b.get("cas").await?.unwrap().value), "2");
     Ok(())
 }
 
@@ -334,7 +335,7 @@ pub async fn create_if_absent_returns_the_existing_key(ctx: Ctx) -> Result<()> {
     };
     match b.create_if_absent("c", "second", None).await? {
         Created::Exists(kv) => {
-            assert_eq!(kv.value, b"first");
+            assert_eq!(text(&kv.value), "first");
             assert_eq!(kv.create_revision, rev);
         }
         other => panic!("expected the existing key, got {other:?}"),
@@ -374,7 +375,7 @@ pub async fn concurrent_cas_increments_reach_exactly_400(ctx: Ctx) -> Result<()>
         t.await.expect("task panicked")?;
     }
     let kv = ctx.backend().get("counter").await?.unwrap();
-    assert_eq!(kv.value, b"400");
+    assert_eq!(text(&kv.value), "400");
     assert_eq!(kv.version, 400);
     Ok(())
 }

@@ -6,6 +6,7 @@ use coordkit::{
 };
 use futures::StreamExt;
 
+use crate::context::text;
 use crate::context::{assert_invalid, next_response, PATIENCE};
 use crate::Ctx;
 
@@ -19,11 +20,11 @@ pub async fn watch_from_now_sees_puts_and_deletes(ctx: Ctx) -> Result<()> {
     let first = next_response(&mut w, "the put").await?;
     assert_eq!(first.revision, r1);
     assert_eq!(first.events[0].kind, EventKind::Put);
-    assert_eq!(first.events[0].kv.value, b"1");
+    assert_eq!(text(&first.events[0].kv.value), "1");
     let second = next_response(&mut w, "the delete").await?;
     assert!(second.revision > r1);
     assert_eq!(second.events[0].kind, EventKind::Delete);
-    assert_eq!(second.events[0].kv.key, b"a");
+    assert_eq!(text(&second.events[0].kv.key), "a");
     Ok(())
 }
 
@@ -85,7 +86,7 @@ pub async fn watch_prefix_sees_only_the_prefix(ctx: Ctx) -> Result<()> {
     let r = next_response(&mut w, "the put under the prefix").await?;
     assert_eq!(r.revision, rev);
     assert_eq!(r.events.len(), 1);
-    assert_eq!(r.events[0].kv.key, b"in/a");
+    assert_eq!(text(&r.events[0].kv.key), "in/a");
     Ok(())
 }
 
@@ -133,9 +134,9 @@ pub async fn watch_prev_kv_carries_previous_values(ctx: Ctx) -> Result<()> {
     let r = next_response(&mut w, "first put").await?;
     assert_eq!(r.events[0].prev_kv, None);
     let r = next_response(&mut w, "second put").await?;
-    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"1");
+    assert_eq!(text(&r.events[0].prev_kv.as_ref().unwrap().value), "1");
     let r = next_response(&mut w, "delete").await?;
-    assert_eq!(r.events[0].prev_kv.as_ref().unwrap().value, b"2");
+    assert_eq!(text(&r.events[0].prev_kv.as_ref().unwrap().value), "2");
     for _ in 0..3 {
         let r = next_response(&mut plain, "events without prev_kv").await?;
         assert_eq!(r.events[0].prev_kv, None);
@@ -152,7 +153,7 @@ pub async fn watch_delete_event_carries_key_and_revision_only(ctx: Ctx) -> Resul
     let r = next_response(&mut w, "the delete").await?;
     let kv = &r.events[0].kv;
     assert_eq!(r.events[0].kind, EventKind::Delete);
-    assert_eq!(kv.key, b"d");
+    assert_eq!(text(&kv.key), "d");
     assert_eq!(kv.mod_revision, r.revision);
     assert_eq!((kv.create_revision, kv.version), (0, 0));
     assert!(kv.value.is_empty());
@@ -224,7 +225,7 @@ pub async fn range_at_compacted_revision_is_compacted(ctx: Ctx) -> Result<()> {
     let result = b.range(RangeRequest::key("c").at_revision(old)).await;
     assert!(matches!(result, Err(Error::Compacted { .. })), "{result:?}");
     let at = b.range(RangeRequest::key("c").at_revision(now)).await?;
-    assert_eq!(at.kvs[0].value, b"2");
+    assert_eq!(text(&at.kvs[0].value), "2");
     Ok(())
 }
 
@@ -264,8 +265,8 @@ pub async fn namespaces_isolate_keys_and_strip_their_prefix(ctx: Ctx) -> Result<
     let mut w = one.watch(WatchRequest::prefix("")).await?;
     one.put("k", "1").await?;
     two.put("k", "2").await?;
-    assert_eq!(one.get("k").await?.unwrap().value, b"1");
-    assert_eq!(two.get("k").await?.unwrap().key, b"k");
+    assert_eq!(text(&one.get("k").await?.unwrap().value), "1");
+    assert_eq!(text(&two.get("k").await?.unwrap().key), "k");
     assert_eq!(one.get_prefix("").await?.len(), 1);
     let keys: Vec<_> = b
         .get_prefix("")
@@ -276,7 +277,7 @@ pub async fn namespaces_isolate_keys_and_strip_their_prefix(ctx: Ctx) -> Result<
     assert_eq!(keys, ["one/k", "two/k"]);
     let r = next_response(&mut w, "the namespaced put").await?;
     assert_eq!(r.events.len(), 1);
-    assert_eq!(r.events[0].kv.key, b"k");
+    assert_eq!(text(&r.events[0].kv.key), "k");
     assert_eq!(one.delete_prefix("").await?, 1);
     assert!(two.get("k").await?.is_some());
     Ok(())
