@@ -489,3 +489,54 @@ async fn all_members_cut_off_past_the_ttl_loses_then_recovers() {
     assert_eq!(next.version, v, "the watcher skipped or repeated a change");
     assert_eq!(next.value, Some(2));
 }
+
+/// Four clients (each with all three endpoints) run random gets, puts, deletes
+/// and compare-and-sets while the leader is killed and restarted: the history is
+/// linearizable (calls that failed count as "may or may not have applied").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn history_stays_linearizable_while_the_leader_is_killed() {
+    let Some(Setup {
+        mut cluster,
+        _serial,
+        ..
+    }) = setup().await
+    else {
+        return;
+    };
+    let mut clients: Vec<Arc<dyn coordkit::Backend>> = Vec::new();
+    for _ in 0..4 {
+        let mut config = EtcdConfig::with_endpoints(cluster.proxy_urls());
+        config.request_timeout = Duration::from_secs(3);
+        let backend = coordkit_etcd::EtcdBackend::connect(config)
+            .await
+            .expect("connect");
+        clients.push(Arc::new(coordkit::Namespaced::new(
+            Arc::new(backend),
+            "linearizability/",
+        )));
+    }
+    let leader = cluster.leader().await.expect("a leader");
+    let history = {
+        let run = coordkit_conformance::linearizability::run_history(clients, 3, 150, 31, |_| {});
+        let fault = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cluster.members[leader].kill();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cluster.restart(leader).await;
+        };
+        let (history, ()) = tokio::join!(run, fault);
+        history
+    };
+    let unknown = history
+        .iter()
+        .filter(|o| o.outcome == coordkit_conformance::linearizability::Outcome::Unknown)
+        .count();
+    eprintln!(
+        "{} operations, {unknown} with an unknown outcome",
+        history.len()
+    );
+    if let Err(violation) = coordkit_conformance::linearizability::check(&history) {
+        panic!("not linearizable with the leader killed: {violation}");
+    }
+}
