@@ -38,6 +38,61 @@ pub enum OwnershipLost {
     Released,
 }
 
+/// One key of a lock's or an election's queue, as
+/// [`LockService::holders_and_waiters`](crate::LockService::holders_and_waiters) reads it: the first is the holder (or leader),
+/// the others wait in this order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueEntry {
+    /// The key (namespace included), `<prefix><lease hex>`.
+    pub key: String,
+    /// Its fencing token: the key's create revision.
+    pub fencing_token: Revision,
+    /// The lease it is attached to (`None` for a key written without one).
+    pub lease: Option<LeaseId>,
+    /// The lease's time left as the store reports it (`None`: no lease, or it
+    /// could not be asked).
+    pub ttl_left: Option<Duration>,
+    /// The value (an election's proclaimed value; empty for a lock).
+    pub value: Vec<u8>,
+}
+
+/// Read the queue of `name`: holder first, then waiters in order, each with its
+/// lease's time left. Works on queues made by etcd's `etcdctl lock`/`elect` too.
+pub(crate) async fn queue(
+    coord: &Arc<CoordinatorInner>,
+    kind: Kind,
+    name: &str,
+) -> Result<Vec<QueueEntry>> {
+    validate_name(name)?;
+    let prefix = queue_prefix(coord, kind, name);
+    let read = RangeRequest::prefix(prefix).sort_by_create_revision(SortOrder::Ascend);
+    let backend = &coord.backend;
+    let resp = coord
+        .retry
+        .run("read queue", |_| backend.range(read.clone()))
+        .await?;
+    let mut entries = Vec::with_capacity(resp.kvs.len());
+    for kv in resp.kvs {
+        let ttl_left = match kv.lease {
+            Some(lease) => backend
+                .lease_time_to_live(lease)
+                .await
+                .ok()
+                .map(|info| Duration::from_secs(info.remaining_ttl.max(0) as u64)),
+            None => None,
+        };
+        entries.push(QueueEntry {
+            key: kv.key_str(),
+            fencing_token: kv.create_revision,
+            lease: kv.lease,
+            ttl_left,
+            value: kv.value,
+        });
+    }
+    Ok(entries)
+}
+
 /// Whether a claim waits for its turn or gives up at once.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wait {

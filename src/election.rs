@@ -108,6 +108,29 @@ impl ElectionService {
         Ok(Leadership { claim })
     }
 
+    /// Lead the election `name` only if nobody leads it: `LockConflict` at once
+    /// otherwise, leaving no key behind. Other errors, and cancellation, as for
+    /// [`ElectionService::campaign`].
+    pub async fn try_campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
+        let claim = claim(
+            &self.coord,
+            Kind::Election,
+            name,
+            self.ttl,
+            value.into(),
+            Wait::No,
+        )
+        .await?;
+        Ok(Leadership { claim })
+    }
+
+    /// The leader of `name` and the candidates waiting, in order, each with its
+    /// fencing token and lease's time left (see
+    /// [`LockService::holders_and_waiters`](crate::LockService::holders_and_waiters)).
+    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<crate::QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Election, name).await
+    }
+
     /// The current leader of `name`, if any.
     pub async fn leader(&self, name: &str) -> Result<Option<Leader>> {
         validate_name(name)?;

@@ -110,7 +110,7 @@ pub use backend::{
     PutRequest, RangeRequest, RangeResponse, Revision, SortOrder, Txn, TxnOp, TxnOpResponse,
     TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
-pub use claim::OwnershipLost;
+pub use claim::{OwnershipLost, QueueEntry};
 pub use config::{
     ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, ConfigManagerError, Watcher,
 };

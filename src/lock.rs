@@ -60,6 +60,14 @@ impl LockService {
         Ok(LockGuard { claim })
     }
 
+    /// Who holds the lock `name` and who waits, in order, each with its fencing
+    /// token and its lease's time left (one read of the queue, then one lease
+    /// query per key). Works on locks taken by `etcdctl lock` too. A read only:
+    /// dropping it leaves nothing.
+    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<crate::QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Lock, name).await
+    }
+
     /// Take the lock `name` only if nobody holds it: `LockConflict` at once
     /// otherwise, leaving no key behind. Other errors, and cancellation, as for
     /// [`LockService::acquire`].

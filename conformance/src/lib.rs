@@ -124,6 +124,7 @@ macro_rules! conformance_tests {
             close_releases_locks_at_once,
             sessions_are_shared_per_ttl_and_replaced_when_lost,
             lock_input_is_validated,
+            queue_lists_holder_then_waiters_and_try_campaign,
             // Nothing left behind.
             compaction_past_an_idle_holder_does_not_blind_it,
             a_leftover_claim_is_never_re_adopted,

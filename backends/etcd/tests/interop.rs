@@ -145,6 +145,17 @@ async fn etcdctl_lock_excludes_coord_and_hands_over() {
     };
     wait_for_keys(&f.coordinator, &format!("{etcd_name}/"), 2).await;
     assert!(!waiting.is_finished(), "coord took a lock etcdctl holds");
+    // Inspection sees etcdctl's key as the holder, with its lease's time left.
+    let queue = f
+        .coordinator
+        .lock()
+        .holders_and_waiters(&f.name)
+        .await
+        .unwrap();
+    assert_eq!(queue.len(), 2, "{queue:?}");
+    assert_eq!(queue[0].key, etcd_key, "etcdctl holds: {queue:?}");
+    assert_eq!(queue[0].fencing_token, etcd_rev);
+    assert!(queue[0].ttl_left.is_some(), "etcdctl's lease: {queue:?}");
     etcdctl.interrupt().await;
     let guard = tokio::time::timeout(PATIENCE, waiting)
         .await

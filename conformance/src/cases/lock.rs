@@ -430,3 +430,73 @@ pub async fn lock_input_is_validated(ctx: Ctx) -> Result<()> {
     assert!(ctx.backend().get_prefix("coord/").await?.is_empty());
     Ok(())
 }
+
+/// `holders_and_waiters` lists the holder first, then the waiters in arrival
+/// order, each with its key, a strictly larger token than the one before, and
+/// its lease's time left; `ElectionService::try_campaign` is refused while
+/// someone leads, leaving no key, and wins once nobody does.
+pub async fn queue_lists_holder_then_waiters_and_try_campaign(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let holder = ctx.coordinator().lock().acquire("insp", ttl).await?;
+    let mut waiting = Vec::new();
+    for n in 2..=3 {
+        let c = ctx.other_coordinator().await;
+        waiting.push(tokio::spawn(
+            async move { c.lock().acquire("insp", ttl).await },
+        ));
+        wait_for_keys(b.as_ref(), &queue("insp"), n).await?;
+    }
+    let entries = ctx.coordinator().lock().holders_and_waiters("insp").await?;
+    assert_eq!(entries.len(), 3, "one holder and two waiters: {entries:?}");
+    assert_eq!(entries[0].key, holder.key(), "the holder comes first");
+    assert_eq!(entries[0].fencing_token, holder.fencing_token());
+    assert!(
+        entries
+            .windows(2)
+            .all(|w| w[0].fencing_token < w[1].fencing_token),
+        "entries in queue order: {entries:?}"
+    );
+    for e in &entries {
+        let left = e.ttl_left.expect("every key of a queue has a lease");
+        assert!(left <= ttl, "time left {left:?} above the TTL {ttl:?}");
+    }
+    holder.unlock().await?;
+    for w in waiting {
+        tokio::time::timeout(PATIENCE, w)
+            .await
+            .expect("a waiter got the lock")
+            .expect("task")?
+            .unlock()
+            .await?;
+    }
+
+    let elections = ctx.coordinator().election().with_ttl(ttl);
+    let leader = elections.campaign("tc", "first").await?;
+    let other = ctx.other_coordinator().await;
+    let err = other
+        .election()
+        .with_ttl(ttl)
+        .try_campaign("tc", "second")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LockConflict { .. }),
+        "try_campaign while someone leads must be LockConflict, got {err:?}"
+    );
+    let entries = elections.holders_and_waiters("tc").await?;
+    assert_eq!(
+        entries.len(),
+        1,
+        "a refused try_campaign leaves no key: {entries:?}"
+    );
+    leader.resign().await?;
+    let won = other
+        .election()
+        .with_ttl(ttl)
+        .try_campaign("tc", "second")
+        .await?;
+    won.resign().await?;
+    Ok(())
+}
