@@ -96,31 +96,18 @@ impl ElectionService {
     /// Dropping this future at any await leaves no key: one already written is
     /// deleted by the coordinator's cleanup.
     pub async fn campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        let claim = claim(
-            &self.coord,
-            Kind::Election,
-            name,
-            self.ttl,
-            value.into(),
-            Wait::UntilOwner,
-        )
-        .await?;
-        Ok(Leadership { claim })
+        self.claim(name, value.into(), Wait::UntilOwner).await
     }
 
     /// Lead the election `name` only if nobody leads it: `LockConflict` at once
     /// otherwise, leaving no key behind. Other errors, and cancellation, as for
     /// [`ElectionService::campaign`].
     pub async fn try_campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        let claim = claim(
-            &self.coord,
-            Kind::Election,
-            name,
-            self.ttl,
-            value.into(),
-            Wait::No,
-        )
-        .await?;
+        self.claim(name, value.into(), Wait::No).await
+    }
+
+    async fn claim(&self, name: &str, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
+        let claim = claim(&self.coord, Kind::Election, name, self.ttl, value, wait).await?;
         Ok(Leadership { claim })
     }
 

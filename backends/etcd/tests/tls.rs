@@ -28,26 +28,21 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(ok.success(), "openssl {args:?}");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn certificates(dir: &Path) {
+/// A self-signed CA (`ca.key`, `ca.crt`) named `name`, in `dir`.
+fn certificate_authority(dir: &Path, name: &str) {
+    let subject = format!("/CN={name}");
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=coordkit test CA",
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", &subject,
         ],
     );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
+fn certificates(dir: &Path) {
+    certificate_authority(dir, "coordkit test CA");
     std::fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
@@ -220,24 +215,7 @@ async fn mutual_tls_works_and_mismatches_are_refused_clearly() {
     // A CA that did not sign the server's certificate.
     let other = std::env::temp_dir().join(format!("coordkit-tls-other-{}", etcd.port));
     std::fs::create_dir_all(&other).unwrap();
-    openssl(
-        &other,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=another CA",
-        ],
-    );
+    certificate_authority(&other, "another CA");
     let wrong = TlsOptions::new()
         .ca_certificate(Certificate::from_pem(
             std::fs::read(other.join("ca.crt")).unwrap(),
