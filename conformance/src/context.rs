@@ -11,7 +11,7 @@ use coordkit::{
     Backend, Coordinator, Error, Namespaced, RangeRequest, Result, RetryPolicy, WatchResponse,
     WatchStream,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{RwLock, RwLockWriteGuard};
 
 pub use coordkit::testing::Faults;
@@ -223,13 +223,21 @@ where
         std::thread::sleep(limit);
         let _ = expired.send(());
     });
+    // A failed assertion is caught so that the message can name the case's rule.
+    let body = std::panic::AssertUnwindSafe(body(ctx)).catch_unwind();
     let outcome = tokio::select! {
-        outcome = body(ctx) => Ok(outcome),
+        outcome = body => Ok(outcome),
         Ok(()) = watchdog => Err(()),
     };
+    let rule = || crate::rules::rule_of(case).unwrap_or_else(|| "(rule not found)".into());
     match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("{case} failed with an error: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => panic!("{case} failed with an error: {e}\n  the rule: {}", rule()),
+        Ok(Err(payload)) => panic!(
+            "{case} broke its rule: {}\n  what failed: {}",
+            rule(),
+            crate::rules::panic_message(&*payload)
+        ),
         Err(()) => panic!(
             "{case} did not finish within {limit:?}: something it awaits never happens (a hang is a failure, not a wait)"
         ),

@@ -41,8 +41,10 @@ mod context;
 pub mod linearizability;
 pub mod lock_safety;
 mod model;
+mod rules;
 
 pub use context::{Ctx, Faults, Harness, TestClient};
+pub use model::EXPIRY_TOLERANCE;
 
 #[doc(hidden)]
 pub use context::run;

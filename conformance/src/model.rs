@@ -17,6 +17,10 @@ use tokio::time::Instant;
 use crate::context::next_response;
 use crate::Ctx;
 
+/// How long after its deadline a lease may still be alive: etcd checks expiry
+/// every 500 ms, so it ends a lease up to about that late; the model allows 1 s.
+pub const EXPIRY_TOLERANCE: Duration = Duration::from_secs(1);
+
 const KEYS: [&str; 5] = ["a", "ab", "b", "c/1", "c/2"];
 const PREFIXES: [&str; 3] = ["a", "c/", "z"];
 
@@ -107,16 +111,27 @@ impl Model {
         }
     }
 
-    fn expire(&mut self, now: Instant) {
-        let ended: Vec<LeaseId> = self
-            .leases
-            .iter()
-            .filter(|l| l.alive && l.deadline <= now)
-            .map(|l| l.id)
-            .collect();
+    /// Ends the leases past their deadline. A lease may end any time within
+    /// [`EXPIRY_TOLERANCE`] after its deadline, so for one inside that window the
+    /// backend decides (asked with `lease_time_to_live`); past the window it must
+    /// have ended, and before its deadline it must not have.
+    async fn expire(&mut self, b: &Arc<dyn Backend>, now: Instant) -> Result<()> {
+        let mut ended = Vec::new();
+        for l in self.leases.iter().filter(|l| l.alive && l.deadline <= now) {
+            if now >= l.deadline + EXPIRY_TOLERANCE {
+                ended.push(l.id);
+                continue;
+            }
+            match b.lease_time_to_live(l.id).await {
+                Err(Error::LeaseNotFound { .. }) => ended.push(l.id),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
         for id in ended {
             self.end_lease(id);
         }
+        Ok(())
     }
 
     fn put(&mut self, key: &[u8], value: Vec<u8>, lease: Option<LeaseId>, rev: Revision) {
@@ -144,7 +159,7 @@ impl Model {
 
 async fn apply(b: &Arc<dyn Backend>, m: &mut Model, op: &Op, timed: bool) -> Result<()> {
     if timed {
-        m.expire(Instant::now());
+        m.expire(b, Instant::now()).await?;
     }
     match op {
         Op::Put { key, value, lease } => {
@@ -240,7 +255,7 @@ async fn apply(b: &Arc<dyn Backend>, m: &mut Model, op: &Op, timed: bool) -> Res
         }
         Op::Advance { millis } => {
             tokio::time::sleep(Duration::from_millis(*millis)).await;
-            m.expire(Instant::now());
+            m.expire(b, Instant::now()).await?;
         }
     }
     Ok(())

@@ -75,7 +75,9 @@ pub trait Backend: Send + Sync + 'static {
     /// - A lease ends no earlier than its TTL after its grant or last keep-alive
     ///   (recipes rely on that for their local deadline). It may end later: etcd
     ///   checks expiry every 500 ms and restarts every TTL after a leader change,
-    ///   so callers must not assume it ends *at* its deadline.
+    ///   so callers must not assume it ends *at* its deadline. A backend should end
+    ///   it within about 1 s of its deadline; the conformance suite's model accepts
+    ///   an end anywhere in `[deadline, deadline + 1 s)` (its `EXPIRY_TOLERANCE`).
     /// - Lease ids are never reused by one store.
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant>;
 
@@ -97,5 +99,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Discard history before `revision`; reads and watches from earlier revisions
     /// then fail with `Compacted`. A revision already compacted is `Compacted`; a
     /// future one `InvalidArgument`; a backend without the capability `Unsupported`.
+    ///
+    /// # Behavior
+    /// - A fresh store has compacted nothing: every revision from 1 on is readable.
+    /// - Every `Compacted` error (from `range`, `watch` or `compact`) carries the
+    ///   compaction revision in force, which is the oldest revision still readable.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }

@@ -350,8 +350,11 @@ impl Backend for EtcdBackend {
                 let (key, options) = (key.clone(), options.clone());
                 async move { c.kv_client().get(key, Some(options)).await }
             })
-            .await?;
-        Ok(range_response(resp, 0))
+            .await;
+        match resp {
+            Ok(resp) => Ok(range_response(resp, 0)),
+            Err(e) => Err(self.with_compaction_revision(e).await),
+        }
     }
 
     async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
@@ -600,12 +603,42 @@ impl Backend for EtcdBackend {
     async fn compact(&self, revision: Revision) -> Result<()> {
         validate::compact(revision)?;
         let options = etcd::CompactionOptions::new().with_physical();
-        self.call("compact", Context::default(), |c| {
-            let options = options.clone();
-            async move { c.kv_client().compact(revision, Some(options)).await }
-        })
-        .await?;
-        Ok(())
+        let done = self
+            .call("compact", Context::default(), |c| {
+                let options = options.clone();
+                async move { c.kv_client().compact(revision, Some(options)).await }
+            })
+            .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.with_compaction_revision(e).await),
+        }
+    }
+}
+
+impl EtcdBackend {
+    /// etcd's answer to a read or compaction below its compaction point does not
+    /// say where that point is; a watch from revision 1 does. Fills it in so that
+    /// `Compacted::compact_revision` means the same on every backend (the oldest
+    /// readable revision). Other errors, and a probe that fails, pass through.
+    async fn with_compaction_revision(&self, error: Error) -> Error {
+        if !matches!(
+            error,
+            Error::Compacted {
+                compact_revision: 0
+            }
+        ) {
+            return error;
+        }
+        let probe = WatchRequest::key("\0coordkit/compaction-probe").from_revision(1);
+        let first = async {
+            let mut stream = self.watch(probe).await.ok()?;
+            stream.next().await
+        };
+        match tokio::time::timeout(self.inner.config.request_timeout, first).await {
+            Ok(Some(Err(compacted @ Error::Compacted { .. }))) => compacted,
+            _ => error,
+        }
     }
 }
 

@@ -194,9 +194,10 @@ pub async fn watch_from_compacted_revision_yields_compacted(ctx: Ctx) -> Result<
     b.compact(now).await?;
     let mut w = b.watch(WatchRequest::key("w").from_revision(old)).await?;
     match tokio::time::timeout(PATIENCE, w.next()).await {
-        Ok(Some(Err(Error::Compacted { compact_revision }))) => {
-            assert!(compact_revision >= now)
-        }
+        Ok(Some(Err(Error::Compacted { compact_revision }))) => assert_eq!(
+            compact_revision, now,
+            "Compacted::compact_revision must be the revision compacted at (the oldest readable)"
+        ),
         other => panic!("expected Compacted, got {other:?}"),
     }
     assert!(tokio::time::timeout(PATIENCE, w.next())
@@ -223,7 +224,13 @@ pub async fn range_at_compacted_revision_is_compacted(ctx: Ctx) -> Result<()> {
     let now = b.put("c", "2").await?;
     b.compact(now).await?;
     let result = b.range(RangeRequest::key("c").at_revision(old)).await;
-    assert!(matches!(result, Err(Error::Compacted { .. })), "{result:?}");
+    match result {
+        Err(Error::Compacted { compact_revision }) => assert_eq!(
+            compact_revision, now,
+            "a read below the compaction point must report that point (the oldest readable revision)"
+        ),
+        other => panic!("a read at compacted revision {old} must be Compacted, got {other:?}"),
+    }
     let at = b.range(RangeRequest::key("c").at_revision(now)).await?;
     assert_eq!(text(&at.kvs[0].value), "2");
     Ok(())
@@ -240,7 +247,13 @@ pub async fn compact_rules(ctx: Ctx) -> Result<()> {
     let now = b.put("x", "1").await?;
     b.compact(now).await?;
     let again = b.compact(now).await;
-    assert!(matches!(again, Err(Error::Compacted { .. })), "{again:?}");
+    match again {
+        Err(Error::Compacted { compact_revision }) => assert_eq!(
+            compact_revision, now,
+            "compacting again must report the compaction revision already in force"
+        ),
+        other => panic!("compacting again at {now} must be Compacted, got {other:?}"),
+    }
     assert_invalid(b.compact(now + 1_000_000).await, "revision");
     Ok(())
 }
