@@ -101,20 +101,99 @@ pub(crate) enum Wait {
 }
 
 /// What a claim is of, for keys, errors and logs.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Lock,
     Election,
+    /// One of `permits` permits.
+    Semaphore {
+        permits: u32,
+    },
+    /// A read-write lock's reader.
+    Read,
+    /// A read-write lock's writer.
+    Write,
 }
 
 impl Kind {
+    /// The key segment after the namespace.
     fn segment(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
             Kind::Election => "election",
+            Kind::Semaphore { .. } => "semaphore",
+            Kind::Read | Kind::Write => "rwlock",
+        }
+    }
+
+    /// The name in logs and metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Read => "read_lock",
+            Kind::Write => "write_lock",
+            other => other.segment(),
+        }
+    }
+
+    /// Locks and elections: one owner, one key per session (etcd's protocol, so
+    /// tasks of one process queue locally). Others: a key per claim.
+    fn exclusive(self) -> bool {
+        matches!(self, Kind::Lock | Kind::Election)
+    }
+
+    /// The value a shared claim's key carries, read by the others.
+    pub(crate) fn value(self) -> Vec<u8> {
+        match self {
+            Kind::Semaphore { permits } => format!("permits={permits}").into_bytes(),
+            Kind::Read => b"read".to_vec(),
+            Kind::Write => b"write".to_vec(),
+            Kind::Lock | Kind::Election => Vec::new(),
+        }
+    }
+
+    /// Whether a shared claim is admitted given the keys created before its own;
+    /// `InvalidArgument` when a semaphore's earlier keys were made with another
+    /// number of permits.
+    fn admits(self, name: &str, before: &[&crate::KeyValue]) -> Result<bool> {
+        if let Kind::Semaphore { permits } = self {
+            let ours = self.value();
+            if let Some(other) = before.iter().find(|kv| kv.value != ours) {
+                return Err(Error::invalid(
+                    "permits",
+                    format!(
+                        "semaphore {name:?} is in use with {:?} (key {}), not {permits} permits: every client must give the same number",
+                        String::from_utf8_lossy(&other.value),
+                        other.key_str()
+                    ),
+                ));
+            }
+        }
+        Ok(self.blocking(before).count() < self.room())
+    }
+
+    /// The earlier keys that keep a shared claim waiting: a reader waits for
+    /// writers only (anything else is taken for a writer); the others for all.
+    fn blocking<'a>(
+        self,
+        before: &'a [&'a crate::KeyValue],
+    ) -> impl Iterator<Item = &'a crate::KeyValue> + 'a {
+        before
+            .iter()
+            .copied()
+            .filter(move |kv| self != Kind::Read || kv.value != b"read")
+    }
+
+    /// How many blocking keys still admit the claim, plus one.
+    fn room(self) -> usize {
+        match self {
+            Kind::Semaphore { permits } => permits as usize,
+            _ => 1,
         }
     }
 }
+
+/// Numbers the keys of shared claims, which one session may hold several of.
+static NEXT_SHARED_CLAIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The key prefix of the queue for `name`.
 pub(crate) fn queue_prefix(coord: &CoordinatorInner, kind: Kind, name: &str) -> String {
@@ -222,6 +301,8 @@ struct Pending {
     session: Session,
     key: String,
     token: Option<Revision>,
+    /// The key is to be removed if the claim does not complete.
+    armed: bool,
     turn: Option<LocalTurn>,
     /// The claim's write while it runs.
     in_flight: Option<tokio::task::JoinHandle<Result<(crate::TxnResponse, u32)>>>,
@@ -230,6 +311,7 @@ struct Pending {
 impl Pending {
     fn disarm(mut self) -> Option<LocalTurn> {
         self.token = None;
+        self.armed = false;
         self.turn.take()
     }
 
@@ -237,7 +319,10 @@ impl Pending {
     /// the lease (a lost response may have created it; the local turn guarantees
     /// no other task of this process did).
     fn orphan(&mut self) -> Option<Orphan> {
-        let turn = self.turn.take()?;
+        if !std::mem::take(&mut self.armed) {
+            return None;
+        }
+        let turn = self.turn.take();
         let guards = vec![orphan_guard(&self.key, self.token, self.session.lease())];
         let after = self.in_flight.take().map(|write| {
             Box::pin(async move {
@@ -248,7 +333,7 @@ impl Pending {
             key: std::mem::take(&mut self.key),
             guards,
             session: self.session.clone(),
-            turn: Some(turn),
+            turn,
             after,
         })
     }
@@ -300,7 +385,7 @@ pub(crate) async fn claim(
     let started = tokio::time::Instant::now();
     let span = info_span!(
         "coord.claim",
-        kind = kind.segment(),
+        kind = kind.label(),
         name,
         key = field::Empty,
         token = field::Empty
@@ -315,7 +400,7 @@ pub(crate) async fn claim(
             Error::LeaseNotFound { .. } => expired(name),
             e => e,
         })?;
-    crate::telemetry::claim_acquired(kind.segment(), started.elapsed());
+    crate::telemetry::claim_acquired(kind.label(), started.elapsed());
     Ok(claim)
 }
 
@@ -331,22 +416,30 @@ async fn claim_in_span(
         name: name.to_string(),
     };
     let prefix = queue_prefix(coord, kind, name);
+    let exclusive = kind.exclusive();
     let turn = match wait {
-        Wait::UntilOwner => coord.local.wait(&prefix).await,
-        Wait::No => coord.local.try_now(&prefix).ok_or_else(conflict)?,
+        _ if !exclusive => None,
+        Wait::UntilOwner => Some(coord.local.wait(&prefix).await),
+        Wait::No => Some(coord.local.try_now(&prefix).ok_or_else(conflict)?),
     };
     let session = coord.session(ttl).await?;
     let backend = coord.backend.clone();
     let retry = coord.retry.clone();
     let lease = session.lease();
-    let key = format!("{prefix}{lease}");
+    let key = if exclusive {
+        format!("{prefix}{lease}")
+    } else {
+        let n = NEXT_SHARED_CLAIM.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}{lease}-{n:x}")
+    };
     tracing::Span::current().record("key", key.as_str());
     let mut pending = Pending {
         cleanup: coord.cleanup.clone(),
         session: session.clone(),
         key: key.clone(),
         token: None,
-        turn: Some(turn),
+        armed: true,
+        turn,
         in_flight: None,
     };
 
@@ -362,6 +455,14 @@ async fn claim_in_span(
     let owner = RangeRequest::prefix(prefix.clone())
         .sort_by_create_revision(SortOrder::Ascend)
         .with_limit(1);
+    // A shared claim reads the whole queue: which keys before it block it
+    // depends on what they are.
+    let (newest, owner) = if exclusive {
+        (newest, owner)
+    } else {
+        let all = RangeRequest::prefix(prefix.clone());
+        (all.clone(), all)
+    };
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([
@@ -454,7 +555,18 @@ async fn claim_in_span(
     tracing::Span::current().record("token", token);
     // Success: [the newest two: ours, then its predecessor if any]; else: [our
     // key, the owner].
-    let (owns, predecessor) = if resp.succeeded {
+    let (owns, predecessor) = if !exclusive {
+        let all = ranges.last().map_or(&[][..], |r| r.kvs.as_slice());
+        let before: Vec<&crate::KeyValue> =
+            all.iter().filter(|kv| kv.create_revision < token).collect();
+        match kind.admits(name, &before) {
+            Ok(admitted) => (admitted, None),
+            Err(e) => {
+                pending.remove_now().await;
+                return Err(e);
+            }
+        }
+    } else if resp.succeeded {
         let predecessor = ranges
             .first()
             .and_then(|r| r.kvs.iter().find(|kv| kv.create_revision < token))
@@ -471,10 +583,27 @@ async fn claim_in_span(
             return Err(conflict());
         }
         debug!("queued; waiting for the claims before this one");
+        // Boxed: only a queued claim needs it, so the uncontended claim's
+        // future stays small.
+        let waiting: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<bool>> + Send + '_>,
+        > = if exclusive {
+            Box::pin(wait_for_turn(
+                &backend,
+                &retry,
+                &prefix,
+                &key,
+                lease,
+                token,
+                predecessor,
+            ))
+        } else {
+            Box::pin(wait_for_admission(
+                &backend, &retry, kind, name, &prefix, &key, lease, token,
+            ))
+        };
         let owner = tokio::select! {
-            // Boxed: only a queued claim needs it, so the uncontended claim's
-            // future stays small.
-            waited = Box::pin(wait_for_turn(&backend, &retry, &prefix, &key, lease, token, predecessor)) => waited?,
+            waited = waiting => waited?,
             _ = session.lost() => false,
         };
         // The wait may have outlived the key (its lease ended, someone deleted it).
@@ -519,7 +648,7 @@ async fn claim_in_span(
         releasing: AtomicBool::new(false),
         lost: Mutex::new(None),
         own_writes: Mutex::new(own_writes),
-        kind: kind.segment(),
+        kind: kind.label(),
         acquired: tokio::time::Instant::now(),
         end_counted: AtomicBool::new(false),
     })
@@ -616,6 +745,102 @@ async fn wait_for_turn(
                 Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
                 Err(e) => return Err(e),
             },
+        }
+    }
+}
+
+/// Wait until a shared claim (semaphore permit, reader, writer) is admitted: no
+/// more blocking keys before it than it has room for. The watch covers the whole
+/// queue, but a waiter looks at the store again only when the deletes it has seen
+/// leave room for it, so a release makes only a waiter it could admit read. Each
+/// look re-checks the claim's own key in the same transaction: `Ok(false)` as soon
+/// as it is gone. The watch starts "from now" before each look (see
+/// `wait_for_turn`), and the early looks bound a late watch's stall.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for_admission(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    kind: Kind,
+    name: &str,
+    prefix: &str,
+    key: &str,
+    lease: LeaseId,
+    token: Revision,
+) -> Result<bool> {
+    let look = Txn::new()
+        .when([
+            Compare::create_revision(key, CompareOp::Equal, token),
+            Compare::lease(key, CompareOp::Equal, Some(lease)),
+        ])
+        .and_then([RangeRequest::prefix(prefix).with_max_create_revision(token - 1)]);
+    let mut events: Option<crate::WatchStream> = None;
+    let mut looks = 0;
+    loop {
+        if events.is_none() {
+            match backend.watch(WatchRequest::prefix(prefix)).await {
+                Ok(w) => {
+                    events = Some(w);
+                    looks = 0;
+                }
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(retry.jittered_delay(1)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let resp = retry
+            .run("look at queue", |_| backend.txn(look.clone()))
+            .await?;
+        if !resp.succeeded {
+            return Ok(false);
+        }
+        let before: Vec<&crate::KeyValue> = resp
+            .first_range()
+            .map(|r| r.kvs.iter().collect())
+            .unwrap_or_default();
+        if kind.admits(name, &before)? {
+            return Ok(true);
+        }
+        let mut blocking: std::collections::HashSet<Vec<u8>> =
+            kind.blocking(&before).map(|kv| kv.key.clone()).collect();
+        debug!(blocking = blocking.len(), "waiting");
+        let Some(stream) = events.as_mut() else {
+            continue;
+        };
+        // `Some(true)`: look again; `Some(false)`: the watch broke, open another.
+        let woken = async {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(r) => {
+                        for e in r.events.iter().filter(|e| e.kind == EventKind::Delete) {
+                            if e.kv.key == key.as_bytes() {
+                                return Ok(true);
+                            }
+                            blocking.remove(&e.kv.key);
+                        }
+                        if blocking.len() < kind.room() {
+                            return Ok(true);
+                        }
+                    }
+                    Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                        tokio::time::sleep(retry.jittered_delay(1)).await;
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(false)
+        };
+        let timer = async {
+            match EARLY_LOOKS.get(looks).copied() {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            woken = woken => if !woken? { events = None },
+            _ = timer => looks += 1,
         }
     }
 }

@@ -141,6 +141,16 @@ impl Coordinator {
         LockService::new(self.inner.clone())
     }
 
+    /// Counting semaphores: at most N holders of a name at once.
+    pub fn semaphore(&self) -> crate::SemaphoreService {
+        crate::SemaphoreService::new(self.inner.clone())
+    }
+
+    /// Read-write locks: many readers or one writer.
+    pub fn rw_lock(&self) -> crate::RwLockService {
+        crate::RwLockService::new(self.inner.clone())
+    }
+
     /// Leader election.
     pub fn election(&self) -> ElectionService {
         ElectionService::new(self.inner.clone())

@@ -99,6 +99,8 @@ mod local_queue;
 mod lock;
 pub mod registry;
 mod retry;
+mod rw_lock;
+mod semaphore;
 mod session;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -124,4 +126,6 @@ pub use registry::{
     ServiceInfo, ServiceWatch,
 };
 pub use retry::RetryPolicy;
+pub use rw_lock::RwLockService;
+pub use semaphore::SemaphoreService;
 pub use session::{Session, SessionState};

@@ -113,6 +113,10 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
+    pub(crate) fn from_claim(claim: Claim) -> Self {
+        LockGuard { claim }
+    }
+
     /// Release the lock: delete the key, but only if it still has this holder's
     /// create revision — a retried release never deletes a later holder's key.
     ///

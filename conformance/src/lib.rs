@@ -127,6 +127,13 @@ macro_rules! conformance_tests {
             sessions_are_shared_per_ttl_and_replaced_when_lost,
             lock_input_is_validated,
             queue_lists_holder_then_waiters_and_try_campaign,
+            // Semaphores and read-write locks.
+            semaphore_admits_at_most_its_permits,
+            semaphore_shares_its_permits_then_serves_waiters_in_order,
+            semaphore_with_mismatched_permits_is_invalid,
+            semaphore_lease_loss_and_cancellation_free_the_queue,
+            rw_lock_readers_share_and_writers_are_not_starved,
+            rw_lock_writers_exclude_everyone,
             // Nothing left behind.
             compaction_past_an_idle_holder_does_not_blind_it,
             a_leftover_claim_is_never_re_adopted,

@@ -47,6 +47,82 @@ pub fn check(holds: &[Hold]) -> Result<(), String> {
     Ok(())
 }
 
+/// Check a history of holds of a semaphore with `permits` permits (or, with
+/// `permits` 1, of any exclusive lock whose holds may arrive out of token order):
+/// each hold's fenced writes span from its first to its last write, and at no
+/// store revision do more than `permits` spans overlap; tokens are distinct.
+pub fn check_permits(holds: &[Hold], permits: usize) -> Result<(), String> {
+    check_spans(holds, |open| {
+        (open.len() > permits).then(|| {
+            format!(
+                "more than {permits} holders at once: tokens {:?} all held",
+                open.iter().map(|h| h.token).collect::<Vec<_>>()
+            )
+        })
+    })
+}
+
+/// Check a history of holds of a read-write lock (`writer` says which holds were
+/// write holds): a writer's span of fenced writes overlaps no other hold's span,
+/// readers' spans may overlap each other; tokens are distinct.
+pub fn check_read_write(holds: &[(Hold, bool)]) -> Result<(), String> {
+    let writers: std::collections::HashSet<Revision> = holds
+        .iter()
+        .filter(|(_, w)| *w)
+        .map(|(h, _)| h.token)
+        .collect();
+    let plain: Vec<Hold> = holds.iter().map(|(h, _)| h.clone()).collect();
+    check_spans(&plain, |open| {
+        let writer = open.iter().find(|h| writers.contains(&h.token))?;
+        (open.len() > 1).then(|| {
+            format!(
+                "writer token {} (client {}) held together with tokens {:?}",
+                writer.token,
+                writer.client,
+                open.iter()
+                    .filter(|h| h.token != writer.token)
+                    .map(|h| h.token)
+                    .collect::<Vec<_>>()
+            )
+        })
+    })
+}
+
+/// Sweep the holds' spans of writes in store order; `broken` judges each set of
+/// spans open at once.
+fn check_spans(holds: &[Hold], broken: impl Fn(&[&Hold]) -> Option<String>) -> Result<(), String> {
+    let mut tokens: Vec<Revision> = holds.iter().map(|h| h.token).collect();
+    tokens.sort_unstable();
+    if let Some(pair) = tokens.windows(2).find(|p| p[0] == p[1]) {
+        return Err(format!("fencing token {} was handed out twice", pair[0]));
+    }
+    // (revision, opens?) with closes after opens at one revision: two spans that
+    // share a revision overlap.
+    let spans: Vec<(&Hold, Revision, Revision)> = holds
+        .iter()
+        .filter_map(|h| Some((h, *h.writes.iter().min()?, *h.writes.iter().max()?)))
+        .collect();
+    let mut points: Vec<(Revision, bool, usize)> = Vec::new();
+    for (i, (_, first, last)) in spans.iter().enumerate() {
+        points.push((*first, false, i));
+        points.push((*last, true, i));
+    }
+    points.sort_by_key(|&(rev, closes, _)| (rev, closes));
+    let mut open: Vec<usize> = Vec::new();
+    for (_, closes, i) in points {
+        if closes {
+            open.retain(|&j| j != i);
+        } else {
+            open.push(i);
+            let holding: Vec<&Hold> = open.iter().map(|&j| spans[j].0).collect();
+            if let Some(why) = broken(&holding) {
+                return Err(why);
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +156,41 @@ mod tests {
     fn interleaved_writes_are_caught() {
         let e = check(&[hold(0, 5, 1, &[6, 9]), hold(1, 7, 2, &[8])]).unwrap_err();
         assert!(e.contains("interleave"), "{e}");
+    }
+
+    #[test]
+    fn permits_allow_n_overlapping_holds_but_not_more() {
+        let holds = [
+            hold(0, 10, 0, &[11, 20]),
+            hold(1, 12, 1, &[13, 21]),
+            hold(2, 14, 2, &[22, 23]),
+        ];
+        assert!(check_permits(&holds, 2).is_ok());
+        let crowded = [
+            hold(0, 10, 0, &[11, 20]),
+            hold(1, 12, 1, &[13, 21]),
+            hold(2, 14, 2, &[15, 16]),
+        ];
+        let err = check_permits(&crowded, 2).unwrap_err();
+        assert!(err.contains("more than 2"), "{err}");
+        assert!(check_permits(&[hold(0, 5, 0, &[6]), hold(1, 5, 1, &[7])], 2).is_err());
+    }
+
+    #[test]
+    fn a_writer_overlapping_anyone_is_unsafe() {
+        let readers = [
+            (hold(0, 10, 0, &[11, 20]), false),
+            (hold(1, 12, 1, &[13, 21]), false),
+        ];
+        assert!(check_read_write(&readers).is_ok());
+        let mut mixed = readers.to_vec();
+        mixed.push((hold(2, 14, 2, &[21, 22]), true));
+        let err = check_read_write(&mixed).unwrap_err();
+        assert!(err.contains("writer token 14"), "{err}");
+        let apart = [
+            (hold(0, 10, 0, &[11, 12]), true),
+            (hold(1, 13, 1, &[14, 15]), false),
+        ];
+        assert!(check_read_write(&apart).is_ok());
     }
 }

@@ -1,0 +1,329 @@
+//! Semaphores and read-write locks: admission, order, fencing, expiry while
+//! queued, cancellation, mismatched permits.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use coordkit::{Coordinator, Error, LockGuard, OwnershipLost, PutRequest, Result, Revision, Txn};
+
+use crate::context::{assert_invalid, count_keys, wait_for_keys, PATIENCE};
+use crate::lock_safety::Hold;
+use crate::Ctx;
+
+fn semaphore(name: &str) -> String {
+    format!("coord/semaphore/{name}/")
+}
+
+fn rwlock(name: &str) -> String {
+    format!("coord/rwlock/{name}/")
+}
+
+/// A fenced write under `guard`: a put of `key` only while the guard's key is
+/// the same; its revision.
+async fn fenced_write(c: &Coordinator, guard: &LockGuard, key: &str) -> Result<Revision> {
+    let txn = Txn::new()
+        .when([guard.compare()])
+        .and_then([PutRequest::new(key, guard.fencing_token().to_string())]);
+    let r = c.backend().txn(txn).await?;
+    assert!(
+        r.succeeded,
+        "a holder's fenced write failed while it held {}",
+        guard.key()
+    );
+    Ok(r.revision)
+}
+
+/// 6 coordinators × 8 acquisitions of a semaphore with 3 permits, each hold
+/// making two fenced writes: at no store revision do more than 3 holds overlap
+/// (the lock-safety checker), every fenced write lands, and tokens are distinct.
+pub async fn semaphore_admits_at_most_its_permits(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    let clock = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..6 {
+        let c = ctx.other_coordinator().await;
+        let (holds, clock) = (holds.clone(), clock.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..8 {
+                let guard = c.semaphore().acquire("pool", 3, ttl).await?;
+                let acquired = clock.fetch_add(1, Ordering::SeqCst);
+                let key = format!("work/{client}/{round}");
+                let first = fenced_write(&c, &guard, &key).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let last = fenced_write(&c, &guard, &key).await?;
+                holds.lock().unwrap().push(Hold {
+                    client,
+                    token: guard.fencing_token(),
+                    acquired,
+                    writes: vec![first, last],
+                });
+                guard.unlock().await?;
+            }
+            c.close().await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("contender task")?;
+    }
+    let holds = holds.lock().unwrap().clone();
+    assert_eq!(
+        holds.len(),
+        48,
+        "every one of the 48 acquisitions must complete"
+    );
+    if let Err(e) = crate::lock_safety::check_permits(&holds, 3) {
+        panic!("the semaphore over-admitted: {e}");
+    }
+    Ok(())
+}
+
+/// Three permits are held at once, even by one coordinator; a fourth
+/// `try_acquire` is `LockConflict` and leaves no key; waiters are admitted in
+/// arrival order as permits free up, and `holders_and_waiters` lists the queue.
+pub async fn semaphore_shares_its_permits_then_serves_waiters_in_order(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(c.semaphore().try_acquire("s", 3, ttl).await?);
+    }
+    let err = c.semaphore().try_acquire("s", 3, ttl).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::LockConflict { name } if name == "s"),
+        "a fourth try on 3 held permits must be LockConflict, got {err:?}"
+    );
+    assert_eq!(
+        count_keys(b.as_ref(), &semaphore("s")).await?,
+        3,
+        "a failed try must leave no key"
+    );
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let waiter = ctx.other_coordinator().await;
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let guard = waiter.semaphore().acquire("s", 3, ttl).await?;
+            order.lock().unwrap().push(i);
+            Ok::<_, Error>((waiter, guard))
+        }));
+        wait_for_keys(b.as_ref(), &semaphore("s"), 4 + i).await?;
+    }
+    let queue = c.semaphore().holders_and_waiters("s").await?;
+    assert_eq!(queue.len(), 6, "three holders and three waiters: {queue:?}");
+    assert!(
+        queue
+            .windows(2)
+            .all(|p| p[0].fencing_token < p[1].fencing_token),
+        "the queue must be in arrival order: {queue:?}"
+    );
+    let mut admitted = Vec::new();
+    for (i, guard) in held.into_iter().enumerate() {
+        guard.unlock().await?;
+        let (waiter, guard) = tokio::time::timeout(PATIENCE, tasks.remove(0))
+            .await
+            .expect("a freed permit admits the next waiter")
+            .expect("waiter task")?;
+        assert_eq!(
+            *order.lock().unwrap(),
+            (0..=i as i64).collect::<Vec<_>>(),
+            "waiters must be admitted one per freed permit, in arrival order"
+        );
+        admitted.push((waiter, guard));
+    }
+    for (_, guard) in admitted {
+        guard.unlock().await?;
+    }
+    Ok(())
+}
+
+/// A client that asks for another number of permits than the semaphore's
+/// holders fails with `InvalidArgument` naming `permits`, leaves no key, and is
+/// not admitted; `permits` of 0 and bad names are refused.
+pub async fn semaphore_with_mismatched_permits_is_invalid(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let held = c.semaphore().acquire("m", 2, ttl).await?;
+    let other = ctx.other_coordinator().await;
+    assert_invalid(other.semaphore().acquire("m", 5, ttl).await, "permits");
+    assert_invalid(other.semaphore().try_acquire("m", 1, ttl).await, "permits");
+    assert_eq!(
+        count_keys(b.as_ref(), &semaphore("m")).await?,
+        1,
+        "a refused client must leave no key"
+    );
+    assert_invalid(c.semaphore().acquire("z", 0, ttl).await, "permits");
+    assert_invalid(c.semaphore().acquire("", 1, ttl).await, "name");
+    assert_invalid(c.semaphore().acquire("a/b", 1, ttl).await, "name");
+    held.unlock().await?;
+    Ok(())
+}
+
+/// A queued semaphore waiter whose lease ends gets `LockExpired`; a holder whose
+/// lease ends loses its permit (`lost` says so) and the permit goes to the next
+/// waiter; a cancelled waiter removes its key while its lease lives on.
+pub async fn semaphore_lease_loss_and_cancellation_free_the_queue(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let holder_coord = ctx.other_coordinator().await;
+    let holder = holder_coord.semaphore().acquire("q", 1, ttl).await?;
+    // A waiter whose lease is revoked while it waits.
+    let doomed = ctx.other_coordinator().await;
+    let doomed_lease = doomed.session(ttl).await?.lease();
+    let queued = tokio::spawn(async move { doomed.semaphore().acquire("q", 1, ttl).await });
+    wait_for_keys(b.as_ref(), &semaphore("q"), 2).await?;
+    b.lease_revoke(doomed_lease).await?;
+    let outcome = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the queued acquire ended")
+        .expect("task");
+    assert!(
+        matches!(&outcome, Err(Error::LockExpired { name }) if name == "q"),
+        "a waiter whose lease ended must get LockExpired, got {outcome:?}"
+    );
+    // A cancelled waiter leaves no key, though its lease lives.
+    let quitter = ctx.other_coordinator().await;
+    let quitter_lease = quitter.session(ttl).await?.lease();
+    let task = {
+        let quitter = quitter.clone();
+        tokio::spawn(async move { quitter.semaphore().acquire("q", 1, ttl).await })
+    };
+    wait_for_keys(b.as_ref(), &semaphore("q"), 2).await?;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for_keys(b.as_ref(), &semaphore("q"), 1).await?;
+    b.lease_time_to_live(quitter_lease)
+        .await
+        .expect("the key went with the cancellation, not with the lease");
+    // The holder's lease ends: it loses the permit, the next waiter gets it.
+    let next = ctx.other_coordinator().await;
+    let waiting = tokio::spawn(async move { next.semaphore().acquire("q", 1, ttl).await });
+    wait_for_keys(b.as_ref(), &semaphore("q"), 2).await?;
+    b.lease_revoke(holder.session().lease()).await?;
+    let why = tokio::time::timeout(PATIENCE, holder.lost())
+        .await
+        .expect("lost() completes when the holder's lease ends");
+    assert!(
+        matches!(why, OwnershipLost::SessionLost | OwnershipLost::KeyDeleted),
+        "a permit whose lease ended must be lost, got {why:?}"
+    );
+    let guard = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("the freed permit goes to the waiter")
+        .expect("task")?;
+    assert!(guard.fencing_token() > holder.fencing_token());
+    guard.unlock().await?;
+    Ok(())
+}
+
+/// Readers share; a writer waits for them and excludes everyone; a reader that
+/// arrives after a waiting writer waits behind it (writers are not starved);
+/// when the writer releases, the readers queued behind it hold together.
+pub async fn rw_lock_readers_share_and_writers_are_not_starved(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let r1 = c.rw_lock().try_read("rw", ttl).await?;
+    let r2 = c.rw_lock().try_read("rw", ttl).await?;
+    let err = c.rw_lock().try_write("rw", ttl).await.unwrap_err();
+    assert!(
+        matches!(err, Error::LockConflict { .. }),
+        "a writer must not hold while readers do, got {err:?}"
+    );
+    let w = ctx.other_coordinator().await;
+    let writer = tokio::spawn(async move { w.rw_lock().write("rw", ttl).await });
+    wait_for_keys(b.as_ref(), &rwlock("rw"), 3).await?;
+    let late = c.rw_lock().try_read("rw", ttl).await.unwrap_err();
+    assert!(
+        matches!(late, Error::LockConflict { .. }),
+        "a reader arriving after a waiting writer must wait behind it, got {late:?}"
+    );
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let r = ctx.other_coordinator().await;
+        readers.push(tokio::spawn(
+            async move { r.rw_lock().read("rw", ttl).await },
+        ));
+    }
+    wait_for_keys(b.as_ref(), &rwlock("rw"), 5).await?;
+    r1.unlock().await?;
+    assert!(
+        !writer.is_finished(),
+        "the writer must wait for every reader"
+    );
+    r2.unlock().await?;
+    let writing = tokio::time::timeout(PATIENCE, writer)
+        .await
+        .expect("the writer holds once the readers left")
+        .expect("task")?;
+    let queue = c.rw_lock().holders_and_waiters("rw").await?;
+    let kinds: Vec<String> = queue
+        .iter()
+        .map(|e| crate::context::text(&e.value))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["write", "read", "read"],
+        "the queue after the readers left"
+    );
+    writing.unlock().await?;
+    for r in readers {
+        let guard = tokio::time::timeout(PATIENCE, r)
+            .await
+            .expect("both readers hold together after the writer")
+            .expect("task")?;
+        drop(guard);
+    }
+    Ok(())
+}
+
+/// 4 coordinators × 12 random reads and writes (1 in 3 a write), each hold making
+/// two fenced writes: no writer's span of writes overlaps another hold's
+/// (checked by `lock_safety::check_read_write`); cancelled and lease-lost waiters
+/// are covered by the semaphore cases, which share the code.
+pub async fn rw_lock_writers_exclude_everyone(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for client in 0..4 {
+        let c = ctx.other_coordinator().await;
+        let holds = holds.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..12 {
+                let write = (client + round) % 3 == 0;
+                let guard = if write {
+                    c.rw_lock().write("data", ttl).await?
+                } else {
+                    c.rw_lock().read("data", ttl).await?
+                };
+                let key = format!("rw/{client}/{round}");
+                let first = fenced_write(&c, &guard, &key).await?;
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                let last = fenced_write(&c, &guard, &key).await?;
+                holds.lock().unwrap().push((
+                    Hold {
+                        client,
+                        token: guard.fencing_token(),
+                        acquired: 0,
+                        writes: vec![first, last],
+                    },
+                    write,
+                ));
+                guard.unlock().await?;
+            }
+            c.close().await
+        }));
+    }
+    for t in tasks {
+        t.await.expect("contender task")?;
+    }
+    let holds = holds.lock().unwrap().clone();
+    assert_eq!(holds.len(), 48, "every one of the 48 holds must complete");
+    if let Err(e) = crate::lock_safety::check_read_write(&holds) {
+        panic!("the read-write lock is not safe: {e}");
+    }
+    Ok(())
+}

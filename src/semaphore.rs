@@ -1,0 +1,90 @@
+//! Counting semaphores: at most N holders of a name at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::claim::{claim, Kind, Wait};
+use crate::coordinator::CoordinatorInner;
+use crate::{Error, LockGuard, QueueEntry, Result};
+
+/// Distributed semaphores of one [`Coordinator`](crate::Coordinator) (see
+/// [`Coordinator::semaphore`](crate::Coordinator::semaphore)): at most `permits`
+/// holders of a name at once.
+///
+/// A semaphore named `x` is the key prefix `<namespace>semaphore/x/`; each
+/// acquisition writes `<namespace>semaphore/x/<lease hex>-<n>` (value
+/// `permits=<N>`) on its session's lease, and the `permits` keys with the smallest
+/// create revisions hold permits.
+///
+/// # Behavior
+/// - A permit is a [`LockGuard`], with the same guarantees as a lock: a fencing
+///   token (its key's create revision, distinct for each permit and increasing
+///   in arrival order), [`LockGuard::compare`], [`LockGuard::lost`], release on
+///   drop, and no key left behind by a cancelled call.
+/// - Waiters are admitted in arrival order (FIFO). A waiter looks at the store
+///   again only when the releases it has seen leave a permit it could take, so a
+///   release does not make every waiter read.
+/// - After waiting, a waiter re-checks in one transaction that its own key still
+///   exists with its create revision and lease (else `LockExpired`).
+/// - Every client must give the same `permits` for a name: a client that finds
+///   earlier keys made with another number fails with `InvalidArgument` naming
+///   `permits`, and leaves no key; nobody is over-admitted.
+/// - Tasks of one coordinator each get their own key (one session may hold several
+///   permits), so they queue in the store, not locally.
+#[derive(Clone)]
+pub struct SemaphoreService {
+    coord: Arc<CoordinatorInner>,
+}
+
+impl SemaphoreService {
+    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+        SemaphoreService { coord }
+    }
+
+    /// Wait until one of the `permits` permits of semaphore `name` is held, on a
+    /// session of `ttl` (whole seconds, rounded up).
+    ///
+    /// Errors: `InvalidArgument` for a bad name (as for locks), `permits` of 0, a
+    /// `permits` that differs from the other clients', or a TTL outside the
+    /// backend's bounds; `LockExpired` if the session was lost while queued;
+    /// `Closed` after the coordinator was closed; store errors once retries are
+    /// exhausted. Dropping this future at any await leaves no key.
+    pub async fn acquire(&self, name: &str, permits: u32, ttl: Duration) -> Result<LockGuard> {
+        self.claim(name, permits, ttl, Wait::UntilOwner).await
+    }
+
+    /// Take a permit only if one is free now: `LockConflict` at once otherwise,
+    /// leaving no key. Errors and cancellation as for [`SemaphoreService::acquire`].
+    pub async fn try_acquire(&self, name: &str, permits: u32, ttl: Duration) -> Result<LockGuard> {
+        self.claim(name, permits, ttl, Wait::No).await
+    }
+
+    /// The semaphore's queue in order: the first `permits` entries hold permits,
+    /// the others wait. A read only.
+    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Semaphore { permits: 1 }, name).await
+    }
+
+    async fn claim(
+        &self,
+        name: &str,
+        permits: u32,
+        ttl: Duration,
+        wait: Wait,
+    ) -> Result<LockGuard> {
+        if permits == 0 {
+            return Err(Error::invalid("permits", "must be at least 1"));
+        }
+        let kind = Kind::Semaphore { permits };
+        let claim = claim(&self.coord, kind, name, ttl, kind.value(), wait).await?;
+        Ok(LockGuard::from_claim(claim))
+    }
+}
+
+impl std::fmt::Debug for SemaphoreService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemaphoreService")
+            .field("namespace", &self.coord.namespace)
+            .finish_non_exhaustive()
+    }
+}
