@@ -151,6 +151,11 @@ impl Coordinator {
         crate::RwLockService::new(self.inner.clone())
     }
 
+    /// Distributed counters (keys under `<namespace>counter/`).
+    pub fn counter(&self) -> crate::CounterService {
+        crate::CounterService::new(self.inner.clone())
+    }
+
     /// Leader election.
     pub fn election(&self) -> ElectionService {
         ElectionService::new(self.inner.clone())

@@ -91,6 +91,7 @@ mod claim;
 mod cleanup;
 pub mod config;
 mod coordinator;
+mod counter;
 mod election;
 mod error;
 mod follow;
@@ -117,6 +118,7 @@ pub use config::{
     ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, ConfigManagerError, Watcher,
 };
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
+pub use counter::CounterService;
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};

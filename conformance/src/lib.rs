@@ -134,6 +134,9 @@ macro_rules! conformance_tests {
             semaphore_lease_loss_and_cancellation_free_the_queue,
             rw_lock_readers_share_and_writers_are_not_starved,
             rw_lock_writers_exclude_everyone,
+            // Counters.
+            counter_adds_are_exact_under_concurrency,
+            counter_compare_and_set_and_input_rules,
             // Nothing left behind.
             compaction_past_an_idle_holder_does_not_blind_it,
             a_leftover_claim_is_never_re_adopted,
@@ -178,6 +181,7 @@ macro_rules! fault_tests {
         $crate::__cases!($factory, $paused, [$(#[ignore = $why])?];
             injected_faults_take_effect,
             concurrent_history_with_lost_responses_is_linearizable,
+            counter_add_whose_answer_is_lost_counts_once,
             failed_calls_fail_exactly_n_times,
             lost_response_write_is_committed,
             stalled_keep_alives_let_the_lease_expire,

@@ -5,6 +5,7 @@
 
 mod config;
 mod config_faults;
+mod counter;
 mod election;
 mod faults;
 mod input;
@@ -21,6 +22,7 @@ mod watch;
 
 pub use config::*;
 pub use config_faults::*;
+pub use counter::*;
 pub use election::*;
 pub use faults::*;
 pub use input::*;
