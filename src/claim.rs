@@ -195,6 +195,13 @@ impl Kind {
 /// Numbers the keys of shared claims, which one session may hold several of.
 static NEXT_SHARED_CLAIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A key of `prefix` for one more participant on `lease`: `<prefix><lease hex>-<n>`,
+/// unique in this process (one session may hold several).
+pub(crate) fn participant_key(prefix: &str, lease: LeaseId) -> String {
+    let n = NEXT_SHARED_CLAIM.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{lease}-{n:x}")
+}
+
 /// The key prefix of the queue for `name`.
 pub(crate) fn queue_prefix(coord: &CoordinatorInner, kind: Kind, name: &str) -> String {
     format!("{}{}/{}/", coord.namespace, kind.segment(), name)
@@ -429,8 +436,7 @@ async fn claim_in_span(
     let key = if exclusive {
         format!("{prefix}{lease}")
     } else {
-        let n = NEXT_SHARED_CLAIM.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}{lease}-{n:x}")
+        participant_key(&prefix, lease)
     };
     tracing::Span::current().record("key", key.as_str());
     let mut pending = Pending {

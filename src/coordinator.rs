@@ -156,6 +156,11 @@ impl Coordinator {
         crate::CounterService::new(self.inner.clone())
     }
 
+    /// Barriers and double barriers.
+    pub fn barrier(&self) -> crate::BarrierService {
+        crate::BarrierService::new(self.inner.clone())
+    }
+
     /// Leader election.
     pub fn election(&self) -> ElectionService {
         ElectionService::new(self.inner.clone())

@@ -87,6 +87,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod backend;
+mod barrier;
 mod claim;
 mod cleanup;
 pub mod config;
@@ -113,6 +114,7 @@ pub use backend::{
     PutRequest, RangeRequest, RangeResponse, Revision, SortOrder, Txn, TxnOp, TxnOpResponse,
     TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
+pub use barrier::{BarrierService, DoubleBarrierEntry};
 pub use claim::{OwnershipLost, QueueEntry};
 pub use config::{
     ConfigCenter, ConfigEvent, ConfigEventKind, ConfigManager, ConfigManagerError, Watcher,

@@ -137,6 +137,10 @@ macro_rules! conformance_tests {
             // Counters.
             counter_adds_are_exact_under_concurrency,
             counter_compare_and_set_and_input_rules,
+            // Barriers.
+            barrier_holds_waiters_until_removed,
+            double_barrier_starts_and_finishes_together,
+            double_barrier_dead_or_cancelled_participants_do_not_count,
             // Nothing left behind.
             compaction_past_an_idle_holder_does_not_blind_it,
             a_leftover_claim_is_never_re_adopted,

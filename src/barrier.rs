@@ -1,0 +1,373 @@
+//! Barriers: a gate that holds everyone until removed, and a double barrier that
+//! lets N participants start together and finish together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::claim::{participant_key, validate_name};
+use crate::cleanup::Orphan;
+use crate::coordinator::CoordinatorInner;
+use crate::{
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, PutRequest,
+    RangeRequest, Result, RetryPolicy, Revision, Session, Txn, TxnOp, WatchRequest,
+};
+
+/// Barriers of one [`Coordinator`](crate::Coordinator) (see
+/// [`Coordinator::barrier`](crate::Coordinator::barrier)).
+///
+/// A barrier named `x` is the key `<namespace>barrier/x` (etcd's
+/// `recipes.Barrier`, Curator's `DistributedBarrier`): while it exists, `wait`
+/// blocks; removing it lets every waiter go. A double barrier named `x` is the
+/// prefix `<namespace>double-barrier/x/` (etcd's `recipes.DoubleBarrier`,
+/// Curator's `DistributedDoubleBarrier`).
+///
+/// # Behavior
+/// - A barrier's key has no lease: it stays until [`BarrierService::remove`],
+///   whoever set it and whether they live.
+/// - A double barrier's participants each hold a key on their session's lease: a
+///   participant that dies is removed by its lease's end, so it neither counts
+///   towards `enter` nor holds up `leave`.
+/// - Cancelling `enter` removes its key in the background; cancelling `wait`,
+///   `leave` or `set` leaves the store as the last completed write left it.
+/// - Rounds of one double barrier must not overlap: a participant of the next
+///   round that enters before everyone of this round has left holds up this
+///   round's `leave` until it leaves too.
+#[derive(Clone)]
+pub struct BarrierService {
+    coord: Arc<CoordinatorInner>,
+}
+
+impl BarrierService {
+    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+        BarrierService { coord }
+    }
+
+    fn key(&self, name: &str) -> Result<String> {
+        validate_name(name)?;
+        Ok(format!("{}barrier/{name}", self.coord.namespace))
+    }
+
+    /// Set barrier `name`: waiters block until it is removed. `Ok(false)` if it
+    /// was set already.
+    pub async fn set(&self, name: &str) -> Result<bool> {
+        let key = self.key(name)?;
+        let backend = &self.coord.backend;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([PutRequest::new(key.clone(), Vec::new())]);
+        let r = self
+            .coord
+            .retry
+            .run("set barrier", |_| backend.txn(txn.clone()))
+            .await?;
+        Ok(r.succeeded)
+    }
+
+    /// Remove barrier `name`, letting every waiter go. `Ok(false)` if it was not set.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let key = self.key(name)?;
+        let backend = &self.coord.backend;
+        self.coord
+            .retry
+            .run("remove barrier", |_| backend.delete(key.clone()))
+            .await
+    }
+
+    /// Wait until barrier `name` is not set (at once if it is not).
+    pub async fn wait(&self, name: &str) -> Result<()> {
+        let key = self.key(name)?;
+        wait_for(&self.coord.backend, &self.coord.retry, &key, |kv| {
+            kv.is_none()
+        })
+        .await
+    }
+
+    /// Enter double barrier `name` of `count` participants: wait until `count`
+    /// participants have entered, then return the entry, whose
+    /// [`DoubleBarrierEntry::leave`] waits until every participant has left.
+    ///
+    /// Errors: `InvalidArgument` for a bad name, a `count` of 0 or a TTL outside
+    /// the backend's bounds; `LockExpired` if this participant's session was lost
+    /// while it waited; `Closed`; store errors once retries are exhausted.
+    pub async fn enter(&self, name: &str, count: u32, ttl: Duration) -> Result<DoubleBarrierEntry> {
+        validate_name(name)?;
+        if count == 0 {
+            return Err(Error::invalid("count", "must be at least 1"));
+        }
+        let coord = &self.coord;
+        coord.check_open()?;
+        let session = coord.session(ttl).await?;
+        let prefix = format!("{}double-barrier/{name}/", coord.namespace);
+        let waiters = format!("{prefix}waiters/");
+        let ready = format!("{prefix}ready");
+        let key = participant_key(&waiters, session.lease());
+        let backend = coord.backend.clone();
+        let retry = coord.retry.clone();
+        let mut entering = Entering {
+            coord: coord.clone(),
+            key: key.clone(),
+            session: session.clone(),
+            write: None,
+        };
+        // Put our key and count the participants in one transaction (repeatable:
+        // a retry after a lost answer finds the key there).
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::Put(PutRequest::new(key.clone(), Vec::new()).with_lease(session.lease())),
+                TxnOp::Range(RangeRequest::prefix(waiters.clone()).count_only()),
+            ])
+            .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
+        let write = {
+            let (backend, retry) = (backend.clone(), retry.clone());
+            tokio::spawn(async move {
+                retry
+                    .run("enter double barrier", |_| backend.txn(txn.clone()))
+                    .await
+            })
+        };
+        let outcome = entering.write.insert(write).await;
+        entering.write = None;
+        let resp = outcome
+            .map_err(|e| Error::unavailable(format!("the barrier's write ended: {e}")))??;
+        let joined = if resp.succeeded {
+            resp.revision
+        } else {
+            match resp.first_range().and_then(|r| r.kvs.first()) {
+                Some(kv) => kv.create_revision,
+                None => return Err(expired(name)),
+            }
+        };
+        let entered = resp
+            .responses
+            .get(1)
+            .and_then(|r| match r {
+                crate::TxnOpResponse::Range(r) => Some(r.count),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if entered >= i64::from(count) {
+            // The last to arrive opens the gate for this round.
+            retry
+                .run("open double barrier", |_| {
+                    backend.put(ready.clone(), Vec::new())
+                })
+                .await?;
+        } else {
+            // Wait for a gate opened after we joined (an older one is a past round's).
+            let opened = wait_for(&backend, &retry, &ready, |kv| {
+                kv.is_some_and(|kv| kv.mod_revision > joined)
+            });
+            tokio::select! {
+                opened = opened => opened?,
+                _ = session.lost() => return Err(expired(name)),
+            }
+        }
+        entering.key.clear(); // entered: the key is the entry's now
+        Ok(DoubleBarrierEntry {
+            backend,
+            retry,
+            name: name.to_string(),
+            key,
+            waiters,
+            ready,
+            joined,
+            session,
+        })
+    }
+}
+
+/// An entered double barrier. Dropping it without [`DoubleBarrierEntry::leave`]
+/// leaves its key until the session's lease ends (the others' `leave` waits
+/// for it).
+#[must_use = "an entry that is dropped without leave holds up the others' leave until its lease ends"]
+pub struct DoubleBarrierEntry {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    name: String,
+    key: String,
+    waiters: String,
+    ready: String,
+    joined: Revision,
+    session: Session,
+}
+
+impl DoubleBarrierEntry {
+    /// The barrier's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This participant's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Leave: remove this participant's key, then wait until every participant
+    /// has left (or died); the last to see it closes the gate for the next round.
+    /// Cancelling the wait leaves this participant gone.
+    pub async fn leave(self) -> Result<()> {
+        let backend = &self.backend;
+        let remove = Txn::new()
+            .when([Compare::lease(
+                self.key.clone(),
+                CompareOp::Equal,
+                Some(self.session.lease()),
+            )])
+            .and_then([DeleteRequest::key(self.key.clone())]);
+        self.retry
+            .run("leave double barrier", |_| backend.txn(remove.clone()))
+            .await?;
+        let waiters = self.waiters.clone();
+        let until_empty = async {
+            let mut events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
+            loop {
+                let left = self
+                    .retry
+                    .run("count participants", |_| {
+                        backend.range(RangeRequest::prefix(waiters.clone()).count_only())
+                    })
+                    .await?;
+                if left.count == 0 {
+                    return Ok::<_, Error>(());
+                }
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                        tokio::time::sleep(self.retry.jittered_delay(1)).await;
+                        events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => events = backend.watch(WatchRequest::prefix(waiters.clone())).await?,
+                }
+            }
+        };
+        until_empty.await?;
+        // Close this round's gate, unless a later round opened it again.
+        let close = Txn::new()
+            .when([Compare::mod_revision(
+                self.ready.clone(),
+                CompareOp::Greater,
+                self.joined,
+            )])
+            .and_then([DeleteRequest::key(self.ready.clone())]);
+        let latest = backend.get(self.ready.clone()).await?;
+        if let Some(kv) = latest {
+            let close = close.when([Compare::mod_revision(
+                self.ready.clone(),
+                CompareOp::Equal,
+                kv.mod_revision,
+            )]);
+            self.retry
+                .run("close double barrier", |_| backend.txn(close.clone()))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DoubleBarrierEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DoubleBarrierEntry")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for BarrierService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BarrierService")
+            .field("namespace", &self.coord.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A participant's key while `enter` runs: removed in the background if the
+/// call does not complete.
+struct Entering {
+    coord: Arc<CoordinatorInner>,
+    key: String,
+    session: Session,
+    write: Option<tokio::task::JoinHandle<Result<crate::TxnResponse>>>,
+}
+
+impl Drop for Entering {
+    fn drop(&mut self) {
+        if self.key.is_empty() {
+            return;
+        }
+        let after = self.write.take().map(|write| {
+            Box::pin(async move {
+                let _ = write.await;
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        });
+        let key = std::mem::take(&mut self.key);
+        self.coord.cleanup.remove(
+            "abandoned barrier entry",
+            Orphan {
+                guards: vec![Compare::lease(
+                    key.clone(),
+                    CompareOp::Equal,
+                    Some(self.session.lease()),
+                )],
+                key,
+                session: self.session.clone(),
+                turn: None,
+                after,
+            },
+        );
+    }
+}
+
+fn expired(name: &str) -> Error {
+    Error::LockExpired {
+        name: name.to_string(),
+    }
+}
+
+/// Wait until the key's state satisfies `done`: read, then watch from the read's
+/// revision on, re-reading after a broken watch.
+async fn wait_for(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    key: &str,
+    done: impl Fn(Option<&crate::KeyValue>) -> bool,
+) -> Result<()> {
+    loop {
+        let now = retry
+            .run("read barrier", |_| backend.range(RangeRequest::key(key)))
+            .await?;
+        if done(now.kvs.first()) {
+            return Ok(());
+        }
+        let mut events = match backend
+            .watch(WatchRequest::key(key).from_revision(now.revision + 1))
+            .await
+        {
+            Ok(w) => w,
+            Err(e) if e.is_retryable() => {
+                tokio::time::sleep(retry.jittered_delay(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        while let Some(item) = events.next().await {
+            match item {
+                Ok(r) => {
+                    for e in &r.events {
+                        let state = (e.kind == EventKind::Put).then_some(&e.kv);
+                        if done(state) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        tokio::time::sleep(retry.jittered_delay(1)).await;
+    }
+}
