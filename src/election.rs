@@ -106,6 +106,10 @@ impl ElectionService {
         self.claim(name, value.into(), Wait::No).await
     }
 
+    pub(crate) fn coord_retry(&self) -> crate::RetryPolicy {
+        self.coord.retry.clone()
+    }
+
     async fn claim(&self, name: &str, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
         let claim = claim(&self.coord, Kind::Election, name, self.ttl, value, wait).await?;
         Ok(Leadership { claim })

@@ -97,6 +97,7 @@ mod election;
 mod error;
 mod follow;
 mod health;
+mod latch;
 mod local_queue;
 mod lock;
 pub mod registry;
@@ -124,6 +125,7 @@ pub use counter::CounterService;
 pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
+pub use latch::{LatchState, LeaderLatch};
 pub use lock::{LockGuard, LockService};
 pub use registry::{
     Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent, ServiceEventKind,

@@ -152,6 +152,7 @@ macro_rules! conformance_tests {
             queued_candidate_whose_lease_ends_gets_lock_expired,
             dropped_or_closed_leadership_hands_over,
             election_input_is_validated,
+            leader_latch_campaigns_again_after_losing,
             // Config center and ConfigManager.
             config_values_round_trip,
             config_cas_conflict_carries_current_version,

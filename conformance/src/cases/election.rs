@@ -1,6 +1,6 @@
 //! Leader election: order, observation, hand-over, loss.
 
-use coordkit::{BackendExt, Error, Leader, LeaderStream, OwnershipLost, Result};
+use coordkit::{BackendExt, Error, LatchState, Leader, LeaderStream, OwnershipLost, Result};
 use futures::StreamExt;
 
 use crate::context::text;
@@ -8,6 +8,10 @@ use crate::context::{assert_invalid, wait_for_keys, wait_until, PATIENCE};
 use crate::Ctx;
 
 const QUEUE: &str = "coord/election/e/";
+
+fn queue(name: &str) -> String {
+    format!("coord/election/{name}/")
+}
 
 async fn next_leader(stream: &mut LeaderStream, what: &str) -> Result<Option<Leader>> {
     match tokio::time::timeout(PATIENCE, stream.next()).await {
@@ -165,5 +169,78 @@ pub async fn election_input_is_validated(ctx: Ctx) -> Result<()> {
     assert_invalid(leader.proclaim(big).await, "value");
     leader.resign().await?;
     assert!(ctx.backend().get_prefix("coord/").await?.is_empty());
+    Ok(())
+}
+
+/// Two leader latches: the first leads; when its lease is revoked it sees
+/// `Follower`, the other leads with a larger token, and the first campaigns again
+/// by itself (its key is back in the queue); when the other closes, the first
+/// leads again with a larger token still; closing it leaves no key.
+pub async fn leader_latch_campaigns_again_after_losing(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let first_coord = ctx.other_coordinator().await;
+    let first = first_coord.election().with_ttl(ttl).latch("latch", "first");
+    let led = tokio::time::timeout(PATIENCE, first.wait_until_leader())
+        .await
+        .expect("a lone latch leads")
+        .expect("the latch did not stop");
+    let second_coord = ctx.other_coordinator().await;
+    let second = second_coord
+        .election()
+        .with_ttl(ttl)
+        .latch("latch", "second");
+    wait_for_keys(b.as_ref(), &queue("latch"), 2).await?;
+    assert!(
+        !second.is_leader(),
+        "a second latch must not lead while the first does"
+    );
+    let LatchState::Leader {
+        fencing_token: first_token,
+        ..
+    } = led
+    else {
+        panic!("wait_until_leader returned {led:?}");
+    };
+    let holder = ctx
+        .coordinator()
+        .election()
+        .holders_and_waiters("latch")
+        .await?;
+    let first_lease = holder[0].lease.expect("the leader's key has a lease");
+    b.lease_revoke(first_lease).await?;
+    let mut states = first.states();
+    tokio::time::timeout(PATIENCE, states.wait_for(|s| !s.is_leader()))
+        .await
+        .expect("the first latch sees its loss")
+        .expect("latch alive");
+    let taken = tokio::time::timeout(PATIENCE, second.wait_until_leader())
+        .await
+        .expect("the second latch leads after the first's loss")
+        .expect("the latch did not stop");
+    let second_token = match &taken {
+        LatchState::Leader { fencing_token, .. } => *fencing_token,
+        other => panic!("expected the leader state, got {other:?}"),
+    };
+    assert!(
+        second_token > first_token,
+        "the new leader's token must be larger"
+    );
+    // The first latch campaigns again by itself.
+    wait_for_keys(b.as_ref(), &queue("latch"), 2).await?;
+    second.close().await;
+    let again = tokio::time::timeout(PATIENCE, first.wait_until_leader())
+        .await
+        .expect("the first latch leads again after the second closed")
+        .expect("the latch did not stop");
+    match again {
+        LatchState::Leader { fencing_token, .. } => assert!(
+            fencing_token > second_token,
+            "a re-won leadership must carry a larger token"
+        ),
+        other => panic!("expected the leader state, got {other:?}"),
+    }
+    first.close().await;
+    wait_for_keys(b.as_ref(), &queue("latch"), 0).await?;
     Ok(())
 }
