@@ -58,7 +58,7 @@ fn main() {
             sequential: 10_000,
             locks: 2_000,
             contention: Duration::from_secs(5),
-            contenders: vec![2, 4, 8, 16],
+            contenders: vec![2, 4, 8, 16, 64],
             concurrent_sets: 6_400,
             propagation: 3_000,
             instances_reads: 200_000,

@@ -32,14 +32,14 @@ pub struct Sizes {
     pub cpu_window: Duration,
 }
 
-struct Env {
+pub(crate) struct Env {
     config: EtcdConfig,
     endpoints: Vec<String>,
-    ns: String,
+    pub(crate) ns: String,
 }
 
 impl Env {
-    async fn backend(&self) -> Arc<EtcdBackend> {
+    pub(crate) async fn backend(&self) -> Arc<EtcdBackend> {
         Arc::new(
             EtcdBackend::connect(self.config.clone())
                 .await
@@ -47,14 +47,14 @@ impl Env {
         )
     }
 
-    async fn coordinator(&self) -> Coordinator {
+    pub(crate) async fn coordinator(&self) -> Coordinator {
         Coordinator::builder(self.backend().await)
             .namespace(self.ns.clone())
             .build()
             .expect("coordinator")
     }
 
-    async fn raw(&self) -> Client {
+    pub(crate) async fn raw(&self) -> Client {
         Client::connect(self.endpoints.clone(), None)
             .await
             .expect("etcd")
@@ -111,7 +111,7 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
         endpoints: endpoints.to_vec(),
         ns: format!("bench-{}-{}/", std::process::id(), now_nanos()),
     };
-    // COORD_BENCH_ONLY=locks,config,watch,reads,scale runs only those groups.
+    // COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale runs only those groups.
     let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only.split(',').any(|g| g.trim() == group);
     let mut rows = Vec::new();
@@ -122,6 +122,9 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
         for &c in &sizes.contenders {
             rows.push(lock_handoffs(&env, sizes, c, own_rate).await);
         }
+    }
+    if wanted("recipes") {
+        rows.extend(crate::recipes::run(&env, sizes).await);
     }
     if wanted("config") {
         rows.extend(config_sequential(&env, sizes).await);
@@ -184,7 +187,7 @@ async fn interleaved(n: usize, ops: &mut [Op<'_>]) -> Vec<Samples> {
 /// coordkit's calls for one uncontended acquire, made with raw etcd-client: create
 /// the key if absent and read the two newest keys of the queue, in one txn.
 /// Returns the key's create revision.
-async fn raw_claim(raw: &mut Client, queue: &str, key: &str, lease: i64) -> i64 {
+pub(crate) async fn raw_claim(raw: &mut Client, queue: &str, key: &str, lease: i64) -> i64 {
     let newest = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Descend)

@@ -8,3 +8,4 @@
 pub mod etcd;
 pub mod measure;
 pub mod memory;
+pub mod recipes;

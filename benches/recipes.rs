@@ -1,0 +1,290 @@
+//! The recipes against etcd, each with a baseline from the same run: semaphore
+//! handoffs against the semaphore's own uncontended rate, a 90/10 read-write mix
+//! against a plain lock, counter increments against raw compare-and-set, and many
+//! distinct lock names against raw claim transactions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use crate::etcd::{raw_claim, Env, Sizes};
+use crate::measure::{Row, Samples, Target};
+
+const TTL: Duration = Duration::from_secs(60);
+
+pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let alone = semaphore_rate(env, sizes, 1, 2, "s1").await;
+    for &c in &sizes.contenders {
+        let rate = semaphore_rate(env, sizes, c, 2, &format!("s{c}")).await;
+        let share = rate.per_second() / alone.per_second();
+        rows.push(
+            Row::new(
+                format!("semaphore (2 permits) acquire+release, {c} contenders"),
+                rate,
+                Target::Report,
+            )
+            .against("the same semaphore, 1 contender", alone.clone())
+            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
+        );
+    }
+    // One permit: the lock's exclusion with the semaphore's waiting (one watch
+    // of the queue, counted down locally) instead of the lock's (a watch of the
+    // key just before).
+    let alone = semaphore_rate(env, sizes, 1, 1, "x1").await;
+    for &c in sizes.contenders.iter().filter(|&&c| c >= 16) {
+        let rate = semaphore_rate(env, sizes, c, 1, &format!("x{c}")).await;
+        let share = rate.per_second() / alone.per_second();
+        rows.push(
+            Row::new(
+                format!("semaphore (1 permit) acquire+release, {c} contenders"),
+                rate,
+                Target::Report,
+            )
+            .against("the same semaphore, 1 contender", alone.clone())
+            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
+        );
+    }
+    rows.push(rw_mix(env, sizes).await);
+    rows.push(counter_increments(env, sizes).await);
+    rows.push(many_names(env, sizes).await);
+    rows
+}
+
+/// Acquire+release of a `permits`-permit semaphore by `contenders` coordinators for the
+/// contention window: the total rate.
+async fn semaphore_rate(
+    env: &Env,
+    sizes: &Sizes,
+    contenders: usize,
+    permits: u32,
+    name: &str,
+) -> Samples {
+    let mut coordinators = Vec::new();
+    for _ in 0..contenders {
+        let c = env.coordinator().await;
+        c.session(TTL).await.expect("session");
+        coordinators.push(c);
+    }
+    let count = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + sizes.contention;
+    let mut tasks = Vec::new();
+    for c in &coordinators {
+        let (c, count, name) = (c.clone(), count.clone(), name.to_string());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let p = c
+                    .semaphore()
+                    .acquire(&name, permits, TTL)
+                    .await
+                    .expect("acquire");
+                count.fetch_add(1, Ordering::Relaxed);
+                p.unlock().await.expect("release");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("contender");
+    }
+    let rate = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+    for c in coordinators {
+        c.close().await.ok();
+    }
+    rate
+}
+
+/// 4 coordinators, each op a read hold 9 times in 10 and a write hold else,
+/// against the same ops all taking a plain lock.
+async fn rw_mix(env: &Env, sizes: &Sizes) -> Row {
+    async fn window(env: &Env, sizes: &Sizes, rw: bool) -> Samples {
+        let mut coordinators = Vec::new();
+        for _ in 0..4 {
+            let c = env.coordinator().await;
+            c.session(TTL).await.expect("session");
+            coordinators.push(c);
+        }
+        let count = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let deadline = start + sizes.contention;
+        let mut tasks = Vec::new();
+        for (i, c) in coordinators.iter().enumerate() {
+            let (c, count) = (c.clone(), count.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = i;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let guard = if !rw {
+                        c.lock().acquire("mix", TTL).await
+                    } else if n % 10 == 0 {
+                        c.rw_lock().write("mix", TTL).await
+                    } else {
+                        c.rw_lock().read("mix", TTL).await
+                    };
+                    count.fetch_add(1, Ordering::Relaxed);
+                    guard.expect("hold").unlock().await.expect("release");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("contender");
+        }
+        let rate = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+        for c in coordinators {
+            c.close().await.ok();
+        }
+        rate
+    }
+    let rw = window(env, sizes, true).await;
+    let plain = window(env, sizes, false).await;
+    Row::new(
+        "read-write lock, 90% reads / 10% writes, 4 contenders",
+        rw,
+        Target::Report,
+    )
+    .against("a plain lock, same ops", plain)
+}
+
+/// 4 tasks incrementing one counter for the window, against 4 tasks doing the
+/// same with raw etcd-client (get, then a compare-and-set on the mod revision).
+async fn counter_increments(env: &Env, sizes: &Sizes) -> Row {
+    let counted = {
+        let c = env.coordinator().await;
+        let count = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let deadline = start + sizes.contention;
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, count) = (c.clone(), count.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        c.counter().add("bench", 1).await.expect("add");
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("adder");
+        }
+        c.close().await.ok();
+        Samples::rate(count.load(Ordering::Relaxed), start.elapsed())
+    };
+    let raw_rate = {
+        let raw = env.raw().await;
+        let key = format!("{}raw-counter", env.ns);
+        let count = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let deadline = start + sizes.contention;
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (mut raw, count, key) = (raw.clone(), count.clone(), key.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        loop {
+                            let r = raw.get(key.as_str(), None).await.expect("get");
+                            let (n, rev) = r.kvs().first().map_or((0i64, 0), |kv| {
+                                (
+                                    std::str::from_utf8(kv.value())
+                                        .ok()
+                                        .and_then(|s| s.parse().ok())
+                                        .unwrap_or(0),
+                                    kv.mod_revision(),
+                                )
+                            });
+                            let cas = Txn::new()
+                                .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, rev)])
+                                .and_then([TxnOp::put(key.as_str(), (n + 1).to_string(), None)]);
+                            if raw.txn(cas).await.expect("cas").succeeded() {
+                                break;
+                            }
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("adder");
+        }
+        Samples::rate(count.load(Ordering::Relaxed), start.elapsed())
+    };
+    Row::new("counter increments, 4 tasks", counted, Target::Report)
+        .against("raw etcd-client get + compare-and-set, 4 tasks", raw_rate)
+}
+
+/// `names` distinct locks acquired and released once each by 64 tasks (each task
+/// takes every 64th name), against the same with raw claim and guarded unlock
+/// transactions on one lease.
+async fn many_names(env: &Env, sizes: &Sizes) -> Row {
+    let names = sizes.locks.clamp(64, 1_000);
+    let coord = {
+        let c = env.coordinator().await;
+        c.session(TTL).await.expect("session");
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for i in (t..names).step_by(64) {
+                        let g = c
+                            .lock()
+                            .acquire(&format!("n{i}"), TTL)
+                            .await
+                            .expect("acquire");
+                        g.unlock().await.expect("unlock");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let rate = Samples::rate(names as u64, start.elapsed());
+        c.close().await.ok();
+        rate
+    };
+    let raw_rate = {
+        let raw = env.raw().await;
+        let lease = raw.clone().lease_grant(60, None).await.expect("lease").id();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let (mut raw, ns) = (raw.clone(), env_ns(env));
+                tokio::spawn(async move {
+                    for i in (t..names).step_by(64) {
+                        let queue = format!("{ns}raw-names/n{i}/");
+                        let key = format!("{queue}{lease:x}");
+                        let token = raw_claim(&mut raw, &queue, &key, lease).await;
+                        let unlock = Txn::new()
+                            .when([Compare::create_revision(
+                                key.as_str(),
+                                CompareOp::Equal,
+                                token,
+                            )])
+                            .and_then([TxnOp::delete(key.as_str(), None)]);
+                        assert!(raw.txn(unlock).await.expect("unlock").succeeded());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let rate = Samples::rate(names as u64, start.elapsed());
+        let _ = raw.clone().lease_revoke(lease).await;
+        rate
+    };
+    Row::new(
+        format!("{names} distinct locks, acquire+release by 64 tasks"),
+        coord,
+        Target::Report,
+    )
+    .against("raw claim + guarded unlock txns, same names", raw_rate)
+}
+
+fn env_ns(env: &Env) -> String {
+    env.ns.clone()
+}
