@@ -34,6 +34,11 @@ fn machine() -> String {
 }
 
 fn main() {
+    // A child process of the failover benchmark: hold a lock until killed.
+    if let Ok(spec) = std::env::var(coordkit_bench::recipes::HOLD_ENV) {
+        coordkit_bench::recipes::hold_until_killed(&spec);
+        return;
+    }
     let full = std::env::args().any(|a| a == "--bench");
     let list = std::env::var("COORD_ETCD_ENDPOINTS").unwrap_or_default();
     let endpoints = coordkit_etcd::EtcdConfig::from_endpoint_list(&list).endpoints;
@@ -66,6 +71,7 @@ fn main() {
             registrations: 10_000,
             watches: 10_000,
             cpu_window: Duration::from_secs(20),
+            failovers: 5,
         }
     } else {
         etcd::Sizes {
@@ -80,6 +86,7 @@ fn main() {
             registrations: 100,
             watches: 100,
             cpu_window: Duration::from_millis(200),
+            failovers: 1,
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

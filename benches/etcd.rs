@@ -30,11 +30,13 @@ pub struct Sizes {
     pub registrations: usize,
     pub watches: usize,
     pub cpu_window: Duration,
+    /// Holders killed per side in the failover benchmark.
+    pub failovers: usize,
 }
 
 pub(crate) struct Env {
     config: EtcdConfig,
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     pub(crate) ns: String,
 }
 

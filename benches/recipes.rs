@@ -50,7 +50,174 @@ pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
     rows.push(rw_mix(env, sizes).await);
     rows.push(counter_increments(env, sizes).await);
     rows.push(many_names(env, sizes).await);
+    rows.push(failover(env, sizes).await);
     rows
+}
+
+/// The environment variable that makes the bench binary a lock holder:
+/// `<endpoints>|<namespace>|<lock name>|<ttl seconds>`.
+pub const HOLD_ENV: &str = "COORD_BENCH_HOLD";
+
+/// Child mode: take the lock, say `held`, and hold it until killed.
+pub fn hold_until_killed(spec: &str) {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [endpoints, namespace, name, ttl] = parts[..] else {
+        panic!("{HOLD_ENV} must be endpoints|namespace|name|ttl, got {spec:?}");
+    };
+    let ttl = Duration::from_secs(ttl.parse().expect("ttl seconds"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let backend = coordkit_etcd::EtcdBackend::connect(
+            coordkit_etcd::EtcdConfig::from_endpoint_list(endpoints),
+        )
+        .await
+        .expect("etcd");
+        let c = coordkit::Coordinator::builder(Arc::new(backend))
+            .namespace(namespace)
+            .build()
+            .expect("coordinator");
+        let guard = c.lock().acquire(name, ttl).await.expect("acquire");
+        println!("held {}", guard.fencing_token());
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Read the child's first line of output (blocking, off the runtime).
+async fn first_line(stdout: std::process::ChildStdout) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        line
+    })
+    .await
+    .expect("reader")
+}
+
+/// Failover: a holder in a child process is SIGKILLed while a waiter is
+/// queued; the time from the kill until the waiter holds, with a 2 s TTL, for
+/// coordkit and for etcd's lock service (`etcdctl lock --ttl 2` as the holder).
+async fn failover(env: &Env, sizes: &Sizes) -> Row {
+    const TTL_SECS: u64 = 2;
+    let ttl = Duration::from_secs(TTL_SECS);
+    let endpoints = env.endpoints.join(",");
+    let mut coord = Vec::new();
+    let mut service = Vec::new();
+    for run in 0..sizes.failovers {
+        // coordkit: the child holds, a waiter queues, the child dies.
+        let name = format!("failover{run}");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env(
+                HOLD_ENV,
+                format!("{endpoints}|{}|{name}|{TTL_SECS}", env.ns),
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("child");
+        let line = first_line(child.stdout.take().expect("stdout")).await;
+        assert!(
+            line.starts_with("held"),
+            "the child did not take the lock: {line:?}"
+        );
+        let waiter = env.coordinator().await;
+        let queued = {
+            let (waiter, name) = (waiter.clone(), name.clone());
+            tokio::spawn(async move {
+                let g = waiter.lock().acquire(&name, ttl).await.expect("acquire");
+                let at = Instant::now();
+                g.unlock().await.expect("unlock");
+                at
+            })
+        };
+        while waiter
+            .lock()
+            .holders_and_waiters(&name)
+            .await
+            .expect("queue")
+            .len()
+            < 2
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let killed = Instant::now();
+        child.kill().expect("kill");
+        let _ = child.wait();
+        coord.push(queued.await.expect("waiter") - killed);
+        waiter.close().await.ok();
+
+        // etcd's lock service: etcdctl holds, a raw client waits.
+        let lock = format!("{}etcd-failover/{run}", env.ns);
+        let mut child = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &endpoints,
+                "lock",
+                "--ttl",
+                &TTL_SECS.to_string(),
+                &lock,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("etcdctl");
+        let line = first_line(child.stdout.take().expect("stdout")).await;
+        assert!(
+            line.starts_with(&lock),
+            "etcdctl did not take the lock: {line:?}"
+        );
+        let mut raw = env.raw().await;
+        let lease = raw.lease_grant(60, None).await.expect("lease").id();
+        let queued = {
+            let (mut raw, lock) = (raw.clone(), lock.clone());
+            tokio::spawn(async move {
+                let k = raw
+                    .lock(
+                        lock,
+                        Some(etcd_client::LockOptions::new().with_lease(lease)),
+                    )
+                    .await
+                    .expect("lock");
+                let at = Instant::now();
+                raw.unlock(k.key().to_vec()).await.expect("unlock");
+                at
+            })
+        };
+        loop {
+            let n = raw
+                .get(
+                    format!("{lock}/"),
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
+                )
+                .await
+                .expect("count")
+                .count();
+            if n >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let killed = Instant::now();
+        child.kill().expect("kill");
+        let _ = child.wait();
+        service.push(queued.await.expect("waiter") - killed);
+        let _ = raw.lease_revoke(lease).await;
+    }
+    let elapsed = |v: &Vec<Duration>| v.iter().sum();
+    let (ce, se) = (elapsed(&coord), elapsed(&service));
+    Row::new(
+        format!("failover: holder SIGKILLed until the waiter holds (TTL {TTL_SECS} s)"),
+        Samples::new(coord, ce),
+        Target::Report,
+    )
+    .against(
+        "etcd lock service (etcdctl lock --ttl 2 killed)",
+        Samples::new(service, se),
+    )
+    .note(format!("TTL {} ms", ttl.as_millis()))
 }
 
 /// Acquire+release of a `permits`-permit semaphore by `contenders` coordinators for the
