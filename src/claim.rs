@@ -660,6 +660,95 @@ async fn claim_in_span(
     })
 }
 
+/// Take over a claim made before (by this process before a restart): the key
+/// `<prefix><lease hex>` of `session`'s lease must still exist with create
+/// revision `token` on that lease (else `LockExpired`) and own the queue (else
+/// `NotLeader`); no task of this coordinator may hold or claim the name
+/// (`LockConflict`).
+pub(crate) async fn adopt(
+    coord: &Arc<CoordinatorInner>,
+    kind: Kind,
+    name: &str,
+    session: Session,
+    token: Revision,
+) -> Result<Claim> {
+    validate_name(name)?;
+    coord.check_open()?;
+    if !kind.exclusive() {
+        return Err(Error::invalid(
+            "kind",
+            "only a lock or an election can be resumed",
+        ));
+    }
+    let prefix = queue_prefix(coord, kind, name);
+    let turn = coord
+        .local
+        .try_now(&prefix)
+        .ok_or_else(|| Error::LockConflict {
+            name: name.to_string(),
+        })?;
+    let lease = session.lease();
+    let key = format!("{prefix}{lease}");
+    let look = Txn::new()
+        .when([
+            Compare::create_revision(key.clone(), CompareOp::Equal, token),
+            Compare::lease(key.clone(), CompareOp::Equal, Some(lease)),
+        ])
+        .and_then([
+            TxnOp::Range(RangeRequest::key(key.clone())),
+            TxnOp::Range(
+                RangeRequest::prefix(prefix.clone())
+                    .sort_by_create_revision(SortOrder::Ascend)
+                    .with_limit(1),
+            ),
+        ]);
+    let backend = coord.backend.clone();
+    let retry = coord.retry.clone();
+    let resp = retry
+        .run("resume claim", |_| backend.txn(look.clone()))
+        .await?;
+    let ranges: Vec<_> = resp
+        .responses
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Range(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let (Some(own), true) = (ranges.first().and_then(|r| r.kvs.first()), resp.succeeded) else {
+        return Err(expired(name));
+    };
+    if ranges
+        .get(1)
+        .and_then(|r| r.kvs.first())
+        .map(|kv| kv.create_revision)
+        != Some(token)
+    {
+        return Err(Error::NotLeader {
+            name: name.to_string(),
+        });
+    }
+    let mut own_writes = OwnWrites::default();
+    own_writes.written(&own.value, own.mod_revision);
+    Ok(Claim {
+        backend,
+        retry,
+        cleanup: coord.cleanup.clone(),
+        name: name.to_string(),
+        key,
+        token,
+        session,
+        turn: Mutex::new(Some(turn)),
+        released: watch::Sender::new(false),
+        releasing: AtomicBool::new(false),
+        lost: Mutex::new(None),
+        own_writes: Mutex::new(own_writes),
+        kind: kind.label(),
+        acquired: tokio::time::Instant::now(),
+        end_counted: AtomicBool::new(false),
+    })
+}
+
 /// Wait until no key of the queue was created before `token`, watching only the
 /// one just before (a release wakes one waiter). Each look at the queue re-checks
 /// in the same transaction that our own key is still there with its create

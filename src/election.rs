@@ -106,6 +106,42 @@ impl ElectionService {
         self.claim(name, value.into(), Wait::No).await
     }
 
+    /// Resume a leadership after a restart (etcd's `ResumeElection`, made safe):
+    /// take over `lease` (granted before the restart, and still alive) and the
+    /// leader key it holds in `name`, checked in one transaction to still exist
+    /// with create revision `fencing_token` on that lease and to lead.
+    ///
+    /// Keep [`Leadership::session`]'s lease id and [`Leadership::fencing_token`]
+    /// somewhere that survives the restart to use this. Until it is resumed the
+    /// lease is kept alive by nobody: resume within its TTL.
+    ///
+    /// Errors: `LockExpired` if the lease or the key is gone (or the key has
+    /// another create revision); `NotLeader` if the key is there but queued
+    /// behind another (the lease is then revoked: campaign again); `LockConflict`
+    /// if a task of this coordinator holds or claims `name`; `InvalidArgument`
+    /// for a bad name. If the checks fail the taken-over lease is revoked (in the
+    /// background, at once), so no stale claim lingers. Cancelling this call leaves the lease to expire.
+    pub async fn resume(
+        &self,
+        name: &str,
+        lease: crate::LeaseId,
+        fencing_token: Revision,
+    ) -> Result<Leadership> {
+        validate_name(name)?;
+        let session =
+            crate::Session::resume(self.coord.backend.clone(), lease, self.coord.retry.clone())
+                .await
+                .map_err(|e| match e {
+                    Error::LeaseNotFound { .. } => Error::LockExpired {
+                        name: name.to_string(),
+                    },
+                    e => e,
+                })?;
+        let claim =
+            crate::claim::adopt(&self.coord, Kind::Election, name, session, fencing_token).await?;
+        Ok(Leadership { claim })
+    }
+
     pub(crate) fn coord_retry(&self) -> crate::RetryPolicy {
         self.coord.retry.clone()
     }

@@ -109,10 +109,40 @@ impl Session {
         let secs = ttl_seconds(backend.as_ref(), ttl)?;
         let sent = Instant::now();
         let grant = backend.lease_grant(secs).await?;
-        let ttl = Duration::from_secs(grant.ttl.max(1) as u64);
+        Ok(Self::keep(backend, grant.id, grant.ttl, sent, retry))
+    }
+
+    /// Take over a lease granted earlier (by this process before a restart, say)
+    /// and keep it alive from now on: one keep-alive first, which must find the
+    /// lease alive (`LeaseNotFound` otherwise). The lease's TTL is the one it was
+    /// granted with.
+    ///
+    /// Only one session may keep a lease: resuming a lease another live session
+    /// keeps makes two keepers of one lease, and either's end revokes it.
+    pub async fn resume(
+        backend: Arc<dyn Backend>,
+        lease: LeaseId,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
+        let sent = Instant::now();
+        let ttl = retry
+            .run("resume lease", |_| backend.lease_keep_alive(lease))
+            .await?;
+        Ok(Self::keep(backend, lease, ttl, sent, retry))
+    }
+
+    /// A session keeping `lease` alive, last renewed at `sent` for `ttl` seconds.
+    fn keep(
+        backend: Arc<dyn Backend>,
+        lease: LeaseId,
+        ttl: i64,
+        sent: Instant,
+        retry: RetryPolicy,
+    ) -> Self {
+        let ttl = Duration::from_secs(ttl.max(1) as u64);
         let inner = Arc::new(SessionInner {
             backend,
-            lease: grant.id,
+            lease,
             ttl,
             state: watch::Sender::new(SessionState::Alive),
             deadline: Mutex::new(local_deadline(sent, ttl)),
@@ -123,7 +153,7 @@ impl Session {
         let keeper = tokio::spawn(keep_alive_loop(Arc::downgrade(&inner)));
         *inner.keeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(keeper);
         debug!(lease = %inner.lease, ttl = ?ttl, "session started");
-        Ok(Session { inner })
+        Session { inner }
     }
 
     /// How many handles share this session (the coordinator's own included).

@@ -153,6 +153,7 @@ macro_rules! conformance_tests {
             dropped_or_closed_leadership_hands_over,
             election_input_is_validated,
             leader_latch_campaigns_again_after_losing,
+            election_resumes_on_the_same_lease_after_a_restart,
             // Config center and ConfigManager.
             config_values_round_trip,
             config_cas_conflict_carries_current_version,

@@ -244,3 +244,73 @@ pub async fn leader_latch_campaigns_again_after_losing(ctx: Ctx) -> Result<()> {
     wait_for_keys(b.as_ref(), &queue("latch"), 0).await?;
     Ok(())
 }
+
+/// After a restart a leader resumes on its old lease: given the lease and the
+/// fencing token of a leader key written before (here by hand, as a crashed
+/// process left it), `resume` returns the leadership with that token, keeps the
+/// lease alive past its TTL, and can resign. A wrong token or an ended lease is
+/// `LockExpired`; a key queued behind another leader is `NotLeader`.
+pub async fn election_resumes_on_the_same_lease_after_a_restart(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let grant = b.lease_grant(ttl.as_secs() as i64).await?;
+    let key = format!("{}{}", queue("r"), grant.id);
+    let token = b.put_with_lease(key.as_str(), "node-a", grant.id).await?;
+    let c = ctx.coordinator();
+    let wrong = c.election().resume("r", grant.id, token + 1).await;
+    assert!(
+        matches!(&wrong, Err(Error::LockExpired { .. })),
+        "resuming with another token must be LockExpired, got {wrong:?}"
+    );
+    // The failed resume revokes the lease (in the background): its key goes.
+    wait_for_keys(b.as_ref(), &queue("r"), 0).await?;
+    let grant = b.lease_grant(ttl.as_secs() as i64).await?;
+    let key = format!("{}{}", queue("r"), grant.id);
+    let token = b.put_with_lease(key.as_str(), "node-a", grant.id).await?;
+    let resumed = c.election().resume("r", grant.id, token).await?;
+    assert_eq!(
+        resumed.fencing_token(),
+        token,
+        "a resumed leadership keeps its token"
+    );
+    assert_eq!(resumed.key(), key);
+    let leader = c.election().leader("r").await?.expect("a leader");
+    assert_eq!(leader.value_str(), "node-a");
+    // The resumed session keeps the lease alive past its TTL.
+    tokio::time::sleep(ttl + std::time::Duration::from_secs(2)).await;
+    assert!(
+        !resumed.is_expired(),
+        "a resumed leadership must be kept alive"
+    );
+    b.lease_time_to_live(grant.id)
+        .await
+        .expect("the resumed lease is alive past its TTL");
+    resumed.proclaim("node-a:2").await?;
+    resumed.resign().await?;
+    wait_for_keys(b.as_ref(), &queue("r"), 0).await?;
+    // An ended lease.
+    let gone = b.lease_grant(ttl.as_secs() as i64).await?;
+    let gone_token = b
+        .put_with_lease(format!("{}{}", queue("r"), gone.id), "x", gone.id)
+        .await?;
+    b.lease_revoke(gone.id).await?;
+    let ended = c.election().resume("r", gone.id, gone_token).await;
+    assert!(
+        matches!(&ended, Err(Error::LockExpired { .. })),
+        "resuming an ended lease must be LockExpired, got {ended:?}"
+    );
+    // A key queued behind another leader.
+    let other = ctx.other_coordinator().await;
+    let leading = other.election().with_ttl(ttl).campaign("r", "b").await?;
+    let queued = b.lease_grant(ttl.as_secs() as i64).await?;
+    let queued_token = b
+        .put_with_lease(format!("{}{}", queue("r"), queued.id), "a", queued.id)
+        .await?;
+    let behind = c.election().resume("r", queued.id, queued_token).await;
+    assert!(
+        matches!(&behind, Err(Error::NotLeader { .. })),
+        "resuming a queued key must be NotLeader, got {behind:?}"
+    );
+    leading.resign().await?;
+    Ok(())
+}
