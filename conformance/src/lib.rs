@@ -134,6 +134,7 @@ macro_rules! conformance_tests {
             semaphore_lease_loss_and_cancellation_free_the_queue,
             rw_lock_readers_share_and_writers_are_not_starved,
             rw_lock_writers_exclude_everyone,
+            rw_lock_lease_loss_and_cancellation_free_the_queue,
             // Counters.
             counter_adds_are_exact_under_concurrency,
             counter_compare_and_set_and_input_rules,

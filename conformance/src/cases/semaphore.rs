@@ -327,3 +327,55 @@ pub async fn rw_lock_writers_exclude_everyone(ctx: Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// A read-write lock's queued writer whose lease ends gets `LockExpired`; a
+/// cancelled queued reader removes its key; a writer whose lease ends while
+/// holding loses it (`lost` fires) and the readers queued behind it hold.
+pub async fn rw_lock_lease_loss_and_cancellation_free_the_queue(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let reader = ctx.coordinator().rw_lock().read("f", ttl).await?;
+    // A queued writer whose lease is revoked.
+    let doomed = ctx.other_coordinator().await;
+    let doomed_lease = doomed.session(ttl).await?.lease();
+    let queued = tokio::spawn(async move { doomed.rw_lock().write("f", ttl).await });
+    wait_for_keys(b.as_ref(), &rwlock("f"), 2).await?;
+    b.lease_revoke(doomed_lease).await?;
+    let outcome = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the queued write ended")
+        .expect("task");
+    assert!(
+        matches!(&outcome, Err(Error::LockExpired { .. })),
+        "a queued writer whose lease ended must get LockExpired, got {outcome:?}"
+    );
+    reader.unlock().await?;
+    // A writer holds; a cancelled reader behind it leaves no key.
+    let writer_coord = ctx.other_coordinator().await;
+    let writer = writer_coord.rw_lock().write("f", ttl).await?;
+    let quitter = ctx.other_coordinator().await;
+    let task = tokio::spawn(async move { quitter.rw_lock().read("f", ttl).await });
+    wait_for_keys(b.as_ref(), &rwlock("f"), 2).await?;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    wait_for_keys(b.as_ref(), &rwlock("f"), 1).await?;
+    // The writer's lease ends while it holds: readers behind it get in.
+    let r = ctx.other_coordinator().await;
+    let behind = tokio::spawn(async move { r.rw_lock().read("f", ttl).await });
+    wait_for_keys(b.as_ref(), &rwlock("f"), 2).await?;
+    b.lease_revoke(writer.session().lease()).await?;
+    let why = tokio::time::timeout(PATIENCE, writer.lost())
+        .await
+        .expect("lost() completes when the writer's lease ends");
+    assert!(
+        matches!(why, OwnershipLost::SessionLost | OwnershipLost::KeyDeleted),
+        "a write hold whose lease ended must be lost, got {why:?}"
+    );
+    tokio::time::timeout(PATIENCE, behind)
+        .await
+        .expect("the reader behind the lost writer holds")
+        .expect("task")?
+        .unlock()
+        .await?;
+    Ok(())
+}
