@@ -99,6 +99,36 @@ pub async fn connect(config: EtcdConfig) -> Result<coordkit::Coordinator> {
 }
 use convert::Context;
 
+/// One endpoint's answer to [`EtcdBackend::member_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberStatus {
+    /// The endpoint as configured.
+    pub endpoint: String,
+    /// Its state, or why it could not be asked.
+    pub status: std::result::Result<MemberState, String>,
+}
+
+/// What one etcd member says of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberState {
+    /// The member's id.
+    pub member_id: u64,
+    /// The id of the member it takes for the leader (0: none known).
+    pub leader_id: u64,
+    /// The store's revision as this member has applied it.
+    pub revision: i64,
+    /// The raft term.
+    pub raft_term: u64,
+    /// The raft index.
+    pub raft_index: u64,
+    /// The database's size on disk, in bytes.
+    pub db_size: i64,
+    /// The server's version.
+    pub version: String,
+}
+
 /// Streams the backend has opened, for tests and benchmarks that check the sharing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -211,6 +241,42 @@ impl EtcdBackend {
             .map_err(|e| with_tls_hint(e, &backend.inner.config))?;
         check_version(status.version())?;
         Ok(backend)
+    }
+
+    /// Each configured endpoint's own status, asked of that endpoint alone
+    /// (etcd's maintenance `Status`), in the configured order: for operators
+    /// (`coordctl status`). An endpoint that does not answer within the request
+    /// timeout is reported with its error, never skipped.
+    pub async fn member_status(&self) -> Vec<MemberStatus> {
+        let endpoints = &self.inner.endpoints;
+        let limit = self.inner.config.request_timeout;
+        let mut out = Vec::with_capacity(endpoints.len());
+        for i in 0..endpoints.len() {
+            let endpoint = endpoints.url(i).to_string();
+            let asked = async {
+                let client = endpoints.client(i).await?;
+                client
+                    .maintenance_client()
+                    .status()
+                    .await
+                    .map_err(|e| convert::error(e, Context::default()))
+            };
+            let status = match tokio::time::timeout(limit, asked).await {
+                Ok(Ok(s)) => Ok(MemberState {
+                    member_id: s.header().map_or(0, |h| h.member_id()),
+                    leader_id: s.leader(),
+                    revision: s.header().map_or(0, |h| h.revision()),
+                    raft_term: s.raft_term(),
+                    raft_index: s.raft_index(),
+                    db_size: s.db_size(),
+                    version: s.version().to_string(),
+                }),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {limit:?}")),
+            };
+            out.push(MemberStatus { endpoint, status });
+        }
+        out
     }
 
     /// How many watch and keep-alive streams this backend has opened.

@@ -1,0 +1,305 @@
+//! `coordctl config …`: the config center from the command line.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use coordkit::config::ConfigVersion;
+use coordkit::{ConfigEventKind, Error};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::exit::{Failure, Outcome};
+use crate::{output, Ctx};
+
+/// `coordctl config`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print KEY's value and version.
+    #[command(after_help = "Example: coordctl config get app/limits")]
+    Get { key: String },
+    /// Write KEY: the value (JSON) from the argument, --file, or stdin ("-" or
+    /// nothing); --if-version N writes only if the current version is N (0: only
+    /// if absent), else exits 4 printing the current version.
+    #[command(
+        after_help = "Examples: coordctl config set app/limits '{\"rps\": 100}'\n          coordctl config set app/limits --file limits.json --if-version 42"
+    )]
+    Set {
+        key: String,
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Compare-and-set on this version.
+        #[arg(long)]
+        if_version: Option<i64>,
+    },
+    /// Delete KEY (exit 3 if it does not exist).
+    #[command(after_help = "Example: coordctl config delete app/old")]
+    Delete { key: String },
+    /// List the keys under PREFIX (all without it).
+    #[command(after_help = "Example: coordctl config list app/")]
+    List { prefix: Option<String> },
+    /// Print each change of KEY (or of every key under it with --prefix) as it
+    /// happens, resyncs after compaction included, until SIGINT/SIGTERM.
+    #[command(after_help = "Example: coordctl config watch app/ --prefix -o json")]
+    Watch {
+        key: String,
+        #[arg(long)]
+        prefix: bool,
+    },
+    /// KEY's versions, newest first, with a diff between neighbours.
+    #[command(after_help = "Example: coordctl config history app/limits --limit 5")]
+    History {
+        key: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Write KEY's value of version --to again (a compare-and-set on the
+    /// current version).
+    #[command(after_help = "Example: coordctl config rollback app/limits --to 42")]
+    Rollback {
+        key: String,
+        #[arg(long)]
+        to: i64,
+    },
+    /// The difference between two versions of KEY (the second defaults to the
+    /// current one).
+    #[command(after_help = "Example: coordctl config diff app/limits 42")]
+    Diff {
+        key: String,
+        from: i64,
+        to: Option<i64>,
+    },
+}
+
+pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
+    let config = ctx.coordinator.config();
+    match command {
+        ConfigCommand::Get { key } => {
+            let (bytes, version) = config.get_bytes_with_version(&key).await?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            output::record(
+                ctx.format,
+                &[
+                    ("key", key.clone()),
+                    ("version", version.to_string()),
+                    ("value", text.clone()),
+                ],
+                json!({"key": key, "version": version, "value": as_json(&bytes)}),
+            );
+        }
+        ConfigCommand::Set {
+            key,
+            value,
+            file,
+            if_version,
+        } => {
+            let bytes = match (value, file) {
+                (Some(v), _) if v != "-" => v.into_bytes(),
+                (_, Some(path)) => std::fs::read(&path).map_err(|e| {
+                    Failure::bad_input(format!("cannot read {}: {e}", path.display()))
+                })?,
+                _ => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+            };
+            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
+                return Err(Failure::bad_input(format!(
+                    "the value of {key} is not JSON: {e}"
+                )));
+            }
+            let version = match if_version {
+                Some(expected) => config.compare_and_set_bytes(&key, bytes, expected).await,
+                None => config.set_bytes(&key, bytes).await,
+            }
+            .map_err(|e| match e {
+                Error::VersionConflict { key, current } => Failure::new(
+                    crate::exit::CONFLICT,
+                    format!(
+                        "{key} is at version {current}, not {}",
+                        if_version.unwrap_or(0)
+                    ),
+                ),
+                e => e.into(),
+            })?;
+            output::record(
+                ctx.format,
+                &[("key", key.clone()), ("version", version.to_string())],
+                json!({"key": key, "version": version}),
+            );
+        }
+        ConfigCommand::Delete { key } => {
+            if !config.delete(&key).await? {
+                return Err(Error::NotFound { key }.into());
+            }
+            output::record(
+                ctx.format,
+                &[("deleted", key.clone())],
+                json!({"deleted": key}),
+            );
+        }
+        ConfigCommand::List { prefix } => {
+            let keys = config.list(prefix.as_deref().unwrap_or("")).await?;
+            let rows: Vec<Vec<String>> = keys.iter().map(|k| vec![k.clone()]).collect();
+            output::rows(ctx.format, &["KEY"], &rows, |i| json!({"key": keys[i]}));
+        }
+        ConfigCommand::Watch { key, prefix } => {
+            let mut watcher = if prefix {
+                config.watch_prefix::<Value>(&key).await?
+            } else {
+                config.watch::<Value>(&key).await?
+            };
+            let mut interrupted = signal(SignalKind::interrupt())?;
+            let mut terminated = signal(SignalKind::terminate())?;
+            loop {
+                let event = tokio::select! {
+                    e = watcher.next() => e,
+                    _ = interrupted.recv() => return Ok(()),
+                    _ = terminated.recv() => return Ok(()),
+                };
+                let Some(event) = event else { return Ok(()) };
+                match event {
+                    Ok(e) => {
+                        let kind = if e.kind == ConfigEventKind::Delete {
+                            "delete"
+                        } else {
+                            "put"
+                        };
+                        match ctx.format {
+                            output::Format::Json => println!(
+                                "{}",
+                                json!({"event": kind, "key": e.key, "version": e.version, "value": e.value, "resync": e.resync})
+                            ),
+                            output::Format::Table => println!(
+                                "{kind:<6}  {}  v{}{}  {}",
+                                e.key,
+                                e.version,
+                                if e.resync { " (resync)" } else { "" },
+                                e.value.map_or(String::new(), |v| v.to_string())
+                            ),
+                        }
+                    }
+                    Err(e @ Error::Codec { .. }) => eprintln!("coordctl: {e}"),
+                    Err(e) => eprintln!("coordctl: {e} (reconnecting)"),
+                }
+            }
+        }
+        ConfigCommand::History { key, limit } => {
+            let versions = config.history_bytes(&key, limit.max(1)).await?;
+            match ctx.format {
+                output::Format::Json => {
+                    for (i, v) in versions.iter().enumerate() {
+                        let diff = versions
+                            .get(i + 1)
+                            .map(|older| diff(&older.value, &v.value));
+                        println!(
+                            "{}",
+                            json!({"key": key, "version": v.version, "value": as_json(&v.value), "diff_from_previous": diff})
+                        );
+                    }
+                }
+                output::Format::Table => {
+                    for (i, v) in versions.iter().enumerate() {
+                        println!(
+                            "version {}  {}",
+                            v.version,
+                            String::from_utf8_lossy(&v.value)
+                        );
+                        if let Some(older) = versions.get(i + 1) {
+                            print!("{}", indent(&diff(&older.value, &v.value)));
+                        }
+                    }
+                }
+            }
+        }
+        ConfigCommand::Rollback { key, to } => {
+            let version = config.rollback(&key, to).await?;
+            output::record(
+                ctx.format,
+                &[
+                    ("key", key.clone()),
+                    ("version", version.to_string()),
+                    ("rolled_back_to", to.to_string()),
+                ],
+                json!({"key": key, "version": version, "rolled_back_to": to}),
+            );
+        }
+        ConfigCommand::Diff { key, from, to } => {
+            let versions = config.history_bytes(&key, usize::MAX).await?;
+            let find = |v: i64| -> Outcome<&ConfigVersion<Vec<u8>>> {
+                versions.iter().find(|c| c.version == v).ok_or_else(|| {
+                    Failure::new(
+                        crate::exit::NOT_FOUND,
+                        format!("{v} is not a kept version of {key}"),
+                    )
+                })
+            };
+            let old = find(from)?;
+            let new = match to {
+                Some(v) => find(v)?,
+                None => &versions[0],
+            };
+            let text = diff(&old.value, &new.value);
+            match ctx.format {
+                output::Format::Json => println!(
+                    "{}",
+                    json!({"key": key, "from": old.version, "to": new.version, "diff": text})
+                ),
+                output::Format::Table => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value as JSON if it is, else as a string.
+fn as_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Pretty JSON (or the text as it is), for a line diff.
+fn pretty(bytes: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// A unified line diff of two values, `-`/`+`/` ` prefixed.
+fn diff(old: &[u8], new: &[u8]) -> String {
+    let (old, new) = (pretty(old), pretty(new));
+    let text = similar::TextDiff::from_lines(&old, &new);
+    let mut out = String::new();
+    for change in text.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Delete => '-',
+            similar::ChangeTag::Insert => '+',
+            similar::ChangeTag::Equal => ' ',
+        };
+        out.push(sign);
+        out.push_str(change.value());
+        if !change.value().ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn diff_marks_changed_lines() {
+        let d = super::diff(br#"{"a":1,"b":2}"#, br#"{"a":1,"b":3}"#);
+        assert!(d.contains("-  \"b\": 2"), "{d}");
+        assert!(d.contains("+  \"b\": 3"), "{d}");
+        assert!(d.contains("   \"a\": 1"), "{d}");
+    }
+}

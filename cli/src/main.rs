@@ -1,0 +1,240 @@
+//! `coordctl`: the command line for coordkit's locks, elections, services and
+//! config on etcd, built on the library alone.
+//!
+//! Every command takes the connection flags (`--endpoints` or
+//! `COORD_ETCD_ENDPOINTS`, `--namespace`, `--user`/`--password`, TLS files,
+//! `--timeout`) and `-o json` for one JSON document per line. Exit codes are
+//! listed by `coordctl --help` (see `exit.rs`).
+
+mod config;
+mod exit;
+mod hold;
+mod output;
+mod queue;
+mod services;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use coordkit::Coordinator;
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
+
+use crate::exit::{Failure, Outcome};
+use crate::output::Format;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+/// Locks, elections, services and config on etcd, with coordkit's rules.
+#[derive(Parser, Debug)]
+#[command(name = "coordctl", version, after_help = exit::TABLE)]
+struct Cli {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        env = "COORD_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// The key namespace coordkit's recipes live under.
+    #[arg(long, default_value = coordkit::DEFAULT_NAMESPACE, global = true)]
+    namespace: String,
+    /// etcd user name.
+    #[arg(long, env = "COORD_ETCD_USER", global = true)]
+    user: Option<String>,
+    /// etcd password (prefer the environment variable: never echoed).
+    #[arg(
+        long,
+        env = "COORD_ETCD_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    password: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate (turns TLS on).
+    #[arg(long, global = true)]
+    cacert: Option<PathBuf>,
+    /// PEM client certificate, for client-certificate authentication.
+    #[arg(long = "cert", requires = "tls_key", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long = "key", requires = "tls_cert", global = true)]
+    tls_key: Option<PathBuf>,
+    /// How long one request to etcd may take.
+    #[arg(long, value_parser = duration, default_value = "5s", global = true)]
+    timeout: Duration,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Table, global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Acquire lock NAME and hold it: with `-- CMD`, run CMD while holding it
+    /// (COORD_LOCK_KEY and COORD_FENCING_TOKEN in its environment) and exit
+    /// with its status; without, print the key and token and hold until
+    /// SIGINT/SIGTERM. If the lock is lost, CMD gets SIGTERM (SIGKILL after
+    /// --grace) and coordctl exits with code 5.
+    #[command(after_help = "Example: coordctl lock nightly-report --ttl 15s -- ./report.sh")]
+    Lock(hold::LockArgs),
+    /// Campaign in election NAME and hold the leadership (as `lock`), or with
+    /// --observe print each leader change.
+    #[command(
+        after_help = "Examples: coordctl elect scheduler node-a -- ./run-scheduler\n          coordctl elect scheduler --observe -o json"
+    )]
+    Elect(hold::ElectArgs),
+    /// Locks: names with their queue length, or NAME's holder and waiters in
+    /// order (token, lease time left). Reads `etcdctl lock` queues too.
+    #[command(after_help = "Example: coordctl locks nightly-report")]
+    Locks(queue::QueueArgs),
+    /// Elections: names, or NAME's leader and candidates in order.
+    #[command(after_help = "Example: coordctl elections scheduler -o json")]
+    Elections(queue::QueueArgs),
+    /// Service names with their instance counts.
+    #[command(after_help = "Example: coordctl services")]
+    Services,
+    /// The instances of service NAME (address, port, metadata, lease TTL
+    /// left); --watch prints each change after.
+    #[command(after_help = "Example: coordctl service api --watch -o json")]
+    Service(services::ServiceArgs),
+    /// Register an instance and keep it registered until SIGINT/SIGTERM.
+    #[command(
+        after_help = "Example: coordctl register api api-1 10.0.0.5 8080 --meta zone=a --ttl 10s"
+    )]
+    Register(services::RegisterArgs),
+    /// Remove instance ID of service NAME.
+    #[command(after_help = "Example: coordctl deregister api api-1")]
+    Deregister(services::DeregisterArgs),
+    /// The config center: get, set, delete, list, watch, history, rollback, diff.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Each endpoint's health, leader, revision, raft term and database size,
+    /// and this process's view.
+    #[command(
+        after_help = "Example: coordctl status --endpoints http://10.0.0.1:2379,http://10.0.0.2:2379"
+    )]
+    Status,
+    /// Print a shell completion script.
+    #[command(after_help = "Example: coordctl completions bash > /etc/bash_completion.d/coordctl")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What every command gets: the store, a coordinator on it, the output format.
+pub struct Ctx {
+    pub backend: Arc<EtcdBackend>,
+    pub coordinator: Coordinator,
+    pub namespace: String,
+    pub format: Format,
+}
+
+impl Cli {
+    fn config(&self) -> Outcome<EtcdConfig> {
+        if self.endpoints.iter().all(|e| e.trim().is_empty()) {
+            return Err(Failure::bad_input(
+                "no etcd endpoints: pass --endpoints or set COORD_ETCD_ENDPOINTS",
+            ));
+        }
+        let mut config =
+            EtcdConfig::with_endpoints(self.endpoints.iter().map(|e| e.trim().to_string()));
+        config.request_timeout = self.timeout;
+        config.connect_timeout = self.timeout;
+        config.username = self.user.clone();
+        config.password = self.password.clone();
+        if self.user.is_some() != self.password.is_some() {
+            return Err(Failure::bad_input("--user and --password go together"));
+        }
+        if self.cacert.is_some() || self.tls_cert.is_some() {
+            let read = |p: &PathBuf| {
+                std::fs::read(p)
+                    .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", p.display())))
+            };
+            let mut tls = coordkit_etcd::TlsOptions::new();
+            if let Some(ca) = &self.cacert {
+                tls = tls.ca_certificate(coordkit_etcd::Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls = tls.identity(coordkit_etcd::Identity::from_pem(read(cert)?, read(key)?));
+            }
+            config.tls = Some(tls);
+        }
+        Ok(config)
+    }
+
+    async fn connect(&self) -> Outcome<Ctx> {
+        let config = self.config()?;
+        let backend = Arc::new(EtcdBackend::connect(config).await?);
+        let coordinator = Coordinator::builder(backend.clone())
+            .namespace(self.namespace.clone())
+            .build()?;
+        Ok(Ctx {
+            backend,
+            namespace: coordinator.namespace().to_string(),
+            coordinator,
+            format: self.output,
+        })
+    }
+}
+
+async fn run(cli: Cli) -> Outcome<u8> {
+    if let Command::Completions { shell } = &cli.command {
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "coordctl",
+            &mut std::io::stdout(),
+        );
+        return Ok(exit::OK);
+    }
+    let ctx = cli.connect().await?;
+    let outcome = dispatch(&ctx, cli.command).await;
+    // Always: a cancelled wait (--wait, a signal) leaves a key that the close
+    // removes, and held sessions are revoked rather than left to their TTL.
+    let _ = ctx.coordinator.close().await;
+    outcome
+}
+
+async fn dispatch(ctx: &Ctx, command: Command) -> Outcome<u8> {
+    let code = match command {
+        Command::Lock(args) => hold::lock(ctx, args).await?,
+        Command::Elect(args) => hold::elect(ctx, args).await?,
+        Command::Locks(args) => queue::show(ctx, queue::Of::Locks, args)
+            .await
+            .map(|()| exit::OK)?,
+        Command::Elections(args) => queue::show(ctx, queue::Of::Elections, args)
+            .await
+            .map(|()| exit::OK)?,
+        Command::Services => services::list(ctx).await.map(|()| exit::OK)?,
+        Command::Service(args) => services::show(ctx, args).await.map(|()| exit::OK)?,
+        Command::Register(args) => services::register(ctx, args).await?,
+        Command::Deregister(args) => services::deregister(ctx, args).await.map(|()| exit::OK)?,
+        Command::Config(command) => config::run(ctx, command).await.map(|()| exit::OK)?,
+        Command::Status => status::show(ctx).await.map(|()| exit::OK)?,
+        Command::Completions { .. } => exit::OK,
+    };
+    Ok(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return Failure::new(exit::FAILED, format!("cannot start: {e}")).report(),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
+    }
+}
