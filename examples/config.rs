@@ -1,5 +1,6 @@
 //! The config center on the in-memory backend: typed values, compare-and-set
-//! under contention, a watch, history and rollback.
+//! under contention, a watch, history and rollback, an all-or-nothing batch, a
+//! watch resumed from a version, and a compare-and-delete.
 //!
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config`.
@@ -90,5 +91,33 @@ async fn main() -> coordkit::Result<()> {
         "rolled back to version {v1}'s value as version {v3}: {:?}",
         config.get::<Limits>("api/limits").await?
     );
+
+    // Several keys at once, all or nothing, each with the version it was read at.
+    let (_, seen) = config.get_with_version::<Limits>("api/limits").await?;
+    let batch = config
+        .update_many(vec![
+            coordkit::ConfigChange::set(
+                "api/limits",
+                &Limits {
+                    requests_per_second: 300,
+                    burst: 30,
+                },
+            )?
+            .if_version(seen),
+            coordkit::ConfigChange::set("api/mode", &"strict")?.if_version(0),
+        ])
+        .await?;
+    println!("api/limits and api/mode written together as version {batch}");
+    // A restarted process resumes its watch after the last version it handled.
+    let mut resumed = config
+        .watch_prefix_from::<serde_json::Value>("api/", v3)
+        .await?;
+    for _ in 0..2 {
+        let e = resumed.next().await.expect("open")?;
+        println!("  resumed watch: {} @{}", e.key, e.version);
+    }
+    // Delete only what was read.
+    config.delete_if_version("api/mode", batch).await?;
+    println!("api/mode deleted at the version read");
     coordinator.close().await
 }

@@ -74,6 +74,38 @@ impl Follower {
         Ok((follower, snapshot))
     }
 
+    /// Follow the range from just after revision `after`: its state then is read
+    /// (nothing reported), then every change since is delivered in order. If
+    /// the store no longer keeps revision `after`, `Compacted`: the caller's
+    /// knowledge cannot be brought up to date change by change (read anew).
+    pub(crate) async fn resume(
+        backend: Arc<dyn Backend>,
+        retry: RetryPolicy,
+        keys: KeyRange,
+        after: Revision,
+    ) -> Result<Self> {
+        let then = RangeRequest::new(keys.clone()).at_revision(after);
+        let state = retry
+            .run("read past state", |_| backend.range(then.clone()))
+            .await?;
+        let known = state
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, (kv.mod_revision, kv.value)))
+            .collect();
+        Ok(Follower {
+            backend,
+            retry,
+            keys,
+            known,
+            from: after + 1,
+            stream: None,
+            pending: VecDeque::new(),
+            failures: 0,
+            watched: false,
+        })
+    }
+
     async fn backoff(&mut self) {
         self.failures += 1;
         tokio::time::sleep(self.retry.jittered_delay(self.failures)).await;

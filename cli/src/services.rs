@@ -1,6 +1,5 @@
 //! `services`, `service`, `register`, `deregister`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coordkit::{Backend, BackendExt, Error, ServiceEventKind, ServiceInfo};
@@ -66,19 +65,10 @@ fn segment(what: &str, value: &str) -> Outcome {
 }
 
 pub async fn list(ctx: &Ctx) -> Outcome {
-    let prefix = format!("{}service/", ctx.namespace);
-    let kvs = ctx.backend.get_prefix(prefix.clone()).await?;
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for kv in &kvs {
-        let key = kv.key_str();
-        if let Some((name, _)) = key[prefix.len()..].split_once('/') {
-            *counts.entry(name.to_string()).or_default() += 1;
-        }
-    }
-    let list: Vec<_> = counts.iter().collect();
+    let list = ctx.coordinator.registry().services().await?;
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|(n, c)| vec![n.to_string(), c.to_string()])
+        .map(|(n, c)| vec![n.clone(), c.to_string()])
         .collect();
     output::rows(
         ctx.format,

@@ -43,7 +43,8 @@ pub struct Ctx {
 
 /// The cases that compact the store, or need no other writer; they run alone
 /// (see [`Ctx::compaction`]).
-const COMPACTING: [&str; 10] = [
+const COMPACTING: [&str; 11] = [
+    "config_watch_from_a_compacted_version_is_compacted",
     "delete_of_missing_key_changes_nothing",
     "compaction_past_an_idle_holder_does_not_blind_it",
     "observer_catches_up_after_compaction_while_cut_off",

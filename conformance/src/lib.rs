@@ -138,6 +138,12 @@ macro_rules! conformance_tests {
             // Counters.
             counter_adds_are_exact_under_concurrency,
             counter_compare_and_set_and_input_rules,
+            // Config center and registry extras.
+            config_watch_from_a_version_delivers_every_change_since,
+            config_watch_from_a_compacted_version_is_compacted,
+            config_delete_if_version_deletes_only_what_was_read,
+            config_update_many_is_all_or_nothing,
+            registry_lists_service_names_with_counts,
             // Barriers.
             barrier_holds_waiters_until_removed,
             double_barrier_starts_and_finishes_together,

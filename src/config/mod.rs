@@ -12,7 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::coordinator::CoordinatorInner;
-use crate::{Backend, BackendExt, Error, RangeRequest, Result, RetryPolicy, Revision};
+use crate::{
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, PutRequest, RangeRequest,
+    Result, RetryPolicy, Revision, Txn,
+};
 
 pub(crate) use key::{validate_key, validate_prefix};
 pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
@@ -30,6 +33,65 @@ pub struct ConfigVersion<T> {
     pub version: Version,
     /// The value as written then.
     pub value: T,
+}
+
+/// One change of [`ConfigCenter::update_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConfigChange {
+    /// The key, relative to the config root.
+    pub key: String,
+    /// The raw value to write; `None` deletes the key.
+    pub value: Option<Vec<u8>>,
+    /// Apply the whole batch only if the key's version is this (0: absent).
+    pub expected: Option<Version>,
+}
+
+impl ConfigChange {
+    /// Set `key` to `value` as JSON.
+    pub fn set<T: Serialize + ?Sized>(key: impl Into<String>, value: &T) -> Result<Self> {
+        let key = key.into();
+        let value = encode(&key, value)?;
+        Ok(ConfigChange {
+            key,
+            value: Some(value),
+            expected: None,
+        })
+    }
+
+    /// Set `key` to raw bytes.
+    pub fn set_bytes(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        ConfigChange {
+            key: key.into(),
+            value: Some(value.into()),
+            expected: None,
+        }
+    }
+
+    /// Delete `key`.
+    pub fn delete(key: impl Into<String>) -> Self {
+        ConfigChange {
+            key: key.into(),
+            value: None,
+            expected: None,
+        }
+    }
+
+    /// Only if the key's version is `version` (0: only if absent).
+    pub fn if_version(mut self, version: Version) -> Self {
+        self.expected = Some(version);
+        self
+    }
+}
+
+fn validate_version(version: Version) -> Result<()> {
+    if version <= 0 {
+        return Err(Error::invalid(
+            "version",
+            format!("must be positive, got {version}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Config values under `<namespace>config/` (see
@@ -317,6 +379,143 @@ impl ConfigCenter {
     pub async fn watch<T: DeserializeOwned>(&self, key: &str) -> Result<Watcher<T>> {
         validate_key(key)?;
         Watcher::start(self.clone(), crate::KeyRange::key(self.full(key))).await
+    }
+
+    /// Watch `key` from just after version `after`: every change since, in
+    /// order, then live — to resume after a restart without missing a change
+    /// (keep the version of the last event handled).
+    ///
+    /// Errors: `Compacted` if the store no longer keeps version `after` (read the
+    /// key anew, then watch from that read's version); `InvalidArgument` for a
+    /// version that is not positive or is in the future.
+    pub async fn watch_from<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        after: Version,
+    ) -> Result<Watcher<T>> {
+        validate_key(key)?;
+        validate_version(after)?;
+        Watcher::resume(self.clone(), crate::KeyRange::key(self.full(key)), after).await
+    }
+
+    /// Watch every key under `prefix` from just after version `after`; see
+    /// [`ConfigCenter::watch_from`].
+    pub async fn watch_prefix_from<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: Version,
+    ) -> Result<Watcher<T>> {
+        validate_prefix(prefix)?;
+        validate_version(after)?;
+        Watcher::resume(
+            self.clone(),
+            crate::KeyRange::prefix(self.full(prefix)),
+            after,
+        )
+        .await
+    }
+
+    /// Delete `key` only if its version is `expected`: `VersionConflict`
+    /// carrying the current version otherwise, `NotFound` if it is absent.
+    /// One transaction: nothing written after the caller's read is deleted.
+    pub async fn delete_if_version(&self, key: &str, expected: Version) -> Result<()> {
+        validate_key(key)?;
+        validate_version(expected)?;
+        let full = self.full(key);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                full.clone(),
+                CompareOp::Equal,
+                expected,
+            )])
+            .and_then([DeleteRequest::key(full.clone())])
+            .or_else([RangeRequest::key(full.clone())]);
+        let r = self
+            .retry
+            .run("config delete_if_version", |_| {
+                self.backend.txn(txn.clone())
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(());
+        }
+        match r.first_range().and_then(|r| r.kvs.first()) {
+            Some(kv) => Err(Error::VersionConflict {
+                key: key.to_string(),
+                current: kv.mod_revision,
+            }),
+            None => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    /// Apply several changes at once, all or nothing: each sets or deletes a key,
+    /// optionally only if the key's version is the one expected (0: only if
+    /// absent). Returns the one version all the writes share.
+    ///
+    /// Errors: `VersionConflict` naming the first key (in the order given) whose
+    /// version is not the expected one, with its current version — and nothing is
+    /// written; `InvalidArgument` for no changes, a key named twice, a bad key or
+    /// more changes than the backend takes in one transaction.
+    pub async fn update_many(&self, changes: Vec<ConfigChange>) -> Result<Version> {
+        if changes.is_empty() {
+            return Err(Error::invalid("changes", "must not be empty"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut compares, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &changes {
+            validate_key(&c.key)?;
+            if !seen.insert(c.key.as_str()) {
+                return Err(Error::invalid(
+                    "changes",
+                    format!("{} is named twice", c.key),
+                ));
+            }
+            let full = self.full(&c.key);
+            if let Some(expected) = c.expected {
+                if expected < 0 {
+                    return Err(Error::invalid(
+                        "expected",
+                        format!("must not be negative, got {expected}"),
+                    ));
+                }
+                compares.push(Compare::mod_revision(
+                    full.clone(),
+                    CompareOp::Equal,
+                    expected,
+                ));
+            }
+            writes.push(match &c.value {
+                Some(v) => crate::TxnOp::Put(PutRequest::new(full.clone(), v.clone())),
+                None => crate::TxnOp::Delete(DeleteRequest::key(full.clone())),
+            });
+            reads.push(crate::TxnOp::Range(RangeRequest::key(full)));
+        }
+        let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
+        let r = self
+            .retry
+            .run("config update_many", |_| self.backend.txn(txn.clone()))
+            .await?;
+        if r.succeeded {
+            return Ok(r.revision);
+        }
+        let ranges = r.responses.iter().filter_map(|x| match x {
+            crate::TxnOpResponse::Range(r) => Some(r),
+            _ => None,
+        });
+        for (c, range) in changes.iter().zip(ranges) {
+            let current = range.kvs.first().map_or(0, |kv| kv.mod_revision);
+            if c.expected.is_some_and(|e| e != current) {
+                return Err(Error::VersionConflict {
+                    key: c.key.clone(),
+                    current,
+                });
+            }
+        }
+        Err(Error::unavailable(
+            "update_many's compare failed, yet every key read back at its expected version",
+        ))
     }
 
     /// Watch every key under `prefix` (`""`: all); see [`Watcher`].

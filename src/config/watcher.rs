@@ -69,6 +69,26 @@ impl<T: DeserializeOwned> Watcher<T> {
     pub(crate) async fn start(center: ConfigCenter, keys: KeyRange) -> Result<Self> {
         let (follower, _starting_state) =
             Follower::start(center.backend().clone(), center.retry().clone(), keys).await?;
+        Ok(Self::following(follower, center))
+    }
+
+    /// Deliver the changes after version `after` (see [`ConfigCenter::watch_from`]).
+    pub(crate) async fn resume(
+        center: ConfigCenter,
+        keys: KeyRange,
+        after: Version,
+    ) -> Result<Self> {
+        let follower = Follower::resume(
+            center.backend().clone(),
+            center.retry().clone(),
+            keys,
+            after,
+        )
+        .await?;
+        Ok(Self::following(follower, center))
+    }
+
+    fn following(follower: Follower, center: ConfigCenter) -> Self {
         let events = stream::unfold((follower, center), |(mut f, center)| async move {
             let item = f.next().await.map(|c| RawEvent {
                 kind: match c.kind {
@@ -85,10 +105,10 @@ impl<T: DeserializeOwned> Watcher<T> {
             Some((item, (f, center)))
         })
         .boxed();
-        Ok(Watcher {
+        Watcher {
             events: Some(events),
             _value: PhantomData,
-        })
+        }
     }
 
     /// Stop watching; the stream ends.

@@ -227,6 +227,28 @@ impl RegistryService {
         Ok(removed)
     }
 
+    /// Every service name with its number of instances, in name order (one read
+    /// of `<namespace>service/`).
+    pub async fn services(&self) -> Result<Vec<(String, usize)>> {
+        let prefix = format!("{}service/", self.coord.namespace);
+        let backend = &self.coord.backend;
+        let resp = self
+            .coord
+            .retry
+            .run("list services", |_| {
+                backend.range(RangeRequest::prefix(prefix.clone()))
+            })
+            .await?;
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for kv in &resp.kvs {
+            let key = kv.key_str();
+            if let Some((name, _)) = key[prefix.len()..].split_once('/') {
+                *counts.entry(name.to_string()).or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().collect())
+    }
+
     /// The instances of `name` now, by id. Malformed entries are skipped.
     #[tracing::instrument(level = "debug", name = "coord.registry.discover", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {

@@ -6,6 +6,7 @@
 mod barrier;
 mod config;
 mod config_faults;
+mod config_more;
 mod counter;
 mod election;
 mod faults;
@@ -24,6 +25,7 @@ mod watch;
 pub use barrier::*;
 pub use config::*;
 pub use config_faults::*;
+pub use config_more::*;
 pub use counter::*;
 pub use election::*;
 pub use faults::*;
