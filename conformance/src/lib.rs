@@ -214,6 +214,7 @@ macro_rules! fault_tests {
             observer_catches_up_after_compaction_while_cut_off,
             config_watch_cut_resumes_without_gap_or_duplicate,
             config_watch_resyncs_after_compaction,
+            config_manager_starts_from_its_snapshot_with_the_store_down,
             config_manager_rides_out_partitions,
             stalled_registration_disappears_and_returns,
             partitioned_registration_returns_within_a_keep_alive_interval,

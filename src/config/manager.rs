@@ -66,6 +66,71 @@ fn guarded<R>(hook: impl FnOnce() -> R) -> std::result::Result<R, String> {
 
 type Validator<T> = Box<dyn Fn(&T) -> std::result::Result<(), String> + Send + Sync>;
 type Updater<T> = Box<dyn Fn(&T, &T) + Send + Sync>;
+type Encoder<T> = Box<dyn Fn(&T) -> Option<Vec<u8>> + Send + Sync>;
+
+/// Where a manager keeps its last applied value on disk, and how it encodes it.
+struct Snapshot<T> {
+    path: std::path::PathBuf,
+    encode: Encoder<T>,
+}
+
+/// The file's contents: which key, which version, the value as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotFile {
+    key: String,
+    version: Version,
+    value: serde_json::Value,
+}
+
+impl<T> Snapshot<T> {
+    /// Write the applied value (temp file + rename: never a torn file). A
+    /// failure is logged, never fatal.
+    fn save(&self, key: &str, version: Version, value: &T) {
+        let Some(bytes) = (self.encode)(value) else {
+            return;
+        };
+        let Ok(value) = serde_json::from_slice(&bytes) else {
+            return;
+        };
+        let file = SnapshotFile {
+            key: key.to_string(),
+            version,
+            value,
+        };
+        let write = || -> std::io::Result<()> {
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&file).map_err(std::io::Error::other)?,
+            )?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            warn!(key, path = %self.path.display(), error = %e, "config snapshot not written");
+        }
+    }
+
+    /// Forget the value (the key was deleted: the default is in force).
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// The snapshot's version and value, if the file is there and is `key`'s.
+    fn load(&self, key: &str) -> Option<(Version, serde_json::Value)> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        match serde_json::from_slice::<SnapshotFile>(&bytes) {
+            Ok(f) if f.key == key => Some((f.version, f.value)),
+            Ok(f) => {
+                warn!(key, other = %f.key, path = %self.path.display(), "config snapshot is of another key; ignored");
+                None
+            }
+            Err(e) => {
+                warn!(key, path = %self.path.display(), error = %e, "config snapshot unreadable; ignored");
+                None
+            }
+        }
+    }
+}
 
 /// A config value of type `T` at `<config root>/<env>/<app>/<component>`, kept
 /// current in memory from a watch.
@@ -107,6 +172,7 @@ struct ManagerInner<T> {
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
     status: Arc<crate::health::SyncStatus>,
+    snapshot: Option<Snapshot<T>>,
 }
 
 /// Options for a [`ConfigManager`]; see [`ConfigManager::builder`].
@@ -117,6 +183,29 @@ pub struct ConfigManagerBuilder<T> {
     default: T,
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
+    snapshot: Option<Snapshot<T>>,
+}
+
+impl<T> ConfigManagerBuilder<T>
+where
+    T: serde::Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Keep the last applied value in the file `path` (nacos's local snapshot),
+    /// and serve it at start, before the store answers — when the store is
+    /// unreachable at start, the snapshot, not the default, is in force.
+    ///
+    /// The snapshot goes through the validator and the updater like any value;
+    /// a newer value from the store replaces it as soon as it is read; a key
+    /// found deleted reverts to the default and removes the file. The file names
+    /// its key: a snapshot of another key is ignored, as is an unreadable one
+    /// (logged). Writing it is best effort (a failure is logged).
+    pub fn snapshot(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.snapshot = Some(Snapshot {
+            path: path.into(),
+            encode: Box::new(|v: &T| serde_json::to_vec(v).ok()),
+        });
+        self
+    }
 }
 
 impl<T> ConfigManagerBuilder<T>
@@ -170,7 +259,9 @@ where
             last_error: Mutex::new(None),
             validator: self.validator,
             updater: self.updater,
+            snapshot: self.snapshot,
         });
+        inner.serve_snapshot();
         let watcher = inner.load().await;
         let task = {
             let inner = inner.clone();
@@ -209,6 +300,7 @@ where
             default,
             validator: None,
             updater: None,
+            snapshot: None,
         }
     }
 
@@ -337,6 +429,13 @@ where
         }
         self.current.store(new.clone());
         self.version.store(version, Ordering::SeqCst);
+        if let Some(snapshot) = &self.snapshot {
+            if Arc::ptr_eq(&new, &self.default) {
+                snapshot.clear();
+            } else {
+                snapshot.save(&self.key, version, &new);
+            }
+        }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         info!(key = %self.key, version, "config value applied");
         crate::telemetry::config_change("applied");
@@ -357,6 +456,41 @@ where
         }
     }
 
+    /// Apply the on-disk snapshot, if any, as the value of its version.
+    fn serve_snapshot(&self) {
+        let Some((version, value)) = self.snapshot.as_ref().and_then(|s| s.load(&self.key)) else {
+            return;
+        };
+        info!(key = %self.key, version, "serving the config snapshot until the store answers");
+        let decoded = serde_json::from_value::<T>(value).map_err(|e| Error::Codec {
+            key: self.key.clone(),
+            reason: e.to_string(),
+        });
+        self.offer(version, Some(decoded));
+    }
+
+    /// The key is gone from the store: the default is in force (once).
+    fn revert_to_default(&self) {
+        if self.version.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let old = self.current.load_full();
+        if let Some(update) = &self.updater {
+            if let Err(message) = guarded(|| update(&old, &self.default)) {
+                let error = self.panicked(0, "updater", message);
+                self.record_error(error);
+                return;
+            }
+        }
+        self.current.store(self.default.clone());
+        self.version.store(0, Ordering::SeqCst);
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.clear();
+        }
+        info!(key = %self.key, "config key absent: the default is in force");
+        self.updates.send_replace(self.default.clone());
+    }
+
     /// Read the value and open a watch; on failure, record it and return `None`.
     async fn load(&self) -> Option<super::Watcher<T>> {
         // The watch first: a change between the read and the watch is not lost.
@@ -373,7 +507,10 @@ where
                 self.status.synced();
                 self.offer(version, Some(super::decode(&self.key, &bytes)))
             }
-            Err(Error::NotFound { .. }) => self.status.synced(),
+            Err(Error::NotFound { .. }) => {
+                self.status.synced();
+                self.revert_to_default();
+            }
             Err(e) => {
                 self.record_error(ConfigManagerError::Store(Arc::new(e)));
                 return None;

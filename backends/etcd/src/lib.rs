@@ -181,6 +181,28 @@ impl EtcdBackend {
     /// within the connect timeout, `AuthFailed` for bad credentials, and
     /// `InvalidArgument` for a bad config.
     pub async fn connect(config: EtcdConfig) -> Result<Self> {
+        let backend = Self::connect_lazily(config)?;
+        // Fail now, not at the first call, if etcd does not answer (a status call
+        // needs no permission on any key), and refuse an etcd older than 3.4:
+        // the backend relies on client-chosen watch ids.
+        let status = backend
+            .call("status", Context::default(), |c| async move {
+                c.maintenance_client().status().await
+            })
+            .await
+            .map_err(|e| with_tls_hint(e, &backend.inner.config))?;
+        check_version(status.version())?;
+        Ok(backend)
+    }
+
+    /// A backend that connects on its first call instead of now: it can be made
+    /// while etcd is unreachable (a service starting during an outage, serving a
+    /// [`ConfigManager`](coordkit::ConfigManager) snapshot), and its calls fail
+    /// with `Unavailable` or `Timeout` until etcd answers. Unlike
+    /// [`EtcdBackend::connect`] it does not check etcd's version up front.
+    ///
+    /// Errors: `InvalidArgument` for a bad config. Needs a tokio runtime.
+    pub fn connect_lazily(config: EtcdConfig) -> Result<Self> {
         config.validate()?;
         let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
@@ -230,16 +252,6 @@ impl EtcdBackend {
                 keep_alive_streams,
             }),
         };
-        // Fail now, not at the first call, if etcd does not answer (a status call
-        // needs no permission on any key), and refuse an etcd older than 3.4:
-        // the backend relies on client-chosen watch ids.
-        let status = backend
-            .call("status", Context::default(), |c| async move {
-                c.maintenance_client().status().await
-            })
-            .await
-            .map_err(|e| with_tls_hint(e, &backend.inner.config))?;
-        check_version(status.version())?;
         Ok(backend)
     }
 

@@ -5,11 +5,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::process::{etcd_binary_available, EtcdProcess};
 use coordkit::{Backend, BackendExt, Error, WatchRequest};
-use coordkit_etcd::EtcdBackend;
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
 use futures::StreamExt;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -456,4 +457,70 @@ async fn registration_returns_after_etcd_loses_its_data() {
     let key = reg.key().to_string();
     reg.deregister().await.unwrap();
     wait_for_instance(&observer, &key, false).await;
+}
+
+/// A service starting while etcd is down: `connect_lazily` gives a backend, a
+/// ConfigManager with a snapshot file serves the snapshot (not the default),
+/// and once etcd is up it catches up with the store's newer value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn config_manager_starts_from_its_snapshot_while_etcd_is_down() {
+    let mut etcd = EtcdProcess::start();
+    let port = etcd.client_port;
+    let up = Arc::new(EtcdProcess::connect_to(port).await);
+    let config = coordkit::Coordinator::new(up.clone()).config();
+    config.set("prod/shop/limit", &5u32).await.unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "coordkit-etcd-snapshot-{}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let first = coordkit::ConfigManager::builder(&config, "prod", "shop", "limit", 1u32)
+        .snapshot(&path)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(*first.current(), 5);
+    first.stop();
+    let newer = config.set("prod/shop/limit", &7u32).await.unwrap();
+    drop(config);
+    etcd.kill();
+    // The restarted service: etcd unreachable.
+    let mut lazy = EtcdConfig::with_endpoints([etcd.endpoint()]);
+    lazy.connect_timeout = Duration::from_millis(500);
+    lazy.request_timeout = Duration::from_millis(500);
+    let backend =
+        Arc::new(EtcdBackend::connect_lazily(lazy).expect("a lazy backend needs no etcd"));
+    let restarted = coordkit::Coordinator::new(backend);
+    let manager =
+        coordkit::ConfigManager::builder(&restarted.config(), "prod", "shop", "limit", 1u32)
+            .snapshot(&path)
+            .start()
+            .await
+            .unwrap();
+    assert_eq!(
+        *manager.current(),
+        5,
+        "with etcd down the snapshot is served, not the default"
+    );
+    assert!(
+        manager.last_error().is_some(),
+        "the store error is reported"
+    );
+    etcd.restart_on(port);
+    let mut caught_up = false;
+    for _ in 0..600 {
+        if *manager.current() == 7 {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught_up,
+        "the manager catches up once etcd is up (now {})",
+        manager.current()
+    );
+    assert_eq!(manager.version(), newer);
+    let _ = std::fs::remove_file(&path);
 }

@@ -128,3 +128,86 @@ pub async fn config_manager_rides_out_partitions(ctx: Ctx) -> Result<()> {
     assert_eq!(*manager.current(), 20);
     Ok(())
 }
+
+/// A ConfigManager with a snapshot file starts with the store unreachable
+/// (partitioned) and serves the snapshot — not the default — then catches up
+/// with the store's newer value when it heals, and rewrites the snapshot; a
+/// snapshot of another key is ignored; a key found deleted reverts to the
+/// default and removes the file.
+pub async fn config_manager_starts_from_its_snapshot_with_the_store_down(ctx: Ctx) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!(
+        "coordkit-snapshot-{}-{}",
+        std::process::id(),
+        crate::context::text(ctx.namespace())
+            .trim_end_matches('/')
+            .replace('/', "-")
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("limit.json");
+    let _ = std::fs::remove_file(&path);
+    let config = ctx.coordinator().config();
+    config.set("prod/shop/limit", &5u32).await?;
+    {
+        let first = ConfigManager::builder(&config, "prod", "shop", "limit", 1u32)
+            .snapshot(&path)
+            .start()
+            .await?;
+        assert_eq!(*first.current(), 5);
+        first.stop();
+    }
+    assert!(path.exists(), "an applied value is written to the snapshot");
+    let newer = config.set("prod/shop/limit", &7u32).await?;
+    // A new process whose store is unreachable at start.
+    let cut = ctx.client().await;
+    let faults = cut.faults.clone().expect("this case injects faults");
+    faults.partition();
+    let restarted = coordkit::Coordinator::new(cut.backend.clone());
+    let manager = ConfigManager::builder(&restarted.config(), "prod", "shop", "limit", 1u32)
+        .snapshot(&path)
+        .start()
+        .await?;
+    assert_eq!(
+        *manager.current(),
+        5,
+        "with the store down the snapshot is served, not the default"
+    );
+    assert!(
+        matches!(
+            manager.last_error(),
+            Some(coordkit::ConfigManagerError::Store(_))
+        ),
+        "the store error is reported: {:?}",
+        manager.last_error()
+    );
+    // Another key's manager ignores this snapshot.
+    let other = ConfigManager::builder(&restarted.config(), "prod", "shop", "other", 1u32)
+        .snapshot(&path)
+        .start()
+        .await?;
+    assert_eq!(
+        *other.current(),
+        1,
+        "a snapshot of another key must be ignored"
+    );
+    other.stop();
+    faults.heal();
+    wait_until("the manager catches up with the store", || async {
+        Ok(*manager.current() == 7)
+    })
+    .await?;
+    assert_eq!(manager.version(), newer);
+    let file = std::fs::read_to_string(&path).expect("the snapshot");
+    assert!(
+        file.contains("7") && file.contains(&newer.to_string()),
+        "the snapshot follows: {file}"
+    );
+    config.delete("prod/shop/limit").await?;
+    wait_until("the deleted key reverts to the default", || async {
+        Ok(*manager.current() == 1)
+    })
+    .await?;
+    wait_until("the snapshot is removed", || async { Ok(!path.exists()) }).await?;
+    manager.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
