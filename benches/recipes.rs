@@ -15,42 +15,43 @@ use crate::measure::{Row, Samples, Target};
 const TTL: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
-    let mut rows = Vec::new();
-    let alone = semaphore_rate(env, sizes, 1, 2, "s1").await;
-    for &c in &sizes.contenders {
-        let rate = semaphore_rate(env, sizes, c, 2, &format!("s{c}")).await;
-        let share = rate.per_second() / alone.per_second();
-        rows.push(
-            Row::new(
-                format!("semaphore (2 permits) acquire+release, {c} contenders"),
-                rate,
-                Target::Report,
-            )
-            .against("the same semaphore, 1 contender", alone.clone())
-            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
-        );
-    }
+    let mut rows = semaphore_rows(env, sizes, 2, &sizes.contenders).await;
     // One permit: the lock's exclusion with the semaphore's waiting (one watch
     // of the queue, counted down locally) instead of the lock's (a watch of the
     // key just before).
-    let alone = semaphore_rate(env, sizes, 1, 1, "x1").await;
-    for &c in sizes.contenders.iter().filter(|&&c| c >= 16) {
-        let rate = semaphore_rate(env, sizes, c, 1, &format!("x{c}")).await;
-        let share = rate.per_second() / alone.per_second();
-        rows.push(
-            Row::new(
-                format!("semaphore (1 permit) acquire+release, {c} contenders"),
-                rate,
-                Target::Report,
-            )
-            .against("the same semaphore, 1 contender", alone.clone())
-            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
-        );
-    }
+    let many: Vec<usize> = sizes
+        .contenders
+        .iter()
+        .copied()
+        .filter(|&c| c >= 16)
+        .collect();
+    rows.extend(semaphore_rows(env, sizes, 1, &many).await);
     rows.push(rw_mix(env, sizes).await);
     rows.push(counter_increments(env, sizes).await);
     rows.push(many_names(env, sizes).await);
     rows.push(failover(env, sizes).await);
+    rows
+}
+
+/// A semaphore of `permits` at each number of contenders, against the same
+/// semaphore with one contender.
+async fn semaphore_rows(env: &Env, sizes: &Sizes, permits: u32, contenders: &[usize]) -> Vec<Row> {
+    let alone = semaphore_rate(env, sizes, 1, permits, &format!("p{permits}-1")).await;
+    let mut rows = Vec::new();
+    for &c in contenders {
+        let rate = semaphore_rate(env, sizes, c, permits, &format!("p{permits}-{c}")).await;
+        let share = rate.per_second() / alone.per_second();
+        let plural = if permits == 1 { "permit" } else { "permits" };
+        rows.push(
+            Row::new(
+                format!("semaphore ({permits} {plural}) acquire+release, {c} contenders"),
+                rate,
+                Target::Report,
+            )
+            .against("the same semaphore, 1 contender", alone.clone())
+            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
+        );
+    }
     rows
 }
 

@@ -641,23 +641,9 @@ async fn claim_in_span(
 
     debug!("acquired");
     let turn = pending.disarm();
-    Ok(Claim {
-        backend,
-        retry,
-        cleanup: coord.cleanup.clone(),
-        name: name.to_string(),
-        key,
-        token,
-        session,
-        turn: Mutex::new(turn),
-        released: watch::Sender::new(false),
-        releasing: AtomicBool::new(false),
-        lost: Mutex::new(None),
-        own_writes: Mutex::new(own_writes),
-        kind: kind.label(),
-        acquired: tokio::time::Instant::now(),
-        end_counted: AtomicBool::new(false),
-    })
+    Ok(Claim::held(
+        coord, kind, name, key, token, session, turn, own_writes,
+    ))
 }
 
 /// Take over a claim made before (by this process before a restart): the key
@@ -730,23 +716,16 @@ pub(crate) async fn adopt(
     }
     let mut own_writes = OwnWrites::default();
     own_writes.written(&own.value, own.mod_revision);
-    Ok(Claim {
-        backend,
-        retry,
-        cleanup: coord.cleanup.clone(),
-        name: name.to_string(),
+    Ok(Claim::held(
+        coord,
+        kind,
+        name,
         key,
         token,
         session,
-        turn: Mutex::new(Some(turn)),
-        released: watch::Sender::new(false),
-        releasing: AtomicBool::new(false),
-        lost: Mutex::new(None),
-        own_writes: Mutex::new(own_writes),
-        kind: kind.label(),
-        acquired: tokio::time::Instant::now(),
-        end_counted: AtomicBool::new(false),
-    })
+        Some(turn),
+        own_writes,
+    ))
 }
 
 /// Wait until no key of the queue was created before `token`, watching only the
@@ -945,6 +924,37 @@ async fn wait_for_admission(
 const EARLY_LOOKS: [Duration; 2] = [Duration::from_millis(15), Duration::from_millis(45)];
 
 impl Claim {
+    /// A claim now held: `key` with create revision `token` on `session`.
+    #[allow(clippy::too_many_arguments)]
+    fn held(
+        coord: &CoordinatorInner,
+        kind: Kind,
+        name: &str,
+        key: String,
+        token: Revision,
+        session: Session,
+        turn: Option<LocalTurn>,
+        own_writes: OwnWrites,
+    ) -> Claim {
+        Claim {
+            backend: coord.backend.clone(),
+            retry: coord.retry.clone(),
+            cleanup: coord.cleanup.clone(),
+            name: name.to_string(),
+            key,
+            token,
+            session,
+            turn: Mutex::new(turn),
+            released: watch::Sender::new(false),
+            releasing: AtomicBool::new(false),
+            lost: Mutex::new(None),
+            own_writes: Mutex::new(own_writes),
+            kind: kind.label(),
+            acquired: tokio::time::Instant::now(),
+            end_counted: AtomicBool::new(false),
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }

@@ -18,21 +18,8 @@ use crate::{duration, output, Ctx};
 pub struct LockArgs {
     /// The lock's name.
     name: String,
-    /// The session's TTL: how long the lock outlives this process if it dies.
-    #[arg(long, value_parser = duration, default_value = "15s")]
-    ttl: Duration,
-    /// Give up (exit 4) if the lock is not held within this long.
-    #[arg(long, value_parser = duration)]
-    wait: Option<Duration>,
-    /// Fail at once (exit 4) if the lock is held.
-    #[arg(long = "try")]
-    try_now: bool,
-    /// After the lock is lost, how long CMD has between SIGTERM and SIGKILL.
-    #[arg(long, value_parser = duration, default_value = "10s")]
-    grace: Duration,
-    /// The command to run while holding the lock.
-    #[arg(last = true)]
-    command: Vec<String>,
+    #[command(flatten)]
+    hold: HoldArgs,
 }
 
 /// `coordctl elect`.
@@ -45,19 +32,26 @@ pub struct ElectArgs {
     /// Print each leader change instead of campaigning.
     #[arg(long, conflicts_with_all = ["value", "command", "try_now"])]
     observe: bool,
-    /// The session's TTL.
+    #[command(flatten)]
+    hold: HoldArgs,
+}
+
+/// How `lock` and `elect` take and hold.
+#[derive(clap::Args, Debug)]
+struct HoldArgs {
+    /// The session's TTL: how long the hold outlives this process if it dies.
     #[arg(long, value_parser = duration, default_value = "15s")]
     ttl: Duration,
-    /// Give up (exit 4) if not leading within this long.
+    /// Give up (exit 4) if not held within this long.
     #[arg(long, value_parser = duration)]
     wait: Option<Duration>,
-    /// Fail at once (exit 4) if someone leads.
+    /// Fail at once (exit 4) if someone holds it.
     #[arg(long = "try")]
     try_now: bool,
-    /// After leadership is lost, how long CMD has between SIGTERM and SIGKILL.
+    /// After the hold is lost, how long CMD has between SIGTERM and SIGKILL.
     #[arg(long, value_parser = duration, default_value = "10s")]
     grace: Duration,
-    /// The command to run while leading.
+    /// The command to run while holding it.
     #[arg(last = true)]
     command: Vec<String>,
 }
@@ -116,41 +110,35 @@ async fn within<T>(
 }
 
 pub async fn lock(ctx: &Ctx, args: LockArgs) -> Outcome<u8> {
-    let locks = ctx.coordinator.lock();
+    let (locks, h) = (ctx.coordinator.lock(), args.hold);
     let what = format!("lock {:?}", args.name);
-    let guard = if args.try_now {
-        locks.try_acquire(&args.name, args.ttl).await?
+    let guard = if h.try_now {
+        locks.try_acquire(&args.name, h.ttl).await?
     } else {
-        within(args.wait, &what, locks.acquire(&args.name, args.ttl)).await?
+        within(h.wait, &what, locks.acquire(&args.name, h.ttl)).await?
     };
-    hold(
-        ctx,
-        Held::Lock(guard),
-        "COORD_LOCK_KEY",
-        args.command,
-        args.grace,
-    )
-    .await
+    hold(ctx, Held::Lock(guard), "COORD_LOCK_KEY", h.command, h.grace).await
 }
 
 pub async fn elect(ctx: &Ctx, args: ElectArgs) -> Outcome<u8> {
-    let elections = ctx.coordinator.election().with_ttl(args.ttl);
+    let h = args.hold;
+    let elections = ctx.coordinator.election().with_ttl(h.ttl);
     if args.observe {
         return observe(ctx, &elections, &args.name).await;
     }
     let value = args.value.unwrap_or_else(default_value);
     let what = format!("leadership of {:?}", args.name);
-    let leadership = if args.try_now {
+    let leadership = if h.try_now {
         elections.try_campaign(&args.name, value).await?
     } else {
-        within(args.wait, &what, elections.campaign(&args.name, value)).await?
+        within(h.wait, &what, elections.campaign(&args.name, value)).await?
     };
     hold(
         ctx,
         Held::Leader(leadership),
         "COORD_LEADER_KEY",
-        args.command,
-        args.grace,
+        h.command,
+        h.grace,
     )
     .await
 }

@@ -25,7 +25,7 @@ fn db(pool: u32) -> Db {
     }
 }
 
-async fn next_event<T: serde::de::DeserializeOwned>(
+pub(super) async fn next_event<T: serde::de::DeserializeOwned>(
     w: &mut Watcher<T>,
     what: &str,
 ) -> Result<ConfigEvent<T>> {

@@ -1,22 +1,11 @@
 //! The config center for restarts and batches: watch from a version,
 //! compare-and-delete, atomic multi-key updates; the registry's service list.
 
-use coordkit::{ConfigChange, ConfigEventKind, Error, Result, ServiceInfo, Watcher};
-use futures::StreamExt;
+use coordkit::{ConfigChange, ConfigEventKind, Error, Result, ServiceInfo};
 
-use crate::context::{assert_invalid, PATIENCE};
+use super::config::next_event as next;
+use crate::context::assert_invalid;
 use crate::Ctx;
-
-async fn next<T: serde::de::DeserializeOwned>(
-    w: &mut Watcher<T>,
-    what: &str,
-) -> Result<coordkit::ConfigEvent<T>> {
-    match tokio::time::timeout(PATIENCE, w.next()).await {
-        Ok(Some(item)) => item,
-        Ok(None) => panic!("config watch ended while waiting for {what}"),
-        Err(_) => panic!("no config event within {PATIENCE:?} while waiting for {what}"),
-    }
-}
 
 /// A watch from version V (as a restarted process resumes) delivers every change
 /// after V in order — puts and deletes, none marked resync — then live ones; a
