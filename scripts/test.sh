@@ -33,10 +33,11 @@ echo "== cargo publish --dry-run (every crate, in dependency order)"
 # with "-": a stale copy of an earlier dry run would be verified against instead.
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 rm -rf "$cargo_home"/registry/src/-*/coordkit* "$cargo_home"/registry/cache/-*/coordkit*
-# Its builds of those copies are cached under target/package as if registry
-# crates never changed (same version): a build from an earlier dry run would be
-# reused, so start from none.
-rm -rf "${CARGO_TARGET_DIR:-$PWD/target}/package"
+# Cargo also takes its builds of those copies for fresh when the version is the
+# same (a registry crate never changes), so a build from an earlier dry run would
+# be reused: forget the coordkit crates' builds (they alone are rebuilt).
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+rm -rf "$target_dir/package" "$target_dir"/debug/.fingerprint/coordkit*
 cargo publish --workspace --dry-run --allow-dirty
 
 start_etcd
