@@ -25,7 +25,9 @@ while IFS='|' read -r n desc; do
   out=$(COORD_PLANTED_BUG="$n" COORD_CASE_TIMEOUT_SECS=30 run 2>&1 || true)
   # The names listed under the last "failures:" heading, the first three.
   failed=$(printf '%s\n' "$out" | awk '/^failures:$/ {list = ""; n = 0; next} /^    [a-z_]+$/ {if (n < 3) {list = list (n ? ", " : "") $1}; n++} END {print list}')
-  if printf '%s\n' "$out" | grep -q "test result: FAILED"; then
+  # Not `printf | grep -q` under pipefail: grep stops reading at the first
+  # match, printf then dies of SIGPIPE on a long output, and the pipeline fails.
+  if [[ "$out" == *"test result: FAILED"* ]]; then
     caught=$((caught + 1))
     echo "| $n | $desc | ${failed:-(a failure)} |" >>"$report"
   else

@@ -34,9 +34,15 @@ pub enum ConfigCommand {
         #[arg(long)]
         if_version: Option<i64>,
     },
-    /// Delete KEY (exit 3 if it does not exist).
-    #[command(after_help = "Example: coordctl config delete app/old")]
-    Delete { key: String },
+    /// Delete KEY (exit 3 if it does not exist); --if-version N deletes only
+    /// that version, else exits 4 printing the current one.
+    #[command(after_help = "Example: coordctl config delete app/old --if-version 42")]
+    Delete {
+        key: String,
+        /// Delete only if the current version is this one.
+        #[arg(long)]
+        if_version: Option<i64>,
+    },
     /// List the keys under PREFIX (all without it).
     #[command(after_help = "Example: coordctl config list app/")]
     List { prefix: Option<String> },
@@ -115,25 +121,24 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
                 Some(expected) => config.compare_and_set_bytes(&key, bytes, expected).await,
                 None => config.set_bytes(&key, bytes).await,
             }
-            .map_err(|e| match e {
-                Error::VersionConflict { key, current } => Failure::new(
-                    crate::exit::CONFLICT,
-                    format!(
-                        "{key} is at version {current}, not {}",
-                        if_version.unwrap_or(0)
-                    ),
-                ),
-                e => e.into(),
-            })?;
+            .map_err(|e| conflict(e, if_version.unwrap_or(0)))?;
             output::record(
                 ctx.format,
                 &[("key", key.clone()), ("version", version.to_string())],
                 json!({"key": key, "version": version}),
             );
         }
-        ConfigCommand::Delete { key } => {
-            if !config.delete(&key).await? {
-                return Err(Error::NotFound { key }.into());
+        ConfigCommand::Delete { key, if_version } => {
+            match if_version {
+                Some(expected) => config
+                    .delete_if_version(&key, expected)
+                    .await
+                    .map_err(|e| conflict(e, expected))?,
+                None => {
+                    if !config.delete(&key).await? {
+                        return Err(Error::NotFound { key }.into());
+                    }
+                }
             }
             output::record(
                 ctx.format,
@@ -253,6 +258,17 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// A version conflict as the line that says which version is current.
+fn conflict(e: Error, expected: i64) -> Failure {
+    match e {
+        Error::VersionConflict { key, current } => Failure::new(
+            crate::exit::CONFLICT,
+            format!("{key} is at version {current}, not {expected}"),
+        ),
+        e => e.into(),
+    }
 }
 
 /// A value as JSON if it is, else as a string.

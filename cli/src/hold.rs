@@ -129,7 +129,16 @@ pub async fn elect(ctx: &Ctx, args: ElectArgs) -> Outcome<u8> {
     let value = args.value.unwrap_or_else(default_value);
     let what = format!("leadership of {:?}", args.name);
     let leadership = if h.try_now {
-        elections.try_campaign(&args.name, value).await?
+        elections
+            .try_campaign(&args.name, value)
+            .await
+            .map_err(|e| match e {
+                coordkit::Error::LockConflict { name } => Failure::new(
+                    exit::CONFLICT,
+                    format!("election {name:?} has a leader (or a candidate queued)"),
+                ),
+                e => e.into(),
+            })?
     } else {
         within(h.wait, &what, elections.campaign(&args.name, value)).await?
     };

@@ -219,7 +219,39 @@ fn config_commands_in_both_formats() {
         0,
     ));
     assert_eq!(listed[0]["key"], "app/limits");
-    ok(coordctl(&ns).args(["config", "delete", "app/limits"]), 0);
+    let got = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "app/limits"]),
+        0,
+    ));
+    let current = got[0]["version"].as_i64().unwrap();
+    let o = run(coordctl(&ns).args([
+        "config",
+        "delete",
+        "app/limits",
+        "--if-version",
+        &v1.to_string(),
+    ]));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "deleting a stale version: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains(&format!("at version {current}")),
+        "{}",
+        stderr(&o)
+    );
+    ok(
+        coordctl(&ns).args([
+            "config",
+            "delete",
+            "app/limits",
+            "--if-version",
+            &current.to_string(),
+        ]),
+        0,
+    );
     let o = run(coordctl(&ns).args(["config", "get", "app/limits"]));
     assert_eq!(o.status.code(), Some(3), "a missing key exits 3");
     ok(coordctl(&ns).args(["config", "delete", "app/limits"]), 3);
@@ -526,7 +558,13 @@ fn elect_elections_status_and_completions() {
     );
     let json = json_lines(&ok(coordctl(&ns).args(["-o", "json", "elections"]), 0));
     assert_eq!(json[0], serde_json::json!({"name": "e", "queued": 1}));
-    ok(coordctl(&ns).args(["elect", "e", "node-b", "--try"]), 4);
+    let o = run(coordctl(&ns).args(["elect", "e", "node-b", "--try"]));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        stderr(&o).contains("election \"e\" has a leader"),
+        "{}",
+        stderr(&o)
+    );
     signal(&leader, "TERM");
     assert!(leader.wait().unwrap().success());
     signal(&observer, "TERM");
