@@ -125,7 +125,8 @@ impl LeaderLatch {
     }
 
     /// Resign if leading, and stop campaigning. Waits until the resignation is
-    /// done (or handed to the background on a store error).
+    /// done (or handed to the background on a store error). Cancelling it leaves the
+    /// latch stopping in the background: it resigns all the same.
     pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

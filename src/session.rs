@@ -119,6 +119,9 @@ impl Session {
     ///
     /// Only one session may keep a lease: resuming a lease another live session
     /// keeps makes two keepers of one lease, and either's end revokes it.
+    ///
+    /// Cancelling this call leaves the lease as it was: kept by nobody, it ends
+    /// at its TTL.
     pub async fn resume(
         backend: Arc<dyn Backend>,
         lease: LeaseId,

@@ -418,6 +418,7 @@ impl ConfigCenter {
     /// Delete `key` only if its version is `expected`: `VersionConflict`
     /// carrying the current version otherwise, `NotFound` if it is absent.
     /// One transaction: nothing written after the caller's read is deleted.
+    /// Cancelling it leaves the key either deleted or as it was.
     pub async fn delete_if_version(&self, key: &str, expected: Version) -> Result<()> {
         validate_key(key)?;
         validate_version(expected)?;
@@ -457,7 +458,8 @@ impl ConfigCenter {
     /// Errors: `VersionConflict` naming the first key (in the order given) whose
     /// version is not the expected one, with its current version — and nothing is
     /// written; `InvalidArgument` for no changes, a key named twice, a bad key or
-    /// more changes than the backend takes in one transaction.
+    /// more changes than the backend takes in one transaction. Cancelling it
+    /// leaves either every change applied or none.
     pub async fn update_many(&self, changes: Vec<ConfigChange>) -> Result<Version> {
         if changes.is_empty() {
             return Err(Error::invalid("changes", "must not be empty"));
