@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coordkit::Coordinator;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use crate::etcd::{raw_claim, Env, Sizes};
@@ -221,15 +222,14 @@ async fn failover(env: &Env, sizes: &Sizes) -> Row {
     .note(format!("TTL {} ms", ttl.as_millis()))
 }
 
-/// Acquire+release of a `permits`-permit semaphore by `contenders` coordinators for the
-/// contention window: the total rate.
-async fn semaphore_rate(
-    env: &Env,
-    sizes: &Sizes,
-    contenders: usize,
-    permits: u32,
-    name: &str,
-) -> Samples {
+/// `contenders` coordinators (own connections, sessions granted beforehand)
+/// each running `op` (given its coordinator and a per-task count) until the
+/// contention window ends: the total rate of completed ops.
+async fn contend<F, Fut>(env: &Env, sizes: &Sizes, contenders: usize, op: F) -> Samples
+where
+    F: Fn(Coordinator, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let mut coordinators = Vec::new();
     for _ in 0..contenders {
         let c = env.coordinator().await;
@@ -240,17 +240,14 @@ async fn semaphore_rate(
     let start = Instant::now();
     let deadline = start + sizes.contention;
     let mut tasks = Vec::new();
-    for c in &coordinators {
-        let (c, count, name) = (c.clone(), count.clone(), name.to_string());
+    for (i, c) in coordinators.iter().enumerate() {
+        let (c, count, op) = (c.clone(), count.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
+            let mut n = i;
             while Instant::now() < deadline {
-                let p = c
-                    .semaphore()
-                    .acquire(&name, permits, TTL)
-                    .await
-                    .expect("acquire");
+                n += 1;
+                op(c.clone(), n).await;
                 count.fetch_add(1, Ordering::Relaxed);
-                p.unlock().await.expect("release");
             }
         }));
     }
@@ -264,49 +261,47 @@ async fn semaphore_rate(
     rate
 }
 
+/// Acquire+release of a `permits`-permit semaphore by `contenders`
+/// coordinators for the contention window: the total rate.
+async fn semaphore_rate(
+    env: &Env,
+    sizes: &Sizes,
+    contenders: usize,
+    permits: u32,
+    name: &str,
+) -> Samples {
+    let name = name.to_string();
+    contend(env, sizes, contenders, move |c, _| {
+        let name = name.clone();
+        async move {
+            let p = c
+                .semaphore()
+                .acquire(&name, permits, TTL)
+                .await
+                .expect("acquire");
+            p.unlock().await.expect("release");
+        }
+    })
+    .await
+}
+
 /// 4 coordinators, each op a read hold 9 times in 10 and a write hold else,
 /// against the same ops all taking a plain lock.
 async fn rw_mix(env: &Env, sizes: &Sizes) -> Row {
-    async fn window(env: &Env, sizes: &Sizes, rw: bool) -> Samples {
-        let mut coordinators = Vec::new();
-        for _ in 0..4 {
-            let c = env.coordinator().await;
-            c.session(TTL).await.expect("session");
-            coordinators.push(c);
-        }
-        let count = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let deadline = start + sizes.contention;
-        let mut tasks = Vec::new();
-        for (i, c) in coordinators.iter().enumerate() {
-            let (c, count) = (c.clone(), count.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut n = i;
-                while Instant::now() < deadline {
-                    n += 1;
-                    let guard = if !rw {
-                        c.lock().acquire("mix", TTL).await
-                    } else if n % 10 == 0 {
-                        c.rw_lock().write("mix", TTL).await
-                    } else {
-                        c.rw_lock().read("mix", TTL).await
-                    };
-                    count.fetch_add(1, Ordering::Relaxed);
-                    guard.expect("hold").unlock().await.expect("release");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("contender");
-        }
-        let rate = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
-        for c in coordinators {
-            c.close().await.ok();
-        }
-        rate
-    }
-    let rw = window(env, sizes, true).await;
-    let plain = window(env, sizes, false).await;
+    let window = |rw: bool| {
+        contend(env, sizes, 4, move |c, n| async move {
+            let guard = if !rw {
+                c.lock().acquire("mix", TTL).await
+            } else if n % 10 == 0 {
+                c.rw_lock().write("mix", TTL).await
+            } else {
+                c.rw_lock().read("mix", TTL).await
+            };
+            guard.expect("hold").unlock().await.expect("release");
+        })
+    };
+    let rw = window(true).await;
+    let plain = window(false).await;
     Row::new(
         "read-write lock, 90% reads / 10% writes, 4 contenders",
         rw,

@@ -530,14 +530,7 @@ async fn claim_in_span(
             _ => break resp,
         }
     };
-    let ranges: Vec<_> = resp
-        .responses
-        .iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Range(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let ranges = range_responses(&resp);
     let token = if resp.succeeded {
         own_writes.written(&value, resp.revision);
         resp.revision
@@ -693,14 +686,7 @@ pub(crate) async fn adopt(
     let resp = retry
         .run("resume claim", |_| backend.txn(look.clone()))
         .await?;
-    let ranges: Vec<_> = resp
-        .responses
-        .iter()
-        .filter_map(|r| match r {
-            TxnOpResponse::Range(r) => Some(r),
-            _ => None,
-        })
-        .collect();
+    let ranges = range_responses(&resp);
     let (Some(own), true) = (ranges.first().and_then(|r| r.kvs.first()), resp.succeeded) else {
         return Err(expired(name));
     };
@@ -726,6 +712,17 @@ pub(crate) async fn adopt(
         Some(turn),
         own_writes,
     ))
+}
+
+/// The range results of a transaction, in order.
+fn range_responses(resp: &crate::TxnResponse) -> Vec<&crate::RangeResponse> {
+    resp.responses
+        .iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Range(r) => Some(r),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Wait until no key of the queue was created before `token`, watching only the
