@@ -5,7 +5,7 @@
 //! its own remains (watching only the one just before it), then re-checks its own
 //! key. This module does that once for both.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +20,8 @@ use crate::follow::{watch_owned_key, Seen};
 use crate::local_queue::LocalTurn;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
-    RangeRequest, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp, TxnOpResponse,
-    WatchRequest,
+    RangeRequest, ReadConsistency, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp,
+    TxnOpResponse, WatchRequest,
 };
 
 /// Why ownership of a lock or a leadership ended (see `LockGuard::lost`).
@@ -743,6 +743,16 @@ async fn wait_for_turn(
     token: Revision,
     predecessor: Option<(Vec<u8>, Revision)>,
 ) -> Result<bool> {
+    // Each look reads a state that includes everything this backend has seen
+    // (`Observed`): the watch's creation, so a predecessor the look finds is
+    // deleted after the watch's start and its delete is delivered; and the event
+    // that woke the waiter, so the look sees that delete. No key created before
+    // ours can appear later, so "ours is there on our lease and none older is"
+    // at that state is ownership from then on, for as long as our key stands
+    // (which the session's deadline and the ownership watch cover, as after any
+    // read). On etcd such a look needs no round through the leader and does not
+    // wait for the writes in flight (the old holder's next claim): it is the
+    // last step of a handoff.
     let look = Txn::new()
         .when([
             Compare::create_revision(key, CompareOp::Equal, token),
@@ -751,7 +761,8 @@ async fn wait_for_turn(
         .and_then([RangeRequest::prefix(prefix)
             .with_max_create_revision(token - 1)
             .sort_by_create_revision(SortOrder::Descend)
-            .with_limit(1)]);
+            .with_limit(1)])
+        .with_consistency(ReadConsistency::Observed);
     // The predecessor being watched (key, create revision), its watch, and how many
     // early looks it has had; when the claim named the predecessor already, the
     // watch starts before the first look.
@@ -820,13 +831,19 @@ async fn wait_for_turn(
     }
 }
 
-/// Wait until a shared claim (semaphore permit, reader, writer) is admitted: no
-/// more blocking keys before it than it has room for. The watch covers the whole
-/// queue, but a waiter looks at the store again only when the deletes it has seen
-/// leave room for it, so a release makes only a waiter it could admit read. Each
-/// look re-checks the claim's own key in the same transaction: `Ok(false)` as soon
-/// as it is gone. The watch starts "from now" before each look (see
-/// `wait_for_turn`), and the early looks bound a late watch's stall.
+/// Wait until a shared claim (semaphore permit, reader, writer) is admitted: fewer
+/// blocking keys before it than it has room for (`room`: a semaphore's permits,
+/// else 1). Each look re-checks the claim's own key in the same transaction:
+/// `Ok(false)` once it is gone.
+///
+/// A waiter watches only the `room` blocking keys nearest before its own. While
+/// all of them stand it has at least `room` blocking keys before it, so it cannot
+/// be admitted, whatever happens to keys further ahead; when one of them goes, it
+/// looks again and watches the next. A release therefore wakes at most `room`
+/// waiters, and never the whole queue (a watch of the queue's prefix would send
+/// every claim and release to every waiter). As in `wait_for_turn`, the watches
+/// start "from now" before the look that relies on them, and the early looks bound
+/// a late watch's stall.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for_admission(
     backend: &Arc<dyn Backend>,
@@ -843,29 +860,22 @@ async fn wait_for_admission(
             Compare::create_revision(key, CompareOp::Equal, token),
             Compare::lease(key, CompareOp::Equal, Some(lease)),
         ])
-        .and_then([RangeRequest::prefix(prefix).with_max_create_revision(token - 1)]);
-    let mut events: Option<crate::WatchStream> = None;
+        .and_then([RangeRequest::prefix(prefix)
+            .with_max_create_revision(token - 1)
+            .sort_by_create_revision(SortOrder::Descend)])
+        // As in `wait_for_turn`: the watches are created before the look that
+        // relies on them, and an event before the look that follows it.
+        .with_consistency(ReadConsistency::Observed);
+    let mut watched: HashMap<Vec<u8>, crate::WatchStream> = HashMap::new();
     let mut looks = 0;
     loop {
-        if events.is_none() {
-            match backend.watch(WatchRequest::prefix(prefix)).await {
-                Ok(w) => {
-                    events = Some(w);
-                    looks = 0;
-                }
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(retry.jittered_delay(1)).await;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-        }
         let resp = retry
             .run("look at queue", |_| backend.txn(look.clone()))
             .await?;
         if !resp.succeeded {
             return Ok(false);
         }
+        // Newest first.
         let before: Vec<&crate::KeyValue> = resp
             .first_range()
             .map(|r| r.kvs.iter().collect())
@@ -873,36 +883,57 @@ async fn wait_for_admission(
         if kind.admits(name, &before)? {
             return Ok(true);
         }
-        let mut blocking: std::collections::HashSet<Vec<u8>> =
-            kind.blocking(&before).map(|kv| kv.key.clone()).collect();
-        debug!(blocking = blocking.len(), "waiting");
-        let Some(stream) = events.as_mut() else {
-            continue;
-        };
-        // `Some(true)`: look again; `Some(false)`: the watch broke, open another.
-        let woken = async {
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(r) => {
-                        for e in r.events.iter().filter(|e| e.kind == EventKind::Delete) {
-                            if e.kv.key == key.as_bytes() {
-                                return Ok(true);
-                            }
-                            blocking.remove(&e.kv.key);
-                        }
-                        if blocking.len() < kind.room() {
-                            return Ok(true);
-                        }
+        let nearest: Vec<Vec<u8>> = kind
+            .blocking(&before)
+            .take(kind.room())
+            .map(|kv| kv.key.clone())
+            .collect();
+        watched.retain(|k, _| nearest.contains(k));
+        let missing: Vec<&Vec<u8>> = nearest
+            .iter()
+            .filter(|k| !watched.contains_key(*k))
+            .collect();
+        if !missing.is_empty() {
+            for k in missing {
+                match backend.watch(WatchRequest::key(k.clone())).await {
+                    Ok(w) => {
+                        watched.insert(k.clone(), w);
                     }
-                    Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
+                    Err(e) if e.is_retryable() => {
                         tokio::time::sleep(retry.jittered_delay(1)).await;
-                        return Ok(false);
+                        break;
                     }
                     Err(e) => return Err(e),
                 }
             }
-            Ok(false)
-        };
+            // Look again: these watches start after the last look.
+            looks = 0;
+            continue;
+        }
+        if watched.is_empty() {
+            continue; // not reached: a waiter has at least one blocking key
+        }
+        debug!(watching = watched.len(), "waiting");
+        // A delete of a watched key (or its watch breaking): look again.
+        let woken = futures::future::select_all(watched.iter_mut().map(|(k, events)| {
+            Box::pin(async move {
+                loop {
+                    match events.next().await {
+                        Some(Ok(r)) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
+                            return Ok(None)
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e))
+                            if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
+                        {
+                            return Ok(Some(k.clone()))
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(Some(k.clone())),
+                    }
+                }
+            })
+        }));
         let timer = async {
             match EARLY_LOOKS.get(looks).copied() {
                 Some(after) => tokio::time::sleep(after).await,
@@ -910,7 +941,13 @@ async fn wait_for_admission(
             }
         };
         tokio::select! {
-            woken = woken => if !woken? { events = None },
+            (woken, _, _) = woken => {
+                // A broken watch is opened again after the next look.
+                if let Some(broken) = woken? {
+                    watched.remove(&broken);
+                    tokio::time::sleep(retry.jittered_delay(1)).await;
+                }
+            }
             _ = timer => looks += 1,
         }
     }

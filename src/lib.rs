@@ -112,8 +112,8 @@ pub mod testing;
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,
     Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, Limits, Namespaced,
-    PutRequest, RangeRequest, RangeResponse, Revision, SortOrder, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchRequest, WatchResponse, WatchStream,
+    PutRequest, RangeRequest, RangeResponse, ReadConsistency, Revision, SortOrder, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchRequest, WatchResponse, WatchStream,
 };
 pub use barrier::{BarrierService, DoubleBarrierEntry};
 pub use claim::{OwnershipLost, QueueEntry};

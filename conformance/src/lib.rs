@@ -84,6 +84,8 @@ macro_rules! conformance_tests {
             txn_range_reports_the_txn_revision,
             concurrent_history_is_linearizable,
             txn_writing_one_key_twice_is_invalid,
+            observed_read_sees_what_its_handle_observed,
+            observed_read_with_a_write_is_invalid,
             compare_and_swap_conflict_carries_current_version,
             create_if_absent_returns_the_existing_key,
             concurrent_cas_increments_reach_exactly_400,
@@ -130,6 +132,7 @@ macro_rules! conformance_tests {
             // Semaphores and read-write locks.
             semaphore_admits_at_most_its_permits,
             semaphore_shares_its_permits_then_serves_waiters_in_order,
+            semaphore_release_of_any_holder_admits_the_next_waiter,
             semaphore_with_mismatched_permits_is_invalid,
             semaphore_lease_loss_and_cancellation_free_the_queue,
             rw_lock_readers_share_and_writers_are_not_starved,

@@ -24,8 +24,8 @@ pub use limits::{Capabilities, Limits};
 pub use namespace::Namespaced;
 pub use range::{RangeRequest, RangeResponse, SortOrder};
 pub use txn::{
-    Compare, CompareOp, CompareTarget, DeleteRequest, PutRequest, Txn, TxnOp, TxnOpResponse,
-    TxnResponse,
+    Compare, CompareOp, CompareTarget, DeleteRequest, PutRequest, ReadConsistency, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 pub use watch::{Event, EventKind, WatchRequest, WatchResponse, WatchStream};
 
@@ -67,6 +67,10 @@ pub trait Backend: Send + Sync + 'static {
     ///   applies nothing.
     /// - A range inside the transaction sees the writes of the operations before
     ///   it, and reports the transaction's revision (`TxnResponse::revision`).
+    /// - A read-only transaction with [`ReadConsistency::Observed`] is answered
+    ///   from a committed state no older than any revision this handle has
+    ///   observed; its `revision` is that state's. A backend may always answer
+    ///   from the newest state. With a write it is `InvalidArgument`.
     async fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Grant a lease of `ttl` seconds.

@@ -206,6 +206,26 @@ impl From<RangeRequest> for TxnOp {
     }
 }
 
+/// How new the state that answers a read-only transaction must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReadConsistency {
+    /// The newest committed state (etcd: a linearizable read). The default.
+    #[default]
+    Latest,
+    /// Any committed state that includes every revision this backend handle has
+    /// observed (the responses to its calls, its watches' creations and events),
+    /// though perhaps not the newest. On etcd this is a serializable read of the
+    /// member asked, sent again as a linearizable one when that member is behind:
+    /// no round through the leader, and no wait for writes in flight. Only for a
+    /// transaction that writes nothing (else `InvalidArgument`).
+    ///
+    /// A state that includes revision `r` can only differ from the newest by
+    /// changes after `r`: what a caller learned from an event at `r` (a key's
+    /// delete, say) holds in the answer.
+    Observed,
+}
+
 /// An atomic transaction: if every compare holds, the `success` operations run,
 /// otherwise the `failure` operations; all their writes share one revision.
 ///
@@ -219,6 +239,8 @@ pub struct Txn {
     pub success: Vec<TxnOp>,
     /// Run otherwise.
     pub failure: Vec<TxnOp>,
+    /// How new the answering state must be, for a transaction that only reads.
+    pub consistency: ReadConsistency,
 }
 
 impl Txn {
@@ -240,6 +262,19 @@ impl Txn {
     pub fn or_else<O: Into<TxnOp>>(mut self, ops: impl IntoIterator<Item = O>) -> Self {
         self.failure.extend(ops.into_iter().map(Into::into));
         self
+    }
+    /// Answer a read-only transaction from a state this new (see
+    /// [`ReadConsistency`]).
+    pub fn with_consistency(mut self, consistency: ReadConsistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+    /// Whether any operation of either branch writes.
+    pub fn writes(&self) -> bool {
+        self.success
+            .iter()
+            .chain(&self.failure)
+            .any(|op| op.written().is_some())
     }
 }
 

@@ -3,7 +3,7 @@
 //! Backends call these before touching the store so that bad input fails the same
 //! way everywhere: [`Error::InvalidArgument`] naming the argument and the rule.
 
-use super::{KeyRange, Limits, RangeRequest, Txn, TxnOp, WatchRequest};
+use super::{KeyRange, Limits, RangeRequest, ReadConsistency, Txn, TxnOp, WatchRequest};
 use crate::{Error, Result};
 
 /// A key must not be empty.
@@ -101,6 +101,15 @@ pub fn range(request: &RangeRequest) -> Result<()> {
 /// A transaction: valid keys and values, branches within the op limit, and no two
 /// writes of one branch touching the same key.
 pub fn txn(txn: &Txn, limits: &Limits) -> Result<()> {
+    if txn.consistency != ReadConsistency::Latest && txn.writes() {
+        return Err(Error::invalid(
+            "consistency",
+            format!(
+                "{:?} is for transactions that only read; one that writes is always answered from the newest state",
+                txn.consistency
+            ),
+        ));
+    }
     for c in &txn.compares {
         key("compare.key", &c.key)?;
     }

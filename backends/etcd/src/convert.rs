@@ -118,7 +118,17 @@ pub(crate) fn delete_options(d: DeleteRequest) -> (Vec<u8>, etcd::DeleteOptions)
     (key, options)
 }
 
-pub(crate) fn op(op: TxnOp) -> etcd::TxnOp {
+/// A transaction; its reads serializable (answered by the member asked) when
+/// `serializable`.
+pub(crate) fn txn(txn: coordkit::Txn, serializable: bool) -> etcd::Txn {
+    let op = |o| op(o, serializable);
+    etcd::Txn::new()
+        .when(txn.compares.into_iter().map(compare).collect::<Vec<_>>())
+        .and_then(txn.success.into_iter().map(op).collect::<Vec<_>>())
+        .or_else(txn.failure.into_iter().map(op).collect::<Vec<_>>())
+}
+
+pub(crate) fn op(op: TxnOp, serializable: bool) -> etcd::TxnOp {
     match op {
         TxnOp::Put(p) => {
             let options = put_options(&p);
@@ -129,7 +139,10 @@ pub(crate) fn op(op: TxnOp) -> etcd::TxnOp {
             etcd::TxnOp::delete(key, Some(options))
         }
         TxnOp::Range(r) => {
-            let (key, options) = get(r);
+            let (key, mut options) = get(r);
+            if serializable {
+                options = options.with_serializable();
+            }
             etcd::TxnOp::get(key, Some(options))
         }
     }

@@ -47,6 +47,7 @@ mod config;
 mod convert;
 mod endpoints;
 mod keepalive;
+mod observed;
 mod watch;
 
 use std::future::Future;
@@ -59,8 +60,8 @@ use async_trait::async_trait;
 use coordkit::backend::validate;
 use coordkit::{
     Backend, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
-    RangeResponse, Result, Revision, Txn, TxnOpResponse, TxnResponse, WatchRequest, WatchResponse,
-    WatchStream,
+    RangeResponse, ReadConsistency, Result, Revision, Txn, TxnOpResponse, TxnResponse,
+    WatchRequest, WatchResponse, WatchStream,
 };
 use etcd_client as etcd;
 use futures::{Stream, StreamExt};
@@ -139,6 +140,10 @@ pub struct StreamStats {
     pub keep_alive_streams: u64,
     /// Times a watch was cut because its consumer fell a full buffer behind.
     pub watch_stalls: u64,
+    /// [`ReadConsistency::Observed`](coordkit::ReadConsistency::Observed) reads
+    /// that a member behind this backend's newest observed revision answered,
+    /// sent again as linearizable reads.
+    pub observed_reads_resent: u64,
 }
 
 /// Keep-alive requests waiting for the hub, at most (callers wait beyond).
@@ -153,6 +158,7 @@ struct Inner {
     next_watch: AtomicI64,
     watch_counters: Arc<watch::Counters>,
     keep_alive_streams: Arc<AtomicU64>,
+    observed: Arc<observed::Observed>,
 }
 
 impl Drop for Inner {
@@ -228,11 +234,13 @@ impl EtcdBackend {
         let watch_counters = Arc::new(watch::Counters::default());
         let keep_alive_streams = Arc::new(AtomicU64::new(0));
         let liveness = Arc::new(keepalive::Liveness::new(config.stream_liveness));
+        let observed = Arc::new(observed::Observed::default());
         tokio::spawn(watch::run(
             endpoints.clone(),
             liveness.clone(),
             mailbox.clone(),
             watch_counters.clone(),
+            observed.clone(),
         ));
         tokio::spawn(keepalive::run(
             endpoints.clone(),
@@ -250,6 +258,7 @@ impl EtcdBackend {
                 next_watch: AtomicI64::new(1),
                 watch_counters,
                 keep_alive_streams,
+                observed,
             }),
         };
         Ok(backend)
@@ -301,6 +310,7 @@ impl EtcdBackend {
                 .load(Ordering::Relaxed),
             keep_alive_streams: self.inner.keep_alive_streams.load(Ordering::Relaxed),
             watch_stalls: self.inner.watch_counters.stalls.load(Ordering::Relaxed),
+            observed_reads_resent: self.inner.observed.resent.load(Ordering::Relaxed),
         }
     }
 
@@ -430,7 +440,11 @@ impl Backend for EtcdBackend {
             })
             .await;
         match resp {
-            Ok(resp) => Ok(range_response(resp, 0)),
+            Ok(resp) => {
+                let resp = range_response(resp, 0);
+                self.inner.observed.see(resp.revision);
+                Ok(resp)
+            }
             Err(e) => Err(self.with_compaction_revision(e).await),
         }
     }
@@ -464,9 +478,11 @@ impl Backend for EtcdBackend {
                             async move { c.kv_client().put(key, value, Some(options)).await }
                         })
                         .await?;
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    self.inner.observed.see(revision);
                     return Ok(TxnResponse {
                         succeeded: true,
-                        revision: resp.header().map_or(0, |h| h.revision()),
+                        revision,
                         responses: vec![TxnOpResponse::Put {
                             prev_kv: resp.take_prev_key().map(convert::into_kv),
                         }],
@@ -480,9 +496,11 @@ impl Backend for EtcdBackend {
                             async move { c.kv_client().delete(key, Some(options)).await }
                         })
                         .await?;
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    self.inner.observed.see(revision);
                     return Ok(TxnResponse {
                         succeeded: true,
-                        revision: resp.header().map_or(0, |h| h.revision()),
+                        revision,
                         responses: vec![TxnOpResponse::Delete {
                             deleted: resp.deleted(),
                             prev_kvs: resp
@@ -498,22 +516,29 @@ impl Backend for EtcdBackend {
                 None => {}
             }
         }
-        let request = etcd::Txn::new()
-            .when(
-                txn.compares
-                    .into_iter()
-                    .map(convert::compare)
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(txn.success.into_iter().map(convert::op).collect::<Vec<_>>())
-            .or_else(txn.failure.into_iter().map(convert::op).collect::<Vec<_>>());
-        let resp = self
-            .call("txn", ctx, |c| {
+        // An observed read goes to the member asked without a round through the
+        // leader (serializable), unless that member is behind the floor.
+        let floor = match txn.consistency {
+            ReadConsistency::Observed => Some(self.inner.observed.revision()),
+            _ => None,
+        };
+        let linearizable = floor.map(|_| convert::txn(txn.clone(), false));
+        let request = convert::txn(txn, floor.is_some());
+        let send = |request: etcd::Txn| {
+            self.call("txn", ctx, move |c| {
                 let request = request.clone();
                 async move { c.kv_client().txn(request).await }
             })
-            .await?;
+        };
+        let mut resp = send(request).await?;
+        if let (Some(floor), Some(linearizable)) = (floor, linearizable) {
+            if resp.header().map_or(0, |h| h.revision()) < floor {
+                self.inner.observed.resent.fetch_add(1, Ordering::Relaxed);
+                resp = send(linearizable).await?;
+            }
+        }
         let revision = resp.header().map_or(0, |h| h.revision());
+        self.inner.observed.see(revision);
         let responses = resp
             .op_responses()
             .into_iter()
@@ -783,5 +808,38 @@ impl Drop for EtcdWatch {
 impl From<EtcdBackend> for Arc<dyn Backend> {
     fn from(b: EtcdBackend) -> Self {
         Arc::new(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coordkit::BackendExt;
+
+    /// An observed read answered from a state behind this backend's floor is
+    /// sent again as a linearizable read; one answered at or past it is not.
+    #[tokio::test]
+    #[ignore = "needs etcd (COORD_ETCD_ENDPOINTS; ./scripts/test.sh starts one)"]
+    async fn observed_read_behind_the_floor_is_sent_again_linearizably() {
+        let list = std::env::var("COORD_ETCD_ENDPOINTS")
+            .expect("COORD_ETCD_ENDPOINTS is not set: this test needs an etcd");
+        let b = EtcdBackend::connect(EtcdConfig::from_endpoint_list(&list))
+            .await
+            .expect("etcd answers");
+        let key = format!("observed-resend/{}", std::process::id());
+        let written = b.put(key.clone(), "v").await.expect("put");
+        let read = Txn::new()
+            .and_then([RangeRequest::key(key.clone())])
+            .with_consistency(ReadConsistency::Observed);
+        let r = b.txn(read.clone()).await.expect("observed read");
+        assert!(r.revision >= written);
+        assert_eq!(b.stream_stats().observed_reads_resent, 0);
+        // No member has this revision: the serializable answer is behind it.
+        b.inner.observed.see(r.revision + 1_000_000);
+        let r = b.txn(read).await.expect("observed read, resent");
+        let kvs = &r.first_range().expect("the read").kvs;
+        assert_eq!(kvs[0].value, b"v");
+        assert_eq!(b.stream_stats().observed_reads_resent, 1);
+        b.delete(key).await.expect("delete");
     }
 }

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use crate::convert::{self, Context};
 use crate::endpoints::Endpoints;
 use crate::keepalive::Liveness;
+use crate::observed::Observed;
 
 /// Responses buffered per watch before its consumer counts as stalled.
 pub(crate) const WATCH_BUFFER: usize = 1024;
@@ -167,6 +168,7 @@ struct Hub {
     endpoints: Arc<Endpoints>,
     liveness: Arc<Liveness>,
     counters: Arc<Counters>,
+    observed: Arc<Observed>,
     watches: BTreeMap<i64, Watch>,
     stream: Option<Stream>,
     outgoing: VecDeque<Outgoing>,
@@ -183,12 +185,14 @@ pub(crate) async fn run(
     liveness: Arc<Liveness>,
     mailbox: Arc<Mailbox>,
     counters: Arc<Counters>,
+    observed: Arc<Observed>,
 ) {
     use futures::future::Either;
     let mut hub = Hub {
         endpoints,
         liveness,
         counters,
+        observed,
         watches: BTreeMap::new(),
         stream: None,
         outgoing: VecDeque::new(),
@@ -443,6 +447,11 @@ impl Hub {
     }
 
     fn handle(&mut self, resp: etcd::WatchResponse) {
+        // Before anyone hears of it: a read after a watch's creation or an event
+        // then sees at least that state.
+        if let Some(h) = resp.header() {
+            self.observed.see(h.revision());
+        }
         if let Some(s) = &mut self.stream {
             s.heard = Instant::now();
             s.probed = None;

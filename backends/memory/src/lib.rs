@@ -325,7 +325,10 @@ impl Backend for MemoryBackend {
         self.store.lock().range(&request)
     }
 
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+    async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
+        if planted::on(44) {
+            txn.consistency = coordkit::ReadConsistency::Latest;
+        }
         if !planted::on(39) {
             validate::txn(&txn, &self.store.limits)?;
         }
@@ -336,7 +339,18 @@ impl Backend for MemoryBackend {
             ));
         }
         self.store.counters.txns.fetch_add(1, Ordering::Relaxed);
-        let resp = self.store.lock().txn(txn)?;
+        let mut store = self.store.lock();
+        if planted::on(43) && txn.consistency == coordkit::ReadConsistency::Observed {
+            // Reads one revision behind the newest.
+            let behind = store.revision() - 1;
+            for op in txn.success.iter_mut().chain(&mut txn.failure) {
+                if let coordkit::TxnOp::Range(r) = op {
+                    r.revision = r.revision.or(Some(behind));
+                }
+            }
+        }
+        let resp = store.txn(txn)?;
+        drop(store);
         self.client.after_write()?;
         Ok(resp)
     }

@@ -48,6 +48,8 @@ pub const BUGS: &[(u32, &str)] = &[
     (40, "an empty key is accepted by range"),
     (41, "lease ids are reused after a revoke"),
     (42, "a range inside a txn does not see the txn's earlier writes"),
+    (43, "an observed read is answered one revision behind the newest write"),
+    (44, "an observed read with a write is accepted and applies"),
 ];
 
 /// Whether bug `n` is planted in this run.

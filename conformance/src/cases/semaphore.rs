@@ -78,6 +78,49 @@ pub async fn semaphore_admits_at_most_its_permits(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A release of any holder admits the first waiter, however long it has waited:
+/// with 3 permits held and two waiters queued for longer than any early look,
+/// releasing the oldest permit admits the first waiter, then the middle one the
+/// second, while the newest holder (the key nearest the waiters) holds on.
+pub async fn semaphore_release_of_any_holder_admits_the_next_waiter(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(c.semaphore().try_acquire("any", 3, ttl).await?);
+    }
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let waiter = ctx.other_coordinator().await;
+        waiters.push(tokio::spawn(async move {
+            let guard = waiter.semaphore().acquire("any", 3, ttl).await?;
+            Ok::<_, Error>((waiter, guard))
+        }));
+        wait_for_keys(b.as_ref(), &semaphore("any"), 4 + i).await?;
+    }
+    // Long past the waiters' early looks: from here only their watches wake them.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let newest = held.pop().expect("three permits");
+    let mut admitted = Vec::new();
+    for (i, guard) in held.into_iter().enumerate() {
+        guard.unlock().await?;
+        let (waiter, guard) = tokio::time::timeout(PATIENCE, waiters.remove(0))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("waiter {i} was not admitted after an older holder released")
+            })
+            .expect("waiter task")?;
+        admitted.push((waiter, guard));
+    }
+    assert!(!newest.is_expired(), "the newest holder still holds");
+    for (_, guard) in admitted {
+        guard.unlock().await?;
+    }
+    newest.unlock().await?;
+    Ok(())
+}
+
 /// Three permits are held at once, even by one coordinator; a fourth
 /// `try_acquire` is `LockConflict` and leaves no key; waiters are admitted in
 /// arrival order as permits free up, and `holders_and_waiters` lists the queue.

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use coordkit::{
     Backend, BackendExt, Compare, CompareOp, Created, DeleteRequest, Error, EventKind, PutRequest,
-    RangeRequest, Result, Txn, TxnOp, TxnOpResponse, WatchRequest,
+    RangeRequest, ReadConsistency, Result, Txn, TxnOp, TxnOpResponse, WatchRequest,
 };
 
 use crate::context::text;
@@ -393,5 +393,70 @@ pub async fn concurrent_history_is_linearizable(ctx: Ctx) -> Result<()> {
     if let Err(violation) = crate::linearizability::check(&history) {
         panic!("the store is not linearizable: {violation}");
     }
+    Ok(())
+}
+
+/// An `Observed` read-only transaction is answered from a state that includes
+/// everything its handle has observed: its own writes, and the events its
+/// watches delivered of another client's writes (compares and reads alike).
+pub async fn observed_read_sees_what_its_handle_observed(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let other = ctx.client().await.backend;
+    let observed = |key: &str, compare: Option<Compare>| {
+        Txn::new()
+            .when(compare)
+            .and_then([RangeRequest::key(key)])
+            .with_consistency(ReadConsistency::Observed)
+    };
+    let own = b.put("own", "1").await?;
+    let r = b.txn(observed("own", None)).await?;
+    assert!(
+        r.succeeded && r.revision >= own,
+        "{r:?} after a put at {own}"
+    );
+    let read = r.first_range().expect("the read's response");
+    assert_eq!(text(&read.kvs[0].value), "1");
+    let mut w = b.watch(WatchRequest::key("theirs")).await?;
+    for i in 0..20 {
+        let theirs = other.put("theirs", i.to_string()).await?;
+        assert_eq!(next_response(&mut w, "their put").await?.revision, theirs);
+        let seen = Compare::mod_revision("theirs", CompareOp::Equal, theirs);
+        let r = b.txn(observed("theirs", Some(seen))).await?;
+        assert!(
+            r.succeeded && r.revision >= theirs,
+            "an observed read after the event of revision {theirs} answered {r:?}"
+        );
+        let read = r.first_range().expect("the read's response");
+        assert_eq!(text(&read.kvs[0].value), i.to_string());
+    }
+    Ok(())
+}
+
+/// `ReadConsistency::Observed` on a transaction that writes is `InvalidArgument`
+/// naming `consistency`, and applies nothing.
+pub async fn observed_read_with_a_write_is_invalid(ctx: Ctx) -> Result<()> {
+    let raw = ctx.raw_client().await.backend;
+    let key = format!("{}w", String::from_utf8_lossy(ctx.namespace()));
+    let writes = [
+        Txn::new().and_then([PutRequest::new(key.clone(), "1")]),
+        Txn::new()
+            .and_then([RangeRequest::key(key.clone())])
+            .or_else([DeleteRequest::key(key.clone())]),
+    ];
+    for txn in writes {
+        let txn = txn.with_consistency(ReadConsistency::Observed);
+        assert_invalid(raw.txn(txn.clone()).await, "consistency");
+    }
+    let b = ctx.backend();
+    assert_invalid(
+        b.txn(
+            Txn::new()
+                .and_then([PutRequest::new("w", "1")])
+                .with_consistency(ReadConsistency::Observed),
+        )
+        .await,
+        "consistency",
+    );
+    assert!(b.get("w").await?.is_none(), "a refused write applied");
     Ok(())
 }
