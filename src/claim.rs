@@ -265,7 +265,7 @@ impl OwnWrites {
     /// Writes remembered at most; older ones are forgotten first.
     const CAPACITY: usize = 64;
 
-    fn sending(&mut self, value: &[u8]) {
+    pub(crate) fn sending(&mut self, value: &[u8]) {
         if self.entries.len() == Self::CAPACITY {
             self.entries.pop_front();
         }
@@ -275,7 +275,7 @@ impl OwnWrites {
     /// A write known to have committed at `revision`. The entry of its send
     /// stays: an earlier try of the same write may have committed too, at a
     /// revision nobody was told.
-    fn written(&mut self, value: &[u8], revision: Revision) {
+    pub(crate) fn written(&mut self, value: &[u8], revision: Revision) {
         if self.entries.len() == Self::CAPACITY {
             self.entries.pop_front();
         }
@@ -284,7 +284,7 @@ impl OwnWrites {
 
     /// Whether a put of `kv` (on the owner's key, create revision checked by the
     /// caller) is one of the owner's own, forgetting known writes older than it.
-    fn is_own(&mut self, kv: &crate::KeyValue, lease: LeaseId) -> bool {
+    pub(crate) fn is_own(&mut self, kv: &crate::KeyValue, lease: LeaseId) -> bool {
         let own = kv.lease == Some(lease)
             && self.entries.iter().any(|(r, v)| match r {
                 Some(r) => *r == kv.mod_revision,

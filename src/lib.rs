@@ -128,9 +128,12 @@ pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
 pub use latch::{LatchState, LeaderLatch};
 pub use lock::{LockGuard, LockService};
+#[cfg(feature = "grpc")]
+pub use registry::EndpointTemplate;
 pub use registry::{
-    Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent, ServiceEventKind,
-    ServiceInfo, ServiceWatch,
+    InstanceHealth, PickStrategy, Picked, Picker, Registration, RegistrationState, RegistryService,
+    ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo, ServiceWatch,
+    MAX_WEIGHT,
 };
 pub use retry::RetryPolicy;
 pub use rw_lock::RwLockService;

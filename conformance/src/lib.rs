@@ -185,6 +185,10 @@ macro_rules! conformance_tests {
             registry_cache_follows_random_changes,
             registry_skips_malformed_entries,
             registry_input_is_validated,
+            registry_instances_carry_tags_weight_and_health_and_filter,
+            registry_updates_are_followed_and_keep_the_registration,
+            registry_health_checker_writes_changes,
+            registry_pickers_follow_their_strategy,
         );
     };
 }

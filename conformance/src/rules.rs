@@ -17,6 +17,7 @@ const SOURCES: &[&str] = &[
     include_str!("cases/lock.rs"),
     include_str!("cases/registry.rs"),
     include_str!("cases/registry_faults.rs"),
+    include_str!("cases/registry_more.rs"),
     include_str!("cases/semaphore.rs"),
     include_str!("cases/session_faults.rs"),
     include_str!("cases/txn.rs"),

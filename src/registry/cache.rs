@@ -167,6 +167,16 @@ impl ServiceCache {
         self.instances.load_full()
     }
 
+    /// The instances now that `filter` matches, by id, from memory.
+    pub fn instances_matching(&self, filter: &super::ServiceFilter) -> Vec<ServiceInfo> {
+        self.instances
+            .load()
+            .iter()
+            .filter(|i| filter.matches(i))
+            .cloned()
+            .collect()
+    }
+
     /// Whether the cache follows the store or serves stale data.
     pub fn health(&self) -> crate::SyncHealth {
         self.status.health()

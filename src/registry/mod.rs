@@ -3,12 +3,14 @@
 //! `grpc`) a load-balanced tonic channel.
 
 mod cache;
+mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod picker;
 mod registration;
 mod view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +22,19 @@ use crate::follow::Follower;
 use crate::{BackendExt, DeleteRequest, Error, KeyRange, RangeRequest, Result, Txn};
 
 pub use cache::{ServiceCache, ServiceEvent, ServiceEventKind, ServiceWatch};
+pub use filter::{InstanceHealth, ServiceFilter};
 #[cfg(feature = "grpc")]
 pub use grpc::DiscoverStream;
+#[cfg(feature = "grpc")]
+pub use grpc::EndpointTemplate;
+pub use picker::{PickStrategy, Picked, Picker};
 pub use registration::{Registration, RegistrationState};
 use view::ServiceView;
 
 /// One instance of a service, as registered.
+///
+/// Entries written before `tags`, `weight` and `health` existed read as no tags,
+/// weight 1 and [`InstanceHealth::Passing`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ServiceInfo {
@@ -37,13 +46,31 @@ pub struct ServiceInfo {
     pub address: String,
     /// Port the instance serves on (not 0).
     pub port: u16,
-    /// Free-form labels (version, zone, weight, ...).
+    /// Free-form labels (version, zone, ...), filtered on by [`ServiceFilter::metadata`].
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Tags, filtered on by [`ServiceFilter::tag`] (non-empty, no control characters).
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// Relative share of traffic under [`PickStrategy::Weighted`], 0 to
+    /// [`MAX_WEIGHT`]; 0 drains the instance (no picker or channel sends to it).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Whether the instance should get traffic; pickers, channels and the default
+    /// [`ServiceFilter`] take only [`InstanceHealth::Passing`] instances.
+    #[serde(default)]
+    pub health: InstanceHealth,
 }
 
+fn default_weight() -> u32 {
+    1
+}
+
+/// The largest [`ServiceInfo::weight`].
+pub const MAX_WEIGHT: u32 = 10_000;
+
 impl ServiceInfo {
-    /// An instance without metadata.
+    /// An instance without metadata or tags, weight 1, passing.
     pub fn new(
         id: impl Into<String>,
         name: impl Into<String>,
@@ -56,12 +83,33 @@ impl ServiceInfo {
             address: address.into(),
             port,
             metadata: BTreeMap::new(),
+            tags: BTreeSet::new(),
+            weight: 1,
+            health: InstanceHealth::Passing,
         }
     }
 
     /// Add a metadata label.
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Add a tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.insert(tag.into());
+        self
+    }
+
+    /// Set the weight (0 to [`MAX_WEIGHT`]).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Set the health.
+    pub fn with_health(mut self, health: InstanceHealth) -> Self {
+        self.health = health;
         self
     }
 
@@ -113,6 +161,20 @@ fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
     }
     if info.port == 0 {
         return Err(Error::invalid("port", "must not be 0"));
+    }
+    if info.weight > MAX_WEIGHT {
+        return Err(Error::invalid(
+            "weight",
+            format!("must be at most {MAX_WEIGHT} (got {})", info.weight),
+        ));
+    }
+    for tag in &info.tags {
+        if tag.is_empty() || tag.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "tags",
+                format!("a tag must be non-empty without control characters (got {tag:?})"),
+            ));
+        }
     }
     let json = serde_json::to_vec(info).map_err(|e| Error::Codec {
         key: info.id.clone(),
@@ -275,6 +337,27 @@ impl RegistryService {
         segment("name", name)?;
         let (follower, snapshot) = self.follower(name).await?;
         Ok(ServiceWatch::new(self.view(name), follower, snapshot))
+    }
+
+    /// The instances of `name` now that `filter` matches, by id.
+    pub async fn discover_matching(
+        &self,
+        name: &str,
+        filter: &ServiceFilter,
+    ) -> Result<Vec<ServiceInfo>> {
+        let mut all = self.discover(name).await?;
+        all.retain(|i| filter.matches(i));
+        Ok(all)
+    }
+
+    /// A [`Picker`] over a new [`ServiceCache`] of `name`.
+    pub async fn picker(
+        &self,
+        name: &str,
+        strategy: PickStrategy,
+        filter: ServiceFilter,
+    ) -> Result<Picker> {
+        Ok(Picker::new(self.cache(name).await?, strategy, filter))
     }
 
     /// A local, watch-backed view of `name`, listed before this returns.

@@ -9,13 +9,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::ServiceInfo;
+use super::{InstanceHealth, ServiceInfo};
+use crate::claim::OwnWrites;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::{
-    Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest, RangeRequest, Result,
-    Revision, Session, Txn, TxnOp,
+    BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
+    RangeRequest, Result, Revision, Session, Txn, TxnOp,
 };
 
 /// Where a [`Registration`] stands.
@@ -56,13 +57,18 @@ impl RegistrationState {
 pub struct Registration {
     inner: Arc<Inner>,
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// The health checker task, if one runs.
+    checker: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
     coord: Arc<CoordinatorInner>,
-    info: ServiceInfo,
+    /// The instance as last written (or being written), and its encoding.
+    info: Mutex<(ServiceInfo, Vec<u8>)>,
+    /// Values this registration wrote to its key, so its keeper does not take an
+    /// update of its own for a replacement.
+    own_writes: Mutex<OwnWrites>,
     key: String,
-    value: Vec<u8>,
     ttl: Duration,
     state: watch::Sender<RegistrationState>,
     /// The mod revision and lease of this registration's last write. Held across a
@@ -186,11 +192,13 @@ impl Registration {
         let written = answer.take().await?;
         info!(key, lease = %lease, "registered");
         crate::telemetry::registered();
+        let mut own_writes = OwnWrites::default();
+        own_writes.written(&value, written);
         let inner = Arc::new(Inner {
             coord,
-            info,
+            info: Mutex::new((info, value)),
+            own_writes: Mutex::new(own_writes),
             key,
-            value,
             ttl,
             state: watch::Sender::new(RegistrationState::Registered),
             written: tokio::sync::Mutex::new((written, lease)),
@@ -202,12 +210,83 @@ impl Registration {
         Ok(Registration {
             inner,
             keeper: Mutex::new(Some(keeper)),
+            checker: Mutex::new(None),
         })
     }
 
-    /// The registered instance.
-    pub fn info(&self) -> &ServiceInfo {
-        &self.inner.info
+    /// The registered instance, as last written.
+    pub fn info(&self) -> ServiceInfo {
+        self.inner.info().0
+    }
+
+    /// Change what the instance advertises (health, weight, tags, metadata,
+    /// address, port) and write it; its id and name cannot change (register
+    /// anew). Returns the instance as written.
+    ///
+    /// Errors: `InvalidArgument` for a changed id or name or an invalid instance;
+    /// `Closed` once the registration stopped (replaced, removed,
+    /// deregistered); store errors, after which the change is still written by
+    /// the next re-registration. While the registration is re-registering the
+    /// new value is what it writes. Cancelling this call leaves the key with the
+    /// old or the new value, both this registration's own.
+    pub async fn update(&self, change: impl FnOnce(&mut ServiceInfo)) -> Result<ServiceInfo> {
+        let mut info = self.info();
+        change(&mut info);
+        self.inner.update(info).await
+    }
+
+    /// Set the instance's health ([`Registration::update`] of one field).
+    pub async fn set_health(&self, health: InstanceHealth) -> Result<ServiceInfo> {
+        self.update(|i| i.health = health).await
+    }
+
+    /// Run `check` every `interval` in a task owned by this registration, and
+    /// write the health it returns whenever it changes (the first result too,
+    /// if it differs from the registered one). A failed write is logged and
+    /// tried again at the next check. Replaces a checker started before; ends
+    /// with the registration.
+    ///
+    /// Errors: `InvalidArgument` for a zero interval.
+    pub fn check_health<F, Fut>(&self, interval: Duration, check: F) -> Result<()>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = InstanceHealth> + Send + 'static,
+    {
+        if interval.is_zero() {
+            return Err(Error::invalid("interval", "must be above zero"));
+        }
+        let inner = self.inner.clone();
+        let span = info_span!("coord.health_check", key = %inner.key);
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    let health = check().await;
+                    if inner.state.borrow().is_final() {
+                        return;
+                    }
+                    let mut info = inner.info().0;
+                    if info.health != health {
+                        info.health = health;
+                        match inner.update(info).await {
+                            Ok(_) => info!(?health, "health changed"),
+                            Err(Error::Closed { .. }) => return,
+                            Err(e) => warn!(error = %e, ?health, "cannot write the health; trying at the next check"),
+                        }
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }
+            .instrument(span),
+        );
+        let old = self
+            .checker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(task);
+        if let Some(old) = old {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// The instance's key, as stored.
@@ -233,13 +312,28 @@ impl Registration {
     /// is cancelled at any await, the removal goes on in the background as for a
     /// dropped registration.
     pub async fn deregister(self) -> Result<()> {
+        self.stop_checker();
         let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.inner.deregister(keeper).await
     }
 }
 
+impl Registration {
+    fn stop_checker(&self) {
+        if let Some(checker) = self
+            .checker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            checker.abort();
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.stop_checker();
         if let Some(keeper) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
             keeper.abort();
         }
@@ -289,6 +383,78 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Inner {
+    fn info(&self) -> (ServiceInfo, Vec<u8>) {
+        self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn own_writes(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
+        self.own_writes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write `info` over this registration's own last write.
+    async fn update(&self, info: ServiceInfo) -> Result<ServiceInfo> {
+        let current = self.info().0;
+        if info.id != current.id || info.name != current.name {
+            return Err(Error::invalid(
+                "info",
+                format!(
+                    "an update cannot change the id or name ({}/{} to {}/{}): register anew",
+                    current.name, current.id, info.name, info.id
+                ),
+            ));
+        }
+        let value = super::validate(&info, self.coord.backend.limits().max_value_bytes)?;
+        // Wait for a write in flight (a re-registration), and hold off others.
+        let mut written = self.written.lock().await;
+        if self.stopped.load(Ordering::SeqCst) || self.state.borrow().is_final() {
+            return Err(Error::Closed {
+                what: "the registration",
+            });
+        }
+        // From here a re-registration writes the new value.
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = (info.clone(), value.clone());
+        if *self.state.borrow() == RegistrationState::Reregistering {
+            return Ok(info);
+        }
+        let (ours, lease) = *written;
+        self.own_writes().sending(&value);
+        let put = Txn::new()
+            .when([Compare::mod_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                ours,
+            )])
+            .and_then([PutRequest::new(self.key.clone(), value.clone()).with_lease(lease)]);
+        let backend = &self.coord.backend;
+        match self
+            .coord
+            .retry
+            .run("update registration", |_| backend.txn(put.clone()))
+            .await
+        {
+            Ok(r) if r.succeeded => {
+                *written = (r.revision, lease);
+                self.own_writes().written(&value, r.revision);
+                Ok(info)
+            }
+            // Replaced, removed, or its lease lost meanwhile: the keeper says which.
+            Ok(_) => Err(Error::unavailable(
+                "the registration's key changed under the update; it is written again if the registration goes on",
+            )),
+            Err(e) => {
+                // It may have applied: adopt it if the key holds exactly this write.
+                if let Ok(Some(kv)) = backend.get(self.key.clone()).await {
+                    if kv.value == value && kv.lease == Some(lease) {
+                        *written = (kv.mod_revision, lease);
+                        self.own_writes().written(&value, kv.mod_revision);
+                        return Ok(info);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn current_session(&self) -> Session {
         self.session
             .lock()
@@ -337,12 +503,12 @@ impl Inner {
     /// Watch the key from our last write on, until it is deleted or overwritten,
     /// or the session is lost.
     async fn watch_key(&self, session: &Session) -> Ended {
-        let ours = self.written.lock().await.0;
+        let (ours, lease) = *self.written.lock().await;
         let judge = |seen: Seen<'_>| match seen {
             Seen::Event(EventKind::Delete, _) | Seen::Now(None) => Some(Ended::Deleted),
-            Seen::Event(EventKind::Put, kv) | Seen::Now(Some(kv)) => {
-                (kv.mod_revision != ours).then_some(Ended::Overwritten)
-            }
+            Seen::Event(EventKind::Put, kv) | Seen::Now(Some(kv)) => (kv.mod_revision != ours
+                && !self.own_writes().is_own(kv, lease))
+            .then_some(Ended::Overwritten),
         };
         let watch = watch_owned_key(
             &self.coord.backend,
@@ -402,8 +568,9 @@ impl Inner {
         if self.stopped.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let put =
-            TxnOp::Put(PutRequest::new(self.key.clone(), self.value.clone()).with_lease(lease));
+        let value = self.info().1;
+        self.own_writes().sending(&value);
+        let put = TxnOp::Put(PutRequest::new(self.key.clone(), value.clone()).with_lease(lease));
         let create = Txn::new()
             .when([Compare::create_revision(
                 self.key.clone(),
@@ -415,6 +582,7 @@ impl Inner {
         let resp = self.coord.backend.txn(create).await?;
         if resp.succeeded {
             *written = (resp.revision, lease);
+            self.own_writes().written(&value, resp.revision);
             return Ok(Some(session));
         }
         // Still there: ours (its lease not yet expired by the store) is taken over;
@@ -432,6 +600,7 @@ impl Inner {
                 let resp = self.coord.backend.txn(take).await?;
                 if resp.succeeded {
                     *written = (resp.revision, lease);
+                    self.own_writes().written(&value, resp.revision);
                     Ok(Some(session))
                 } else {
                     Err(Error::unavailable(
