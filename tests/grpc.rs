@@ -155,3 +155,85 @@ async fn discover_stream_yields_tower_changes() {
         Change::Insert(id, _) => panic!("unexpected insert of {id}"),
     }
 }
+
+/// Wait until an independent cache shows `check` true of `name`'s instances.
+async fn settle_on(coordinator: &Coordinator, name: &str, check: impl Fn(&[ServiceInfo]) -> bool) {
+    let cache = coordinator.registry().cache(name).await.unwrap();
+    for _ in 0..500 {
+        if check(&cache.instances()) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the registry never showed the expected instances of {name}");
+}
+
+/// A channel made with a template and a filter balances over the instances the
+/// filter wants only: an untagged one never gets a request, one whose health
+/// turns critical stops getting them and gets them again once it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_channel_skips_unwanted_and_unhealthy_instances() {
+    use coordkit::{EndpointTemplate, InstanceHealth, ServiceFilter};
+    let store = MemoryBackend::new();
+    let servers = Coordinator::new(Arc::new(store.client()));
+    let client_side = Coordinator::new(Arc::new(store.client()));
+    let mut backends = Vec::new();
+    let mut registrations = Vec::new();
+    for (i, tag) in ["blue", "blue", "green"].into_iter().enumerate() {
+        let backend = serve().await;
+        let info =
+            ServiceInfo::new(format!("f{i}"), "filtered", "127.0.0.1", backend.port).with_tag(tag);
+        registrations.push(servers.registry().register(info, TTL).await.unwrap());
+        backends.push(backend);
+    }
+    let template = EndpointTemplate::http().configure(|e| Ok(e.timeout(Duration::from_secs(5))));
+    let https = EndpointTemplate::https()
+        .endpoint(&ServiceInfo::new("x", "s", "::1", 443))
+        .unwrap();
+    assert_eq!(https.uri().to_string(), "https://[::1]:443/");
+    let channel = client_side
+        .registry()
+        .channel_with("filtered", template, ServiceFilter::new().tag("blue"))
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    send(&mut client, 200).await;
+    let first = counts(&backends);
+    assert_eq!(first[2], 0, "an unwanted instance got requests: {first:?}");
+    assert!(first[0] > 0 && first[1] > 0, "{first:?}");
+
+    registrations[1]
+        .set_health(InstanceHealth::Critical)
+        .await
+        .unwrap();
+    settle_on(&client_side, "filtered", |all| {
+        all.iter()
+            .any(|i| i.id == "f1" && i.health == InstanceHealth::Critical)
+    })
+    .await;
+    let before = counts(&backends);
+    send(&mut client, 200).await;
+    let after = counts(&backends);
+    assert_eq!(after[1], before[1], "a critical instance got requests");
+    assert_eq!(after[0], before[0] + 200);
+
+    registrations[1]
+        .set_health(InstanceHealth::Passing)
+        .await
+        .unwrap();
+    settle_on(&client_side, "filtered", |all| {
+        all.iter().all(|i| i.health == InstanceHealth::Passing)
+    })
+    .await;
+    send(&mut client, 200).await;
+    let last = counts(&backends);
+    assert!(
+        last[1] > after[1],
+        "a passing instance again got nothing: {last:?}"
+    );
+    assert_eq!(last[2], 0);
+    for b in &backends {
+        b.task.abort();
+    }
+}
