@@ -131,9 +131,9 @@ pub use lock::{LockGuard, LockService};
 #[cfg(feature = "grpc")]
 pub use registry::EndpointTemplate;
 pub use registry::{
-    InstanceHealth, PickStrategy, Picked, Picker, Registration, RegistrationState, RegistryService,
-    ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo, ServiceWatch,
-    MAX_WEIGHT,
+    EtcdNaming, InstanceHealth, PickStrategy, Picked, Picker, Registration, RegistrationState,
+    RegistryService, ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo,
+    ServiceWatch, MAX_WEIGHT,
 };
 pub use retry::RetryPolicy;
 pub use rw_lock::RwLockService;

@@ -189,6 +189,7 @@ macro_rules! conformance_tests {
             registry_updates_are_followed_and_keep_the_registration,
             registry_health_checker_writes_changes,
             registry_pickers_follow_their_strategy,
+            registry_etcd_naming_matches_the_grpc_go_format,
         );
     };
 }

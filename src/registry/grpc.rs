@@ -163,52 +163,7 @@ impl RegistryService {
         template: EndpointTemplate,
         filter: ServiceFilter,
     ) -> Result<Channel> {
-        let cache = self.cache(name).await?;
-        let (channel, tx) = Channel::balance_channel::<String>(64);
-        // Subscribe before reading the instances, so no change falls in between.
-        let mut events = cache.subscribe();
-        let initial = cache.instances();
-        tokio::spawn(async move {
-            let mut feed = Feed {
-                template,
-                filter,
-                known: HashSet::new(),
-            };
-            for info in initial.iter() {
-                if !feed.apply(&tx, info).await {
-                    return;
-                }
-            }
-            loop {
-                let event = tokio::select! {
-                    _ = tx.closed() => return,
-                    event = events.recv() => event,
-                };
-                let open = match event {
-                    Ok(e) if e.kind == ServiceEventKind::Put => feed.apply(&tx, &e.service).await,
-                    Ok(e) => feed.remove(&tx, &e.service.id).await,
-                    Err(RecvError::Lagged(_)) => {
-                        // Missed events: align with the cache's current view.
-                        let now = cache.instances();
-                        let ids: HashSet<_> = now.iter().map(|i| i.id.clone()).collect();
-                        let stale: Vec<_> = feed.known.difference(&ids).cloned().collect();
-                        let mut open = true;
-                        for id in stale {
-                            open &= feed.remove(&tx, &id).await;
-                        }
-                        for info in now.iter() {
-                            open &= feed.apply(&tx, info).await;
-                        }
-                        open
-                    }
-                    Err(RecvError::Closed) => return,
-                };
-                if !open {
-                    return;
-                }
-            }
-        });
-        Ok(channel)
+        Ok(balance(self.cache(name).await?, template, filter))
     }
 
     /// The instances of `name` as `tower::discover` changes: an `Insert` per
@@ -224,4 +179,57 @@ impl RegistryService {
             })
             .boxed())
     }
+}
+
+/// A balanced channel fed from `cache` by a task that ends with the channel.
+pub(crate) fn balance(
+    cache: super::ServiceCache,
+    template: EndpointTemplate,
+    filter: ServiceFilter,
+) -> Channel {
+    let (channel, tx) = Channel::balance_channel::<String>(64);
+    // Subscribe before reading the instances, so no change falls in between.
+    let mut events = cache.subscribe();
+    let initial = cache.instances();
+    tokio::spawn(async move {
+        let mut feed = Feed {
+            template,
+            filter,
+            known: HashSet::new(),
+        };
+        for info in initial.iter() {
+            if !feed.apply(&tx, info).await {
+                return;
+            }
+        }
+        loop {
+            let event = tokio::select! {
+                _ = tx.closed() => return,
+                event = events.recv() => event,
+            };
+            let open = match event {
+                Ok(e) if e.kind == ServiceEventKind::Put => feed.apply(&tx, &e.service).await,
+                Ok(e) => feed.remove(&tx, &e.service.id).await,
+                Err(RecvError::Lagged(_)) => {
+                    // Missed events: align with the cache's current view.
+                    let now = cache.instances();
+                    let ids: HashSet<_> = now.iter().map(|i| i.id.clone()).collect();
+                    let stale: Vec<_> = feed.known.difference(&ids).cloned().collect();
+                    let mut open = true;
+                    for id in stale {
+                        open &= feed.remove(&tx, &id).await;
+                    }
+                    for info in now.iter() {
+                        open &= feed.apply(&tx, info).await;
+                    }
+                    open
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if !open {
+                return;
+            }
+        }
+    });
+    channel
 }

@@ -3,6 +3,7 @@
 //! `grpc`) a load-balanced tonic channel.
 
 mod cache;
+mod etcd_naming;
 mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
@@ -22,6 +23,7 @@ use crate::follow::Follower;
 use crate::{BackendExt, DeleteRequest, Error, KeyRange, RangeRequest, Result, Txn};
 
 pub use cache::{ServiceCache, ServiceEvent, ServiceEventKind, ServiceWatch};
+pub use etcd_naming::EtcdNaming;
 pub use filter::{InstanceHealth, ServiceFilter};
 #[cfg(feature = "grpc")]
 pub use grpc::DiscoverStream;
@@ -123,6 +125,39 @@ impl ServiceInfo {
     }
 }
 
+/// How instances are written under a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `<namespace>service/<name>/<id>` → [`ServiceInfo`] as JSON.
+    Native,
+    /// etcd's `naming/endpoints` (grpc-go's etcd resolver): `<target>/<id>` →
+    /// `{"Op":0,"Addr":"host:port","Metadata":…}`.
+    EtcdNaming,
+}
+
+/// Where a service's instances are, and in which format.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    pub(crate) format: Format,
+    /// The service name (native) or resolver target (etcd naming).
+    pub(crate) name: String,
+    /// The keys' prefix, ending in `/`.
+    pub(crate) prefix: String,
+}
+
+/// The stored value of `info` in `format`, after checking it.
+pub(crate) fn encode(
+    format: Format,
+    info: &ServiceInfo,
+    max_value_bytes: usize,
+) -> Result<Vec<u8>> {
+    let native = validate(info, max_value_bytes)?;
+    match format {
+        Format::Native => Ok(native),
+        Format::EtcdNaming => etcd_naming::encode(info, max_value_bytes),
+    }
+}
+
 fn segment(argument: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(argument, "must not be empty"));
@@ -221,8 +256,12 @@ impl RegistryService {
         format!("{}service/{name}/", self.coord.namespace)
     }
 
-    fn view(&self, name: &str) -> ServiceView {
-        ServiceView::new(name, self.coord.clone())
+    fn source(&self, name: &str) -> Source {
+        Source {
+            format: Format::Native,
+            name: name.to_string(),
+            prefix: self.prefix(name),
+        }
     }
 
     /// Register `info` on a session of `ttl` and keep it registered until the
@@ -241,7 +280,7 @@ impl RegistryService {
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
         let key = format!("{}{}", self.prefix(&info.name), info.id);
-        Registration::start(self.coord.clone(), info, key, value, ttl).await
+        Registration::start(self.coord.clone(), Format::Native, info, key, value, ttl).await
     }
 
     /// The old name of [`RegistryService::deregister`].
@@ -315,28 +354,23 @@ impl RegistryService {
     #[tracing::instrument(level = "debug", name = "coord.registry.discover", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn discover(&self, name: &str) -> Result<Vec<ServiceInfo>> {
         segment("name", name)?;
-        let prefix = self.prefix(name);
+        self.discover_in(&self.source(name)).await
+    }
+
+    pub(crate) async fn discover_in(&self, source: &Source) -> Result<Vec<ServiceInfo>> {
         let backend = &self.coord.backend;
         let resp = self
             .coord
             .retry
-            .run("discover", |_| backend.get_prefix(prefix.clone()))
+            .run("discover", |_| backend.get_prefix(source.prefix.clone()))
             .await?;
-        let view = self.view(name);
+        let view = ServiceView::new(source, self.coord.clone());
         let mut found: Vec<_> = resp
             .iter()
             .filter_map(|kv| view.parse(&kv.key, &kv.value))
             .collect();
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
-    }
-
-    /// Follow `name`: one `Put` per current instance, then every change.
-    #[tracing::instrument(level = "debug", name = "coord.registry.watch", skip_all, fields(service = %name), err(level = "debug"))]
-    pub async fn watch(&self, name: &str) -> Result<ServiceWatch> {
-        segment("name", name)?;
-        let (follower, snapshot) = self.follower(name).await?;
-        Ok(ServiceWatch::new(self.view(name), follower, snapshot))
     }
 
     /// The instances of `name` now that `filter` matches, by id.
@@ -360,26 +394,43 @@ impl RegistryService {
         Ok(Picker::new(self.cache(name).await?, strategy, filter))
     }
 
+    /// Follow `name`: one `Put` per current instance, then every change.
+    #[tracing::instrument(level = "debug", name = "coord.registry.watch", skip_all, fields(service = %name), err(level = "debug"))]
+    pub async fn watch(&self, name: &str) -> Result<ServiceWatch> {
+        segment("name", name)?;
+        self.watch_in(&self.source(name)).await
+    }
+
+    pub(crate) async fn watch_in(&self, source: &Source) -> Result<ServiceWatch> {
+        let (follower, snapshot) = self.follower(source).await?;
+        let view = ServiceView::new(source, self.coord.clone());
+        Ok(ServiceWatch::new(view, follower, snapshot))
+    }
+
     /// A local, watch-backed view of `name`, listed before this returns.
     #[tracing::instrument(level = "debug", name = "coord.registry.cache", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn cache(&self, name: &str) -> Result<ServiceCache> {
         segment("name", name)?;
-        let (follower, snapshot) = self.follower(name).await?;
+        self.cache_in(&self.source(name)).await
+    }
+
+    pub(crate) async fn cache_in(&self, source: &Source) -> Result<ServiceCache> {
+        let (follower, snapshot) = self.follower(source).await?;
         Ok(ServiceCache::start(
-            name,
-            self.view(name),
+            &source.name,
+            ServiceView::new(source, self.coord.clone()),
             follower,
             snapshot,
             &self.coord,
-            crate::RangeRequest::prefix(self.prefix(name)),
+            crate::RangeRequest::prefix(source.prefix.clone()),
         ))
     }
 
-    async fn follower(&self, name: &str) -> Result<(Follower, Vec<crate::follow::Change>)> {
+    async fn follower(&self, source: &Source) -> Result<(Follower, Vec<crate::follow::Change>)> {
         Follower::start(
             self.coord.backend.clone(),
             self.coord.retry.clone(),
-            KeyRange::prefix(self.prefix(name)),
+            KeyRange::prefix(source.prefix.clone()),
         )
         .await
     }

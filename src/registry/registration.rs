@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
 
-use super::{InstanceHealth, ServiceInfo};
+use super::{Format, InstanceHealth, ServiceInfo};
 use crate::claim::OwnWrites;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
@@ -65,6 +65,7 @@ struct Inner {
     coord: Arc<CoordinatorInner>,
     /// The instance as last written (or being written), and its encoding.
     info: Mutex<(ServiceInfo, Vec<u8>)>,
+    format: Format,
     /// Values this registration wrote to its key, so its keeper does not take an
     /// update of its own for a replacement.
     own_writes: Mutex<OwnWrites>,
@@ -136,6 +137,7 @@ enum Ended {
 impl Registration {
     pub(crate) async fn start(
         coord: Arc<CoordinatorInner>,
+        format: Format,
         info: ServiceInfo,
         key: String,
         value: Vec<u8>,
@@ -197,6 +199,7 @@ impl Registration {
         let inner = Arc::new(Inner {
             coord,
             info: Mutex::new((info, value)),
+            format,
             own_writes: Mutex::new(own_writes),
             key,
             ttl,
@@ -403,7 +406,11 @@ impl Inner {
                 ),
             ));
         }
-        let value = super::validate(&info, self.coord.backend.limits().max_value_bytes)?;
+        let value = super::encode(
+            self.format,
+            &info,
+            self.coord.backend.limits().max_value_bytes,
+        )?;
         // Wait for a write in flight (a re-registration), and hold off others.
         let mut written = self.written.lock().await;
         if self.stopped.load(Ordering::SeqCst) || self.state.borrow().is_final() {

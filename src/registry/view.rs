@@ -7,21 +7,21 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::{validate, ServiceEvent, ServiceEventKind, ServiceInfo};
+use super::{validate, Format, ServiceEvent, ServiceEventKind, ServiceInfo, Source};
 use crate::coordinator::CoordinatorInner;
 use crate::follow::Change;
 use crate::EventKind;
 
 pub(crate) struct ServiceView {
-    name: String,
+    source: Source,
     coord: Arc<CoordinatorInner>,
     instances: BTreeMap<Vec<u8>, ServiceInfo>,
 }
 
 impl ServiceView {
-    pub(crate) fn new(name: &str, coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(source: &Source, coord: Arc<CoordinatorInner>) -> Self {
         ServiceView {
-            name: name.to_string(),
+            source: source.clone(),
             coord,
             instances: BTreeMap::new(),
         }
@@ -31,17 +31,28 @@ impl ServiceView {
     /// malformed entry is logged, counted and skipped.
     pub(crate) fn parse(&self, key: &[u8], value: &[u8]) -> Option<ServiceInfo> {
         let key = String::from_utf8_lossy(key);
-        let id = key.rsplit('/').next().unwrap_or_default();
-        let problem = match serde_json::from_slice::<ServiceInfo>(value) {
-            Err(e) => e.to_string(),
-            Ok(info) if info.name != self.name || info.id != id => format!(
-                "it describes {}/{}, not the instance its key names",
-                info.name, info.id
-            ),
-            Ok(info) => match validate(&info, usize::MAX) {
-                Ok(_) => return Some(info),
-                Err(e) => e.to_string(),
-            },
+        let problem = match self.source.format {
+            Format::Native => {
+                let id = key.rsplit('/').next().unwrap_or_default();
+                match serde_json::from_slice::<ServiceInfo>(value) {
+                    Err(e) => e.to_string(),
+                    Ok(info) if info.name != self.source.name || info.id != id => format!(
+                        "it describes {}/{}, not the instance its key names",
+                        info.name, info.id
+                    ),
+                    Ok(info) => match validate(&info, usize::MAX) {
+                        Ok(_) => return Some(info),
+                        Err(e) => e.to_string(),
+                    },
+                }
+            }
+            Format::EtcdNaming => {
+                let id = key.strip_prefix(&self.source.prefix).unwrap_or(&key);
+                match super::etcd_naming::decode(&self.source.name, id, value) {
+                    Ok(info) => return Some(info),
+                    Err(e) => e,
+                }
+            }
         };
         self.coord.malformed_entries.fetch_add(1, Ordering::Relaxed);
         warn!(%key, problem, "skipping a malformed registry entry");

@@ -284,3 +284,97 @@ pub async fn registry_pickers_follow_their_strategy(ctx: Ctx) -> Result<()> {
     assert!(none.pick().is_none());
     Ok(())
 }
+
+/// etcd's `naming/endpoints` format (grpc-go's etcd resolver): entries a Go
+/// service wrote (`{"Op":0,"Addr":"host:port","Metadata":…}` under
+/// `<target>/<id>`) are discovered and cached, entries that are not adds of a
+/// `host:port` are skipped; an instance registered in that format is stored as
+/// exactly the JSON Go writes, on a lease, and removed on deregister; a health
+/// the format cannot carry and a bad target are `InvalidArgument`.
+pub async fn registry_etcd_naming_matches_the_grpc_go_format(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let naming = c.registry().etcd_naming("my-service")?;
+    // As Go's endpoints.Manager writes them.
+    b.put(
+        "my-service/e1",
+        r#"{"Op":0,"Addr":"10.0.0.1:8080","Metadata":{"zone":"a","weight":3}}"#,
+    )
+    .await?;
+    b.put(
+        "my-service/e2",
+        r#"{"Op":0,"Addr":"[::1]:9090","Metadata":null}"#,
+    )
+    .await?;
+    b.put("my-service/bad-op", r#"{"Op":1,"Addr":"10.0.0.3:1"}"#)
+        .await?;
+    b.put("my-service/bad-addr", r#"{"Op":0,"Addr":"nohost"}"#)
+        .await?;
+    b.put("my-servicex/other", r#"{"Op":0,"Addr":"10.0.0.9:1"}"#)
+        .await?;
+    let found = naming.discover().await?;
+    assert_eq!(ids(&found), ["e1", "e2"], "{found:?}");
+    assert_eq!(
+        (
+            found[0].address.as_str(),
+            found[0].port,
+            found[0].name.as_str()
+        ),
+        ("10.0.0.1", 8080, "my-service")
+    );
+    assert_eq!(found[0].metadata.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(
+        found[0].metadata.get("weight").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!((found[1].address.as_str(), found[1].port), ("::1", 9090));
+    assert_eq!(found[1].authority(), "[::1]:9090");
+
+    let cache = naming.cache().await?;
+    let with_meta = naming
+        .register(
+            ServiceInfo::new("c1", "api", "127.0.0.1", 7001).with_metadata("zone", "b"),
+            ttl,
+        )
+        .await?;
+    let plain = naming
+        .register(ServiceInfo::new("c2", "api", "127.0.0.1", 7002), ttl)
+        .await?;
+    let stored = b.get("my-service/c1").await?.expect("the Go-format entry");
+    assert_eq!(
+        crate::context::text(&stored.value),
+        r#"{"Op":0,"Addr":"127.0.0.1:7001","Metadata":{"zone":"b"}}"#
+    );
+    assert!(stored.lease.is_some(), "a registration is on a lease");
+    let stored = b.get("my-service/c2").await?.expect("the Go-format entry");
+    assert_eq!(
+        crate::context::text(&stored.value),
+        r#"{"Op":0,"Addr":"127.0.0.1:7002","Metadata":null}"#
+    );
+    wait_until("the cache sees both formats' writers", || async {
+        Ok(ids(&cache.instances()) == ["c1", "c2", "e1", "e2"])
+    })
+    .await?;
+    assert_invalid(
+        with_meta.set_health(InstanceHealth::Critical).await,
+        "health",
+    );
+    with_meta
+        .update(|i| {
+            i.metadata.insert("zone".into(), "c".into());
+        })
+        .await?;
+    let stored = b.get("my-service/c1").await?.expect("the Go-format entry");
+    assert_eq!(
+        crate::context::text(&stored.value),
+        r#"{"Op":0,"Addr":"127.0.0.1:7001","Metadata":{"zone":"c"}}"#
+    );
+    with_meta.deregister().await?;
+    plain.deregister().await?;
+    assert!(b.get("my-service/c1").await?.is_none());
+    assert_eq!(ids(&naming.discover().await?), ["e1", "e2"]);
+    assert_invalid(c.registry().etcd_naming(""), "target");
+    assert_invalid(c.registry().etcd_naming("svc/"), "target");
+    Ok(())
+}
