@@ -26,6 +26,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 echo "== feature matrix"
 cargo check -p coordkit --no-default-features
 cargo clippy -p coordkit --features metrics --all-targets -- -D warnings
+cargo clippy -p coordkit --features toml,yaml --all-targets -- -D warnings
 cargo clippy -p coordkit-etcd --features tls --all-targets -- -D warnings
 echo "== cargo publish --dry-run (every crate, in dependency order)"
 # Cargo verifies each crate against the ones packaged before it through a

@@ -118,8 +118,8 @@ pub use backend::{
 pub use barrier::{BarrierService, DoubleBarrierEntry};
 pub use claim::{OwnershipLost, QueueEntry};
 pub use config::{
-    ConfigCenter, ConfigChange, ConfigEvent, ConfigEventKind, ConfigManager, ConfigManagerError,
-    Watcher,
+    Codec, ConfigCenter, ConfigChange, ConfigEvent, ConfigEventKind, ConfigManager,
+    ConfigManagerError, Watcher,
 };
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use counter::CounterService;

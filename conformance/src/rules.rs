@@ -5,6 +5,7 @@
 const SOURCES: &[&str] = &[
     include_str!("cases/barrier.rs"),
     include_str!("cases/config.rs"),
+    include_str!("cases/config_codecs.rs"),
     include_str!("cases/config_faults.rs"),
     include_str!("cases/config_more.rs"),
     include_str!("cases/counter.rs"),

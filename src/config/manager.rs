@@ -505,7 +505,7 @@ where
         match self.center.get_bytes_with_version(&self.key).await {
             Ok((bytes, version)) => {
                 self.status.synced();
-                self.offer(version, Some(super::decode(&self.key, &bytes)))
+                self.offer(version, Some(self.center.decode(&self.key, &bytes)))
             }
             Err(Error::NotFound { .. }) => {
                 self.status.synced();

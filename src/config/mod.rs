@@ -2,6 +2,7 @@
 //! that never miss, history and rollback; and [`ConfigManager`], a typed value kept
 //! current in memory.
 
+mod codec;
 mod key;
 mod manager;
 mod watcher;
@@ -17,6 +18,8 @@ use crate::{
     Result, RetryPolicy, Revision, Txn,
 };
 
+pub use codec::Codec;
+pub(crate) use codec::Codecs;
 pub(crate) use key::{validate_key, validate_prefix};
 pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
 pub use watcher::{ConfigEvent, ConfigEventKind, Watcher};
@@ -114,20 +117,11 @@ pub struct ConfigCenter {
     retry: RetryPolicy,
     root: String,
     followers: Arc<crate::health::Followers>,
+    codecs: Codecs,
 }
 
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Codec {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Codec {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
+    Codec::Json.encode(key, value)
 }
 
 impl ConfigCenter {
@@ -137,7 +131,60 @@ impl ConfigCenter {
             retry: coord.retry.clone(),
             root: format!("{}config/", coord.namespace),
             followers: coord.followers.clone(),
+            codecs: Codecs::default(),
         }
+    }
+
+    /// This center with `codec` for every key without a codec of its own
+    /// ([`ConfigCenter::with_codec_for`]). The typed calls (`get`, `set`,
+    /// `compare_and_set`, `history`, watches, [`ConfigManager`]) encode and decode
+    /// with it; the `_bytes` calls store what they are given.
+    pub fn with_codec(&self, codec: Codec) -> ConfigCenter {
+        let mut center = self.clone();
+        center.codecs.default = codec;
+        center
+    }
+
+    /// This center with `codec` for the keys under `prefix` (the longest
+    /// matching prefix wins; `""` is every key).
+    ///
+    /// Errors: `InvalidArgument` for a bad prefix (as for `watch_prefix`).
+    pub fn with_codec_for(&self, prefix: &str, codec: Codec) -> Result<ConfigCenter> {
+        validate_prefix(prefix)?;
+        let mut center = self.clone();
+        let mut rules: Vec<(String, Codec)> = center
+            .codecs
+            .by_prefix
+            .iter()
+            .filter(|(p, _)| p != prefix)
+            .cloned()
+            .collect();
+        rules.push((prefix.to_string(), codec));
+        center.codecs.by_prefix = Arc::new(rules);
+        Ok(center)
+    }
+
+    /// The codec the typed calls use for `key`.
+    pub fn codec_of(&self, key: &str) -> Codec {
+        self.codecs.of(key)
+    }
+
+    /// A change for [`ConfigCenter::update_many`] that sets `key` to `value` in
+    /// `key`'s codec (where [`ConfigChange::set`] always writes JSON).
+    pub fn change<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<ConfigChange> {
+        validate_key(key)?;
+        Ok(ConfigChange::set_bytes(
+            key,
+            self.codec_of(key).encode(key, value)?,
+        ))
+    }
+
+    pub(crate) fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
+        self.codecs.of(key).decode(key, bytes)
+    }
+
+    pub(crate) fn codecs(&self) -> &Codecs {
+        &self.codecs
     }
 
     /// The store key of a config key.
@@ -185,13 +232,13 @@ impl ConfigCenter {
         Ok(self.get_bytes_with_version(key).await?.0)
     }
 
-    /// The value at `key`, decoded from JSON, and its version.
+    /// The value at `key`, decoded with its codec (JSON unless set otherwise), and its version.
     pub async fn get_with_version<T: DeserializeOwned>(&self, key: &str) -> Result<(T, Version)> {
         let (bytes, version) = self.get_bytes_with_version(key).await?;
-        Ok((decode(key, &bytes)?, version))
+        Ok((self.decode(key, &bytes)?, version))
     }
 
-    /// The value at `key`, decoded from JSON.
+    /// The value at `key`, decoded with its codec.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         Ok(self.get_with_version(key).await?.0)
     }
@@ -203,10 +250,10 @@ impl ConfigCenter {
         self.backend.put(self.full(key), value.into()).await
     }
 
-    /// Write `value` as JSON at `key`; returns the new version.
+    /// Write `value` at `key` in its codec (JSON unless set otherwise); returns the new version.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Version> {
         validate_key(key)?;
-        let bytes = encode(key, value)?;
+        let bytes = self.codec_of(key).encode(key, value)?;
         self.backend.put(self.full(key), bytes).await
     }
 
@@ -269,7 +316,7 @@ impl ConfigCenter {
         expected: Version,
     ) -> Result<Version> {
         validate_key(key)?;
-        let bytes = encode(key, value)?;
+        let bytes = self.codec_of(key).encode(key, value)?;
         self.compare_and_set_bytes(key, bytes, expected).await
     }
 
@@ -321,7 +368,7 @@ impl ConfigCenter {
         Ok(out)
     }
 
-    /// The versions of `key` decoded from JSON, newest (the current one) first; see
+    /// The versions of `key` decoded with its codec, newest (the current one) first; see
     /// [`ConfigCenter::history_bytes`]. A version that does not decode is `Codec`.
     pub async fn history<T: DeserializeOwned>(
         &self,
@@ -334,7 +381,7 @@ impl ConfigCenter {
             .map(|v| {
                 Ok(ConfigVersion {
                     version: v.version,
-                    value: decode(key, &v.value)?,
+                    value: self.decode(key, &v.value)?,
                 })
             })
             .collect()

@@ -8,7 +8,7 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
-use super::{decode, ConfigCenter, Version};
+use super::{Codecs, ConfigCenter, Version};
 use crate::follow::Follower;
 use crate::{EventKind, KeyRange, Result};
 
@@ -54,6 +54,7 @@ pub struct ConfigEvent<T> {
 #[must_use = "a watcher delivers nothing unless polled"]
 pub struct Watcher<T> {
     events: Option<BoxStream<'static, Result<RawEvent>>>,
+    codecs: Codecs,
     _value: PhantomData<fn() -> T>,
 }
 
@@ -89,6 +90,7 @@ impl<T: DeserializeOwned> Watcher<T> {
     }
 
     fn following(follower: Follower, center: ConfigCenter) -> Self {
+        let codecs = center.codecs().clone();
         let events = stream::unfold((follower, center), |(mut f, center)| async move {
             let item = f.next().await.map(|c| RawEvent {
                 kind: match c.kind {
@@ -107,6 +109,7 @@ impl<T: DeserializeOwned> Watcher<T> {
         .boxed();
         Watcher {
             events: Some(events),
+            codecs,
             _value: PhantomData,
         }
     }
@@ -121,6 +124,7 @@ impl<T: DeserializeOwned> Stream for Watcher<T> {
     type Item = Result<ConfigEvent<T>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let codecs = self.codecs.clone();
         let Some(events) = self.events.as_mut() else {
             return Poll::Ready(None);
         };
@@ -128,7 +132,7 @@ impl<T: DeserializeOwned> Stream for Watcher<T> {
             item.map(|raw| {
                 let raw = raw?;
                 let value = match raw.value {
-                    Some(bytes) => Some(decode(&raw.key, &bytes)?),
+                    Some(bytes) => Some(codecs.of(&raw.key).decode(&raw.key, &bytes)?),
                     None => None,
                 };
                 Ok(ConfigEvent {

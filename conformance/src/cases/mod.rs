@@ -5,6 +5,7 @@
 
 mod barrier;
 mod config;
+mod config_codecs;
 mod config_faults;
 mod config_more;
 mod counter;
@@ -25,6 +26,7 @@ mod watch;
 
 pub use barrier::*;
 pub use config::*;
+pub use config_codecs::*;
 pub use config_faults::*;
 pub use config_more::*;
 pub use counter::*;
