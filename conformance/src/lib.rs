@@ -147,6 +147,7 @@ macro_rules! conformance_tests {
             config_delete_if_version_deletes_only_what_was_read,
             config_update_many_is_all_or_nothing,
             config_codecs_apply_per_center_and_per_key,
+            config_manager_composes_a_value_from_a_prefix,
             registry_lists_service_names_with_counts,
             // Barriers.
             barrier_holds_waiters_until_removed,

@@ -164,6 +164,9 @@ pub struct ConfigManager<T> {
 struct ManagerInner<T> {
     center: ConfigCenter,
     key: String,
+    /// Composed of every key under `key` (a prefix), with the value last applied
+    /// as assembled (a reread that assembles the same is not a change).
+    composed: Option<Mutex<Option<serde_json::Value>>>,
     default: Arc<T>,
     current: ArcSwap<T>,
     version: AtomicI64,
@@ -180,6 +183,8 @@ struct ManagerInner<T> {
 pub struct ConfigManagerBuilder<T> {
     center: ConfigCenter,
     segments: [String; 3],
+    /// A composed manager's prefix.
+    prefix: Option<String>,
     default: T,
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
@@ -235,22 +240,42 @@ where
     /// key segment. Store failures are not errors here: see
     /// [`ConfigManager::last_error`].
     pub async fn start(self) -> Result<ConfigManager<T>> {
-        for (argument, segment) in ["env", "app", "component"].into_iter().zip(&self.segments) {
-            if segment.is_empty() || segment.contains('/') {
-                return Err(Error::invalid(
-                    argument,
-                    format!("must be one non-empty key segment without '/', got {segment:?}"),
-                ));
+        let key = match &self.prefix {
+            Some(prefix) => {
+                super::validate_prefix(prefix)?;
+                if prefix.is_empty() || !prefix.ends_with('/') {
+                    return Err(Error::invalid(
+                        "prefix",
+                        format!("must be non-empty and end in '/', got {prefix:?}"),
+                    ));
+                }
+                prefix.clone()
             }
-        }
-        let key = self.segments.join("/");
-        super::validate_key(&key)?;
+            None => {
+                for (argument, segment) in
+                    ["env", "app", "component"].into_iter().zip(&self.segments)
+                {
+                    if segment.is_empty() || segment.contains('/') {
+                        return Err(Error::invalid(
+                            argument,
+                            format!(
+                                "must be one non-empty key segment without '/', got {segment:?}"
+                            ),
+                        ));
+                    }
+                }
+                let key = self.segments.join("/");
+                super::validate_key(&key)?;
+                key
+            }
+        };
         let default = Arc::new(self.default);
         let status = crate::health::SyncStatus::new(format!("config {key}"));
         self.center.followers.add(&status);
         let inner = Arc::new(ManagerInner {
             status,
             center: self.center,
+            composed: self.prefix.is_some().then(|| Mutex::new(None)),
             key,
             current: ArcSwap::new(default.clone()),
             updates: watch::Sender::new(default.clone()),
@@ -266,7 +291,11 @@ where
         let task = {
             let inner = inner.clone();
             tokio::spawn(async move {
-                let keys = crate::RangeRequest::key(inner.center.full(&inner.key));
+                let full = inner.center.full(&inner.key);
+                let keys = match inner.composed {
+                    Some(_) => crate::RangeRequest::prefix(full),
+                    None => crate::RangeRequest::key(full),
+                };
                 let backend = inner.center.backend().clone();
                 tokio::join!(
                     follow(inner.clone(), watcher),
@@ -297,6 +326,52 @@ where
         ConfigManagerBuilder {
             center: center.clone(),
             segments: [env.into(), app.into(), component.into()],
+            prefix: None,
+            default,
+            validator: None,
+            updater: None,
+            snapshot: None,
+        }
+    }
+
+    /// A manager of a value composed of every key under `prefix` (ending in
+    /// `/`), serving `default` while there is none: each key, decoded with its
+    /// codec, is the field its path names (`prefix` + `db/url` is `db.url`), so
+    /// a struct can be spread over several keys and each changed on its own.
+    ///
+    /// The assembled value goes through the validator and the updater like a
+    /// single key's; any change under the prefix rereads the prefix (one
+    /// range), and a reread that assembles the same value changes nothing. Its
+    /// [`ConfigManager::version`] is the store revision of the read that
+    /// assembled it. No key left under the prefix reverts to the default. A key
+    /// that does not decode, or one that is both a value and a folder (`db`
+    /// and `db/url`), makes the whole value undecodable.
+    ///
+    /// ```
+    /// # async fn example(coord: coordkit::Coordinator) -> coordkit::Result<()> {
+    /// #[derive(serde::Deserialize, Default)]
+    /// struct Db { url: String, pool: u32 }
+    /// #[derive(serde::Deserialize, Default)]
+    /// struct App { db: Db, verbose: bool }
+    /// let config = coord.config();
+    /// config.set("prod/api/db/url", "postgres://db").await?;
+    /// config.set("prod/api/db/pool", &8).await?;
+    /// config.set("prod/api/verbose", &true).await?;
+    /// let app = coordkit::ConfigManager::builder_prefix(&config, "prod/api/", App::default())
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(app.current().db.pool, 8);
+    /// # Ok(()) }
+    /// ```
+    pub fn builder_prefix(
+        center: &ConfigCenter,
+        prefix: impl Into<String>,
+        default: T,
+    ) -> ConfigManagerBuilder<T> {
+        ConfigManagerBuilder {
+            center: center.clone(),
+            segments: Default::default(),
+            prefix: Some(prefix.into()),
             default,
             validator: None,
             updater: None,
@@ -492,7 +567,22 @@ where
     }
 
     /// Read the value and open a watch; on failure, record it and return `None`.
-    async fn load(&self) -> Option<super::Watcher<T>> {
+    async fn load(&self) -> Option<Changes<T>> {
+        if self.composed.is_some() {
+            let watcher = match self
+                .center
+                .watch_prefix::<serde::de::IgnoredAny>(&self.key)
+                .await
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(key = %self.key, error = %e, "config store unreachable; serving the last good value");
+                    self.record_error(ConfigManagerError::Store(Arc::new(e)));
+                    return None;
+                }
+            };
+            return self.reread().await.then_some(Changes::Prefix(watcher));
+        }
         // The watch first: a change between the read and the watch is not lost.
         let watcher = match self.center.watch::<T>(&self.key).await {
             Ok(w) => w,
@@ -516,18 +606,104 @@ where
                 return None;
             }
         }
-        Some(watcher)
+        Some(Changes::Key(watcher))
+    }
+
+    /// A composed manager: read every key under the prefix, assemble them and
+    /// offer the result; whether the store answered.
+    async fn reread(&self) -> bool {
+        let full = self.center.full(&self.key);
+        let backend = self.center.backend();
+        let read = self
+            .center
+            .retry()
+            .run("config prefix read", |_| {
+                backend.range(crate::RangeRequest::prefix(full.clone()))
+            })
+            .await;
+        let resp = match read {
+            Ok(r) => r,
+            Err(e) => {
+                self.record_error(ConfigManagerError::Store(Arc::new(e)));
+                return false;
+            }
+        };
+        self.status.synced();
+        let Some(last) = &self.composed else {
+            return true;
+        };
+        if resp.kvs.is_empty() {
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.revert_to_default();
+            return true;
+        }
+        let assembled = self.assemble(&full, &resp.kvs);
+        let value = match assembled {
+            Ok(v) => v,
+            Err(e) => {
+                self.offer(resp.revision, Some(Err(e)));
+                return true;
+            }
+        };
+        if last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&value) {
+            // The store holds the value in force again (after a refused one).
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            return true;
+        }
+        let decoded = serde_json::from_value::<T>(value.clone()).map_err(|e| Error::Codec {
+            key: self.key.clone(),
+            reason: e.to_string(),
+        });
+        self.offer(resp.revision, Some(decoded));
+        if self.version.load(Ordering::SeqCst) == resp.revision {
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+        }
+        true
+    }
+
+    /// The keys under the prefix as one JSON object, each at its path.
+    fn assemble(&self, full: &str, kvs: &[crate::KeyValue]) -> Result<serde_json::Value> {
+        let mut root = serde_json::Map::new();
+        for kv in kvs {
+            let store_key = kv.key_str();
+            let rest = store_key.strip_prefix(full).unwrap_or(&store_key);
+            let key = format!("{}{rest}", self.key);
+            let value: serde_json::Value = self.center.decode(&key, &kv.value)?;
+            let clash = || Error::Codec {
+                key: key.clone(),
+                reason: "a key under the prefix is both a value and a folder".to_string(),
+            };
+            let mut segments: Vec<&str> = rest.split('/').collect();
+            let leaf = segments.pop().unwrap_or_default();
+            let mut node = &mut root;
+            for segment in segments {
+                let next = node
+                    .entry(segment.to_string())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                node = next.as_object_mut().ok_or_else(clash)?;
+            }
+            if node.insert(leaf.to_string(), value).is_some() {
+                return Err(clash());
+            }
+        }
+        Ok(serde_json::Value::Object(root))
     }
 }
 
+/// What a manager follows: its key's values, or any change under its prefix.
+enum Changes<T> {
+    Key(super::Watcher<T>),
+    Prefix(super::Watcher<serde::de::IgnoredAny>),
+}
+
 /// Keep the value current: follow the watch, and reload whenever it cannot be had.
-async fn follow<T>(inner: Arc<ManagerInner<T>>, mut watcher: Option<super::Watcher<T>>)
+async fn follow<T>(inner: Arc<ManagerInner<T>>, mut watcher: Option<Changes<T>>)
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
     let mut failures = 0;
     loop {
-        let Some(events) = watcher.as_mut() else {
+        let Some(changes) = watcher.as_mut() else {
             failures += 1;
             tokio::time::sleep(inner.center.retry().jittered_delay(failures)).await;
             watcher = inner.load().await;
@@ -535,6 +711,22 @@ where
                 failures = 0;
             }
             continue;
+        };
+        let events = match changes {
+            Changes::Key(events) => events,
+            Changes::Prefix(events) => {
+                match events.next().await {
+                    // Any change (one that does not decode too): read them all.
+                    Some(Ok(_)) | Some(Err(Error::Codec { .. })) => {
+                        if !inner.reread().await {
+                            watcher = None;
+                        }
+                    }
+                    Some(Err(e)) => inner.record_error(ConfigManagerError::Store(Arc::new(e))),
+                    None => watcher = None,
+                }
+                continue;
+            }
         };
         match events.next().await {
             Some(Ok(event)) => {

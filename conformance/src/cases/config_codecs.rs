@@ -8,7 +8,7 @@ use super::config::next_event as next;
 use crate::context::{assert_invalid, text, wait_until};
 use crate::Ctx;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Db {
     url: String,
     pool: u32,
@@ -114,5 +114,88 @@ pub async fn config_codecs_apply_per_center_and_per_key(ctx: Ctx) -> Result<()> 
     })
     .await?;
     assert!(v3 > v2);
+    Ok(())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+struct App {
+    db: Db,
+    name: String,
+    verbose: bool,
+}
+
+/// A manager composed of the keys under a prefix assembles them into one value
+/// (each key, in its codec, at the field its path names), follows a change of
+/// any one of them with one updater call, ignores a write that assembles the
+/// same value, refuses a key that is both a value and a folder (keeping the
+/// value in force) until it is gone, reverts to the default once no key is
+/// left, and refuses a prefix without a trailing `/`.
+pub async fn config_manager_composes_a_value_from_a_prefix(ctx: Ctx) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let c = ctx.coordinator();
+    let config = c.config().with_codec_for("prod/api/name", Codec::Text)?;
+    config.set("prod/api/db/url", "postgres://db").await?;
+    config.set("prod/api/db/pool", &8).await?;
+    config.set("prod/api/name", "api").await?;
+    config.set("prod/api/verbose", &true).await?;
+    config.set("prod/apix/other", &1).await?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let manager = ConfigManager::builder_prefix(&config, "prod/api/", App::default())
+        .updater(move |_, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .start()
+        .await?;
+    let want = App {
+        db: db(8),
+        name: "api".into(),
+        verbose: true,
+    };
+    assert_eq!(*manager.current(), want);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    config.set("prod/api/db/pool", &9).await?;
+    wait_until("the pool change is applied", || async {
+        Ok(manager.current().db.pool == 9)
+    })
+    .await?;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The same value again, then a real change: one more call, not two.
+    config.set("prod/api/db/pool", &9).await?;
+    config.set("prod/api/verbose", &false).await?;
+    wait_until("verbose turns false", || async {
+        Ok(!manager.current().verbose)
+    })
+    .await?;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    config.set("prod/api/db", &1).await?;
+    wait_until("the clash is refused", || async {
+        Ok(manager.last_error().is_some())
+    })
+    .await?;
+    assert_eq!(manager.current().db.pool, 9, "the value in force stays");
+    config.delete("prod/api/db").await?;
+    wait_until("the refusal clears", || async {
+        Ok(manager.last_error().is_none())
+    })
+    .await?;
+
+    for key in ["db/url", "db/pool", "name", "verbose"] {
+        config.delete(&format!("prod/api/{key}")).await?;
+    }
+    wait_until("the default is back", || async {
+        Ok(*manager.current() == App::default())
+    })
+    .await?;
+    assert_eq!(manager.version(), 0);
+    assert_invalid(
+        ConfigManager::builder_prefix(&config, "prod/api", App::default())
+            .start()
+            .await,
+        "prefix",
+    );
     Ok(())
 }
