@@ -162,8 +162,14 @@ pub async fn config_manager_composes_a_value_from_a_prefix(ctx: Ctx) -> Result<(
     })
     .await?;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    // The same value again, then a real change: one more call, not two.
+    // The same value again: no call.
     config.set("prod/api/db/pool", &9).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a write of the same value is no change"
+    );
     config.set("prod/api/verbose", &false).await?;
     wait_until("verbose turns false", || async {
         Ok(!manager.current().verbose)
