@@ -68,9 +68,11 @@ export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 cargo test -p coordkit-etcd --all-targets -- --include-ignored --skip chaos_report
 cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
 echo "== examples, in memory and on etcd (COORD_ETCD_ENDPOINTS)"
-for example in tour lock election config config_manager registry grpc_resolver semaphore rw_lock counter barrier leader_latch; do
+for example in tour lock election config config_manager registry registry_health grpc_resolver semaphore rw_lock counter barrier leader_latch; do
   env -u COORD_ETCD_ENDPOINTS cargo run --quiet --example "$example" >/dev/null
   cargo run --quiet --example "$example" >/dev/null
 done
 cargo run --quiet --example metrics --features metrics >/dev/null
+env -u COORD_ETCD_ENDPOINTS cargo run --quiet --example config_formats --features toml,yaml >/dev/null
+cargo run --quiet --example config_formats --features toml,yaml >/dev/null
 echo "all tests passed"

@@ -140,7 +140,7 @@ pub struct StreamStats {
     pub keep_alive_streams: u64,
     /// Times a watch was cut because its consumer fell a full buffer behind.
     pub watch_stalls: u64,
-    /// [`ReadConsistency::Observed`](coordkit::ReadConsistency::Observed) reads
+    /// [`ReadConsistency::Observed`] reads
     /// that a member behind this backend's newest observed revision answered,
     /// sent again as linearizable reads.
     pub observed_reads_resent: u64,
