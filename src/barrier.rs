@@ -314,6 +314,7 @@ impl Drop for Entering {
                     Some(self.session.lease()),
                 )],
                 key,
+                also: Vec::new(),
                 session: self.session.clone(),
                 turn: None,
                 after,

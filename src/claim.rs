@@ -338,6 +338,7 @@ impl Pending {
         });
         Some(Orphan {
             key: std::mem::take(&mut self.key),
+            also: Vec::new(),
             guards,
             session: self.session.clone(),
             turn,
@@ -1208,6 +1209,7 @@ impl Drop for Claim {
             "dropped claim",
             Orphan {
                 key: self.key.clone(),
+                also: Vec::new(),
                 guards: vec![self.compare()],
                 session: self.session.clone(),
                 turn,

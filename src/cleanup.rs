@@ -32,6 +32,9 @@ pub(crate) struct Cleanup {
 pub(crate) struct Orphan {
     pub(crate) key: String,
     pub(crate) guards: Vec<Compare>,
+    /// Keys that go with `key` (a registration's id index), deleted in the same
+    /// transaction while the guards hold.
+    pub(crate) also: Vec<String>,
     pub(crate) session: Session,
     pub(crate) turn: Option<LocalTurn>,
     /// A write of the key still in flight when its caller was cancelled: awaited
@@ -107,6 +110,7 @@ impl Cleanup {
         let Orphan {
             key,
             guards,
+            also,
             session,
             turn,
             after,
@@ -114,9 +118,11 @@ impl Cleanup {
         if let Some(write) = after {
             write.await;
         }
-        let txn = Txn::new()
-            .when(guards)
-            .and_then([DeleteRequest::key(key.clone())]);
+        let txn = Txn::new().when(guards).and_then(
+            std::iter::once(key.clone())
+                .chain(also)
+                .map(DeleteRequest::key),
+        );
         let mut attempt = 1u32;
         loop {
             if session.is_lost() {

@@ -192,6 +192,7 @@ macro_rules! conformance_tests {
             registry_health_checker_writes_changes,
             registry_pickers_follow_their_strategy,
             registry_etcd_naming_matches_the_grpc_go_format,
+            registry_deregister_by_id_uses_the_id_index,
         );
     };
 }

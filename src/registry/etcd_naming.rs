@@ -172,7 +172,16 @@ impl EtcdNaming {
             coord.backend.limits().max_value_bytes,
         )?;
         let key = self.key(&info.id);
-        Registration::start(coord.clone(), Format::EtcdNaming, info, key, value, ttl).await
+        Registration::start(
+            coord.clone(),
+            Format::EtcdNaming,
+            info,
+            key,
+            Vec::new(),
+            value,
+            ttl,
+        )
+        .await
     }
 
     /// The instances now, by id (the key after `<target>/`), named by the target;

@@ -256,6 +256,13 @@ impl RegistryService {
         format!("{}service/{name}/", self.coord.namespace)
     }
 
+    /// Where the services an id is registered in are listed:
+    /// `<namespace>service-id/<id>/<name>`, an empty key on the instance's
+    /// lease, written and removed with it.
+    fn index_prefix(&self, id: &str) -> String {
+        format!("{}service-id/{id}/", self.coord.namespace)
+    }
+
     fn source(&self, name: &str) -> Source {
         Source {
             format: Format::Native,
@@ -280,7 +287,17 @@ impl RegistryService {
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
         let key = format!("{}{}", self.prefix(&info.name), info.id);
-        Registration::start(self.coord.clone(), Format::Native, info, key, value, ttl).await
+        let index = format!("{}{}", self.index_prefix(&info.id), info.name);
+        Registration::start(
+            self.coord.clone(),
+            Format::Native,
+            info,
+            key,
+            vec![index],
+            value,
+            ttl,
+        )
+        .await
     }
 
     /// The old name of [`RegistryService::deregister`].
@@ -293,35 +310,59 @@ impl RegistryService {
     /// that no longer holds the [`Registration`] (the owner calls
     /// [`Registration::deregister`]); returns how many were removed. The removed
     /// registrations stop (state [`RegistrationState::Removed`]).
+    ///
+    /// It reads the id's index (`<namespace>service-id/<id>/`, one key per
+    /// service the id is registered in, written and removed with each instance
+    /// on its lease), not the whole registry: its cost does not grow with the
+    /// number of services. Instances written by other clients without that
+    /// index are not found; delete their keys directly. Each removal is one
+    /// transaction, guarded by the version read, so an instance registered again
+    /// meanwhile stays. Cancelling leaves the instances removed so far removed.
     #[tracing::instrument(level = "debug", name = "coord.registry.deregister", skip_all, fields(id = %id), err(level = "debug"))]
     pub async fn deregister(&self, id: &str) -> Result<usize> {
         segment("id", id)?;
-        let all = format!("{}service/", self.coord.namespace);
+        let index = self.index_prefix(id);
         let backend = &self.coord.backend;
         let entries = self
             .coord
             .retry
-            .run("registry scan", |_| {
-                backend.range(RangeRequest::prefix(all.clone()))
+            .run("registry id index", |_| {
+                backend.range(RangeRequest::prefix(index.clone()))
             })
             .await?;
         let mut removed = 0;
-        for kv in entries.kvs {
-            let key = kv.key_str();
-            let Some(rest) = key.strip_prefix(&all) else {
+        for entry in entries.kvs {
+            let entry_key = entry.key_str();
+            let Some(name) = entry_key.strip_prefix(&index) else {
                 continue;
             };
-            if rest.split_once('/').map(|(_, tail)| tail) != Some(id) {
-                continue;
-            }
-            let txn = Txn::new()
-                .when([crate::Compare::mod_revision(
-                    key.clone(),
-                    crate::CompareOp::Equal,
-                    kv.mod_revision,
-                )])
-                .and_then([DeleteRequest::key(key.clone())]);
-            if backend.txn(txn).await?.succeeded {
+            let key = format!("{}{id}", self.prefix(name));
+            let instance = self
+                .coord
+                .retry
+                .run("registry read", |_| backend.get(key.clone()))
+                .await?;
+            let txn = match &instance {
+                Some(kv) => Txn::new()
+                    .when([crate::Compare::mod_revision(
+                        key.clone(),
+                        crate::CompareOp::Equal,
+                        kv.mod_revision,
+                    )])
+                    .and_then([
+                        DeleteRequest::key(key.clone()),
+                        DeleteRequest::key(entry_key.clone()),
+                    ]),
+                // An index entry whose instance is gone: remove it.
+                None => Txn::new()
+                    .when([crate::Compare::create_revision(
+                        key.clone(),
+                        crate::CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([DeleteRequest::key(entry_key.clone())]),
+            };
+            if backend.txn(txn).await?.succeeded && instance.is_some() {
                 removed += 1;
             }
         }

@@ -70,6 +70,8 @@ struct Inner {
     /// update of its own for a replacement.
     own_writes: Mutex<OwnWrites>,
     key: String,
+    /// Keys written and removed with the instance: its id index.
+    also: Vec<String>,
     ttl: Duration,
     state: watch::Sender<RegistrationState>,
     /// The mod revision and lease of this registration's last write. Held across a
@@ -88,6 +90,7 @@ struct Answer {
     rx: Option<tokio::sync::oneshot::Receiver<Result<Revision>>>,
     cleanup: crate::cleanup::Cleanup,
     key: String,
+    also: Vec<String>,
     session: Session,
 }
 
@@ -114,6 +117,7 @@ impl Drop for Answer {
                 "abandoned registration",
                 Orphan {
                     key: self.key.clone(),
+                    also: self.also.clone(),
                     guards: vec![
                         Compare::lease(self.key.clone(), CompareOp::Equal, Some(lease)),
                         Compare::mod_revision(self.key.clone(), CompareOp::Equal, revision),
@@ -140,6 +144,7 @@ impl Registration {
         format: Format,
         info: ServiceInfo,
         key: String,
+        also: Vec<String>,
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Self> {
@@ -152,10 +157,13 @@ impl Registration {
         let backend = coord.backend.clone();
         let (retry, cleanup) = (coord.retry.clone(), coord.cleanup.clone());
         let (task_key, task_value, task_session) = (key.clone(), value.clone(), session.clone());
+        let task_also = also.clone();
         coord.cleanup.spawn("registration", async move {
-            let put = Txn::new().and_then([
-                PutRequest::new(task_key.clone(), task_value.clone()).with_lease(lease)
-            ]);
+            let put = Txn::new().and_then(with_index(
+                PutRequest::new(task_key.clone(), task_value.clone()).with_lease(lease),
+                &task_also,
+                lease,
+            ));
             // Repeating the same put is harmless: safe to retry.
             let outcome = retry
                 .run("register", |_| backend.txn(put.clone()))
@@ -177,6 +185,7 @@ impl Registration {
             if done.send(outcome).is_err() || failed {
                 let orphan = Orphan {
                     key: task_key,
+                    also: task_also,
                     guards,
                     session: task_session,
                     turn: None,
@@ -189,6 +198,7 @@ impl Registration {
             rx: Some(result),
             cleanup: coord.cleanup.clone(),
             key: key.clone(),
+            also: also.clone(),
             session: session.clone(),
         };
         let written = answer.take().await?;
@@ -202,6 +212,7 @@ impl Registration {
             format,
             own_writes: Mutex::new(own_writes),
             key,
+            also,
             ttl,
             state: watch::Sender::new(RegistrationState::Registered),
             written: tokio::sync::Mutex::new((written, lease)),
@@ -356,6 +367,7 @@ impl Drop for Registration {
                 }
                 let orphan = Orphan {
                     key: inner.key.clone(),
+                    also: inner.also.clone(),
                     guards: vec![Compare::mod_revision(
                         inner.key.clone(),
                         CompareOp::Equal,
@@ -496,7 +508,11 @@ impl Inner {
                 CompareOp::Equal,
                 written.0,
             )])
-            .and_then([DeleteRequest::key(self.key.clone())]);
+            .and_then(
+                std::iter::once(self.key.clone())
+                    .chain(self.also.iter().cloned())
+                    .map(DeleteRequest::key),
+            );
         let backend = &self.coord.backend;
         self.coord
             .retry
@@ -577,14 +593,18 @@ impl Inner {
         }
         let value = self.info().1;
         self.own_writes().sending(&value);
-        let put = TxnOp::Put(PutRequest::new(self.key.clone(), value.clone()).with_lease(lease));
+        let put = with_index(
+            PutRequest::new(self.key.clone(), value.clone()).with_lease(lease),
+            &self.also,
+            lease,
+        );
         let create = Txn::new()
             .when([Compare::create_revision(
                 self.key.clone(),
                 CompareOp::Equal,
                 0,
             )])
-            .and_then([put.clone()])
+            .and_then(put.clone())
             .or_else([RangeRequest::key(self.key.clone())]);
         let resp = self.coord.backend.txn(create).await?;
         if resp.succeeded {
@@ -603,7 +623,7 @@ impl Inner {
                         CompareOp::Equal,
                         written.0,
                     )])
-                    .and_then([put]);
+                    .and_then(put);
                 let resp = self.coord.backend.txn(take).await?;
                 if resp.succeeded {
                     *written = (resp.revision, lease);
@@ -682,4 +702,14 @@ async fn keep(inner: Arc<Inner>, mut session: Session) {
             }
         }
     }
+}
+
+/// The instance's put and its index keys' (empty values, same lease).
+fn with_index(put: PutRequest, also: &[String], lease: LeaseId) -> Vec<TxnOp> {
+    std::iter::once(TxnOp::Put(put))
+        .chain(
+            also.iter()
+                .map(|k| TxnOp::Put(PutRequest::new(k.clone(), Vec::new()).with_lease(lease))),
+        )
+        .collect()
 }

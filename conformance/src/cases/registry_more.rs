@@ -378,3 +378,51 @@ pub async fn registry_etcd_naming_matches_the_grpc_go_format(ctx: Ctx) -> Result
     assert_invalid(c.registry().etcd_naming("svc/"), "target");
     Ok(())
 }
+
+/// `deregister(id)` finds an id's instances through its index
+/// (`coord/service-id/<id>/<name>`, written on the instance's lease and removed
+/// with it): it removes the id from every service it is registered in, leaves
+/// other ids alone, and leaves no index entry behind; a registration's own
+/// deregister removes its index entry too.
+pub async fn registry_deregister_by_id_uses_the_id_index(ctx: Ctx) -> Result<()> {
+    use crate::context::count_keys;
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let reg = c.registry();
+    let alpha = reg
+        .register(ServiceInfo::new("x-1", "alpha", "127.0.0.1", 9500), ttl)
+        .await?;
+    let beta = reg
+        .register(ServiceInfo::new("x-1", "beta", "127.0.0.1", 9501), ttl)
+        .await?;
+    let other = reg
+        .register(ServiceInfo::new("x-2", "alpha", "127.0.0.1", 9502), ttl)
+        .await?;
+    assert_eq!(count_keys(b.as_ref(), "coord/service-id/x-1/").await?, 2);
+    let entry = b
+        .get("coord/service-id/x-1/alpha")
+        .await?
+        .expect("the index entry");
+    assert!(
+        entry.lease.is_some(),
+        "the index entry is on the instance's lease"
+    );
+
+    let other_process = ctx.other_coordinator().await;
+    assert_eq!(other_process.registry().deregister("x-1").await?, 2);
+    assert_eq!(count_keys(b.as_ref(), "coord/service-id/x-1/").await?, 0);
+    assert!(b.get("coord/service/alpha/x-1").await?.is_none());
+    assert!(b.get("coord/service/beta/x-1").await?.is_none());
+    assert_eq!(ids(&reg.discover("alpha").await?), ["x-2"]);
+    for r in [&alpha, &beta] {
+        wait_until("the removed registration notices", || async {
+            Ok(r.state() == RegistrationState::Removed)
+        })
+        .await?;
+    }
+    assert_eq!(other_process.registry().deregister("x-1").await?, 0);
+    other.deregister().await?;
+    assert_eq!(count_keys(b.as_ref(), "coord/service-id/").await?, 0);
+    other_process.close().await
+}
