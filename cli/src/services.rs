@@ -186,8 +186,17 @@ pub async fn deregister(ctx: &Ctx, args: DeregisterArgs) -> Outcome {
     segment("service name", &args.name)?;
     segment("instance id", &args.id)?;
     let key = format!("{}service/{}/{}", ctx.namespace, args.name, args.id);
+    // The instance and its entry in the id index, in one transaction.
+    let index = format!("{}service-id/{}/{}", ctx.namespace, args.id, args.name);
     let backend: &dyn Backend = ctx.backend.as_ref();
-    if !backend.delete(key.clone()).await? {
+    let txn = coordkit::Txn::new().and_then([
+        coordkit::DeleteRequest::key(key.clone()),
+        coordkit::DeleteRequest::key(index),
+    ]);
+    let deleted = backend.txn(txn).await?.responses.first().is_some_and(
+        |r| matches!(r, coordkit::TxnOpResponse::Delete { deleted, .. } if *deleted > 0),
+    );
+    if !deleted {
         return Err(Error::NotFound { key }.into());
     }
     output::record(
