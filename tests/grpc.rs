@@ -61,19 +61,10 @@ async fn send(client: &mut HealthClient<tonic::transport::Channel>, n: usize) {
     }
 }
 
-/// Wait until an independent cache of `name` shows `n` instances: by then the
+/// Wait until an independent cache of `health` shows `n` instances: by then the
 /// channel's own cache has the same change queued for its balancer.
 async fn settle(coordinator: &Coordinator, n: usize) {
-    let cache = coordinator.registry().cache("health").await.unwrap();
-    for _ in 0..500 {
-        if cache.instances().len() == n {
-            // Let the channel's feeding task hand the change to the balancer.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the registry never showed {n} instances");
+    settle_on(coordinator, "health", |all| all.len() == n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +147,8 @@ async fn discover_stream_yields_tower_changes() {
     }
 }
 
-/// Wait until an independent cache shows `check` true of `name`'s instances.
+/// Wait until an independent cache shows `check` true of `name`'s instances,
+/// then let the channel's feeding task hand the change to the balancer.
 async fn settle_on(coordinator: &Coordinator, name: &str, check: impl Fn(&[ServiceInfo]) -> bool) {
     let cache = coordinator.registry().cache(name).await.unwrap();
     for _ in 0..500 {

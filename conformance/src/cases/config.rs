@@ -12,13 +12,13 @@ use crate::context::text;
 use crate::context::{assert_invalid, wait_until, PATIENCE};
 use crate::Ctx;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Db {
-    url: String,
-    pool: u32,
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Db {
+    pub(super) url: String,
+    pub(super) pool: u32,
 }
 
-fn db(pool: u32) -> Db {
+pub(super) fn db(pool: u32) -> Db {
     Db {
         url: "postgres://db".into(),
         pool,

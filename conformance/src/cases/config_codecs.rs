@@ -2,24 +2,11 @@
 //! prefix, through every typed call.
 
 use coordkit::{Codec, ConfigEventKind, ConfigManager, Error, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::config::next_event as next;
+use super::config::{db, next_event as next, Db};
 use crate::context::{assert_invalid, text, wait_until};
 use crate::Ctx;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Db {
-    url: String,
-    pool: u32,
-}
-
-fn db(pool: u32) -> Db {
-    Db {
-        url: "postgres://db".into(),
-        pool,
-    }
-}
 
 fn codec_error<T: std::fmt::Debug>(r: Result<T>, key: &str) {
     match r {
