@@ -34,6 +34,12 @@ pub struct RegisterArgs {
     /// Metadata, `key=value`; repeat for more.
     #[arg(long = "meta", value_parser = key_value)]
     meta: Vec<(String, String)>,
+    /// A tag; repeat for more.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// The relative share of traffic under weighted picking (0 drains it).
+    #[arg(long, default_value_t = 1)]
+    weight: u32,
     /// The registration's TTL: how long it outlives this process if it dies.
     #[arg(long, value_parser = duration, default_value = "10s")]
     ttl: Duration,
@@ -114,6 +120,9 @@ pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
                 i.id.clone(),
                 i.address.clone(),
                 i.port.to_string(),
+                format!("{:?}", i.health).to_lowercase(),
+                i.weight.to_string(),
+                i.tags.iter().cloned().collect::<Vec<_>>().join(","),
                 meta(i),
                 ttl.map_or("-".into(), |t| format!("{t}s")),
             ]
@@ -121,11 +130,13 @@ pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
         .collect();
     output::rows(
         ctx.format,
-        &["ID", "ADDRESS", "PORT", "METADATA", "TTL LEFT"],
+        &[
+            "ID", "ADDRESS", "PORT", "HEALTH", "WEIGHT", "TAGS", "METADATA", "TTL LEFT",
+        ],
         &rows,
         |i| {
             let (info, ttl) = &instances[i];
-            json!({"service": info.name, "id": info.id, "address": info.address, "port": info.port, "metadata": info.metadata, "ttl_left_secs": ttl})
+            json!({"service": info.name, "id": info.id, "address": info.address, "port": info.port, "health": info.health, "weight": info.weight, "tags": info.tags, "metadata": info.metadata, "ttl_left_secs": ttl})
         },
     );
     if !args.watch {
@@ -161,7 +172,9 @@ pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
 }
 
 pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Outcome<u8> {
-    let mut info = ServiceInfo::new(&args.id, &args.name, &args.address, args.port);
+    let mut info =
+        ServiceInfo::new(&args.id, &args.name, &args.address, args.port).with_weight(args.weight);
+    info.tags.extend(args.tags);
     for (k, v) in args.meta {
         info = info.with_metadata(k, v);
     }

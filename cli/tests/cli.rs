@@ -305,6 +305,10 @@ fn services_register_list_show_deregister() {
         "zone=a",
         "--meta",
         "version=2",
+        "--tag",
+        "grpc",
+        "--weight",
+        "3",
         "--ttl",
         "5s",
     ]));
@@ -332,6 +336,14 @@ fn services_register_list_show_deregister() {
     let shown = json_lines(&ok(coordctl(&ns).args(["-o", "json", "service", "api"]), 0));
     assert_eq!(shown[0]["port"], 8080);
     assert_eq!(shown[0]["metadata"]["zone"], "a");
+    assert_eq!(
+        (&shown[0]["health"], &shown[0]["weight"], &shown[0]["tags"]),
+        (
+            &serde_json::json!("passing"),
+            &serde_json::json!(3),
+            &serde_json::json!(["grpc"])
+        )
+    );
     let ttl = shown[0]["ttl_left_secs"].as_i64().expect("a lease TTL");
     assert!((1..=5).contains(&ttl), "ttl left {ttl}");
     // SIGTERM: the registration removes itself.
