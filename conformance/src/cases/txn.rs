@@ -460,3 +460,55 @@ pub async fn observed_read_with_a_write_is_invalid(ctx: Ctx) -> Result<()> {
     assert!(b.get("w").await?.is_none(), "a refused write applied");
     Ok(())
 }
+
+/// `observed_revision`, where a backend tracks it, never decreases, is at least
+/// the revision of each of the handle's responses, and covers the handle's
+/// watches: once a watch "from now" has been created, every change after the
+/// value it then returns is delivered — here, every put a concurrent writer made
+/// after it.
+pub async fn observed_revision_covers_the_watches_created_before_it(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let Some(first) = b.observed_revision() else {
+        return Ok(()); // not tracked: callers always read again
+    };
+    let written = b.put("k", "1").await?;
+    let after = b.observed_revision().expect("tracked once, tracked always");
+    assert!(
+        after >= written && after >= first,
+        "{first} {written} {after}"
+    );
+    let other = ctx.client().await.backend;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut revisions = Vec::new();
+            for i in 0..400 {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) && i >= 20 {
+                    break;
+                }
+                revisions.push(other.put("w", i.to_string()).await?);
+            }
+            Ok::<_, coordkit::Error>(revisions)
+        })
+    };
+    // Let some writes land, then watch while they go on.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let mut w = b.watch(WatchRequest::key("w")).await?;
+    let covered = b.observed_revision().expect("tracked");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let revisions = writer.await.expect("writer task")?;
+    let owed: Vec<i64> = revisions.into_iter().filter(|r| *r > covered).collect();
+    for want in owed {
+        // It may start earlier (a superset); what it owes starts after `covered`.
+        let mut got = next_response(&mut w, "a put after the observed revision").await?;
+        while got.revision <= covered {
+            got = next_response(&mut w, "a put after the observed revision").await?;
+        }
+        assert_eq!(
+            got.revision, want,
+            "the watch created before observed_revision() = {covered} missed or reordered a change"
+        );
+    }
+    Ok(())
+}
