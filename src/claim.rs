@@ -595,7 +595,7 @@ async fn claim_in_span(
                 &key,
                 lease,
                 token,
-                predecessor.map(|p| (p, resp.revision)),
+                predecessor,
             ))
         } else {
             Box::pin(wait_for_admission(
@@ -742,7 +742,7 @@ async fn wait_for_turn(
     key: &str,
     lease: LeaseId,
     token: Revision,
-    predecessor: Option<((Vec<u8>, Revision), Revision)>,
+    predecessor: Option<(Vec<u8>, Revision)>,
 ) -> Result<bool> {
     // Each look reads a state that includes everything this backend has seen
     // (`Observed`): the watch's creation, so a predecessor the look finds is
@@ -768,36 +768,25 @@ async fn wait_for_turn(
     // early looks it has had; when the claim named the predecessor already, the
     // watch starts before the first look.
     let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream, usize)> = None;
-    // The predecessor, known to stand at a revision after which the watch
-    // misses nothing: the first look can be skipped.
-    let mut known = None;
-    if let Some((p, read_at)) = predecessor {
+    if let Some(p) = predecessor {
         if let Ok(events) = backend.watch(WatchRequest::key(p.0.clone())).await {
-            if backend.observed_revision() == Some(read_at) {
-                known = Some(p.clone());
-            }
             watching = Some((p, events, 0));
         }
     }
     loop {
-        let predecessor = match known.take() {
-            Some(p) => p,
-            None => {
-                let resp = retry
-                    .run("look at queue", |_| backend.txn(look.clone()))
-                    .await?;
-                if !resp.succeeded {
-                    return Ok(false);
-                }
-                let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
-                    return Ok(true);
-                };
-                (previous.key.clone(), previous.create_revision)
-            }
+        let resp = retry
+            .run("look at queue", |_| backend.txn(look.clone()))
+            .await?;
+        if !resp.succeeded {
+            return Ok(false);
+        }
+        let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
+            return Ok(true);
         };
+        let predecessor = (previous.key.clone(), previous.create_revision);
         match watching.take() {
             Some((watched, mut events, looks)) if watched == predecessor => {
-                debug!(waiting_for = %String::from_utf8_lossy(&predecessor.0), "waiting");
+                debug!(waiting_for = %previous.key_str(), "waiting");
                 // etcd can register a watch "from now" one revision late when a
                 // write lands meanwhile; such a watch catches up only in etcd's
                 // 100 ms loop. Two early looks bound that stall; after them the

@@ -86,7 +86,6 @@ macro_rules! conformance_tests {
             txn_writing_one_key_twice_is_invalid,
             observed_read_sees_what_its_handle_observed,
             observed_read_with_a_write_is_invalid,
-            observed_revision_covers_the_watches_created_before_it,
             compare_and_swap_conflict_carries_current_version,
             create_if_absent_returns_the_existing_key,
             concurrent_cas_increments_reach_exactly_400,

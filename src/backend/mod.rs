@@ -109,20 +109,4 @@ pub trait Backend: Send + Sync + 'static {
     /// - Every `Compacted` error (from `range`, `watch` or `compact`) carries the
     ///   compaction revision in force, which is the oldest revision still readable.
     async fn compact(&self, revision: Revision) -> Result<()>;
-
-    /// The newest revision this handle has observed, if it tracks one: every
-    /// change up to it is in what an [`ReadConsistency::Observed`] read sees, and
-    /// a watch "from now" created by this handle delivers every change after the
-    /// value this returns once the watch call has returned. A recipe that read
-    /// a key at revision `r` and then sees `Some(r)` here after creating a watch
-    /// knows the watch misses nothing since its read.
-    ///
-    /// # Behavior
-    /// - Never decreases; at least the revision of any response this handle
-    ///   returned.
-    /// - `None` (the default) when the backend does not track it: callers read
-    ///   again instead.
-    fn observed_revision(&self) -> Option<Revision> {
-        None
-    }
 }

@@ -188,8 +188,4 @@ impl Backend for Namespaced {
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.inner.compact(revision).await
     }
-
-    fn observed_revision(&self) -> Option<Revision> {
-        self.inner.observed_revision()
-    }
 }

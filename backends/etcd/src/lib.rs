@@ -703,12 +703,6 @@ impl Backend for EtcdBackend {
         Ok(stream.boxed())
     }
 
-    /// The newest revision any response (watch creations and events included)
-    /// has carried: the floor of its observed reads.
-    fn observed_revision(&self) -> Option<Revision> {
-        Some(self.inner.observed.revision())
-    }
-
     async fn compact(&self, revision: Revision) -> Result<()> {
         validate::compact(revision)?;
         let options = etcd::CompactionOptions::new().with_physical();

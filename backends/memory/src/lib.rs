@@ -411,11 +411,6 @@ impl Backend for MemoryBackend {
         self.store.lock().compact(revision)?;
         self.client.after_write()
     }
-
-    /// The store's revision: every read and watch of this store is current.
-    fn observed_revision(&self) -> Option<Revision> {
-        Some(self.store.lock().revision())
-    }
 }
 
 impl From<MemoryBackend> for Arc<dyn Backend> {
