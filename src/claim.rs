@@ -856,21 +856,14 @@ async fn wait_for_admission(
     lease: LeaseId,
     token: Revision,
 ) -> Result<bool> {
-    // Where every earlier key blocks (a permit, a writer), the `room` nearest
-    // say it all: fewer means admitted, that many are the keys to watch. A
-    // reader, blocked by writers only, reads the whole queue before it.
-    let mut before = RangeRequest::prefix(prefix)
-        .with_max_create_revision(token - 1)
-        .sort_by_create_revision(SortOrder::Descend);
-    if kind != Kind::Read {
-        before = before.with_limit(kind.room() as u64);
-    }
     let look = Txn::new()
         .when([
             Compare::create_revision(key, CompareOp::Equal, token),
             Compare::lease(key, CompareOp::Equal, Some(lease)),
         ])
-        .and_then([before])
+        .and_then([RangeRequest::prefix(prefix)
+            .with_max_create_revision(token - 1)
+            .sort_by_create_revision(SortOrder::Descend)])
         // As in `wait_for_turn`: the watches are created before the look that
         // relies on them, and an event before the look that follows it.
         .with_consistency(ReadConsistency::Observed);
