@@ -64,20 +64,7 @@ pub(crate) fn encode(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u
         addr: info.authority(),
         metadata: (!info.metadata.is_empty()).then_some(&info.metadata),
     };
-    let value = serde_json::to_vec(&update).map_err(|e| Error::Codec {
-        key: info.id.clone(),
-        reason: e.to_string(),
-    })?;
-    if value.len() > max_value_bytes {
-        return Err(Error::invalid(
-            "metadata",
-            format!(
-                "the entry is {} bytes; the backend's limit is {max_value_bytes}",
-                value.len()
-            ),
-        ));
-    }
-    Ok(value)
+    super::to_json(&info.id, &update, max_value_bytes)
 }
 
 /// The instance an entry `<target>/<id>` describes; why not, for a log line.

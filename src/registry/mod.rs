@@ -158,6 +158,24 @@ pub(crate) fn encode(
     }
 }
 
+/// `value` as the JSON of instance `id`'s entry, within the backend's value limit.
+fn to_json<T: Serialize>(id: &str, value: &T, max_value_bytes: usize) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(value).map_err(|e| Error::Codec {
+        key: id.to_string(),
+        reason: e.to_string(),
+    })?;
+    if json.len() > max_value_bytes {
+        return Err(Error::invalid(
+            "metadata",
+            format!(
+                "the entry is {} bytes; the backend's limit is {max_value_bytes}",
+                json.len()
+            ),
+        ));
+    }
+    Ok(json)
+}
+
 fn segment(argument: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(argument, "must not be empty"));
@@ -211,19 +229,7 @@ fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
             ));
         }
     }
-    let json = serde_json::to_vec(info).map_err(|e| Error::Codec {
-        key: info.id.clone(),
-        reason: e.to_string(),
-    })?;
-    if json.len() > max_value_bytes {
-        return Err(Error::invalid(
-            "metadata",
-            format!(
-                "the registration is {} bytes; the backend's limit is {max_value_bytes}",
-                json.len()
-            ),
-        ));
-    }
+    let json = to_json(&info.id, info, max_value_bytes)?;
     Ok(json)
 }
 
