@@ -123,9 +123,10 @@ impl<T: DeserializeOwned> Watcher<T> {
 impl<T: DeserializeOwned> Stream for Watcher<T> {
     type Item = Result<ConfigEvent<T>>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let codecs = self.codecs.clone();
-        let Some(events) = self.events.as_mut() else {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let codecs = &this.codecs;
+        let Some(events) = this.events.as_mut() else {
             return Poll::Ready(None);
         };
         events.poll_next_unpin(cx).map(|item| {
