@@ -63,7 +63,15 @@ fn main() {
             sequential: 10_000,
             locks: 2_000,
             contention: Duration::from_secs(5),
-            contenders: vec![2, 4, 8, 16, 64],
+            // COORD_BENCH_CONTENDERS=4,64 measures only those.
+            contenders: std::env::var("COORD_BENCH_CONTENDERS")
+                .ok()
+                .map(|list| {
+                    list.split(',')
+                        .filter_map(|n| n.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![2, 4, 8, 16, 64]),
             concurrent_sets: 6_400,
             propagation: 3_000,
             instances_reads: 200_000,

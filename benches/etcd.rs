@@ -15,7 +15,7 @@ use etcd_client::{
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::measure::{cpu_time, rss_bytes, sequential_sync, Row, Samples, Target};
+use crate::measure::{cpu_time, rss_bytes, sequential_sync, CpuMeter, Row, Samples, Target};
 
 /// Sizes of one run (smaller for the smoke run under `cargo test`).
 pub struct Sizes {
@@ -269,9 +269,24 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
     // Warm every path (session grant, connections).
     interleaved(3, &mut ops).await;
     let mut samples = interleaved(sizes.locks, &mut ops).await.into_iter();
-    drop(ops);
     let mut next = || samples.next().unwrap_or_default();
     let (coord, service, guarded, plain) = (next(), next(), next(), next());
+    // CPU per uncontended acquire+release, coord alone (the interleaved run mixes
+    // in the baselines).
+    let alone = (sizes.locks / 4).max(1);
+    let cpu = CpuMeter::start();
+    for _ in 0..alone {
+        let g = coordinator.lock().acquire("u", ttl).await.expect("acquire");
+        g.unlock().await.expect("unlock");
+    }
+    let cpu = cpu.per_op(alone as u64);
+    // The same for coord's calls made with raw etcd-client.
+    let raw_cpu = CpuMeter::start();
+    for _ in 0..alone {
+        (ops[2])().await;
+    }
+    let raw_cpu = raw_cpu.per_op(alone as u64);
+    drop(ops);
     coordinator.close().await.ok();
     let _ = raw.clone().lease_revoke(lease).await;
     let vs_service = |s: &Samples| s.per_second() / service.per_second();
@@ -282,6 +297,7 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
             coord.clone(),
             Target::RateAtLeast(1.0),
         )
+        .note(cpu)
         .against("etcd lock service, same lease", service),
         Row::new(
             "lock acquire+release, uncontended",
@@ -289,7 +305,7 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
             Target::Report,
         )
         .note(format!(
-            "these calls alone run at {guarded_floor:.2}× the lock service"
+            "these calls alone run at {guarded_floor:.2}× the lock service; {raw_cpu}"
         ))
         .against(
             "raw etcd-client, coord's calls (claim txn, unlock txn guarded by the create revision)",
@@ -317,6 +333,7 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
         coordinators.push(c);
     }
     let count = Arc::new(AtomicU64::new(0));
+    let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + sizes.contention;
     let mut tasks = Vec::new();
@@ -333,7 +350,9 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
     for t in tasks {
         t.await.expect("contender");
     }
-    let coord = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+    let handoffs = count.load(Ordering::Relaxed);
+    let coord = Samples::rate(handoffs, start.elapsed());
+    let cpu = cpu.per_op(handoffs);
     for c in coordinators {
         c.close().await.ok();
     }
@@ -381,7 +400,10 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
         },
     )
     .against("etcd lock service, same contention", base)
-    .note(format!("{:.0}% of coord's uncontended rate", share * 100.0))
+    .note(format!(
+        "{:.0}% of coord's uncontended rate; {cpu}",
+        share * 100.0
+    ))
 }
 
 async fn config_sequential(env: &Env, sizes: &Sizes) -> Vec<Row> {

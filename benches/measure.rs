@@ -250,18 +250,97 @@ pub fn rss_bytes() -> u64 {
 
 /// CPU time this process has used, user + system (Linux).
 pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_cpu("self").unwrap_or_default()
+}
+
+/// CPU time process `pid` ("self" for this one) has used, user + system (Linux);
+/// `None` if it cannot be read.
+pub fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let rest = stat.rsplit_once(')').map(|(_, r)| r)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    let total = ticks(11) + ticks(12);
+    let total = ticks(11)? + ticks(12)?;
     // The clock tick is 100 Hz on Linux.
-    Duration::from_millis(total * 10)
+    Some(Duration::from_millis(total * 10))
+}
+
+/// Time the threads of process `pid` ("self" for this one) have spent waiting for
+/// a CPU while runnable (Linux schedstat, summed over its threads now alive).
+pub fn run_queue_wait(pid: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let stat = std::fs::read_to_string(path).unwrap_or_default();
+        // "<on cpu ns> <waiting ns> <timeslices>"
+        total += stat
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// One process's CPU time and run-queue wait at a moment.
+#[derive(Clone, Copy)]
+struct Usage {
+    cpu: Duration,
+    waited: Duration,
+}
+
+impl Usage {
+    fn of(pid: &str) -> Option<Usage> {
+        Some(Usage {
+            cpu: process_cpu(pid)?,
+            waited: run_queue_wait(pid)?,
+        })
+    }
+}
+
+/// CPU used by this process and by etcd (its pid in `COORD_BENCH_ETCD_PID`, which
+/// `scripts/bench.sh` sets) between [`CpuMeter::start`] and [`CpuMeter::per_op`],
+/// and how long their threads waited for a CPU.
+pub struct CpuMeter {
+    client: Option<Usage>,
+    etcd: Option<(String, Usage)>,
+}
+
+impl CpuMeter {
+    /// Start counting now.
+    pub fn start() -> CpuMeter {
+        let etcd = std::env::var("COORD_BENCH_ETCD_PID")
+            .ok()
+            .and_then(|pid| Usage::of(&pid).map(|u| (pid, u)));
+        CpuMeter {
+            client: Usage::of("self"),
+            etcd,
+        }
+    }
+
+    /// "CPU per op: client X ms, etcd Y ms; waiting for a CPU: …" over `ops`
+    /// operations since the start.
+    pub fn per_op(&self, ops: u64) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / ops.max(1) as f64;
+        let since = |pid: &str, before: &Usage| {
+            let now = Usage::of(pid)?;
+            Some((
+                ms(now.cpu.saturating_sub(before.cpu)),
+                ms(now.waited.saturating_sub(before.waited)),
+            ))
+        };
+        let client = self.client.as_ref().and_then(|b| since("self", b));
+        let etcd = self.etcd.as_ref().and_then(|(pid, b)| since(pid, b));
+        match (client, etcd) {
+            (Some((c, cw)), Some((e, ew))) => format!(
+                "CPU per op: client {c:.2} ms, etcd {e:.2} ms; waiting for a CPU: client {cw:.2} ms, etcd {ew:.2} ms"
+            ),
+            (Some((c, cw)), None) => {
+                format!("CPU per op: client {c:.2} ms; waiting for a CPU: {cw:.2} ms")
+            }
+            _ => String::new(),
+        }
+    }
 }

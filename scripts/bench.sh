@@ -5,7 +5,8 @@
 #
 # Installs what is missing (as scripts/test.sh does), starts etcd on a free loopback
 # port with a temporary data dir, runs `cargo bench -p coordkit-bench`, stops etcd.
-# COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale limits the etcd groups.
+# COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale limits the etcd groups;
+# COORD_BENCH_CONTENDERS=4,64 the numbers of contenders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/etcd-lib.sh
@@ -15,6 +16,8 @@ ensure_packages
 start_etcd --snapshot-count=100000
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 export COORD_REQUIRE_ETCD=1
+# The CPU columns count etcd's CPU too.
+export COORD_BENCH_ETCD_PID="$ETCD_PID"
 
 export COORD_BENCH_REPORT="${COORD_BENCH_REPORT:-${CARGO_TARGET_DIR:-$PWD/target}/bench-report.md}"
 cargo bench -p coordkit-bench
