@@ -113,7 +113,8 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
         endpoints: endpoints.to_vec(),
         ns: format!("bench-{}-{}/", std::process::id(), now_nanos()),
     };
-    // COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale runs only those groups.
+    // COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale runs only those groups
+    // (semaphores: the recipes' semaphore rows alone).
     let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only.split(',').any(|g| g.trim() == group);
     let mut rows = Vec::new();
@@ -127,6 +128,8 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
     }
     if wanted("recipes") {
         rows.extend(crate::recipes::run(&env, sizes).await);
+    } else if wanted("semaphores") {
+        rows.extend(crate::recipes::semaphores(&env, sizes).await);
     }
     if wanted("config") {
         rows.extend(config_sequential(&env, sizes).await);

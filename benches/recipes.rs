@@ -11,11 +11,21 @@ use coordkit::Coordinator;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use crate::etcd::{raw_claim, Env, Sizes};
-use crate::measure::{Row, Samples, Target};
+use crate::measure::{CpuMeter, Row, Samples, Target};
 
 const TTL: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
+    let mut rows = semaphores(env, sizes).await;
+    rows.push(rw_mix(env, sizes).await);
+    rows.push(counter_increments(env, sizes).await);
+    rows.push(many_names(env, sizes).await);
+    rows.push(failover(env, sizes).await);
+    rows
+}
+
+/// The semaphore rows alone (`COORD_BENCH_ONLY=semaphores`).
+pub(crate) async fn semaphores(env: &Env, sizes: &Sizes) -> Vec<Row> {
     let mut rows = semaphore_rows(env, sizes, 2, &sizes.contenders).await;
     // One permit: the lock's exclusion with the semaphore's waiting (one watch
     // of the queue, counted down locally) instead of the lock's (a watch of the
@@ -27,20 +37,16 @@ pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
         .filter(|&c| c >= 16)
         .collect();
     rows.extend(semaphore_rows(env, sizes, 1, &many).await);
-    rows.push(rw_mix(env, sizes).await);
-    rows.push(counter_increments(env, sizes).await);
-    rows.push(many_names(env, sizes).await);
-    rows.push(failover(env, sizes).await);
     rows
 }
 
 /// A semaphore of `permits` at each number of contenders, against the same
 /// semaphore with one contender.
 async fn semaphore_rows(env: &Env, sizes: &Sizes, permits: u32, contenders: &[usize]) -> Vec<Row> {
-    let alone = semaphore_rate(env, sizes, 1, permits, &format!("p{permits}-1")).await;
+    let (alone, alone_cpu) = semaphore_rate(env, sizes, 1, permits, &format!("p{permits}-1")).await;
     let mut rows = Vec::new();
     for &c in contenders {
-        let rate = semaphore_rate(env, sizes, c, permits, &format!("p{permits}-{c}")).await;
+        let (rate, cpu) = semaphore_rate(env, sizes, c, permits, &format!("p{permits}-{c}")).await;
         let share = rate.per_second() / alone.per_second();
         let plural = if permits == 1 { "permit" } else { "permits" };
         rows.push(
@@ -50,7 +56,10 @@ async fn semaphore_rows(env: &Env, sizes: &Sizes, permits: u32, contenders: &[us
                 Target::Report,
             )
             .against("the same semaphore, 1 contender", alone.clone())
-            .note(format!("{:.0}% of its uncontended rate", share * 100.0)),
+            .note(format!(
+                "{:.0}% of its uncontended rate; {cpu} (1 contender: {alone_cpu})",
+                share * 100.0
+            )),
         );
     }
     rows
@@ -230,6 +239,20 @@ where
     F: Fn(Coordinator, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    contend_metered(env, sizes, contenders, op).await.0
+}
+
+/// [`contend`], with the CPU per op of this process and etcd.
+async fn contend_metered<F, Fut>(
+    env: &Env,
+    sizes: &Sizes,
+    contenders: usize,
+    op: F,
+) -> (Samples, String)
+where
+    F: Fn(Coordinator, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let mut coordinators = Vec::new();
     for _ in 0..contenders {
         let c = env.coordinator().await;
@@ -237,6 +260,7 @@ where
         coordinators.push(c);
     }
     let count = Arc::new(AtomicU64::new(0));
+    let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + sizes.contention;
     let mut tasks = Vec::new();
@@ -254,11 +278,13 @@ where
     for t in tasks {
         t.await.expect("contender");
     }
-    let rate = Samples::rate(count.load(Ordering::Relaxed), start.elapsed());
+    let ops = count.load(Ordering::Relaxed);
+    let rate = Samples::rate(ops, start.elapsed());
+    let cpu = cpu.per_op(ops);
     for c in coordinators {
         c.close().await.ok();
     }
-    rate
+    (rate, cpu)
 }
 
 /// Acquire+release of a `permits`-permit semaphore by `contenders`
@@ -269,9 +295,9 @@ async fn semaphore_rate(
     contenders: usize,
     permits: u32,
     name: &str,
-) -> Samples {
+) -> (Samples, String) {
     let name = name.to_string();
-    contend(env, sizes, contenders, move |c, _| {
+    contend_metered(env, sizes, contenders, move |c, _| {
         let name = name.clone();
         async move {
             let p = c

@@ -5,7 +5,8 @@
 #
 # Installs what is missing (as scripts/test.sh does), starts etcd on a free loopback
 # port with a temporary data dir, runs `cargo bench -p coordkit-bench`, stops etcd.
-# COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale limits the etcd groups;
+# COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale limits the etcd groups
+# (semaphores: the recipes' semaphore rows alone);
 # COORD_BENCH_CONTENDERS=4,64 the numbers of contenders.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -311,9 +311,15 @@ struct Pending {
     /// The key is to be removed if the claim does not complete.
     armed: bool,
     turn: Option<LocalTurn>,
-    /// The claim's write while it runs.
-    in_flight: Option<tokio::task::JoinHandle<Result<(crate::TxnResponse, u32)>>>,
+    /// The claim's write while it runs: polled by the claim, and by the cleanup
+    /// (before its delete) if the claim is dropped mid-write.
+    in_flight: Option<ClaimWrite>,
 }
+
+/// The claim's write (its response and the try that got it), boxed so that a
+/// cancelled claim can hand it, still running, to the cleanup.
+type ClaimWrite =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(crate::TxnResponse, u32)>> + Send>>;
 
 impl Pending {
     fn disarm(mut self) -> Option<LocalTurn> {
@@ -484,12 +490,12 @@ async fn claim_in_span(
     own_writes.sending(&value);
     let mut leftovers = 0;
     let resp = loop {
-        // The claim's write runs as a task of its own, so that a cancelled call
-        // cannot leave it in flight: the cleanup waits for it before deleting
-        // (else the write could land after the delete and orphan the key).
-        let write = {
+        // A cancelled call cannot leave the claim's write in flight unseen: the
+        // pending claim hands it to the cleanup, which lets it finish before
+        // deleting (else the write could land after the delete and orphan the key).
+        let write: ClaimWrite = {
             let (backend, retry, txn) = (backend.clone(), retry.clone(), txn.clone());
-            tokio::spawn(async move {
+            Box::pin(async move {
                 retry
                     .run("claim", |attempt| {
                         let (backend, txn) = (backend.clone(), txn.clone());
@@ -498,11 +504,9 @@ async fn claim_in_span(
                     .await
             })
         };
-        let write = pending.in_flight.insert(write);
-        let outcome = write.await;
+        let outcome = pending.in_flight.insert(write).await;
         pending.in_flight = None;
-        let (resp, attempt) =
-            outcome.map_err(|e| Error::unavailable(format!("the claim's write ended: {e}")))??;
+        let (resp, attempt) = outcome?;
         // Found on the first try, our key predates this call: an earlier claim
         // of this session whose removal did not finish. Re-adopting it would hand
         // out its token twice; remove it and claim afresh.
@@ -555,18 +559,31 @@ async fn claim_in_span(
     tracing::Span::current().record("token", token);
     // Success: [the newest two: ours, then its predecessor if any]; else: [our
     // key, the owner].
+    // What the claim's read found before the claim, and its revision: the first
+    // look of a waiter.
+    let mut earlier = None;
+    let mut ahead = 1;
     let (owns, predecessor) = if !exclusive {
         let all = ranges.last().map_or(&[][..], |r| r.kvs.as_slice());
         let before: Vec<&crate::KeyValue> =
             all.iter().filter(|kv| kv.create_revision < token).collect();
         match kind.admits(name, &before) {
-            Ok(admitted) => (admitted, None),
+            Ok(admitted) => {
+                let mut before: Vec<crate::KeyValue> = before.into_iter().cloned().collect();
+                before.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision));
+                earlier = Some((before, resp.revision));
+                (admitted, None)
+            }
             Err(e) => {
                 pending.remove_now().await;
                 return Err(e);
             }
         }
     } else if resp.succeeded {
+        // The claims ahead: the queue held ours and `count - 1` others.
+        ahead = ranges
+            .first()
+            .map_or(1, |r| usize::try_from(r.count - 1).unwrap_or(1));
         let predecessor = ranges
             .first()
             .and_then(|r| r.kvs.iter().find(|kv| kv.create_revision < token))
@@ -595,11 +612,11 @@ async fn claim_in_span(
                 &key,
                 lease,
                 token,
-                predecessor,
+                predecessor.map(|p| (p, resp.revision, ahead)),
             ))
         } else {
             Box::pin(wait_for_admission(
-                &backend, &retry, kind, name, &prefix, &key, lease, token,
+                &backend, &retry, kind, name, &prefix, &key, lease, token, earlier,
             ))
         };
         let owner = tokio::select! {
@@ -726,15 +743,21 @@ fn range_responses(resp: &crate::TxnResponse) -> Vec<&crate::RangeResponse> {
         .collect()
 }
 
+/// The claim just before a waiter's: its key and create revision.
+type Predecessor = (Vec<u8>, Revision);
+
 /// Wait until no key of the queue was created before `token`, watching only the
 /// one just before (a release wakes one waiter). Each look at the queue re-checks
 /// in the same transaction that our own key is still there with its create
 /// revision and lease: `Ok(false)` as soon as it is not.
 ///
-/// The watch on the predecessor starts "from now" and the queue is looked at again
-/// after it exists: a delete before the watch shows in that look, a delete after
-/// it arrives as an event at once (a watch from a past revision could lag in
-/// etcd's catch-up loop for up to 100 ms).
+/// The watch on the predecessor starts "from now". When the backend reports that
+/// it starts no later than the read that named the predecessor (`named`: the
+/// claim's own read, or a look), nothing can have been missed in between and the
+/// waiter goes straight to waiting; else it looks at the queue again: a delete
+/// before the watch shows in that look, a delete after it arrives as an event at
+/// once (a watch from a past revision could lag in etcd's catch-up loop for up to
+/// 100 ms).
 async fn wait_for_turn(
     backend: &Arc<dyn Backend>,
     retry: &RetryPolicy,
@@ -742,7 +765,7 @@ async fn wait_for_turn(
     key: &str,
     lease: LeaseId,
     token: Revision,
-    predecessor: Option<(Vec<u8>, Revision)>,
+    named: Option<(Predecessor, Revision, usize)>,
 ) -> Result<bool> {
     // Each look reads a state that includes everything this backend has seen
     // (`Observed`): the watch's creation, so a predecessor the look finds is
@@ -764,34 +787,37 @@ async fn wait_for_turn(
             .sort_by_create_revision(SortOrder::Descend)
             .with_limit(1)])
         .with_consistency(ReadConsistency::Observed);
-    // The predecessor being watched (key, create revision), its watch, and how many
-    // early looks it has had; when the claim named the predecessor already, the
-    // watch starts before the first look.
-    let mut watching: Option<((Vec<u8>, Revision), crate::WatchStream, usize)> = None;
-    if let Some(p) = predecessor {
-        if let Ok(events) = backend.watch(WatchRequest::key(p.0.clone())).await {
-            watching = Some((p, events, 0));
-        }
-    }
+    // The predecessor (key, create revision) the last read named, with that
+    // read's revision and how many claims were ahead (1 if unknown), when no look
+    // is needed to know it.
+    let mut named = named;
+    // The predecessor being watched, its watch, the claims ahead when it began,
+    // and how many glances it has had.
+    let mut watching: Option<(Predecessor, crate::WatchStream, usize, usize)> = None;
     loop {
-        let resp = retry
-            .run("look at queue", |_| backend.txn(look.clone()))
-            .await?;
-        if !resp.succeeded {
-            return Ok(false);
-        }
-        let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
-            return Ok(true);
+        let (predecessor, read_at, ahead) = match named.take() {
+            Some(named) => named,
+            None => {
+                let resp = retry
+                    .run("look at queue", |_| backend.txn(look.clone()))
+                    .await?;
+                if !resp.succeeded {
+                    return Ok(false);
+                }
+                let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
+                    return Ok(true);
+                };
+                (
+                    (previous.key.clone(), previous.create_revision),
+                    resp.revision,
+                    1,
+                )
+            }
         };
-        let predecessor = (previous.key.clone(), previous.create_revision);
         match watching.take() {
-            Some((watched, mut events, looks)) if watched == predecessor => {
-                debug!(waiting_for = %previous.key_str(), "waiting");
-                // etcd can register a watch "from now" one revision late when a
-                // write lands meanwhile; such a watch catches up only in etcd's
-                // 100 ms loop. Two early looks bound that stall; after them the
-                // watch is caught up and alone does the waiting.
-                let early_look = EARLY_LOOKS.get(looks).copied();
+            Some((watched, mut events, ahead, glanced)) if watched == predecessor => {
+                debug!(waiting_for = %String::from_utf8_lossy(&watched.0), "waiting");
+                let early_look = glance_delay(ahead, glanced);
                 let woken = async {
                     while let Some(item) = events.next().await {
                         match item {
@@ -817,14 +843,41 @@ async fn wait_for_turn(
                 };
                 tokio::select! {
                     woken = woken => woken?,
-                    _ = timer => watching = Some((watched, events, looks + 1)),
+                    _ = timer => {
+                        // A glance (see `glance_delay`) need not read the queue: while the
+                        // predecessor stands the waiter cannot own it, so a
+                        // glance at that key (and ours) says whether to look.
+                        let resp = retry
+                            .run("glance at queue", |_| {
+                                backend.txn(glance(key, lease, token, [&watched.0]))
+                            })
+                            .await?;
+                        if !resp.succeeded {
+                            return Ok(false);
+                        }
+                        if stands(&resp, 0, watched.1) {
+                            named = Some((watched.clone(), resp.revision, ahead));
+                        }
+                        watching = Some((watched, events, ahead, glanced + 1));
+                    }
                 }
             }
             _ => match backend
-                .watch(WatchRequest::key(predecessor.0.clone()))
+                .watch_reporting_start(WatchRequest::key(predecessor.0.clone()))
                 .await
             {
-                Ok(events) => watching = Some((predecessor, events, 0)),
+                Ok((events, start)) => {
+                    // Everything up to `read_at` was read, everything after it
+                    // is delivered: no look in between is needed, unless the
+                    // predecessor is the owner. Its delete is then due any
+                    // moment, and a delete that commits while etcd registers the
+                    // watch makes the watch lag (see `glance_delay`): a look
+                    // right after the watch exists sees it at once.
+                    if ahead > 1 && start.is_some_and(|start| start <= read_at) {
+                        named = Some((predecessor.clone(), read_at, ahead));
+                    }
+                    watching = Some((predecessor, events, ahead, 0));
+                }
                 Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
                 Err(e) => return Err(e),
             },
@@ -843,8 +896,10 @@ async fn wait_for_turn(
 /// looks again and watches the next. A release therefore wakes at most `room`
 /// waiters, and never the whole queue (a watch of the queue's prefix would send
 /// every claim and release to every waiter). As in `wait_for_turn`, the watches
-/// start "from now" before the look that relies on them, and the early looks bound
-/// a late watch's stall.
+/// start "from now" before the look that relies on them (no look is needed when
+/// they start no later than the read that chose them: `earlier`, the claim's own
+/// read of the keys before it, newest first, and its revision), and glances (see
+/// [`glance_delay`]) bound a late watch's stall.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for_admission(
     backend: &Arc<dyn Backend>,
@@ -855,6 +910,7 @@ async fn wait_for_admission(
     key: &str,
     lease: LeaseId,
     token: Revision,
+    earlier: Option<(Vec<crate::KeyValue>, Revision)>,
 ) -> Result<bool> {
     let look = Txn::new()
         .when([
@@ -867,96 +923,203 @@ async fn wait_for_admission(
         // As in `wait_for_turn`: the watches are created before the look that
         // relies on them, and an event before the look that follows it.
         .with_consistency(ReadConsistency::Observed);
-    let mut watched: HashMap<Vec<u8>, crate::WatchStream> = HashMap::new();
-    let mut looks = 0;
+    // Each watched key's create revision and watch.
+    let mut watched: HashMap<Vec<u8>, (Revision, crate::WatchStream)> = HashMap::new();
+    // Glances since the newest watch began, and the releases needed before then.
+    let mut glanced = 0;
+    let mut needed = 1;
+    let mut earlier = earlier;
     loop {
-        let resp = retry
-            .run("look at queue", |_| backend.txn(look.clone()))
-            .await?;
-        if !resp.succeeded {
-            return Ok(false);
-        }
-        // Newest first.
-        let before: Vec<&crate::KeyValue> = resp
-            .first_range()
-            .map(|r| r.kvs.iter().collect())
-            .unwrap_or_default();
+        // The keys before ours, newest first, and the revision they were read at.
+        let (read, read_at) = match earlier.take() {
+            Some(earlier) => earlier,
+            None => {
+                let resp = retry
+                    .run("look at queue", |_| backend.txn(look.clone()))
+                    .await?;
+                if !resp.succeeded {
+                    return Ok(false);
+                }
+                let revision = resp.revision;
+                let kvs = resp
+                    .responses
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Range(r) => Some(r.kvs),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                (kvs, revision)
+            }
+        };
+        let before: Vec<&crate::KeyValue> = read.iter().collect();
         if kind.admits(name, &before)? {
             return Ok(true);
         }
-        let nearest: Vec<Vec<u8>> = kind
+        let nearest: Vec<(Vec<u8>, Revision)> = kind
             .blocking(&before)
             .take(kind.room())
-            .map(|kv| kv.key.clone())
+            .map(|kv| (kv.key.clone(), kv.create_revision))
             .collect();
-        watched.retain(|k, _| nearest.contains(k));
-        let missing: Vec<&Vec<u8>> = nearest
+        watched.retain(|k, (created, _)| nearest.contains(&(k.clone(), *created)));
+        let missing: Vec<&(Vec<u8>, Revision)> = nearest
             .iter()
-            .filter(|k| !watched.contains_key(*k))
+            .filter(|(k, _)| !watched.contains_key(k))
             .collect();
         if !missing.is_empty() {
-            for k in missing {
-                match backend.watch(WatchRequest::key(k.clone())).await {
-                    Ok(w) => {
-                        watched.insert(k.clone(), w);
+            // Whether the new watches deliver everything after `read_at`.
+            let mut covered = true;
+            for (k, created) in missing {
+                match backend
+                    .watch_reporting_start(WatchRequest::key(k.clone()))
+                    .await
+                {
+                    Ok((w, start)) => {
+                        covered &= start.is_some_and(|start| start <= read_at);
+                        watched.insert(k.clone(), (*created, w));
                     }
                     Err(e) if e.is_retryable() => {
                         tokio::time::sleep(retry.jittered_delay(1)).await;
+                        covered = false;
                         break;
                     }
                     Err(e) => return Err(e),
                 }
             }
-            // Look again: these watches start after the last look.
-            looks = 0;
-            continue;
+            glanced = 0;
+            needed = (kind.blocking(&before).count() + 1).saturating_sub(kind.room());
+            // Look again if these watches may start after the last read, or if
+            // the next release admits the claim (as in `wait_for_turn`: a look
+            // right after the watches exist sees a release that made them lag).
+            if !covered || needed <= 1 {
+                continue;
+            }
         }
         if watched.is_empty() {
             continue; // not reached: a waiter has at least one blocking key
         }
         debug!(watching = watched.len(), "waiting");
-        // A delete of a watched key (or its watch breaking): look again.
-        let woken = futures::future::select_all(watched.iter_mut().map(|(k, events)| {
-            Box::pin(async move {
-                loop {
-                    match events.next().await {
-                        Some(Ok(r)) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
-                            return Ok(None)
+        loop {
+            // A delete of a watched key (or its watch breaking): look again.
+            let woken = futures::future::select_all(watched.iter_mut().map(|(k, (_, events))| {
+                Box::pin(async move {
+                    loop {
+                        match events.next().await {
+                            Some(Ok(r)) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
+                                return Ok(None)
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e))
+                                if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
+                            {
+                                return Ok(Some(k.clone()))
+                            }
+                            Some(Err(e)) => return Err(e),
+                            None => return Ok(Some(k.clone())),
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(e))
-                            if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
-                        {
-                            return Ok(Some(k.clone()))
-                        }
-                        Some(Err(e)) => return Err(e),
-                        None => return Ok(Some(k.clone())),
+                    }
+                })
+            }));
+            let timer = async {
+                match glance_delay(needed, glanced) {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                (woken, _, _) = woken => {
+                    // A broken watch is opened again after the next look.
+                    if let Some(broken) = woken? {
+                        watched.remove(&broken);
+                        tokio::time::sleep(retry.jittered_delay(1)).await;
+                    }
+                    break;
+                }
+                _ = timer => {
+                    glanced += 1;
+                    // As in `wait_for_turn`: while every watched key stands the
+                    // claim cannot be admitted, and a glance at them says so
+                    // without reading the queue (a large `room` looks instead).
+                    if watched.len() > GLANCE_KEYS {
+                        break;
+                    }
+                    let keys: Vec<&Vec<u8>> = watched.keys().collect();
+                    let resp = retry
+                        .run("glance at queue", |_| {
+                            backend.txn(glance(key, lease, token, keys.iter().copied()))
+                        })
+                        .await?;
+                    if !resp.succeeded {
+                        return Ok(false);
+                    }
+                    let all_stand = keys
+                        .iter()
+                        .enumerate()
+                        .all(|(i, k)| stands(&resp, i, watched[*k].0));
+                    if !all_stand {
+                        break;
                     }
                 }
-            })
-        }));
-        let timer = async {
-            match EARLY_LOOKS.get(looks).copied() {
-                Some(after) => tokio::time::sleep(after).await,
-                None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            (woken, _, _) = woken => {
-                // A broken watch is opened again after the next look.
-                if let Some(broken) = woken? {
-                    watched.remove(&broken);
-                    tokio::time::sleep(retry.jittered_delay(1)).await;
-                }
-            }
-            _ = timer => looks += 1,
         }
     }
 }
 
-/// When a waiter looks at the queue again while its watch may still be catching up
-/// (after the watch's first look).
-const EARLY_LOOKS: [Duration; 2] = [Duration::from_millis(15), Duration::from_millis(45)];
+/// Keys a glance reads at most; a waiter watching more looks at the queue instead.
+const GLANCE_KEYS: usize = 16;
+
+/// A glance: a look that does not read the queue, only our key's create revision and
+/// lease compared, and each of `keys` (those the waiter watches) read on its own,
+/// at a state including all this backend has seen.
+fn glance<'a>(
+    key: &str,
+    lease: LeaseId,
+    token: Revision,
+    keys: impl IntoIterator<Item = &'a Vec<u8>>,
+) -> Txn {
+    Txn::new()
+        .when([
+            Compare::create_revision(key, CompareOp::Equal, token),
+            Compare::lease(key, CompareOp::Equal, Some(lease)),
+        ])
+        .and_then(keys.into_iter().map(|k| RangeRequest::key(k.clone())))
+        .with_consistency(ReadConsistency::Observed)
+}
+
+/// Whether the `i`th key a glance read is there with create revision `created`.
+fn stands(resp: &crate::TxnResponse, i: usize, created: Revision) -> bool {
+    range_responses(resp)
+        .get(i)
+        .and_then(|r| r.kvs.first())
+        .is_some_and(|kv| kv.create_revision == created)
+}
+
+/// How long a waiter waits before its next glance, with `ahead` releases to wait
+/// for when its watch began and `glanced` glances since: the first at about the
+/// time those releases take on a busy queue, then at twice, four times… that,
+/// while the watch may still be catching up.
+///
+/// Why glance at all: etcd registers a watch "from now" as lagging when a write
+/// commits while it creates it (it reads its revision first), and a lagging watch
+/// is caught up only by etcd's loop that runs every 100 ms. A delete in that time
+/// would reach the waiter late and idle the queue; a glance after the delete was
+/// due finds it. Most waits end before the first glance, and a waiter far back in
+/// a busy queue needs none (its watch has caught up before its turn comes).
+fn glance_delay(ahead: usize, glanced: usize) -> Option<Duration> {
+    let first = GLANCE_STEP.saturating_mul(u32::try_from(ahead.max(1)).unwrap_or(u32::MAX));
+    let at = first.checked_mul(1u32.checked_shl(u32::try_from(glanced).ok()?)?)?;
+    if at > CATCH_UP {
+        return None;
+    }
+    Some(if glanced == 0 { first } else { at / 2 })
+}
+
+/// About one handoff on a busy queue (a release, an event, a look).
+const GLANCE_STEP: Duration = Duration::from_micros(2500);
+
+/// How late etcd can deliver to a watch registered as lagging: its catch-up loop's
+/// period.
+const CATCH_UP: Duration = Duration::from_millis(100);
 
 impl Claim {
     /// A claim now held: `key` with create revision `token` on `session`.

@@ -163,6 +163,12 @@ impl crate::Backend for Metered {
     async fn watch(&self, request: crate::WatchRequest) -> crate::Result<crate::WatchStream> {
         timed("watch", self.0.watch(request)).await
     }
+    async fn watch_reporting_start(
+        &self,
+        request: crate::WatchRequest,
+    ) -> crate::Result<(crate::WatchStream, Option<crate::Revision>)> {
+        timed("watch", self.0.watch_reporting_start(request)).await
+    }
     async fn compact(&self, revision: crate::Revision) -> crate::Result<()> {
         timed("compact", self.0.compact(revision)).await
     }

@@ -96,6 +96,7 @@ macro_rules! conformance_tests {
             put_with_unknown_lease_is_lease_not_found_and_applies_nothing,
             put_without_lease_detaches_the_key,
             watch_from_now_sees_puts_and_deletes,
+            watch_reporting_start_misses_nothing_after_it,
             watch_replays_from_a_past_revision,
             watch_from_a_future_revision_starts_there,
             watch_prefix_sees_only_the_prefix,

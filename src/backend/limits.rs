@@ -41,15 +41,28 @@ impl Default for Limits {
 pub struct Capabilities {
     /// `compact` works; without it, `compact` returns [`crate::Error::Unsupported`].
     pub compaction: bool,
+    /// [`Backend::watch_reporting_start`](crate::Backend::watch_reporting_start)
+    /// always says where a watch starts (recipes then skip a read after each
+    /// watch they open); without it, it may answer `None`.
+    pub watch_start: bool,
 }
 
 impl Capabilities {
     /// No optional ability; add them with the `with_` methods.
-    pub const NONE: Capabilities = Capabilities { compaction: false };
+    pub const NONE: Capabilities = Capabilities {
+        compaction: false,
+        watch_start: false,
+    };
 
     /// With (or without) compaction.
     pub const fn with_compaction(mut self, compaction: bool) -> Self {
         self.compaction = compaction;
+        self
+    }
+
+    /// With (or without) the start of each watch reported.
+    pub const fn with_watch_start(mut self, watch_start: bool) -> Self {
+        self.watch_start = watch_start;
         self
     }
 }

@@ -100,6 +100,25 @@ pub trait Backend: Send + Sync + 'static {
     /// call returns is delivered.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
+    /// [`Backend::watch`], also saying where the watch starts: with `Some(r)`,
+    /// every change committed at a revision above `r` is delivered (with a start
+    /// revision `s` in the request, `r` is `s - 1`). A caller that read the store
+    /// at a revision of at least `r` has then missed nothing between its read and
+    /// the watch, and need not read again.
+    ///
+    /// # Behavior
+    /// - For a watch from now, `r` is at least the revision of every change
+    ///   committed before the call (as for `watch`, nothing committed after it
+    ///   returns is missed).
+    /// - `None`: the backend cannot tell (the default, which calls `watch`); the
+    ///   caller reads again after the watch exists.
+    async fn watch_reporting_start(
+        &self,
+        request: WatchRequest,
+    ) -> Result<(WatchStream, Option<Revision>)> {
+        Ok((self.watch(request).await?, None))
+    }
+
     /// Discard history before `revision`; reads and watches from earlier revisions
     /// then fail with `Compacted`. A revision already compacted is `Compacted`; a
     /// future one `InvalidArgument`; a backend without the capability `Unsupported`.

@@ -162,12 +162,30 @@ impl Backend for Namespaced {
         Ok(info)
     }
 
-    async fn watch(&self, mut request: WatchRequest) -> Result<WatchStream> {
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        Ok(self.watch_reporting_start(request).await?.0)
+    }
+
+    async fn watch_reporting_start(
+        &self,
+        mut request: WatchRequest,
+    ) -> Result<(WatchStream, Option<Revision>)> {
         validate::watch(&request)?;
         request.keys = self.add_range(&request.keys);
-        let stream = self.inner.watch(request).await?;
+        let (stream, start) = self.inner.watch_reporting_start(request).await?;
+        Ok((self.strip_stream(stream), start))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.inner.compact(revision).await
+    }
+}
+
+impl Namespaced {
+    /// The watch stream with the namespace taken off its keys.
+    fn strip_stream(&self, stream: WatchStream) -> WatchStream {
         let this = self.clone();
-        Ok(stream
+        stream
             .map(move |item| {
                 item.map(|mut resp| {
                     resp.events = resp
@@ -182,10 +200,6 @@ impl Backend for Namespaced {
                     resp
                 })
             })
-            .boxed())
-    }
-
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
+            .boxed()
     }
 }

@@ -427,7 +427,9 @@ impl Backend for EtcdBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_compaction(true)
+        Capabilities::NONE
+            .with_compaction(true)
+            .with_watch_start(true)
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
@@ -659,7 +661,19 @@ impl Backend for EtcdBackend {
     /// not seen once it has read the buffer, or told `Compacted` if etcd compacted
     /// that revision meanwhile.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        Ok(self.watch_reporting_start(request).await?.0)
+    }
+
+    /// See [`Backend::watch_reporting_start`]. A watch from now reports the
+    /// revision etcd created it at (the header of its creation: etcd starts it
+    /// right after), so a caller that read at that revision or later missed
+    /// nothing.
+    async fn watch_reporting_start(
+        &self,
+        request: WatchRequest,
+    ) -> Result<(WatchStream, Option<Revision>)> {
         validate::watch(&request)?;
+        let mut start = request.start_revision.map(|s| s - 1);
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
         let stalled = Arc::new(AtomicBool::new(false));
@@ -694,13 +708,15 @@ impl Backend for EtcdBackend {
         };
         if let Some(confirmed) = confirmed {
             match tokio::time::timeout(self.inner.config.request_timeout, confirmed).await {
+                // The first revision the watch is owed.
+                Ok(Ok(next)) if next > 0 => start = Some(next - 1),
                 Ok(Ok(_)) => {}
                 // Refused at creation: the stream carries the reason.
                 Ok(Err(_)) => {}
                 Err(_) => return Err(Error::Timeout { operation: "watch" }),
             }
         }
-        Ok(stream.boxed())
+        Ok((stream.boxed(), start))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

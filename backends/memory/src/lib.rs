@@ -313,7 +313,9 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::NONE.with_compaction(true)
+        Capabilities::NONE
+            .with_compaction(true)
+            .with_watch_start(true)
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
@@ -402,7 +404,17 @@ impl Backend for MemoryBackend {
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         validate::watch(&request)?;
         self.client.before_call()?;
-        watch::open(self.store.clone(), self.client.clone(), request)
+        Ok(watch::open(self.store.clone(), self.client.clone(), request)?.0)
+    }
+
+    async fn watch_reporting_start(
+        &self,
+        request: WatchRequest,
+    ) -> Result<(WatchStream, Option<Revision>)> {
+        validate::watch(&request)?;
+        self.client.before_call()?;
+        let (stream, start) = watch::open(self.store.clone(), self.client.clone(), request)?;
+        Ok((stream, Some(start)))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

@@ -57,13 +57,13 @@ impl Watch {
     }
 }
 
-/// Open a watch; a start revision already compacted gives a stream whose only item
-/// is `Compacted`, as etcd does.
+/// Open a watch, and the revision it starts after; a start revision already
+/// compacted gives a stream whose only item is `Compacted`, as etcd does.
 pub(crate) fn open(
     store: Arc<Store>,
     client: Arc<ClientFaults>,
     request: WatchRequest,
-) -> Result<WatchStream> {
+) -> Result<(WatchStream, Revision)> {
     let next = match request.start_revision {
         Some(r) => r,
         None => store.lock().revision() + 1,
@@ -80,14 +80,18 @@ pub(crate) fn open(
     if let Err(e) = watch.register() {
         match e {
             Error::Compacted { .. } => {
-                return Ok(futures::stream::once(async move { Err(e) }).boxed());
+                return Ok((
+                    futures::stream::once(async move { Err(e) }).boxed(),
+                    next - 1,
+                ));
             }
             e => return Err(e),
         }
     }
-    Ok(futures::stream::unfold(watch, |mut w| async move {
+    let stream = futures::stream::unfold(watch, |mut w| async move {
         let item = w.next_item().await?;
         Some((item, w))
     })
-    .boxed())
+    .boxed();
+    Ok((stream, next - 1))
 }

@@ -28,6 +28,44 @@ pub async fn watch_from_now_sees_puts_and_deletes(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `watch_reporting_start` names a revision no older than every change before
+/// the call, and delivers every change after it; a backend with the
+/// `watch_start` capability always names one.
+pub async fn watch_reporting_start_misses_nothing_after_it(ctx: Ctx) -> Result<()> {
+    let b = ctx.backend();
+    let before = b.put("s/a", "1").await?;
+    let (mut w, start) = b.watch_reporting_start(WatchRequest::prefix("s/")).await?;
+    let Some(start) = start else {
+        assert!(
+            !b.capabilities().watch_start,
+            "a backend with the watch_start capability named no start"
+        );
+        return Ok(());
+    };
+    assert!(
+        start >= before,
+        "the watch starts after {start}, before the put at {before} that preceded it"
+    );
+    let after = b.put("s/b", "2").await?;
+    let r = next_response(&mut w, "the put after the watch").await?;
+    assert_eq!(r.revision, after);
+    assert!(r.revision > start);
+    // With a start revision, the watch starts right before it.
+    let (mut replay, from) = b
+        .watch_reporting_start(WatchRequest::prefix("s/").from_revision(before))
+        .await?;
+    if let Some(from) = from {
+        assert_eq!(
+            from,
+            before - 1,
+            "a watch from {before} starts after {from}"
+        );
+    }
+    let first = next_response(&mut replay, "the replayed put").await?;
+    assert_eq!(first.revision, before);
+    Ok(())
+}
+
 /// A watch from a past revision replays history from there, then follows.
 pub async fn watch_replays_from_a_past_revision(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
