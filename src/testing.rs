@@ -29,6 +29,10 @@ pub trait Faults: Send + Sync {
     fn heal(&self);
     /// End a lease now, as if its TTL ran out.
     fn expire_lease(&self, id: LeaseId);
+    /// Watches this client opens from now on (until `None`) lag, as etcd registers
+    /// a watch when a write commits while it creates one: each delivers nothing
+    /// until `lag` after it opened, then everything it owes, in order.
+    fn lag_new_watches(&self, lag: Option<std::time::Duration>);
     /// How many times this client's watches reconnected after a cut or a
     /// partition, if the harness can tell (`None` otherwise): the proof a cut
     /// took effect.

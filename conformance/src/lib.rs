@@ -220,6 +220,8 @@ macro_rules! fault_tests {
             partitioned_holder_reports_loss_before_the_store_expires_it,
             keep_alives_resumed_in_time_keep_the_lock,
             queued_waiter_whose_keep_alives_stop_gets_lock_expired,
+            waiter_whose_watch_lags_takes_the_lock_soon_after_release,
+            semaphore_waiter_whose_watches_lag_gets_a_permit_soon,
             unlock_after_a_lost_response_never_deletes_the_next_holder,
             cut_watch_while_queued_still_hands_over,
             stalled_leader_is_replaced,

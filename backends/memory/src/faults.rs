@@ -14,6 +14,8 @@ pub(crate) struct ClientFaults {
     partitioned: watch::Sender<bool>,
     /// Watch registrations made again after a cut or a partition.
     watch_resumes: AtomicU64,
+    /// How long new watches deliver nothing, if set.
+    watch_lag: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
 impl ClientFaults {
@@ -25,7 +27,17 @@ impl ClientFaults {
             keep_alives_stalled: AtomicBool::new(false),
             partitioned: watch::Sender::new(false),
             watch_resumes: AtomicU64::new(0),
+            watch_lag: std::sync::Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_watch_lag(&self, lag: Option<std::time::Duration>) {
+        *self.watch_lag.lock().unwrap_or_else(|e| e.into_inner()) = lag;
+    }
+
+    /// How long a watch opened now delivers nothing.
+    pub(crate) fn watch_lag(&self) -> Option<std::time::Duration> {
+        *self.watch_lag.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Called before every operation: a partition or a pending failure answers for it.

@@ -267,6 +267,13 @@ impl MemoryBackend {
         self.store.lock().watcher_count()
     }
 
+    /// Watches this handle opens from now on (until `None`) deliver nothing until
+    /// `lag` after they open, then all they owe: etcd's watch registered while a
+    /// write commits, which its catch-up loop serves within 100 ms.
+    pub fn lag_new_watches(&self, lag: Option<std::time::Duration>) {
+        self.client.set_watch_lag(lag);
+    }
+
     /// How many times this handle's watches registered again after a cut or a
     /// partition (a fault's proof that it happened).
     pub fn watch_resumes(&self) -> u64 {
@@ -456,6 +463,9 @@ impl coordkit::testing::Faults for MemoryBackend {
     }
     fn expire_lease(&self, id: LeaseId) {
         MemoryBackend::expire_lease(self, id);
+    }
+    fn lag_new_watches(&self, lag: Option<std::time::Duration>) {
+        MemoryBackend::lag_new_watches(self, lag)
     }
     fn watch_resumes(&self) -> Option<u64> {
         Some(MemoryBackend::watch_resumes(self))

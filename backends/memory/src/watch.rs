@@ -88,9 +88,17 @@ pub(crate) fn open(
             e => return Err(e),
         }
     }
-    let stream = futures::stream::unfold(watch, |mut w| async move {
+    // A lagging watch (an injected fault) holds everything back until its lag ends.
+    let held_until = watch
+        .client
+        .watch_lag()
+        .map(|lag| tokio::time::Instant::now() + lag);
+    let stream = futures::stream::unfold((watch, held_until), |(mut w, held)| async move {
+        if let Some(until) = held {
+            tokio::time::sleep_until(until).await;
+        }
         let item = w.next_item().await?;
-        Some((item, w))
+        Some((item, (w, None)))
     })
     .boxed();
     Ok((stream, next - 1))

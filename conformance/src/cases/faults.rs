@@ -205,6 +205,28 @@ pub async fn injected_faults_take_effect(ctx: Ctx) -> Result<()> {
             "cut_watches() did not cut the watch (no reconnect)"
         );
     }
+
+    // A lagging watch delivers nothing during its lag, then everything in order.
+    let lag = Duration::from_secs(2);
+    faults.lag_new_watches(Some(lag));
+    let mut lagging = b.watch(WatchRequest::key("l")).await?;
+    faults.lag_new_watches(None);
+    let opened = tokio::time::Instant::now();
+    let put = b.put("l", "1").await?;
+    let early = tokio::time::timeout(lag / 4, lagging.next()).await;
+    assert!(
+        early.is_err(),
+        "a lagging watch delivered during its lag: {early:?}"
+    );
+    let late = next_response(&mut lagging, "the lagging watch's put").await?;
+    assert_eq!(late.revision, put);
+    if ctx.paused_clock() {
+        assert!(
+            opened.elapsed() >= lag / 2,
+            "the lagging watch delivered after {:?}",
+            opened.elapsed()
+        );
+    }
     Ok(())
 }
 

@@ -236,3 +236,85 @@ pub async fn observer_catches_up_after_compaction_while_cut_off(ctx: Ctx) -> Res
     );
     Ok(())
 }
+
+/// How long a lagging watch holds its events back in the cases below: etcd's
+/// catch-up loop serves a watch it registered as lagging within 100 ms.
+const WATCH_LAG: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A queued waiter whose watch lags (etcd registered it while a write committed)
+/// still takes the lock soon after the release: it glances at the queue instead
+/// of idling the lock until the late event. On a paused clock the handoff must
+/// take under half the lag (the late event alone would take 70 ms of it).
+pub async fn waiter_whose_watch_lags_takes_the_lock_soon_after_release(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let holder = ctx
+        .other_coordinator()
+        .await
+        .lock()
+        .acquire("lag", ttl)
+        .await?;
+    let waiter = ctx.coordinator();
+    ctx.faults().lag_new_watches(Some(WATCH_LAG));
+    let queued = tokio::spawn(async move {
+        let guard = waiter.lock().acquire("lag", ttl).await;
+        (guard, tokio::time::Instant::now())
+    });
+    wait_for_keys(b.as_ref(), "coord/lock/lag/", 2).await?;
+    ctx.faults().lag_new_watches(None);
+    // The waiter's watch is open and lagging; release a while into its lag.
+    tokio::time::sleep(WATCH_LAG * 3 / 10).await;
+    let released = tokio::time::Instant::now();
+    holder.unlock().await?;
+    let (guard, acquired) = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the queued acquire ended")
+        .expect("task");
+    let guard = guard?;
+    if ctx.paused_clock() {
+        let handoff = acquired - released;
+        assert!(
+            handoff < WATCH_LAG / 2,
+            "the handoff took {handoff:?}: the waiter waited for its lagging watch"
+        );
+    }
+    assert!(guard.is_held().await?);
+    guard.unlock().await?;
+    Ok(())
+}
+
+/// The same for a semaphore waiter: a permit's release reaches it by a glance
+/// while its watches lag.
+pub async fn semaphore_waiter_whose_watches_lag_gets_a_permit_soon(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let other = ctx.other_coordinator().await;
+    let first = other.semaphore().acquire("lag", 2, ttl).await?;
+    let second = other.semaphore().acquire("lag", 2, ttl).await?;
+    let waiter = ctx.coordinator();
+    ctx.faults().lag_new_watches(Some(WATCH_LAG));
+    let queued = tokio::spawn(async move {
+        let permit = waiter.semaphore().acquire("lag", 2, ttl).await;
+        (permit, tokio::time::Instant::now())
+    });
+    wait_for_keys(b.as_ref(), "coord/semaphore/lag/", 3).await?;
+    ctx.faults().lag_new_watches(None);
+    tokio::time::sleep(WATCH_LAG * 3 / 10).await;
+    let released = tokio::time::Instant::now();
+    second.unlock().await?;
+    let (permit, acquired) = tokio::time::timeout(PATIENCE, queued)
+        .await
+        .expect("the queued acquire ended")
+        .expect("task");
+    let permit = permit?;
+    if ctx.paused_clock() {
+        let handoff = acquired - released;
+        assert!(
+            handoff < WATCH_LAG / 2,
+            "the permit came {handoff:?} after the release: the waiter waited for its lagging watches"
+        );
+    }
+    permit.unlock().await?;
+    first.unlock().await?;
+    Ok(())
+}
