@@ -1096,26 +1096,33 @@ fn stands(resp: &crate::TxnResponse, i: usize, created: Revision) -> bool {
 
 /// How long a waiter waits before its next glance, with `ahead` releases to wait
 /// for when its watch began and `glanced` glances since: the first at about the
-/// time those releases take on a busy queue, then at twice, four times… that,
-/// while the watch may still be catching up.
+/// time those releases take on a busy queue, then after gaps of a quarter of that
+/// (at least one handoff) that double each time, while the watch may still be
+/// catching up.
 ///
 /// Why glance at all: etcd registers a watch "from now" as lagging when a write
 /// commits while it creates it (it reads its revision first), and a lagging watch
 /// is caught up only by etcd's loop that runs every 100 ms. A delete in that time
-/// would reach the waiter late and idle the queue; a glance after the delete was
-/// due finds it. Most waits end before the first glance, and a waiter far back in
-/// a busy queue needs none (its watch has caught up before its turn comes).
+/// would reach the waiter late and idle the queue; a glance soon after the delete
+/// was due finds it. Most waits end before the first glance, and a waiter far
+/// back in a busy queue needs none (its watch has caught up before its turn).
 fn glance_delay(ahead: usize, glanced: usize) -> Option<Duration> {
     let first = GLANCE_STEP.saturating_mul(u32::try_from(ahead.max(1)).unwrap_or(u32::MAX));
-    let at = first.checked_mul(1u32.checked_shl(u32::try_from(glanced).ok()?)?)?;
+    let gap = (first / 4).max(GLANCE_STEP);
+    let glanced = u32::try_from(glanced).ok()?;
+    // The glance's time since the watch began: first + gap·(2^glanced - 1).
+    let at = first.checked_add(gap.checked_mul(2u32.checked_pow(glanced)? - 1)?)?;
     if at > CATCH_UP {
         return None;
     }
-    Some(if glanced == 0 { first } else { at / 2 })
+    Some(match glanced {
+        0 => first,
+        n => gap * 2u32.pow(n - 1),
+    })
 }
 
 /// About one handoff on a busy queue (a release, an event, a look).
-const GLANCE_STEP: Duration = Duration::from_micros(2500);
+const GLANCE_STEP: Duration = Duration::from_millis(2);
 
 /// How late etcd can deliver to a watch registered as lagging: its catch-up loop's
 /// period.
@@ -1394,6 +1401,35 @@ mod tests {
             mod_revision,
             version: 1,
             lease: Some(LeaseId(lease)),
+        }
+    }
+
+    /// The glance times since a watch began, for `ahead` releases to wait for.
+    fn glance_times(ahead: usize) -> Vec<u64> {
+        let mut at = Duration::ZERO;
+        (0..)
+            .map_while(|n| glance_delay(ahead, n))
+            .map(|d| {
+                at += d;
+                at.as_millis() as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn glances_come_after_the_releases_ahead_and_stop_with_the_catch_up() {
+        // Next in line: soon, then doubling gaps, none past 100 ms.
+        assert_eq!(glance_times(1), [2, 4, 8, 16, 32, 64]);
+        // 15 releases ahead: the first after about their time, then closer gaps.
+        assert_eq!(glance_times(15), [30, 37, 52, 82]);
+        // Far back in a busy queue: its watch catches up before its turn.
+        assert!(glance_times(63).is_empty());
+        assert!(glance_times(usize::MAX).is_empty());
+        // Whatever the queue, never past etcd's catch-up and never many.
+        for ahead in 0..200 {
+            let times = glance_times(ahead);
+            assert!(times.iter().all(|&t| t <= 100), "{ahead}: {times:?}");
+            assert!(times.len() <= 6, "{ahead}: {times:?}");
         }
     }
 
