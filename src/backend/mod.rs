@@ -112,6 +112,8 @@ pub trait Backend: Send + Sync + 'static {
     ///   returns is missed).
     /// - `None`: the backend cannot tell (the default, which calls `watch`); the
     ///   caller reads again after the watch exists.
+    /// - Dropping the future before it returns leaves no watch open, as with
+    ///   `watch`.
     async fn watch_reporting_start(
         &self,
         request: WatchRequest,
