@@ -248,6 +248,30 @@ async fn a_waiter_glances_a_few_times_early_then_only_watches() {
     queued.await.unwrap().unwrap().unlock().await.unwrap();
 }
 
+/// A waiter further back needs no look after its watch when the watch starts
+/// right after its claim's read (the backend says so): the claim and its
+/// glances are all it reads while it waits.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_further_back_skips_the_look_after_its_watch() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let guard = holder.lock().acquire("back", TTL).await.unwrap();
+    let first = Coordinator::new(Arc::new(store.client()));
+    let next = tokio::spawn(async move { first.lock().acquire("back", TTL).await });
+    wait_for_keys(&store, "coord/lock/back/", 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = store.stats();
+    let second = Coordinator::new(Arc::new(store.client()));
+    let last = tokio::spawn(async move { second.lock().acquire("back", TTL).await });
+    wait_for_keys(&store, "coord/lock/back/", 3).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The claim, then six glances (4, 6, 10, 18, 34, 66 ms with two ahead).
+    assert_eq!(store.stats().txns - before.txns, 7, "txns of the last waiter");
+    guard.unlock().await.unwrap();
+    next.await.unwrap().unwrap().unlock().await.unwrap();
+    last.await.unwrap().unwrap().unlock().await.unwrap();
+}
+
 /// A claim that reaches the store after its session's lease was revoked is
 /// `LockExpired` for a lock and for a campaign alike, never the
 /// primitive's `LeaseNotFound`, and leaves no key.
