@@ -266,7 +266,11 @@ async fn a_waiter_further_back_skips_the_look_after_its_watch() {
     wait_for_keys(&store, "coord/lock/back/", 3).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The claim, then six glances (4, 6, 10, 18, 34, 66 ms with two ahead).
-    assert_eq!(store.stats().txns - before.txns, 7, "txns of the last waiter");
+    assert_eq!(
+        store.stats().txns - before.txns,
+        7,
+        "txns of the last waiter"
+    );
     guard.unlock().await.unwrap();
     next.await.unwrap().unwrap().unlock().await.unwrap();
     last.await.unwrap().unwrap().unlock().await.unwrap();
