@@ -277,14 +277,14 @@ async fn locks_uncontended(env: &Env, sizes: &Sizes) -> Vec<Row> {
     // CPU per uncontended acquire+release, coord alone (the interleaved run mixes
     // in the baselines).
     let alone = (sizes.locks / 4).max(1);
-    let cpu = CpuMeter::start();
+    let mut cpu = CpuMeter::start();
     for _ in 0..alone {
         let g = coordinator.lock().acquire("u", ttl).await.expect("acquire");
         g.unlock().await.expect("unlock");
     }
     let cpu = cpu.per_op(alone as u64);
     // The same for coord's calls made with raw etcd-client.
-    let raw_cpu = CpuMeter::start();
+    let mut raw_cpu = CpuMeter::start();
     for _ in 0..alone {
         (ops[2])().await;
     }
@@ -335,27 +335,17 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
         c.session(ttl).await.expect("session");
         coordinators.push(c);
     }
-    let count = Arc::new(AtomicU64::new(0));
-    let cpu = CpuMeter::start();
-    let start = Instant::now();
-    let deadline = start + sizes.contention;
-    let mut tasks = Vec::new();
-    for c in &coordinators {
-        let (c, count, name) = (c.clone(), count.clone(), name.clone());
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                let g = c.lock().acquire(&name, ttl).await.expect("acquire");
-                count.fetch_add(1, Ordering::Relaxed);
-                g.unlock().await.expect("unlock");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("contender");
-    }
-    let handoffs = count.load(Ordering::Relaxed);
-    let coord = Samples::rate(handoffs, start.elapsed());
-    let cpu = cpu.per_op(handoffs);
+    // coord's own uncontended rate around this row: the first contender alone,
+    // in phases before, between and after the contended ones.
+    let op_name = name.clone();
+    let measured = crate::handoffs::measure(&coordinators, sizes.contention, move |c| {
+        let name = op_name.clone();
+        async move {
+            let g = c.lock().acquire(&name, ttl).await.expect("acquire");
+            g.unlock().await.expect("unlock");
+        }
+    })
+    .await;
     for c in coordinators {
         c.close().await.ok();
     }
@@ -392,20 +382,23 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
     for (mut raw, lease) in clients {
         let _ = raw.lease_revoke(lease).await;
     }
-    let share = coord.per_second() / own_rate;
+    let share = measured.share();
     Row::new(
         format!("lock handoffs, {contenders} contenders"),
-        coord,
+        measured.contended.clone(),
         Target::Handoffs {
-            vs_baseline: 5.0,
-            of_uncontended: 0.5,
+            of_uncontended: 0.9,
             share,
         },
     )
     .against("etcd lock service, same contention", base)
     .note(format!(
-        "{:.0}% of coord's uncontended rate; {cpu}",
-        share * 100.0
+        "{:.0}% of coord's uncontended rate around this row, {:.0}/s; {:.0}% of the uncontended row's; {}; alone: {}",
+        share * 100.0,
+        measured.alone.per_second(),
+        measured.contended.per_second() / own_rate * 100.0,
+        measured.cpu,
+        measured.alone_cpu,
     ))
 }
 

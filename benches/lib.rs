@@ -6,6 +6,7 @@
 //! machine.
 
 pub mod etcd;
+pub mod handoffs;
 pub mod measure;
 pub mod memory;
 pub mod recipes;

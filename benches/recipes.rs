@@ -11,7 +11,8 @@ use coordkit::Coordinator;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use crate::etcd::{raw_claim, Env, Sizes};
-use crate::measure::{CpuMeter, Row, Samples, Target};
+use crate::handoffs::Handoffs;
+use crate::measure::{Row, Samples, Target};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -41,24 +42,31 @@ pub(crate) async fn semaphores(env: &Env, sizes: &Sizes) -> Vec<Row> {
 }
 
 /// A semaphore of `permits` at each number of contenders, against the same
-/// semaphore with one contender.
+/// semaphore with one contender, measured around each row (see
+/// [`crate::handoffs`]).
 async fn semaphore_rows(env: &Env, sizes: &Sizes, permits: u32, contenders: &[usize]) -> Vec<Row> {
-    let (alone, alone_cpu) = semaphore_rate(env, sizes, 1, permits, &format!("p{permits}-1")).await;
     let mut rows = Vec::new();
     for &c in contenders {
-        let (rate, cpu) = semaphore_rate(env, sizes, c, permits, &format!("p{permits}-{c}")).await;
-        let share = rate.per_second() / alone.per_second();
+        let m = semaphore_handoffs(env, sizes, c, permits, &format!("p{permits}-{c}")).await;
         let plural = if permits == 1 { "permit" } else { "permits" };
         rows.push(
             Row::new(
                 format!("semaphore ({permits} {plural}) acquire+release, {c} contenders"),
-                rate,
-                Target::Report,
+                m.contended.clone(),
+                Target::Handoffs {
+                    of_uncontended: 0.9,
+                    share: m.share(),
+                },
             )
-            .against("the same semaphore, 1 contender", alone.clone())
+            .against(
+                "the same semaphore, 1 contender, around this row",
+                m.alone.clone(),
+            )
             .note(format!(
-                "{:.0}% of its uncontended rate; {cpu} (1 contender: {alone_cpu})",
-                share * 100.0
+                "{:.0}% of its uncontended rate; {}; alone: {}",
+                m.share() * 100.0,
+                m.cpu,
+                m.alone_cpu
             )),
         );
     }
@@ -239,20 +247,6 @@ where
     F: Fn(Coordinator, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    contend_metered(env, sizes, contenders, op).await.0
-}
-
-/// [`contend`], with the CPU per op of this process and etcd.
-async fn contend_metered<F, Fut>(
-    env: &Env,
-    sizes: &Sizes,
-    contenders: usize,
-    op: F,
-) -> (Samples, String)
-where
-    F: Fn(Coordinator, usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
     let mut coordinators = Vec::new();
     for _ in 0..contenders {
         let c = env.coordinator().await;
@@ -260,7 +254,6 @@ where
         coordinators.push(c);
     }
     let count = Arc::new(AtomicU64::new(0));
-    let cpu = CpuMeter::start();
     let start = Instant::now();
     let deadline = start + sizes.contention;
     let mut tasks = Vec::new();
@@ -280,24 +273,29 @@ where
     }
     let ops = count.load(Ordering::Relaxed);
     let rate = Samples::rate(ops, start.elapsed());
-    let cpu = cpu.per_op(ops);
     for c in coordinators {
         c.close().await.ok();
     }
-    (rate, cpu)
+    rate
 }
 
-/// Acquire+release of a `permits`-permit semaphore by `contenders`
-/// coordinators for the contention window: the total rate.
-async fn semaphore_rate(
+/// Acquire+release of a `permits`-permit semaphore by `contenders` coordinators,
+/// and by the first of them alone, in alternating phases.
+async fn semaphore_handoffs(
     env: &Env,
     sizes: &Sizes,
     contenders: usize,
     permits: u32,
     name: &str,
-) -> (Samples, String) {
+) -> Handoffs {
+    let mut coordinators = Vec::new();
+    for _ in 0..contenders {
+        let c = env.coordinator().await;
+        c.session(TTL).await.expect("session");
+        coordinators.push(c);
+    }
     let name = name.to_string();
-    contend_metered(env, sizes, contenders, move |c, _| {
+    let measured = crate::handoffs::measure(&coordinators, sizes.contention, move |c| {
         let name = name.clone();
         async move {
             let p = c
@@ -308,7 +306,11 @@ async fn semaphore_rate(
             p.unlock().await.expect("release");
         }
     })
-    .await
+    .await;
+    for c in coordinators {
+        c.close().await.ok();
+    }
+    measured
 }
 
 /// 4 coordinators, each op a read hold 9 times in 10 and a write hold else,

@@ -18,6 +18,7 @@ use crate::cleanup::{Cleanup, Orphan};
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::local_queue::LocalTurn;
+use crate::pace::QueuePace;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
     RangeRequest, ReadConsistency, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp,
@@ -602,22 +603,24 @@ async fn claim_in_span(
         debug!("queued; waiting for the claims before this one");
         // Boxed: only a queued claim needs it, so the uncontended claim's
         // future stays small.
+        let waiter = Waiter {
+            backend: &backend,
+            retry: &retry,
+            pace: &coord.pace,
+            prefix: &prefix,
+            key: &key,
+            lease,
+            token,
+        };
         let waiting: std::pin::Pin<
             Box<dyn std::future::Future<Output = Result<bool>> + Send + '_>,
         > = if exclusive {
             Box::pin(wait_for_turn(
-                &backend,
-                &retry,
-                &prefix,
-                &key,
-                lease,
-                token,
+                waiter,
                 predecessor.map(|p| (p, resp.revision, ahead)),
             ))
         } else {
-            Box::pin(wait_for_admission(
-                &backend, &retry, kind, name, &prefix, &key, lease, token, earlier,
-            ))
+            Box::pin(wait_for_admission(waiter, kind, name, earlier))
         };
         let owner = tokio::select! {
             waited = waiting => waited?,
@@ -746,6 +749,49 @@ fn range_responses(resp: &crate::TxnResponse) -> Vec<&crate::RangeResponse> {
 /// The claim just before a waiter's: its key and create revision.
 type Predecessor = (Vec<u8>, Revision);
 
+/// A queued claim: its key `key` under `prefix` with create revision `token` on
+/// `lease`, and what it waits with.
+#[derive(Clone, Copy)]
+struct Waiter<'a> {
+    backend: &'a Arc<dyn Backend>,
+    retry: &'a RetryPolicy,
+    pace: &'a QueuePace,
+    prefix: &'a str,
+    key: &'a str,
+    lease: LeaseId,
+    token: Revision,
+}
+
+impl Waiter<'_> {
+    /// Glance at `keys` (see [`glance`]): `None` once our key is gone, else
+    /// whether each key stands with its create revision, and the revision read.
+    async fn glance(&self, keys: &[(&Vec<u8>, Revision)]) -> Result<Option<(bool, Revision)>> {
+        let txn = glance(
+            self.key,
+            self.lease,
+            self.token,
+            keys.iter().map(|(k, _)| *k),
+        );
+        let resp = self
+            .retry
+            .run("glance at queue", |_| self.backend.txn(txn.clone()))
+            .await?;
+        if !resp.succeeded {
+            return Ok(None);
+        }
+        let all_stand = keys
+            .iter()
+            .enumerate()
+            .all(|(i, (_, created))| stands(&resp, i, *created));
+        Ok(Some((all_stand, resp.revision)))
+    }
+
+    /// When the next glance is due: see [`glance_delay`], at this queue's pace.
+    fn glance_delay(&self, ahead: usize, glanced: usize) -> Option<Duration> {
+        glance_delay(ahead, glanced, self.pace.step(self.prefix))
+    }
+}
+
 /// Wait until no key of the queue was created before `token`, watching only the
 /// one just before (a release wakes one waiter). Each look at the queue re-checks
 /// in the same transaction that our own key is still there with its create
@@ -759,14 +805,20 @@ type Predecessor = (Vec<u8>, Revision);
 /// once (a watch from a past revision could lag in etcd's catch-up loop for up to
 /// 100 ms).
 async fn wait_for_turn(
-    backend: &Arc<dyn Backend>,
-    retry: &RetryPolicy,
-    prefix: &str,
-    key: &str,
-    lease: LeaseId,
-    token: Revision,
+    waiter: Waiter<'_>,
     named: Option<(Predecessor, Revision, usize)>,
 ) -> Result<bool> {
+    let Waiter {
+        backend,
+        retry,
+        prefix,
+        key,
+        lease,
+        token,
+        ..
+    } = waiter;
+    // The releases ahead when the claim was made, for the queue's pace.
+    let began = (tokio::time::Instant::now(), named.as_ref().map(|n| n.2));
     // Each look reads a state that includes everything this backend has seen
     // (`Observed`): the watch's creation, so a predecessor the look finds is
     // deleted after the watch's start and its delete is delivered; and the event
@@ -805,6 +857,9 @@ async fn wait_for_turn(
                     return Ok(false);
                 }
                 let Some(previous) = resp.first_range().and_then(|r| r.kvs.first()) else {
+                    if let (at, Some(releases)) = began {
+                        waiter.pace.record(prefix, at.elapsed(), releases);
+                    }
                     return Ok(true);
                 };
                 (
@@ -817,7 +872,7 @@ async fn wait_for_turn(
         match watching.take() {
             Some((watched, mut events, ahead, glanced)) if watched == predecessor => {
                 debug!(waiting_for = %String::from_utf8_lossy(&watched.0), "waiting");
-                let early_look = glance_delay(ahead, glanced);
+                let early_look = waiter.glance_delay(ahead, glanced);
                 let woken = async {
                     while let Some(item) = events.next().await {
                         match item {
@@ -847,16 +902,11 @@ async fn wait_for_turn(
                         // A glance (see `glance_delay`) need not read the queue: while the
                         // predecessor stands the waiter cannot own it, so a
                         // glance at that key (and ours) says whether to look.
-                        let resp = retry
-                            .run("glance at queue", |_| {
-                                backend.txn(glance(key, lease, token, [&watched.0]))
-                            })
-                            .await?;
-                        if !resp.succeeded {
+                        let Some((stands, read_at)) = waiter.glance(&[(&watched.0, watched.1)]).await? else {
                             return Ok(false);
-                        }
-                        if stands(&resp, 0, watched.1) {
-                            named = Some((watched.clone(), resp.revision, ahead));
+                        };
+                        if stands {
+                            named = Some((watched.clone(), read_at, ahead));
                         }
                         watching = Some((watched, events, ahead, glanced + 1));
                     }
@@ -873,8 +923,23 @@ async fn wait_for_turn(
                     // moment, and a delete that commits while etcd registers the
                     // watch makes the watch lag (see `glance_delay`): a look
                     // right after the watch exists sees it at once.
-                    if ahead > 1 && start.is_some_and(|start| start <= read_at) {
-                        named = Some((predecessor.clone(), read_at, ahead));
+                    if ahead > 1 {
+                        if start.is_some_and(|start| start <= read_at) {
+                            named = Some((predecessor.clone(), read_at, ahead));
+                        } else {
+                            // The watch may start after that read: a glance
+                            // (one key, not the queue) after it says whether the
+                            // predecessor still stands, and then its delete is
+                            // still to come, after the watch's start.
+                            let Some((stands, read_at)) =
+                                waiter.glance(&[(&predecessor.0, predecessor.1)]).await?
+                            else {
+                                return Ok(false);
+                            };
+                            if stands {
+                                named = Some((predecessor.clone(), read_at, ahead));
+                            }
+                        }
                     }
                     watching = Some((predecessor, events, ahead, 0));
                 }
@@ -902,16 +967,23 @@ async fn wait_for_turn(
 /// [`glance_delay`]) bound a late watch's stall.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for_admission(
-    backend: &Arc<dyn Backend>,
-    retry: &RetryPolicy,
+    waiter: Waiter<'_>,
     kind: Kind,
     name: &str,
-    prefix: &str,
-    key: &str,
-    lease: LeaseId,
-    token: Revision,
     earlier: Option<(Vec<crate::KeyValue>, Revision)>,
 ) -> Result<bool> {
+    let Waiter {
+        backend,
+        retry,
+        prefix,
+        key,
+        lease,
+        token,
+        ..
+    } = waiter;
+    // The releases needed when the claim was made, for the queue's pace.
+    let began = tokio::time::Instant::now();
+    let mut first_needed = None;
     let look = Txn::new()
         .when([
             Compare::create_revision(key, CompareOp::Equal, token),
@@ -954,6 +1026,9 @@ async fn wait_for_admission(
         };
         let before: Vec<&crate::KeyValue> = read.iter().collect();
         if kind.admits(name, &before)? {
+            if let Some(releases) = first_needed {
+                waiter.pace.record(prefix, began.elapsed(), releases);
+            }
             return Ok(true);
         }
         let nearest: Vec<(Vec<u8>, Revision)> = kind
@@ -967,8 +1042,10 @@ async fn wait_for_admission(
             .filter(|(k, _)| !watched.contains_key(k))
             .collect();
         if !missing.is_empty() {
-            // Whether the new watches deliver everything after `read_at`.
+            // Whether the new watches deliver everything after `read_at`, and
+            // whether all of them could be made.
             let mut covered = true;
+            let mut made = true;
             for (k, created) in missing {
                 match backend
                     .watch_reporting_start(WatchRequest::key(k.clone()))
@@ -980,7 +1057,7 @@ async fn wait_for_admission(
                     }
                     Err(e) if e.is_retryable() => {
                         tokio::time::sleep(retry.jittered_delay(1)).await;
-                        covered = false;
+                        made = false;
                         break;
                     }
                     Err(e) => return Err(e),
@@ -988,11 +1065,29 @@ async fn wait_for_admission(
             }
             glanced = 0;
             needed = (kind.blocking(&before).count() + 1).saturating_sub(kind.room());
-            // Look again if these watches may start after the last read, or if
-            // the next release admits the claim (as in `wait_for_turn`: a look
-            // right after the watches exist sees a release that made them lag).
-            if !covered || needed <= 1 {
+            first_needed.get_or_insert(needed);
+            // Look again if a watch could not be made, or if the next release
+            // admits the claim (as in `wait_for_turn`: a look right after the
+            // watches exist sees a release that made them lag).
+            if !made || needed <= 1 {
                 continue;
+            }
+            // If these watches may start after the last read, a glance at the
+            // watched keys after them says whether all still stand (then every
+            // delete to come is delivered); else look again.
+            if !covered {
+                if watched.len() > GLANCE_KEYS {
+                    continue;
+                }
+                let keys: Vec<(&Vec<u8>, Revision)> = watched
+                    .iter()
+                    .map(|(k, (created, _))| (k, *created))
+                    .collect();
+                match waiter.glance(&keys).await? {
+                    None => return Ok(false),
+                    Some((true, _)) => {}
+                    Some((false, _)) => continue,
+                }
             }
         }
         if watched.is_empty() {
@@ -1021,7 +1116,7 @@ async fn wait_for_admission(
                 })
             }));
             let timer = async {
-                match glance_delay(needed, glanced) {
+                match waiter.glance_delay(needed, glanced) {
                     Some(after) => tokio::time::sleep(after).await,
                     None => std::future::pending().await,
                 }
@@ -1043,21 +1138,12 @@ async fn wait_for_admission(
                     if watched.len() > GLANCE_KEYS {
                         break;
                     }
-                    let keys: Vec<&Vec<u8>> = watched.keys().collect();
-                    let resp = retry
-                        .run("glance at queue", |_| {
-                            backend.txn(glance(key, lease, token, keys.iter().copied()))
-                        })
-                        .await?;
-                    if !resp.succeeded {
-                        return Ok(false);
-                    }
-                    let all_stand = keys
-                        .iter()
-                        .enumerate()
-                        .all(|(i, k)| stands(&resp, i, watched[*k].0));
-                    if !all_stand {
-                        break;
+                    let keys: Vec<(&Vec<u8>, Revision)> =
+                        watched.iter().map(|(k, (created, _))| (k, *created)).collect();
+                    match waiter.glance(&keys).await? {
+                        None => return Ok(false),
+                        Some((true, _)) => {}
+                        Some((false, _)) => break,
                     }
                 }
             }
@@ -1095,10 +1181,11 @@ fn stands(resp: &crate::TxnResponse, i: usize, created: Revision) -> bool {
 }
 
 /// How long a waiter waits before its next glance, with `ahead` releases to wait
-/// for when its watch began and `glanced` glances since: the first at about the
-/// time those releases take on a busy queue, then after gaps of a quarter of that
-/// (at least one handoff) that double each time, while the watch may still be
-/// catching up.
+/// for when its watch began, `glanced` glances since, and `step` the time one
+/// release of this queue takes (as this process has seen, see [`QueuePace`]): the
+/// first one release after those releases should be done, then after gaps of a
+/// quarter of that (at least a release, and 2 ms) that double each time, while the
+/// watch may still be catching up.
 ///
 /// Why glance at all: etcd registers a watch "from now" as lagging when a write
 /// commits while it creates it (it reads its revision first), and a lagging watch
@@ -1106,9 +1193,10 @@ fn stands(resp: &crate::TxnResponse, i: usize, created: Revision) -> bool {
 /// would reach the waiter late and idle the queue; a glance soon after the delete
 /// was due finds it. Most waits end before the first glance, and a waiter far
 /// back in a busy queue needs none (its watch has caught up before its turn).
-fn glance_delay(ahead: usize, glanced: usize) -> Option<Duration> {
-    let first = GLANCE_STEP.saturating_mul(u32::try_from(ahead.max(1)).unwrap_or(u32::MAX));
-    let gap = (first / 4).max(GLANCE_STEP);
+fn glance_delay(ahead: usize, glanced: usize, step: Duration) -> Option<Duration> {
+    let releases = u32::try_from(ahead.max(1)).unwrap_or(u32::MAX);
+    let first = step.saturating_mul(releases.saturating_add(1));
+    let gap = (first / 4).max(step).max(MIN_GLANCE_GAP);
     let glanced = u32::try_from(glanced).ok()?;
     // The glance's time since the watch began: first + gap·(2^glanced - 1).
     let at = first.checked_add(gap.checked_mul(2u32.checked_pow(glanced)? - 1)?)?;
@@ -1121,8 +1209,8 @@ fn glance_delay(ahead: usize, glanced: usize) -> Option<Duration> {
     })
 }
 
-/// About one handoff on a busy queue (a release, an event, a look).
-const GLANCE_STEP: Duration = Duration::from_millis(2);
+/// The shortest time between two glances of a waiter.
+const MIN_GLANCE_GAP: Duration = Duration::from_millis(2);
 
 /// How late etcd can deliver to a watch registered as lagging: its catch-up loop's
 /// period.
@@ -1405,10 +1493,10 @@ mod tests {
     }
 
     /// The glance times since a watch began, for `ahead` releases to wait for.
-    fn glance_times(ahead: usize) -> Vec<u64> {
+    fn glance_times(ahead: usize, step_ms: u64) -> Vec<u64> {
         let mut at = Duration::ZERO;
         (0..)
-            .map_while(|n| glance_delay(ahead, n))
+            .map_while(|n| glance_delay(ahead, n, Duration::from_millis(step_ms)))
             .map(|d| {
                 at += d;
                 at.as_millis() as u64
@@ -1418,18 +1506,25 @@ mod tests {
 
     #[test]
     fn glances_come_after_the_releases_ahead_and_stop_with_the_catch_up() {
-        // Next in line: soon, then doubling gaps, none past 100 ms.
-        assert_eq!(glance_times(1), [2, 4, 8, 16, 32, 64]);
+        // A queue releasing every 2 ms, next in line: one release late, then
+        // doubling gaps, none past 100 ms.
+        assert_eq!(glance_times(1, 2), [4, 6, 10, 18, 34, 66]);
         // 15 releases ahead: the first after about their time, then closer gaps.
-        assert_eq!(glance_times(15), [30, 37, 52, 82]);
+        assert_eq!(glance_times(15, 2), [32, 40, 56, 88]);
         // Far back in a busy queue: its watch catches up before its turn.
-        assert!(glance_times(63).is_empty());
-        assert!(glance_times(usize::MAX).is_empty());
+        assert!(glance_times(63, 2).is_empty());
+        assert!(glance_times(usize::MAX, 2).is_empty());
+        // A slower queue: later, at wider gaps.
+        assert_eq!(glance_times(1, 10), [20, 30, 50, 90]);
+        assert_eq!(glance_times(4, 10), [50, 62, 87]);
+        assert!(glance_times(10, 10).is_empty());
         // Whatever the queue, never past etcd's catch-up and never many.
-        for ahead in 0..200 {
-            let times = glance_times(ahead);
-            assert!(times.iter().all(|&t| t <= 100), "{ahead}: {times:?}");
-            assert!(times.len() <= 6, "{ahead}: {times:?}");
+        for step in 1..=10 {
+            for ahead in 0..200 {
+                let times = glance_times(ahead, step);
+                assert!(times.iter().all(|&t| t <= 100), "{ahead}: {times:?}");
+                assert!(times.len() <= 6, "{ahead} at {step} ms: {times:?}");
+            }
         }
     }
 

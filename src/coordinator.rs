@@ -57,6 +57,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) followers: Arc<Followers>,
     /// Registry entries skipped as malformed.
     pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
+    /// How fast the queues this coordinator waits in move (for waiters' glances).
+    pub(crate) pace: crate::pace::QueuePace,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
     closed: AtomicBool,
 }
@@ -112,6 +114,7 @@ impl CoordinatorBuilder {
                 retry: self.retry,
                 local: LocalQueues::default(),
                 malformed_entries: std::sync::atomic::AtomicU64::new(0),
+                pace: Default::default(),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),

@@ -100,6 +100,7 @@ mod health;
 mod latch;
 mod local_queue;
 mod lock;
+mod pace;
 pub mod registry;
 mod retry;
 mod rw_lock;

@@ -231,7 +231,8 @@ async fn a_waiter_glances_a_few_times_early_then_only_watches() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let waited = store.stats();
     // The claim, the look after the watch (the holder's release is its turn),
-    // and six glances (2, 4, 8, 16, 32, 64 ms); none after 100 ms.
+    // and six glances (4, 6, 10, 18, 34, 66 ms: one release late at the
+    // assumed 2 ms per release, then doubling gaps); none after 100 ms.
     assert_eq!(waited.txns - before.txns, 8, "txns while waiting 5 s");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
@@ -243,6 +244,39 @@ async fn a_waiter_glances_a_few_times_early_then_only_watches() {
         waited.watches - before.watches,
         1,
         "one watch, on the predecessor"
+    );
+    guard.unlock().await.unwrap();
+    queued.await.unwrap().unwrap().unlock().await.unwrap();
+}
+
+/// A waiter glances at the pace its queue has moved at: after waits behind holds
+/// of 50 ms, its glances assume the slowest pace (10 ms per release), four in its
+/// first 100 ms instead of six.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_glances_at_the_pace_its_queue_moved_at() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let waiter = Coordinator::new(Arc::new(store.client()));
+    for _ in 0..30 {
+        let guard = holder.lock().acquire("slow", TTL).await.unwrap();
+        let w = waiter.clone();
+        let queued = tokio::spawn(async move { w.lock().acquire("slow", TTL).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        guard.unlock().await.unwrap();
+        queued.await.unwrap().unwrap().unlock().await.unwrap();
+    }
+    let guard = holder.lock().acquire("slow", TTL).await.unwrap();
+    let before = store.stats();
+    let w = waiter.clone();
+    let queued = tokio::spawn(async move { w.lock().acquire("slow", TTL).await });
+    wait_for_keys(&store, "coord/lock/slow/", 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The claim, the look after the watch, and glances at about 20, 30, 49
+    // and 89 ms.
+    assert_eq!(
+        store.stats().txns - before.txns,
+        6,
+        "txns while waiting 5 s"
     );
     guard.unlock().await.unwrap();
     queued.await.unwrap().unwrap().unlock().await.unwrap();
@@ -399,4 +433,168 @@ async fn a_namespace_always_ends_with_a_slash() {
         .build()
         .unwrap();
     assert_eq!(root.namespace(), "");
+}
+
+/// Deletes one key just before a watch on it is created: a claim ahead that ends
+/// between a waiter's read of the queue and its watch.
+struct EndsBeforeWatch {
+    inner: MemoryBackend,
+    key: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+#[async_trait::async_trait]
+impl Backend for EndsBeforeWatch {
+    fn name(&self) -> &'static str {
+        "ends-before-watch"
+    }
+    fn limits(&self) -> coordkit::Limits {
+        self.inner.limits()
+    }
+    fn capabilities(&self) -> coordkit::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn range(&self, request: RangeRequest) -> coordkit::Result<coordkit::RangeResponse> {
+        self.inner.range(request).await
+    }
+    async fn txn(&self, txn: coordkit::Txn) -> coordkit::Result<coordkit::TxnResponse> {
+        self.inner.txn(txn).await
+    }
+    async fn lease_grant(&self, ttl: i64) -> coordkit::Result<coordkit::LeaseGrant> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, id: coordkit::LeaseId) -> coordkit::Result<i64> {
+        self.inner.lease_keep_alive(id).await
+    }
+    async fn lease_revoke(&self, id: coordkit::LeaseId) -> coordkit::Result<()> {
+        self.inner.lease_revoke(id).await
+    }
+    async fn lease_time_to_live(
+        &self,
+        id: coordkit::LeaseId,
+    ) -> coordkit::Result<coordkit::LeaseInfo> {
+        self.inner.lease_time_to_live(id).await
+    }
+    async fn watch(
+        &self,
+        request: coordkit::WatchRequest,
+    ) -> coordkit::Result<coordkit::WatchStream> {
+        self.inner.watch(request).await
+    }
+    async fn watch_reporting_start(
+        &self,
+        request: coordkit::WatchRequest,
+    ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::Revision>)> {
+        let ends = {
+            let mut key = self.key.lock().unwrap();
+            key.take_if(|k| request.keys.start() == k.as_slice())
+        };
+        if let Some(key) = ends {
+            self.inner.delete(key).await?;
+        }
+        self.inner.watch_reporting_start(request).await
+    }
+    async fn compact(&self, revision: coordkit::Revision) -> coordkit::Result<()> {
+        self.inner.compact(revision).await
+    }
+}
+
+/// A waiter further back whose predecessor ends between its read of the queue
+/// and its watch (the watch then starts after that read) learns it right after
+/// the watch exists, not from a glance later: released at once, the lock is its
+/// own with no time passing.
+#[tokio::test(start_paused = true)]
+async fn a_predecessor_gone_before_the_watch_is_seen_at_once() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let guard = holder.lock().acquire("gap", TTL).await.unwrap();
+    let second = Coordinator::new(Arc::new(store.client()));
+    let queued = tokio::spawn(async move { second.lock().acquire("gap", TTL).await });
+    wait_for_keys(&store, "coord/lock/gap/", 2).await;
+    let queue = store
+        .range(
+            RangeRequest::prefix("coord/lock/gap/")
+                .sort_by_create_revision(coordkit::SortOrder::Ascend),
+        )
+        .await
+        .unwrap();
+    let backend = EndsBeforeWatch {
+        inner: store.client(),
+        key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
+    };
+    let third = Coordinator::new(Arc::new(backend));
+    let last = tokio::spawn(async move { third.lock().acquire("gap", TTL).await });
+    // The third claims behind two, finds the second's key gone after its watch,
+    // and queues behind the holder; no time passes.
+    for _ in 0..1000 {
+        if keys(&store, "coord/lock/gap/").await == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    let started = Instant::now();
+    guard.unlock().await.unwrap();
+    for _ in 0..1000 {
+        if last.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(last.is_finished(), "the lock waited for a glance");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    last.await.unwrap().unwrap().unlock().await.unwrap();
+    // The second's key was removed under it: its wait ends as expired.
+    assert!(matches!(
+        queued.await.unwrap(),
+        Err(Error::LockExpired { .. })
+    ));
+}
+
+/// The same for a semaphore's waiter: the blocking key it watches ends between
+/// its read and its watch; released at once, the permit is its own with no time
+/// passing.
+#[tokio::test(start_paused = true)]
+async fn a_blocking_permit_gone_before_the_watch_is_seen_at_once() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let permit = holder.semaphore().acquire("gap", 1, TTL).await.unwrap();
+    let second = Coordinator::new(Arc::new(store.client()));
+    let queued = tokio::spawn(async move { second.semaphore().acquire("gap", 1, TTL).await });
+    wait_for_keys(&store, "coord/semaphore/gap/", 2).await;
+    let queue = store
+        .range(
+            RangeRequest::prefix("coord/semaphore/gap/")
+                .sort_by_create_revision(coordkit::SortOrder::Ascend),
+        )
+        .await
+        .unwrap();
+    let backend = EndsBeforeWatch {
+        inner: store.client(),
+        key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
+    };
+    let third = Coordinator::new(Arc::new(backend));
+    let last = tokio::spawn(async move { third.semaphore().acquire("gap", 1, TTL).await });
+    for _ in 0..1000 {
+        if keys(&store, "coord/semaphore/gap/").await == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    settle().await;
+    let started = Instant::now();
+    permit.unlock().await.unwrap();
+    for _ in 0..1000 {
+        if last.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(last.is_finished(), "the permit waited for a glance");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    last.await.unwrap().unwrap().unlock().await.unwrap();
+    // The second's key was removed under it.
+    assert!(matches!(
+        queued.await.unwrap(),
+        Err(Error::LockExpired { .. })
+    ));
 }
