@@ -19,6 +19,7 @@ use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::local_queue::LocalTurn;
 use crate::pace::QueuePace;
+use crate::Live;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
     RangeRequest, ReadConsistency, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp,
@@ -844,8 +845,8 @@ async fn wait_for_turn(
     // is needed to know it.
     let mut named = named;
     // The predecessor being watched, its watch, the claims ahead when it began,
-    // and how many glances it has had.
-    let mut watching: Option<(Predecessor, crate::WatchStream, usize, usize)> = None;
+    // how many glances it has had, and whether it is live.
+    let mut watching: Option<(Predecessor, crate::WatchStream, usize, usize, Live)> = None;
     loop {
         let (predecessor, read_at, ahead) = match named.take() {
             Some(named) => named,
@@ -870,9 +871,13 @@ async fn wait_for_turn(
             }
         };
         match watching.take() {
-            Some((watched, mut events, ahead, glanced)) if watched == predecessor => {
+            Some((watched, mut events, ahead, glanced, mut live)) if watched == predecessor => {
                 debug!(waiting_for = %String::from_utf8_lossy(&watched.0), "waiting");
-                let early_look = waiter.glance_delay(ahead, glanced);
+                // A live watch delivers the delete as it commits: no glances.
+                let early_look = match live.now() {
+                    Some(true) => None,
+                    _ => waiter.glance_delay(ahead, glanced),
+                };
                 let woken = async {
                     while let Some(item) = events.next().await {
                         match item {
@@ -899,6 +904,12 @@ async fn wait_for_turn(
                 tokio::select! {
                     woken = woken => woken?,
                     _ = timer => {
+                        if live.now() == Some(true) {
+                            // Known live since: wait on the watch alone.
+                            named = Some((watched.clone(), read_at, ahead));
+                            watching = Some((watched, events, ahead, glanced, live));
+                            continue;
+                        }
                         // A glance (see `glance_delay`) need not read the queue: while the
                         // predecessor stands the waiter cannot own it, so a
                         // glance at that key (and ours) says whether to look.
@@ -908,7 +919,7 @@ async fn wait_for_turn(
                         if stands {
                             named = Some((watched.clone(), read_at, ahead));
                         }
-                        watching = Some((watched, events, ahead, glanced + 1));
+                        watching = Some((watched, events, ahead, glanced + 1, live));
                     }
                 }
             }
@@ -917,14 +928,23 @@ async fn wait_for_turn(
                 .await
             {
                 Ok((events, start)) => {
+                    let (covered, mut live) = match start {
+                        Some(start) => (start.after <= read_at, start.live),
+                        None => (false, Live::known(false)),
+                    };
                     // Everything up to `read_at` was read, everything after it
                     // is delivered: no look in between is needed, unless the
-                    // predecessor is the owner. Its delete is then due any
-                    // moment, and a delete that commits while etcd registers the
-                    // watch makes the watch lag (see `glance_delay`): a look
-                    // right after the watch exists sees it at once.
-                    if ahead > 1 {
-                        if start.is_some_and(|start| start <= read_at) {
+                    // predecessor is the owner and the watch is not known to be
+                    // live. Its delete is then due any moment, and a delete that
+                    // commits while etcd registers the watch makes the watch lag
+                    // (see `glance_delay`): a look right after the watch exists
+                    // sees it at once.
+                    if ahead <= 1 {
+                        if covered && live_soon(&mut live).await {
+                            named = Some((predecessor.clone(), read_at, ahead));
+                        }
+                    } else {
+                        if covered {
                             named = Some((predecessor.clone(), read_at, ahead));
                         } else {
                             // The watch may start after that read: a glance
@@ -941,7 +961,7 @@ async fn wait_for_turn(
                             }
                         }
                     }
-                    watching = Some((predecessor, events, ahead, 0));
+                    watching = Some((predecessor, events, ahead, 0, live));
                 }
                 Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
                 Err(e) => return Err(e),
@@ -995,8 +1015,8 @@ async fn wait_for_admission(
         // As in `wait_for_turn`: the watches are created before the look that
         // relies on them, and an event before the look that follows it.
         .with_consistency(ReadConsistency::Observed);
-    // Each watched key's create revision and watch.
-    let mut watched: HashMap<Vec<u8>, (Revision, crate::WatchStream)> = HashMap::new();
+    // Each watched key's create revision, watch, and whether it is live.
+    let mut watched: HashMap<Vec<u8>, (Revision, crate::WatchStream, Live)> = HashMap::new();
     // Glances since the newest watch began, and the releases needed before then.
     let mut glanced = 0;
     let mut needed = 1;
@@ -1036,7 +1056,7 @@ async fn wait_for_admission(
             .take(kind.room())
             .map(|kv| (kv.key.clone(), kv.create_revision))
             .collect();
-        watched.retain(|k, (created, _)| nearest.contains(&(k.clone(), *created)));
+        watched.retain(|k, (created, _, _)| nearest.contains(&(k.clone(), *created)));
         let missing: Vec<&(Vec<u8>, Revision)> = nearest
             .iter()
             .filter(|(k, _)| !watched.contains_key(k))
@@ -1052,8 +1072,17 @@ async fn wait_for_admission(
                     .await
                 {
                     Ok((w, start)) => {
-                        covered &= start.is_some_and(|start| start <= read_at);
-                        watched.insert(k.clone(), (*created, w));
+                        let live = match start {
+                            Some(start) => {
+                                covered &= start.after <= read_at;
+                                start.live
+                            }
+                            None => {
+                                covered = false;
+                                Live::known(false)
+                            }
+                        };
+                        watched.insert(k.clone(), (*created, w, live));
                     }
                     Err(e) if e.is_retryable() => {
                         tokio::time::sleep(retry.jittered_delay(1)).await;
@@ -1067,10 +1096,20 @@ async fn wait_for_admission(
             needed = (kind.blocking(&before).count() + 1).saturating_sub(kind.room());
             first_needed.get_or_insert(needed);
             // Look again if a watch could not be made, or if the next release
-            // admits the claim (as in `wait_for_turn`: a look right after the
-            // watches exist sees a release that made them lag).
-            if !made || needed <= 1 {
+            // admits the claim and a watch is not known to be live (as in
+            // `wait_for_turn`: a look right after the watches exist sees a
+            // release that made them lag).
+            if !made {
                 continue;
+            }
+            if needed <= 1 {
+                let mut all_live = covered;
+                for (_, _, live) in watched.values_mut() {
+                    all_live = all_live && live_soon(live).await;
+                }
+                if !all_live {
+                    continue;
+                }
             }
             // If these watches may start after the last read, a glance at the
             // watched keys after them says whether all still stand (then every
@@ -1081,7 +1120,7 @@ async fn wait_for_admission(
                 }
                 let keys: Vec<(&Vec<u8>, Revision)> = watched
                     .iter()
-                    .map(|(k, (created, _))| (k, *created))
+                    .map(|(k, (created, _, _))| (k, *created))
                     .collect();
                 match waiter.glance(&keys).await? {
                     None => return Ok(false),
@@ -1095,28 +1134,35 @@ async fn wait_for_admission(
         }
         debug!(watching = watched.len(), "waiting");
         loop {
+            // Live watches deliver the deletes as they commit: no glances.
+            let all_live = watched
+                .values_mut()
+                .all(|(_, _, live)| live.now() == Some(true));
             // A delete of a watched key (or its watch breaking): look again.
-            let woken = futures::future::select_all(watched.iter_mut().map(|(k, (_, events))| {
-                Box::pin(async move {
-                    loop {
-                        match events.next().await {
-                            Some(Ok(r)) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
-                                return Ok(None)
+            let woken =
+                futures::future::select_all(watched.iter_mut().map(|(k, (_, events, _))| {
+                    Box::pin(async move {
+                        loop {
+                            match events.next().await {
+                                Some(Ok(r))
+                                    if r.events.iter().any(|e| e.kind == EventKind::Delete) =>
+                                {
+                                    return Ok(None)
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(e))
+                                    if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
+                                {
+                                    return Ok(Some(k.clone()))
+                                }
+                                Some(Err(e)) => return Err(e),
+                                None => return Ok(Some(k.clone())),
                             }
-                            Some(Ok(_)) => {}
-                            Some(Err(e))
-                                if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
-                            {
-                                return Ok(Some(k.clone()))
-                            }
-                            Some(Err(e)) => return Err(e),
-                            None => return Ok(Some(k.clone())),
                         }
-                    }
-                })
-            }));
+                    })
+                }));
             let timer = async {
-                match waiter.glance_delay(needed, glanced) {
+                match waiter.glance_delay(needed, glanced).filter(|_| !all_live) {
                     Some(after) => tokio::time::sleep(after).await,
                     None => std::future::pending().await,
                 }
@@ -1131,6 +1177,9 @@ async fn wait_for_admission(
                     break;
                 }
                 _ = timer => {
+                    if watched.values_mut().all(|(_, _, live)| live.now() == Some(true)) {
+                        continue; // known live since: wait on the watches alone
+                    }
                     glanced += 1;
                     // As in `wait_for_turn`: while every watched key stands the
                     // claim cannot be admitted, and a glance at them says so
@@ -1139,7 +1188,7 @@ async fn wait_for_admission(
                         break;
                     }
                     let keys: Vec<(&Vec<u8>, Revision)> =
-                        watched.iter().map(|(k, (created, _))| (k, *created)).collect();
+                        watched.iter().map(|(k, (created, _, _))| (k, *created)).collect();
                     match waiter.glance(&keys).await? {
                         None => return Ok(false),
                         Some((true, _)) => {}
@@ -1150,6 +1199,21 @@ async fn wait_for_admission(
         }
     }
 }
+
+/// Whether a new watch is known to be live, waiting at most [`LIVE_ANSWER`] for
+/// its backend to say (etcd answers right after the watch's creation).
+async fn live_soon(live: &mut Live) -> bool {
+    match live.now() {
+        Some(known) => known,
+        None => tokio::time::timeout(LIVE_ANSWER, live)
+            .await
+            .unwrap_or(false),
+    }
+}
+
+/// How long a waiter next in line waits to learn that its new watch is live
+/// before it looks at the queue instead.
+const LIVE_ANSWER: Duration = Duration::from_millis(1);
 
 /// Keys a glance reads at most; a waiter watching more looks at the queue instead.
 const GLANCE_KEYS: usize = 16;

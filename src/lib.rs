@@ -112,9 +112,9 @@ pub mod testing;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,
-    Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, Limits, Namespaced,
+    Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, Limits, Live, Namespaced,
     PutRequest, RangeRequest, RangeResponse, ReadConsistency, Revision, SortOrder, Txn, TxnOp,
-    TxnOpResponse, TxnResponse, WatchRequest, WatchResponse, WatchStream,
+    TxnOpResponse, TxnResponse, WatchRequest, WatchResponse, WatchStart, WatchStream,
 };
 pub use barrier::{BarrierService, DoubleBarrierEntry};
 pub use claim::{OwnershipLost, QueueEntry};

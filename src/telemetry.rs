@@ -166,7 +166,7 @@ impl crate::Backend for Metered {
     async fn watch_reporting_start(
         &self,
         request: crate::WatchRequest,
-    ) -> crate::Result<(crate::WatchStream, Option<crate::Revision>)> {
+    ) -> crate::Result<(crate::WatchStream, Option<crate::WatchStart>)> {
         timed("watch", self.0.watch_reporting_start(request)).await
     }
     async fn compact(&self, revision: crate::Revision) -> crate::Result<()> {

@@ -216,15 +216,43 @@ async fn keys_follow_etcds_layout() {
     ));
 }
 
-/// A waiter next in line glances at the queue a few times in its first 100 ms
-/// (a watch from now may lag on etcd for that long), then waits on its watch
-/// alone: a bounded number of extra reads, no polling.
+/// A waiter whose watch is live (the backend says so) reads nothing while it
+/// waits: its claim, then one look once the release arrives.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_on_a_live_watch_reads_nothing_while_waiting() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let guard = holder.lock().acquire("live", TTL).await.unwrap();
+    let waiter = Coordinator::new(Arc::new(store.client()));
+    let before = store.stats();
+    let queued = tokio::spawn(async move { waiter.lock().acquire("live", TTL).await });
+    wait_for_keys(&store, "coord/lock/live/", 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        store.stats().txns - before.txns,
+        1,
+        "txns while waiting 5 s"
+    );
+    let released = store.stats();
+    guard.unlock().await.unwrap();
+    let next = queued.await.unwrap().unwrap();
+    // The release, then the waiter's look.
+    assert_eq!(store.stats().txns - released.txns, 2, "txns of the handoff");
+    next.unlock().await.unwrap();
+}
+
+/// A waiter next in line whose watch is not known to be live (held back, as
+/// etcd's watch registered lagging) glances at the queue a few times in its
+/// first 100 ms (etcd's catch-up serves such a watch within that time), then
+/// waits on its watch alone: a bounded number of extra reads, no polling.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_glances_a_few_times_early_then_only_watches() {
     let store = MemoryBackend::new();
     let holder = Coordinator::new(Arc::new(store.client()));
     let guard = holder.lock().acquire("early", TTL).await.unwrap();
-    let waiter = Coordinator::new(Arc::new(store.client()));
+    let lagging = store.client();
+    lagging.lag_new_watches(Some(Duration::from_secs(10)));
+    let waiter = Coordinator::new(Arc::new(lagging));
     let before = store.stats();
     let queued = tokio::spawn(async move { waiter.lock().acquire("early", TTL).await });
     wait_for_keys(&store, "coord/lock/early/", 2).await;
@@ -250,13 +278,14 @@ async fn a_waiter_glances_a_few_times_early_then_only_watches() {
 }
 
 /// A waiter glances at the pace its queue has moved at: after waits behind holds
-/// of 50 ms, its glances assume the slowest pace (10 ms per release), four in its
-/// first 100 ms instead of six.
+/// of 50 ms, the glances of a watch not known to be live assume the slowest pace
+/// (10 ms per release), four in its first 100 ms instead of six.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_glances_at_the_pace_its_queue_moved_at() {
     let store = MemoryBackend::new();
     let holder = Coordinator::new(Arc::new(store.client()));
-    let waiter = Coordinator::new(Arc::new(store.client()));
+    let lagging = store.client();
+    let waiter = Coordinator::new(Arc::new(lagging.clone()));
     for _ in 0..30 {
         let guard = holder.lock().acquire("slow", TTL).await.unwrap();
         let w = waiter.clone();
@@ -266,6 +295,7 @@ async fn a_waiter_glances_at_the_pace_its_queue_moved_at() {
         queued.await.unwrap().unwrap().unlock().await.unwrap();
     }
     let guard = holder.lock().acquire("slow", TTL).await.unwrap();
+    lagging.lag_new_watches(Some(Duration::from_secs(10)));
     let before = store.stats();
     let w = waiter.clone();
     let queued = tokio::spawn(async move { w.lock().acquire("slow", TTL).await });
@@ -284,7 +314,8 @@ async fn a_waiter_glances_at_the_pace_its_queue_moved_at() {
 
 /// A waiter further back needs no look after its watch when the watch starts
 /// right after its claim's read (the backend says so): the claim and its
-/// glances are all it reads while it waits.
+/// glances (its watch held back, not known to be live) are all it reads while
+/// it waits.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_further_back_skips_the_look_after_its_watch() {
     let store = MemoryBackend::new();
@@ -295,7 +326,9 @@ async fn a_waiter_further_back_skips_the_look_after_its_watch() {
     wait_for_keys(&store, "coord/lock/back/", 2).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = store.stats();
-    let second = Coordinator::new(Arc::new(store.client()));
+    let lagging = store.client();
+    lagging.lag_new_watches(Some(Duration::from_secs(10)));
+    let second = Coordinator::new(Arc::new(lagging));
     let last = tokio::spawn(async move { second.lock().acquire("back", TTL).await });
     wait_for_keys(&store, "coord/lock/back/", 3).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -483,7 +516,7 @@ impl Backend for EndsBeforeWatch {
     async fn watch_reporting_start(
         &self,
         request: coordkit::WatchRequest,
-    ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::Revision>)> {
+    ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
         let ends = {
             let mut key = self.key.lock().unwrap();
             key.take_if(|k| request.keys.start() == k.as_slice())

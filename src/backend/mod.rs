@@ -27,7 +27,7 @@ pub use txn::{
     Compare, CompareOp, CompareTarget, DeleteRequest, PutRequest, ReadConsistency, Txn, TxnOp,
     TxnOpResponse, TxnResponse,
 };
-pub use watch::{Event, EventKind, WatchRequest, WatchResponse, WatchStream};
+pub use watch::{Event, EventKind, Live, WatchRequest, WatchResponse, WatchStart, WatchStream};
 
 use crate::Result;
 
@@ -100,14 +100,15 @@ pub trait Backend: Send + Sync + 'static {
     /// call returns is delivered.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
 
-    /// [`Backend::watch`], also saying where the watch starts: with `Some(r)`,
-    /// every change committed at a revision above `r` is delivered (with a start
-    /// revision `s` in the request, `r` is `s - 1`). A caller that read the store
-    /// at a revision of at least `r` has then missed nothing between its read and
-    /// the watch, and need not read again.
+    /// [`Backend::watch`], also saying where the watch starts: with
+    /// `Some(start)`, every change committed at a revision above `start.after` is
+    /// delivered (with a start revision `s` in the request, `after` is `s - 1`),
+    /// and `start.live` says whether as they commit. A caller that read the store
+    /// at a revision of at least `after` has then missed nothing between its read
+    /// and the watch, and need not read again.
     ///
     /// # Behavior
-    /// - For a watch from now, `r` is at least the revision of every change
+    /// - For a watch from now, `after` is at least the revision of every change
     ///   committed before the call (as for `watch`, nothing committed after it
     ///   returns is missed).
     /// - `None`: the backend cannot tell (the default, which calls `watch`); the
@@ -117,7 +118,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn watch_reporting_start(
         &self,
         request: WatchRequest,
-    ) -> Result<(WatchStream, Option<Revision>)> {
+    ) -> Result<(WatchStream, Option<WatchStart>)> {
         Ok((self.watch(request).await?, None))
     }
 

@@ -169,7 +169,7 @@ impl Backend for Namespaced {
     async fn watch_reporting_start(
         &self,
         mut request: WatchRequest,
-    ) -> Result<(WatchStream, Option<Revision>)> {
+    ) -> Result<(WatchStream, Option<crate::WatchStart>)> {
         validate::watch(&request)?;
         request.keys = self.add_range(&request.keys);
         let (stream, start) = self.inner.watch_reporting_start(request).await?;

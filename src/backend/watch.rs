@@ -1,6 +1,12 @@
 //! Watches: ordered, resumable streams of changes.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::FutureExt;
 
 use super::kv::{KeyRange, KeyValue, Revision};
 use crate::Result;
@@ -85,3 +91,91 @@ impl WatchRequest {
 ///   [`crate::Error::Compacted`] once and ends.
 /// - Dropping the stream cancels the watch.
 pub type WatchStream = BoxStream<'static, Result<WatchResponse>>;
+
+/// Where a watch starts, as [`Backend::watch_reporting_start`](crate::Backend::watch_reporting_start)
+/// reports it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct WatchStart {
+    /// Every change committed at a revision above this one is delivered (for a
+    /// watch with a start revision `s`, `s - 1`).
+    pub after: Revision,
+    /// Whether those changes are delivered as they commit, or may be held back
+    /// for a while (etcd serves a watch it registered behind its store's revision
+    /// from a catch-up loop that runs every 100 ms).
+    pub live: Live,
+}
+
+impl WatchStart {
+    /// A watch delivering every change after `after`, not known to be live.
+    pub fn after(after: Revision) -> Self {
+        WatchStart {
+            after,
+            live: Live::known(false),
+        }
+    }
+
+    /// The same, live as `live` says.
+    pub fn with_live(mut self, live: Live) -> Self {
+        self.live = live;
+        self
+    }
+}
+
+/// Whether a watch delivers each change as it commits: a future that resolves
+/// to `true` once its backend knows so, `false` once it knows it cannot say (or
+/// the watch may be catching up). It may resolve some time after the watch was
+/// created, or never when the backend never learns; either way events are
+/// delivered, only perhaps late. Polling it again after it resolved gives the
+/// same answer.
+pub struct Live(LiveState);
+
+enum LiveState {
+    Pending(BoxFuture<'static, bool>),
+    Done(bool),
+}
+
+impl Live {
+    /// Known at once.
+    pub fn known(live: bool) -> Self {
+        Live(LiveState::Done(live))
+    }
+
+    /// Learned when `answer` resolves.
+    pub fn later(answer: impl Future<Output = bool> + Send + 'static) -> Self {
+        Live(LiveState::Pending(answer.boxed()))
+    }
+
+    /// What is known without waiting.
+    pub fn now(&mut self) -> Option<bool> {
+        let waker = futures::task::noop_waker();
+        match Pin::new(self).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(live) => Some(live),
+            Poll::Pending => None,
+        }
+    }
+}
+
+impl Future for Live {
+    type Output = bool;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        match &mut self.0 {
+            LiveState::Done(live) => Poll::Ready(*live),
+            LiveState::Pending(answer) => {
+                let live = std::task::ready!(answer.poll_unpin(cx));
+                self.0 = LiveState::Done(live);
+                Poll::Ready(live)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            LiveState::Pending(_) => f.write_str("Live(pending)"),
+            LiveState::Done(live) => write!(f, "Live({live})"),
+        }
+    }
+}

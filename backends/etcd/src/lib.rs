@@ -59,9 +59,9 @@ use std::task::{Context as TaskContext, Poll};
 use async_trait::async_trait;
 use coordkit::backend::validate;
 use coordkit::{
-    Backend, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest,
+    Backend, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, Live, RangeRequest,
     RangeResponse, ReadConsistency, Result, Revision, Txn, TxnOpResponse, TxnResponse,
-    WatchRequest, WatchResponse, WatchStream,
+    WatchRequest, WatchResponse, WatchStart, WatchStream,
 };
 use etcd_client as etcd;
 use futures::{Stream, StreamExt};
@@ -671,7 +671,7 @@ impl Backend for EtcdBackend {
     async fn watch_reporting_start(
         &self,
         request: WatchRequest,
-    ) -> Result<(WatchStream, Option<Revision>)> {
+    ) -> Result<(WatchStream, Option<WatchStart>)> {
         validate::watch(&request)?;
         let mut start = request.start_revision.map(|s| s - 1);
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
@@ -679,11 +679,12 @@ impl Backend for EtcdBackend {
         let stalled = Arc::new(AtomicBool::new(false));
         // A watch from now returns once etcd created it: every change committed
         // after this call returns is delivered.
-        let (created, confirmed) = match request.start_revision {
-            Some(_) => (None, None),
+        let (created, confirmed, live, told) = match request.start_revision {
+            Some(_) => (None, None, None, None),
             None => {
                 let (created, confirmed) = oneshot::channel();
-                (Some(created), Some(confirmed))
+                let (live, told) = oneshot::channel();
+                (Some(created), Some(confirmed), Some(live), Some(told))
             }
         };
         let posted = self.inner.watches.post(watch::Command::Open {
@@ -692,6 +693,7 @@ impl Backend for EtcdBackend {
             prev_kv: request.prev_kv,
             start: request.start_revision,
             created,
+            live,
             tx,
             stalled: stalled.clone(),
         });
@@ -716,7 +718,15 @@ impl Backend for EtcdBackend {
                 Err(_) => return Err(Error::Timeout { operation: "watch" }),
             }
         }
-        Ok((stream.boxed(), start))
+        // A watch from a revision may be catching up: never known live.
+        let live = match told {
+            Some(told) => Live::later(async move { told.await.unwrap_or(false) }),
+            None => Live::known(false),
+        };
+        Ok((
+            stream.boxed(),
+            start.map(|after| WatchStart::after(after).with_live(live)),
+        ))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

@@ -49,6 +49,9 @@ pub(crate) enum Command {
         /// The first revision owed; `None`: from now, confirmed through `created`.
         start: Option<Revision>,
         created: Option<oneshot::Sender<Revision>>,
+        /// For a watch from now: told whether etcd registered it live (see
+        /// [`Hub::progressed`]).
+        live: Option<oneshot::Sender<bool>>,
         tx: mpsc::Sender<Result<WatchResponse>>,
         stalled: Arc<AtomicBool>,
     },
@@ -113,6 +116,14 @@ struct Watch {
     /// The next revision owed to the caller; 0 until a watch from now is created.
     next: Revision,
     created: Option<oneshot::Sender<Revision>>,
+    /// Whether etcd registered this watch live, to be told (see
+    /// [`Hub::progressed`]).
+    live: Option<oneshot::Sender<bool>>,
+    /// The revision etcd created this watch from now at (its creation's header).
+    created_at: Option<Revision>,
+    /// The revision a progress report sent after this watch's creation gave,
+    /// when it came before the creation's confirmation.
+    progress_at: Option<Revision>,
     tx: mpsc::Sender<Result<WatchResponse>>,
     /// Set by the hub when the buffer filled and the etcd watch was cut; the
     /// handle asks for a `Resume` once it has read the buffer out.
@@ -151,8 +162,14 @@ pub(crate) struct Counters {
 enum Outgoing {
     Create(i64),
     Cancel(i64),
-    Progress,
+    /// A progress request, for the liveness of the stream and to tell whether
+    /// the watches with these ids, created just before, are live.
+    Progress(Vec<i64>),
 }
+
+/// Progress requests awaiting their answer at most; watches created while this
+/// many are out are not told they are live.
+const PROGRESS_OUT: usize = 4;
 
 struct Stream {
     endpoint: usize,
@@ -172,6 +189,11 @@ struct Hub {
     watches: BTreeMap<i64, Watch>,
     stream: Option<Stream>,
     outgoing: VecDeque<Outgoing>,
+    /// Watches from now whose creation went out with no progress request after it.
+    unverified: Vec<i64>,
+    /// The progress requests sent and not answered, oldest first, each with the
+    /// watches it tells about.
+    progress_out: VecDeque<Vec<i64>>,
     /// Reconnect backoff, grown on each failed open, with jitter.
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -196,6 +218,8 @@ pub(crate) async fn run(
         watches: BTreeMap::new(),
         stream: None,
         outgoing: VecDeque::new(),
+        unverified: Vec::new(),
+        progress_out: VecDeque::new(),
         backoff: BACKOFF_MIN,
         retry_at: None,
     };
@@ -220,7 +244,7 @@ pub(crate) async fn run(
         let head = hub.outgoing.front().map(|out| match out {
             Outgoing::Create(id) => Request::Create(hub.watches[id].options(*id)),
             Outgoing::Cancel(id) => Request::Cancel(*id),
-            Outgoing::Progress => Request::Progress,
+            Outgoing::Progress(_) => Request::Progress,
         });
         let check_at = hub.stream.as_ref().map(|s| match s.probed {
             Some(at) => at + bound,
@@ -253,7 +277,7 @@ pub(crate) async fn run(
                 Err(e) => hub.abandon(&format!("the watch stream broke: {e}")),
             },
             sent = send => match sent {
-                Ok(()) => { hub.outgoing.pop_front(); }
+                Ok(()) => hub.sent(),
                 Err(e) => hub.abandon(&format!("the watch stream does not take requests: {e}")),
             },
             _ = sleep_until(check_at) => hub.check_liveness(bound),
@@ -305,6 +329,7 @@ impl Hub {
                 prev_kv,
                 start,
                 created,
+                live,
                 tx,
                 stalled,
             } => {
@@ -316,6 +341,9 @@ impl Hub {
                         prev_kv,
                         next: start.unwrap_or(0),
                         created,
+                        live,
+                        created_at: None,
+                        progress_at: None,
                         tx,
                         stalled,
                         on_stream,
@@ -357,7 +385,7 @@ impl Hub {
             Some(_) => {}
             None if now >= s.heard + bound / 2 => {
                 s.probed = Some(now);
-                self.outgoing.push_back(Outgoing::Progress);
+                self.outgoing.push_back(Outgoing::Progress(Vec::new()));
             }
             None => {}
         }
@@ -369,9 +397,15 @@ impl Hub {
             self.endpoints.set_aside(s.endpoint, why);
         }
         self.outgoing.clear();
+        self.unverified.clear();
+        self.progress_out.clear();
         for w in self.watches.values_mut() {
             w.on_stream = false;
             w.cancels = 0;
+            // Re-created from a revision, it may catch up first.
+            if let Some(live) = w.live.take() {
+                let _ = live.send(false);
+            }
         }
         self.retry_at = None;
     }
@@ -428,6 +462,15 @@ impl Hub {
                             self.outgoing.push_back(Outgoing::Create(*id));
                         }
                     }
+                    // The first went out with the stream: a progress request
+                    // follows it (after the other creations, if any).
+                    if self.watches.get(&first).is_some_and(|w| w.live.is_some()) {
+                        self.unverified.push(first);
+                        if self.outgoing.is_empty() {
+                            let ids = std::mem::take(&mut self.unverified);
+                            self.outgoing.push_back(Outgoing::Progress(ids));
+                        }
+                    }
                     return;
                 }
                 Ok(Err(e)) => {
@@ -458,8 +501,12 @@ impl Hub {
             self.endpoints.answered(s.endpoint);
         }
         let id = resp.watch_id();
+        if id == -1 && !resp.created() && !resp.canceled() {
+            self.progressed(resp.header().map_or(0, |h| h.revision()));
+            return;
+        }
         let Some(w) = self.watches.get_mut(&id) else {
-            return; // a progress report (id -1), or a watch closed meanwhile
+            return; // a watch closed meanwhile
         };
         if !w.on_stream {
             if resp.canceled() {
@@ -469,7 +516,14 @@ impl Hub {
         }
         if resp.created() && !resp.canceled() {
             if w.next == 0 {
-                w.next = resp.header().map_or(0, |h| h.revision()) + 1;
+                let at = resp.header().map_or(0, |h| h.revision());
+                w.next = at + 1;
+                w.created_at = Some(at);
+                if let Some(progress) = w.progress_at {
+                    if let Some(live) = w.live.take() {
+                        let _ = live.send(progress == at);
+                    }
+                }
             }
             if let Some(created) = w.created.take() {
                 let _ = created.send(w.next);
@@ -538,6 +592,63 @@ impl Hub {
                     self.outgoing.push_back(Outgoing::Cancel(id));
                     return;
                 }
+            }
+        }
+    }
+
+    /// A request went out: the head of the queue. After the last creation in a row
+    /// of watches from now, a progress request follows (if not too many are out).
+    fn sent(&mut self) {
+        match self.outgoing.pop_front() {
+            Some(Outgoing::Create(id))
+                if self.watches.get(&id).is_some_and(|w| w.live.is_some()) =>
+            {
+                self.unverified.push(id);
+            }
+            Some(Outgoing::Progress(ids)) => self.progress_out.push_back(ids),
+            _ => {}
+        }
+        if self.outgoing.is_empty() && !self.unverified.is_empty() {
+            let ids = std::mem::take(&mut self.unverified);
+            if self.progress_out.len() < PROGRESS_OUT {
+                self.outgoing.push_back(Outgoing::Progress(ids));
+            } else {
+                for id in ids {
+                    if let Some(live) = self.watches.get_mut(&id).and_then(|w| w.live.take()) {
+                        let _ = live.send(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A progress report at `revision` answered the oldest progress request out.
+    ///
+    /// etcd creates a watch from now to start after the revision it read first
+    /// (the creation's header), and registers it as lagging, served by a loop
+    /// every 100 ms, when a write committed between that read and the
+    /// registration. It handles the requests of a stream in order and reads its
+    /// revision again for a progress request: a report at the creation's own
+    /// revision means no write committed in between, so the watch was
+    /// registered live. A later revision cannot tell. (Reports answering fewer
+    /// requests than were sent, as newer etcd may coalesce them, only make this
+    /// attribute a report to an older request, whose watches were registered
+    /// before it was read.)
+    fn progressed(&mut self, revision: Revision) {
+        let Some(ids) = self.progress_out.pop_front() else {
+            return;
+        };
+        for id in ids {
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
+            match w.created_at {
+                Some(at) => {
+                    if let Some(live) = w.live.take() {
+                        let _ = live.send(revision == at);
+                    }
+                }
+                None => w.progress_at = Some(revision),
             }
         }
     }

@@ -42,7 +42,7 @@ use async_trait::async_trait;
 use coordkit::backend::validate;
 use coordkit::{
     Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
-    Result, Revision, Txn, TxnResponse, WatchRequest, WatchStream,
+    Result, Revision, Txn, TxnResponse, WatchRequest, WatchStart, WatchStream,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -417,7 +417,7 @@ impl Backend for MemoryBackend {
     async fn watch_reporting_start(
         &self,
         request: WatchRequest,
-    ) -> Result<(WatchStream, Option<Revision>)> {
+    ) -> Result<(WatchStream, Option<WatchStart>)> {
         validate::watch(&request)?;
         self.client.before_call()?;
         let (stream, start) = watch::open(self.store.clone(), self.client.clone(), request)?;

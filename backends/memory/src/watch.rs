@@ -3,7 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use coordkit::{Error, KeyRange, Result, Revision, WatchRequest, WatchResponse, WatchStream};
+use coordkit::{
+    Error, KeyRange, Live, Result, Revision, WatchRequest, WatchResponse, WatchStart, WatchStream,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -63,7 +65,7 @@ pub(crate) fn open(
     store: Arc<Store>,
     client: Arc<ClientFaults>,
     request: WatchRequest,
-) -> Result<(WatchStream, Revision)> {
+) -> Result<(WatchStream, WatchStart)> {
     let next = match request.start_revision {
         Some(r) => r,
         None => store.lock().revision() + 1,
@@ -82,7 +84,7 @@ pub(crate) fn open(
             Error::Compacted { .. } => {
                 return Ok((
                     futures::stream::once(async move { Err(e) }).boxed(),
-                    next - 1,
+                    WatchStart::after(next - 1),
                 ));
             }
             e => return Err(e),
@@ -101,5 +103,7 @@ pub(crate) fn open(
         Some((item, (w, None)))
     })
     .boxed();
-    Ok((stream, next - 1))
+    // Live unless held back by the fault (like a watch etcd registered lagging).
+    let start = WatchStart::after(next - 1).with_live(Live::known(held_until.is_none()));
+    Ok((stream, start))
 }

@@ -1,8 +1,9 @@
 use std::collections::HashSet;
+use std::time::Duration;
 
 use coordkit::{
     Backend, BackendExt, Error, EventKind, Namespaced, PutRequest, RangeRequest, Result, Txn,
-    WatchRequest,
+    WatchRequest, WatchStart,
 };
 use futures::StreamExt;
 
@@ -30,12 +31,18 @@ pub async fn watch_from_now_sees_puts_and_deletes(ctx: Ctx) -> Result<()> {
 
 /// `watch_reporting_start` names a revision no older than every change before
 /// the call, and delivers every change after it; a backend with the
-/// `watch_start` capability always names one.
+/// `watch_start` capability always names one, and says that a watch from now
+/// created while nothing is written is live.
 pub async fn watch_reporting_start_misses_nothing_after_it(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let before = b.put("s/a", "1").await?;
     let (mut w, start) = b.watch_reporting_start(WatchRequest::prefix("s/")).await?;
-    let Some(start) = start else {
+    let Some(WatchStart {
+        after: start,
+        mut live,
+        ..
+    }) = start
+    else {
         assert!(
             !b.capabilities().watch_start,
             "a backend with the watch_start capability named no start"
@@ -46,6 +53,12 @@ pub async fn watch_reporting_start_misses_nothing_after_it(ctx: Ctx) -> Result<(
         start >= before,
         "the watch starts after {start}, before the put at {before} that preceded it"
     );
+    let live = tokio::time::timeout(Duration::from_secs(5), &mut live).await;
+    assert_eq!(
+        live,
+        Ok(true),
+        "a watch created while nothing was written is not reported live"
+    );
     let after = b.put("s/b", "2").await?;
     let r = next_response(&mut w, "the put after the watch").await?;
     assert_eq!(r.revision, after);
@@ -54,7 +67,7 @@ pub async fn watch_reporting_start_misses_nothing_after_it(ctx: Ctx) -> Result<(
     let (mut replay, from) = b
         .watch_reporting_start(WatchRequest::prefix("s/").from_revision(before))
         .await?;
-    if let Some(from) = from {
+    if let Some(from) = from.map(|f| f.after) {
         assert_eq!(
             from,
             before - 1,
