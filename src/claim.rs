@@ -19,6 +19,7 @@ use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::local_queue::LocalTurn;
 use crate::pace::QueuePace;
+use crate::watch_pool::{deletes_after, Drained, WatchPool};
 use crate::Live;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
@@ -608,6 +609,7 @@ async fn claim_in_span(
             backend: &backend,
             retry: &retry,
             pace: &coord.pace,
+            watches: &coord.watches,
             prefix: &prefix,
             key: &key,
             lease,
@@ -757,6 +759,7 @@ struct Waiter<'a> {
     backend: &'a Arc<dyn Backend>,
     retry: &'a RetryPolicy,
     pace: &'a QueuePace,
+    watches: &'a WatchPool,
     prefix: &'a str,
     key: &'a str,
     lease: LeaseId,
@@ -845,8 +848,9 @@ async fn wait_for_turn(
     // is needed to know it.
     let mut named = named;
     // The predecessor being watched, its watch, the claims ahead when it began,
-    // how many glances it has had, and whether it is live.
-    let mut watching: Option<(Predecessor, crate::WatchStream, usize, usize, Live)> = None;
+    // how many glances it has had, whether it is live, and the revision it
+    // delivers everything after (if known).
+    let mut watching: Option<Watching> = None;
     loop {
         let (predecessor, read_at, ahead) = match named.take() {
             Some(named) => named,
@@ -861,6 +865,10 @@ async fn wait_for_turn(
                     if let (at, Some(releases)) = began {
                         waiter.pace.record(prefix, at.elapsed(), releases);
                     }
+                    // Kept for the next wait behind the same key.
+                    if let Some((watched, events, _, _, live, Some(after))) = watching {
+                        waiter.watches.park(watched.0, events, after, live);
+                    }
                     return Ok(true);
                 };
                 (
@@ -871,29 +879,33 @@ async fn wait_for_turn(
             }
         };
         match watching.take() {
-            Some((watched, mut events, ahead, glanced, mut live)) if watched == predecessor => {
+            Some((watched, mut events, ahead, glanced, mut live, after))
+                if watched == predecessor =>
+            {
                 debug!(waiting_for = %String::from_utf8_lossy(&watched.0), "waiting");
                 // A live watch delivers the delete as it commits: no glances.
                 let early_look = match live.now() {
                     Some(true) => None,
                     _ => waiter.glance_delay(ahead, glanced),
                 };
+                // Whether the predecessor's delete came (the watch still
+                // works), else the watch ended or failed.
                 let woken = async {
                     while let Some(item) = events.next().await {
                         match item {
-                            Ok(r) if r.events.iter().any(|e| e.kind == EventKind::Delete) => {
-                                return Ok(())
-                            }
+                            // (A delete before its creation ended an earlier
+                            // claim of the same key.)
+                            Ok(r) if deletes_after(&r, watched.1) => return Ok(true),
                             Ok(_) => {}
                             // Compacted or broken: look at the queue again.
                             Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
                                 tokio::time::sleep(retry.jittered_delay(1)).await;
-                                return Ok(());
+                                return Ok(false);
                             }
                             Err(e) => return Err(e),
                         }
                     }
-                    Ok(())
+                    Ok(false)
                 };
                 let timer = async {
                     match early_look {
@@ -902,12 +914,18 @@ async fn wait_for_turn(
                     }
                 };
                 tokio::select! {
-                    woken = woken => woken?,
+                    woken = woken => {
+                        if woken? {
+                            // Kept: the look that follows may own the queue and
+                            // park it for the next wait behind this key.
+                            watching = Some((watched, events, ahead, glanced, live, after));
+                        }
+                    }
                     _ = timer => {
                         if live.now() == Some(true) {
                             // Known live since: wait on the watch alone.
                             named = Some((watched.clone(), read_at, ahead));
-                            watching = Some((watched, events, ahead, glanced, live));
+                            watching = Some((watched, events, ahead, glanced, live, after));
                             continue;
                         }
                         // A glance (see `glance_delay`) need not read the queue: while the
@@ -919,56 +937,86 @@ async fn wait_for_turn(
                         if stands {
                             named = Some((watched.clone(), read_at, ahead));
                         }
-                        watching = Some((watched, events, ahead, glanced + 1, live));
+                        watching = Some((watched, events, ahead, glanced + 1, live, after));
                     }
                 }
             }
-            _ => match backend
-                .watch_reporting_start(WatchRequest::key(predecessor.0.clone()))
-                .await
-            {
-                Ok((events, start)) => {
-                    let (covered, mut live) = match start {
-                        Some(start) => (start.after <= read_at, start.live),
-                        None => (false, Live::known(false)),
-                    };
-                    // Everything up to `read_at` was read, everything after it
-                    // is delivered: no look in between is needed, unless the
-                    // predecessor is the owner and the watch is not known to be
-                    // live. Its delete is then due any moment, and a delete that
-                    // commits while etcd registers the watch makes the watch lag
-                    // (see `glance_delay`): a look right after the watch exists
-                    // sees it at once.
-                    if ahead <= 1 {
-                        if covered && live_soon(&mut live).await {
+            _ => {
+                // A watch an earlier wait left on this key delivers everything
+                // after its start (before `read_at`): what it buffered says
+                // whether the predecessor is already gone.
+                if let Some(mut parked) = waiter.watches.take(&predecessor.0, read_at) {
+                    let drained = parked.drain(predecessor.1);
+                    if drained != Drained::Unusable {
+                        if drained == Drained::Stands
+                            && (ahead > 1 || live_soon(&mut parked.live).await)
+                        {
                             named = Some((predecessor.clone(), read_at, ahead));
                         }
-                    } else {
-                        if covered {
-                            named = Some((predecessor.clone(), read_at, ahead));
-                        } else {
-                            // The watch may start after that read: a glance
-                            // (one key, not the queue) after it says whether the
-                            // predecessor still stands, and then its delete is
-                            // still to come, after the watch's start.
-                            let Some((stands, read_at)) =
-                                waiter.glance(&[(&predecessor.0, predecessor.1)]).await?
-                            else {
-                                return Ok(false);
-                            };
-                            if stands {
+                        let after = Some(parked.after);
+                        watching = Some((predecessor, parked.events, ahead, 0, parked.live, after));
+                        continue;
+                    }
+                }
+                match backend
+                    .watch_reporting_start(WatchRequest::key(predecessor.0.clone()))
+                    .await
+                {
+                    Ok((events, start)) => {
+                        let (covered, mut live, after) = match start {
+                            Some(start) => (start.after <= read_at, start.live, Some(start.after)),
+                            None => (false, Live::known(false), None),
+                        };
+                        // Everything up to `read_at` was read, everything after it
+                        // is delivered: no look in between is needed, unless the
+                        // predecessor is the owner and the watch is not known to be
+                        // live. Its delete is then due any moment, and a delete that
+                        // commits while etcd registers the watch makes the watch lag
+                        // (see `glance_delay`): a look right after the watch exists
+                        // sees it at once.
+                        if ahead <= 1 {
+                            if covered && live_soon(&mut live).await {
                                 named = Some((predecessor.clone(), read_at, ahead));
                             }
+                        } else {
+                            if covered {
+                                named = Some((predecessor.clone(), read_at, ahead));
+                            } else {
+                                // The watch may start after that read: a glance
+                                // (one key, not the queue) after it says whether the
+                                // predecessor still stands, and then its delete is
+                                // still to come, after the watch's start.
+                                let Some((stands, read_at)) =
+                                    waiter.glance(&[(&predecessor.0, predecessor.1)]).await?
+                                else {
+                                    return Ok(false);
+                                };
+                                if stands {
+                                    named = Some((predecessor.clone(), read_at, ahead));
+                                }
+                            }
                         }
+                        watching = Some((predecessor, events, ahead, 0, live, after));
                     }
-                    watching = Some((predecessor, events, ahead, 0, live));
+                    Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.is_retryable() => tokio::time::sleep(retry.jittered_delay(1)).await,
-                Err(e) => return Err(e),
-            },
+            }
         }
     }
 }
+
+/// What [`wait_for_turn`] waits with: the predecessor watched, its watch, the
+/// claims ahead when the watch began, the glances it has had, whether it is
+/// live, and the revision it delivers everything after (if known).
+type Watching = (
+    Predecessor,
+    crate::WatchStream,
+    usize,
+    usize,
+    Live,
+    Option<Revision>,
+);
 
 /// Wait until a shared claim (semaphore permit, reader, writer) is admitted: fewer
 /// blocking keys before it than it has room for (`room`: a semaphore's permits,

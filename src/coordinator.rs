@@ -59,6 +59,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
     /// How fast the queues this coordinator waits in move (for waiters' glances).
     pub(crate) pace: crate::pace::QueuePace,
+    /// Watches kept after waits, for the next wait behind the same key.
+    pub(crate) watches: crate::watch_pool::WatchPool,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
     closed: AtomicBool,
 }
@@ -115,6 +117,7 @@ impl CoordinatorBuilder {
                 local: LocalQueues::default(),
                 malformed_entries: std::sync::atomic::AtomicU64::new(0),
                 pace: Default::default(),
+                watches: Default::default(),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
             }),
@@ -229,6 +232,7 @@ impl Coordinator {
                 }
             }
         }
+        self.inner.watches.clear();
         self.inner.cleanup.drain().await;
         first
     }

@@ -109,6 +109,7 @@ mod session;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod watch_pool;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,

@@ -294,6 +294,8 @@ async fn a_waiter_glances_at_the_pace_its_queue_moved_at() {
         guard.unlock().await.unwrap();
         queued.await.unwrap().unwrap().unlock().await.unwrap();
     }
+    // Past the time a finished wait's watch is kept: the next wait needs a new one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let guard = holder.lock().acquire("slow", TTL).await.unwrap();
     lagging.lag_new_watches(Some(Duration::from_secs(10)));
     let before = store.stats();
@@ -448,6 +450,77 @@ async fn compaction_past_idle_watchers_opens_no_watch_loop() {
     );
 }
 
+/// A waiter queued behind the same key as in its last wait (a contender that
+/// released and claimed again) waits on the watch that wait left: one watch for
+/// ten handoffs. The watch also carried the holder's earlier claims and
+/// releases; none of them is taken for the release of the claim it waits for:
+/// each wait reads its claim and one look after the release, and ends only
+/// after that release.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_behind_the_same_key_again_reuses_its_watch() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let waiter = Coordinator::new(Arc::new(store.client()));
+    let before = store.stats();
+    for _ in 0..10 {
+        // A claim and a release of the holder in between, then its claim.
+        let guard = holder.lock().acquire("again", TTL).await.unwrap();
+        guard.unlock().await.unwrap();
+        let guard = holder.lock().acquire("again", TTL).await.unwrap();
+        let w = waiter.clone();
+        let round = store.stats();
+        let queued = tokio::spawn(async move { w.lock().acquire("again", TTL).await });
+        wait_for_keys(&store, "coord/lock/again/", 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!queued.is_finished(), "held while the holder holds");
+        guard.unlock().await.unwrap();
+        queued.await.unwrap().unwrap().unlock().await.unwrap();
+        // The waiter's claim, the release, the waiter's look, its release.
+        assert_eq!(store.stats().txns - round.txns, 4, "txns of a round");
+    }
+    assert_eq!(store.stats().watches - before.watches, 1, "watches created");
+}
+
+/// A waiter behind the same key again whose predecessor ends between its claim
+/// and its wait learns it from what the kept watch buffered: the lock is its own
+/// with no time passing.
+#[tokio::test(start_paused = true)]
+async fn a_predecessor_gone_before_a_kept_watch_is_read_is_seen_at_once() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let ends = Arc::new(EndsBeforeWatch {
+        inner: store.client(),
+        key: std::sync::Mutex::new(None),
+        after_txn: true,
+    });
+    let waiter = Coordinator::new(ends.clone());
+    // A first wait behind the holder leaves a watch on its key.
+    let guard = holder.lock().acquire("kept", TTL).await.unwrap();
+    let w = waiter.clone();
+    let queued = tokio::spawn(async move { w.lock().acquire("kept", TTL).await });
+    wait_for_keys(&store, "coord/lock/kept/", 2).await;
+    guard.unlock().await.unwrap();
+    queued.await.unwrap().unwrap().unlock().await.unwrap();
+    // The holder claims again; its key ends right after the waiter's claim.
+    let guard = holder.lock().acquire("kept", TTL).await.unwrap();
+    *ends.key.lock().unwrap() = Some(guard.key().as_bytes().to_vec());
+    let watches = store.stats().watches;
+    let started = Instant::now();
+    let w = waiter.clone();
+    let queued = tokio::spawn(async move { w.lock().acquire("kept", TTL).await });
+    for _ in 0..1000 {
+        if queued.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(queued.is_finished(), "the lock waited");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(store.stats().watches, watches, "no new watch");
+    queued.await.unwrap().unwrap().unlock().await.unwrap();
+    drop(guard);
+}
+
 /// A namespace without a trailing `/` gets one, so `prod` never shares keys
 /// with `production`; the lock's key shows it.
 #[tokio::test(start_paused = true)]
@@ -469,10 +542,12 @@ async fn a_namespace_always_ends_with_a_slash() {
 }
 
 /// Deletes one key just before a watch on it is created: a claim ahead that ends
-/// between a waiter's read of the queue and its watch.
+/// between a waiter's read of the queue and its watch. With `after_txn`, right
+/// after the next transaction instead (a waiter's claim, before it waits).
 struct EndsBeforeWatch {
     inner: MemoryBackend,
     key: std::sync::Mutex<Option<Vec<u8>>>,
+    after_txn: bool,
 }
 
 #[async_trait::async_trait]
@@ -490,7 +565,15 @@ impl Backend for EndsBeforeWatch {
         self.inner.range(request).await
     }
     async fn txn(&self, txn: coordkit::Txn) -> coordkit::Result<coordkit::TxnResponse> {
-        self.inner.txn(txn).await
+        let resp = self.inner.txn(txn).await?;
+        let ends = match self.after_txn {
+            true => self.key.lock().unwrap().take(),
+            false => None,
+        };
+        if let Some(key) = ends {
+            self.inner.delete(key).await?;
+        }
+        Ok(resp)
     }
     async fn lease_grant(&self, ttl: i64) -> coordkit::Result<coordkit::LeaseGrant> {
         self.inner.lease_grant(ttl).await
@@ -519,7 +602,7 @@ impl Backend for EndsBeforeWatch {
     ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
         let ends = {
             let mut key = self.key.lock().unwrap();
-            key.take_if(|k| request.keys.start() == k.as_slice())
+            key.take_if(|k| !self.after_txn && request.keys.start() == k.as_slice())
         };
         if let Some(key) = ends {
             self.inner.delete(key).await?;
@@ -553,6 +636,7 @@ async fn a_predecessor_gone_before_the_watch_is_seen_at_once() {
     let backend = EndsBeforeWatch {
         inner: store.client(),
         key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
+        after_txn: false,
     };
     let third = Coordinator::new(Arc::new(backend));
     let last = tokio::spawn(async move { third.lock().acquire("gap", TTL).await });
@@ -604,6 +688,7 @@ async fn a_blocking_permit_gone_before_the_watch_is_seen_at_once() {
     let backend = EndsBeforeWatch {
         inner: store.client(),
         key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
+        after_txn: false,
     };
     let third = Coordinator::new(Arc::new(backend));
     let last = tokio::spawn(async move { third.semaphore().acquire("gap", 1, TTL).await });

@@ -1,0 +1,239 @@
+//! Watches kept after a wait: the watch a waiter had on the claim before its own,
+//! parked for the next wait of this coordinator that queues behind the same key.
+//!
+//! In a busy queue the order settles: a contender that releases and claims again
+//! lines up behind the same contender as last time — the same key
+//! (`<prefix><lease>`), with a new create revision. Creating a watch for each
+//! wait, learning whether etcd registered it live and cancelling it costs etcd
+//! and the client six messages per handoff, on a machine whose cores the handoff
+//! itself needs. A parked watch goes on delivering every change of its key, in
+//! order, after the revision it started after; the next waiter on that key takes
+//! it, drains what arrived meanwhile (a delete after the claim it waits for means
+//! that claim is gone) and waits on it.
+//!
+//! At most [`KEPT`] watches are parked per coordinator, each for at most
+//! [`KEEP_FOR`]; older ones are dropped (cancelled) when the pool is next used,
+//! and all of them when the coordinator is closed or dropped.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::{EventKind, Live, Revision, WatchStream};
+
+/// Watches parked per coordinator at most.
+pub(crate) const KEPT: usize = 8;
+/// How long a watch stays parked at most.
+pub(crate) const KEEP_FOR: Duration = Duration::from_secs(1);
+/// A parked watch that buffered more responses than this is dropped rather than
+/// drained: its key is busier than a queue's claim.
+const DRAIN_AT_MOST: usize = 64;
+
+/// A watch on one key that a finished wait left behind.
+pub(crate) struct Parked {
+    /// The watched key.
+    pub(crate) key: Vec<u8>,
+    /// Its events, from `after + 1` on, less what the waits before consumed.
+    pub(crate) events: WatchStream,
+    /// Every change committed above this revision is delivered.
+    pub(crate) after: Revision,
+    /// Whether etcd registered it live (see [`crate::WatchStart`]).
+    pub(crate) live: Live,
+    since: Instant,
+}
+
+/// What a parked watch delivered while nobody read it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Nothing says the claim created at the given revision is gone.
+    Stands,
+    /// The key was deleted after that claim was created.
+    Gone,
+    /// The watch ended, failed or had too much to drain: make a new one.
+    Unusable,
+}
+
+impl Parked {
+    /// Read what is buffered, without waiting: whether the claim of this key
+    /// created at `created` has been deleted.
+    pub(crate) fn drain(&mut self, created: Revision) -> Drained {
+        let mut gone = false;
+        for _ in 0..DRAIN_AT_MOST {
+            match self.events.next().now_or_never() {
+                None => return if gone { Drained::Gone } else { Drained::Stands },
+                Some(Some(Ok(r))) => {
+                    gone |= deletes_after(&r, created);
+                }
+                Some(Some(Err(_))) | Some(None) => return Drained::Unusable,
+            }
+        }
+        Drained::Unusable
+    }
+}
+
+/// Whether `r` deletes a key that was created at `created` (a delete at a later
+/// revision; a delete before it ended an earlier claim of the same key).
+pub(crate) fn deletes_after(r: &crate::WatchResponse, created: Revision) -> bool {
+    r.revision > created && r.events.iter().any(|e| e.kind == EventKind::Delete)
+}
+
+/// The parked watches of one coordinator.
+#[derive(Default)]
+pub(crate) struct WatchPool {
+    parked: Mutex<VecDeque<Parked>>,
+}
+
+impl WatchPool {
+    /// Park a watch on `key` that delivers every change after `after`.
+    pub(crate) fn park(&self, key: Vec<u8>, events: WatchStream, after: Revision, live: Live) {
+        let dropped = {
+            let mut parked = self.lock();
+            let mut dropped = expire(&mut parked);
+            if parked.len() >= KEPT {
+                dropped.extend(parked.pop_front());
+            }
+            parked.push_back(Parked {
+                key,
+                events,
+                after,
+                live,
+                since: Instant::now(),
+            });
+            dropped
+        };
+        drop(dropped);
+    }
+
+    /// Take a parked watch on `key` that delivers every change after `read_at`.
+    pub(crate) fn take(&self, key: &[u8], read_at: Revision) -> Option<Parked> {
+        let (found, dropped) = {
+            let mut parked = self.lock();
+            let dropped = expire(&mut parked);
+            let found = parked
+                .iter()
+                .position(|p| p.key == key && p.after <= read_at)
+                .and_then(|i| parked.remove(i));
+            (found, dropped)
+        };
+        drop(dropped);
+        found
+    }
+
+    /// Drop (cancel) every parked watch.
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.lock());
+        drop(dropped);
+    }
+
+    /// How many watches are parked.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Parked>> {
+        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Remove the watches parked for longer than [`KEEP_FOR`] (to be dropped outside
+/// the lock).
+fn expire(parked: &mut VecDeque<Parked>) -> Vec<Parked> {
+    let now = Instant::now();
+    let mut dropped = Vec::new();
+    while parked
+        .front()
+        .is_some_and(|p| now.duration_since(p.since) > KEEP_FOR)
+    {
+        dropped.extend(parked.pop_front());
+    }
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, KeyValue, WatchResponse};
+
+    fn response(revision: Revision, kind: EventKind) -> crate::Result<WatchResponse> {
+        Ok(WatchResponse {
+            revision,
+            events: vec![Event {
+                kind,
+                kv: KeyValue {
+                    key: b"k".to_vec(),
+                    value: Vec::new(),
+                    create_revision: 0,
+                    mod_revision: revision,
+                    version: 0,
+                    lease: None,
+                },
+                prev_kv: None,
+            }],
+        })
+    }
+
+    fn parked(items: Vec<crate::Result<WatchResponse>>, pending: bool) -> Parked {
+        let s = futures::stream::iter(items);
+        let events: WatchStream = if pending {
+            s.chain(futures::stream::pending()).boxed()
+        } else {
+            s.boxed()
+        };
+        Parked {
+            key: b"k".to_vec(),
+            events,
+            after: 1,
+            live: Live::known(true),
+            since: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_delete_before_the_claim_was_created_is_an_earlier_claims() {
+        // Deleted at 5, created again at 7: the claim created at 7 stands.
+        let mut p = parked(
+            vec![response(5, EventKind::Delete), response(7, EventKind::Put)],
+            true,
+        );
+        assert_eq!(p.drain(7), Drained::Stands);
+        // Deleted at 9: gone.
+        let mut p = parked(
+            vec![response(7, EventKind::Put), response(9, EventKind::Delete)],
+            true,
+        );
+        assert_eq!(p.drain(7), Drained::Gone);
+    }
+
+    #[test]
+    fn an_ended_failed_or_flooded_watch_is_not_reused() {
+        assert_eq!(parked(vec![], false).drain(3), Drained::Unusable);
+        let failed = vec![Err(crate::Error::Compacted {
+            compact_revision: 4,
+        })];
+        assert_eq!(parked(failed, true).drain(3), Drained::Unusable);
+        let flood = (0..DRAIN_AT_MOST as i64 + 1)
+            .map(|r| response(10 + r, EventKind::Put))
+            .collect();
+        assert_eq!(parked(flood, true).drain(3), Drained::Unusable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pool_keeps_few_watches_for_a_short_while() {
+        let pool = WatchPool::default();
+        for i in 0..KEPT + 2 {
+            let p = parked(vec![], true);
+            pool.park(format!("k{i}").into_bytes(), p.events, 1, p.live);
+        }
+        assert_eq!(pool.len(), KEPT, "the oldest were dropped");
+        assert!(pool.take(b"k0", 5).is_none());
+        assert!(pool.take(b"k2", 0).is_none(), "starts after the read");
+        assert!(pool.take(b"k2", 5).is_some());
+        tokio::time::advance(KEEP_FOR + Duration::from_millis(1)).await;
+        assert!(pool.take(b"k3", 5).is_none(), "parked too long");
+        assert_eq!(pool.len(), 0);
+    }
+}
