@@ -22,9 +22,9 @@ use crate::pace::QueuePace;
 use crate::watch_pool::{deletes_after, Drained, WatchPool};
 use crate::Live;
 use crate::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
-    RangeRequest, ReadConsistency, Result, RetryPolicy, Revision, Session, SortOrder, Txn, TxnOp,
-    TxnOpResponse, WatchRequest,
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyRange, LeaseId,
+    PutRequest, RangeRequest, ReadConsistency, Result, RetryPolicy, Revision, Session, SortOrder,
+    Txn, TxnOp, TxnOpResponse, WatchRequest,
 };
 
 /// Why ownership of a lock or a leadership ended (see `LockGuard::lost`).
@@ -867,7 +867,9 @@ async fn wait_for_turn(
                     }
                     // Kept for the next wait behind the same key.
                     if let Some((watched, events, _, _, live, Some(after))) = watching {
-                        waiter.watches.park(watched.0, events, after, live);
+                        waiter
+                            .watches
+                            .park(KeyRange::Key(watched.0), events, after, live);
                     }
                     return Ok(true);
                 };
@@ -895,7 +897,7 @@ async fn wait_for_turn(
                         match item {
                             // (A delete before its creation ended an earlier
                             // claim of the same key.)
-                            Ok(r) if deletes_after(&r, watched.1) => return Ok(true),
+                            Ok(r) if deletes_after(&r, &watched.0, watched.1) => return Ok(true),
                             Ok(_) => {}
                             // Compacted or broken: look at the queue again.
                             Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
@@ -945,8 +947,9 @@ async fn wait_for_turn(
                 // A watch an earlier wait left on this key delivers everything
                 // after its start (before `read_at`): what it buffered says
                 // whether the predecessor is already gone.
-                if let Some(mut parked) = waiter.watches.take(&predecessor.0, read_at) {
-                    let drained = parked.drain(predecessor.1);
+                let keys = KeyRange::Key(predecessor.0.clone());
+                if let Some(mut parked) = waiter.watches.take(&keys, read_at) {
+                    let drained = parked.drain(&predecessor.0, predecessor.1);
                     if drained != Drained::Unusable {
                         if drained == Drained::Stands
                             && (ahead > 1 || live_soon(&mut parked.live).await)
@@ -958,10 +961,7 @@ async fn wait_for_turn(
                         continue;
                     }
                 }
-                match backend
-                    .watch_reporting_start(WatchRequest::key(predecessor.0.clone()))
-                    .await
-                {
+                match backend.watch_reporting_start(WatchRequest::new(keys)).await {
                     Ok((events, start)) => {
                         let (covered, mut live, after) = match start {
                             Some(start) => (start.after <= read_at, start.live, Some(start.after)),
@@ -1063,8 +1063,10 @@ async fn wait_for_admission(
         // As in `wait_for_turn`: the watches are created before the look that
         // relies on them, and an event before the look that follows it.
         .with_consistency(ReadConsistency::Observed);
-    // Each watched key's create revision, watch, and whether it is live.
-    let mut watched: HashMap<Vec<u8>, (Revision, crate::WatchStream, Live)> = HashMap::new();
+    // Each watched key's create revision, watch, whether it is live, and the
+    // revision it delivers everything after (if known).
+    let mut watched: HashMap<Vec<u8>, (Revision, crate::WatchStream, Live, Option<Revision>)> =
+        HashMap::new();
     // Glances since the newest watch began, and the releases needed before then.
     let mut glanced = 0;
     let mut needed = 1;
@@ -1097,6 +1099,14 @@ async fn wait_for_admission(
             if let Some(releases) = first_needed {
                 waiter.pace.record(prefix, began.elapsed(), releases);
             }
+            // Kept for the next waits behind these keys.
+            for (k, (_, events, live, after)) in watched {
+                if let Some(after) = after {
+                    waiter
+                        .watches
+                        .park(claims_of_session(&k), events, after, live);
+                }
+            }
             return Ok(true);
         }
         let nearest: Vec<(Vec<u8>, Revision)> = kind
@@ -1104,7 +1114,20 @@ async fn wait_for_admission(
             .take(kind.room())
             .map(|kv| (kv.key.clone(), kv.create_revision))
             .collect();
-        watched.retain(|k, (created, _, _)| nearest.contains(&(k.clone(), *created)));
+        // Keys that went (or fell back) no longer block: their watches are
+        // kept for the next waits behind them.
+        let gone: Vec<Vec<u8>> = watched
+            .iter()
+            .filter(|(k, (created, _, _, _))| !nearest.contains(&((*k).clone(), *created)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some((_, events, live, Some(after))) = watched.remove(&k) {
+                waiter
+                    .watches
+                    .park(claims_of_session(&k), events, after, live);
+            }
+        }
         let missing: Vec<&(Vec<u8>, Revision)> = nearest
             .iter()
             .filter(|(k, _)| !watched.contains_key(k))
@@ -1115,22 +1138,33 @@ async fn wait_for_admission(
             let mut covered = true;
             let mut made = true;
             for (k, created) in missing {
-                match backend
-                    .watch_reporting_start(WatchRequest::key(k.clone()))
-                    .await
-                {
+                // A watch an earlier wait left on this key (see `wait_for_turn`).
+                let keys = claims_of_session(k);
+                if let Some(mut parked) = waiter.watches.take(&keys, read_at) {
+                    let drained = parked.drain(k, *created);
+                    if drained != Drained::Unusable {
+                        let after = Some(parked.after);
+                        watched.insert(k.clone(), (*created, parked.events, parked.live, after));
+                        if drained == Drained::Gone {
+                            made = false; // look again: it is gone already
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                match backend.watch_reporting_start(WatchRequest::new(keys)).await {
                     Ok((w, start)) => {
-                        let live = match start {
+                        let (live, after) = match start {
                             Some(start) => {
                                 covered &= start.after <= read_at;
-                                start.live
+                                (start.live, Some(start.after))
                             }
                             None => {
                                 covered = false;
-                                Live::known(false)
+                                (Live::known(false), None)
                             }
                         };
-                        watched.insert(k.clone(), (*created, w, live));
+                        watched.insert(k.clone(), (*created, w, live, after));
                     }
                     Err(e) if e.is_retryable() => {
                         tokio::time::sleep(retry.jittered_delay(1)).await;
@@ -1143,7 +1177,8 @@ async fn wait_for_admission(
             glanced = 0;
             needed = (kind.blocking(&before).count() + 1).saturating_sub(kind.room());
             first_needed.get_or_insert(needed);
-            // Look again if a watch could not be made, or if the next release
+            // Look again if a watch could not be made (or a kept one says its
+            // key is gone), or if the next release
             // admits the claim and a watch is not known to be live (as in
             // `wait_for_turn`: a look right after the watches exist sees a
             // release that made them lag).
@@ -1152,7 +1187,7 @@ async fn wait_for_admission(
             }
             if needed <= 1 {
                 let mut all_live = covered;
-                for (_, _, live) in watched.values_mut() {
+                for (_, _, live, _) in watched.values_mut() {
                     all_live = all_live && live_soon(live).await;
                 }
                 if !all_live {
@@ -1168,7 +1203,7 @@ async fn wait_for_admission(
                 }
                 let keys: Vec<(&Vec<u8>, Revision)> = watched
                     .iter()
-                    .map(|(k, (created, _, _))| (k, *created))
+                    .map(|(k, (created, _, _, _))| (k, *created))
                     .collect();
                 match waiter.glance(&keys).await? {
                     None => return Ok(false),
@@ -1185,18 +1220,16 @@ async fn wait_for_admission(
             // Live watches deliver the deletes as they commit: no glances.
             let all_live = watched
                 .values_mut()
-                .all(|(_, _, live)| live.now() == Some(true));
+                .all(|(_, _, live, _)| live.now() == Some(true));
             // A delete of a watched key (or its watch breaking): look again.
-            let woken =
-                futures::future::select_all(watched.iter_mut().map(|(k, (_, events, _))| {
+            let woken = futures::future::select_all(watched.iter_mut().map(
+                |(k, (created, events, _, _))| {
+                    let created = *created;
                     Box::pin(async move {
                         loop {
                             match events.next().await {
-                                Some(Ok(r))
-                                    if r.events.iter().any(|e| e.kind == EventKind::Delete) =>
-                                {
-                                    return Ok(None)
-                                }
+                                // (Not an earlier claim's delete.)
+                                Some(Ok(r)) if deletes_after(&r, k, created) => return Ok(None),
                                 Some(Ok(_)) => {}
                                 Some(Err(e))
                                     if e.is_retryable() || matches!(e, Error::Compacted { .. }) =>
@@ -1208,7 +1241,8 @@ async fn wait_for_admission(
                             }
                         }
                     })
-                }));
+                },
+            ));
             let timer = async {
                 match waiter.glance_delay(needed, glanced).filter(|_| !all_live) {
                     Some(after) => tokio::time::sleep(after).await,
@@ -1225,7 +1259,7 @@ async fn wait_for_admission(
                     break;
                 }
                 _ = timer => {
-                    if watched.values_mut().all(|(_, _, live)| live.now() == Some(true)) {
+                    if watched.values_mut().all(|(_, _, live, _)| live.now() == Some(true)) {
                         continue; // known live since: wait on the watches alone
                     }
                     glanced += 1;
@@ -1236,7 +1270,7 @@ async fn wait_for_admission(
                         break;
                     }
                     let keys: Vec<(&Vec<u8>, Revision)> =
-                        watched.iter().map(|(k, (created, _, _))| (k, *created)).collect();
+                        watched.iter().map(|(k, (created, _, _, _))| (k, *created)).collect();
                     match waiter.glance(&keys).await? {
                         None => return Ok(false),
                         Some((true, _)) => {}
@@ -1245,6 +1279,24 @@ async fn wait_for_admission(
                 }
             }
         }
+    }
+}
+
+/// What a waiter watches for the shared claim `key`: every claim of its session
+/// of the same name (`<prefix><lease hex>-`, see [`participant_key`]), so the
+/// watch serves the next wait behind that session's next claim too (see
+/// [`crate::watch_pool`]); a key of another form (a foreign client's), itself.
+fn claims_of_session(key: &[u8]) -> KeyRange {
+    let last = key.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    let session_claim = last.iter().position(|b| *b == b'-').filter(|dash| {
+        *dash > 0
+            && last[..*dash].iter().all(u8::is_ascii_hexdigit)
+            && last[dash + 1..].iter().all(u8::is_ascii_hexdigit)
+            && last.len() > dash + 1
+    });
+    match session_claim {
+        Some(dash) => KeyRange::Prefix(key[..key.len() - last.len() + dash + 1].to_vec()),
+        None => KeyRange::Key(key.to_vec()),
     }
 }
 
@@ -1637,6 +1689,22 @@ mod tests {
                 assert!(times.iter().all(|&t| t <= 100), "{ahead}: {times:?}");
                 assert!(times.len() <= 6, "{ahead} at {step} ms: {times:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_shared_claim_is_watched_with_its_sessions_other_claims() {
+        let prefix = |p: &str| KeyRange::Prefix(p.as_bytes().to_vec());
+        let key = |k: &str| KeyRange::Key(k.as_bytes().to_vec());
+        let claim = participant_key("ns/semaphore/s/", LeaseId(0x2a));
+        assert_eq!(
+            claims_of_session(claim.as_bytes()),
+            prefix("ns/semaphore/s/2a-")
+        );
+        assert_eq!(claims_of_session(b"ns/rw/x/7f-10"), prefix("ns/rw/x/7f-"));
+        // Foreign forms: the key alone.
+        for k in ["ns/s/2a", "ns/s/-1", "ns/s/2a-", "ns/s/zz-1", "ns/s/2a-1-2"] {
+            assert_eq!(claims_of_session(k.as_bytes()), key(k), "{k}");
         }
     }
 

@@ -11,6 +11,10 @@
 //! it, drains what arrived meanwhile (a delete after the claim it waits for means
 //! that claim is gone) and waits on it.
 //!
+//! A waiter in a semaphore's or read-write lock's queue watches the keys of one
+//! session's claims of the name (`<prefix><lease>-`, a new key per claim) for
+//! the same reason.
+//!
 //! At most [`KEPT`] watches are parked per coordinator, each for at most
 //! [`KEEP_FOR`]; older ones are dropped (cancelled) when the pool is next used,
 //! and all of them when the coordinator is closed or dropped.
@@ -22,7 +26,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::{EventKind, Live, Revision, WatchStream};
+use crate::{EventKind, KeyRange, Live, Revision, WatchStream};
 
 /// Watches parked per coordinator at most.
 pub(crate) const KEPT: usize = 8;
@@ -34,8 +38,8 @@ const DRAIN_AT_MOST: usize = 64;
 
 /// A watch on one key that a finished wait left behind.
 pub(crate) struct Parked {
-    /// The watched key.
-    pub(crate) key: Vec<u8>,
+    /// The watched keys.
+    pub(crate) keys: KeyRange,
     /// Its events, from `after + 1` on, less what the waits before consumed.
     pub(crate) events: WatchStream,
     /// Every change committed above this revision is delivered.
@@ -57,15 +61,15 @@ pub(crate) enum Drained {
 }
 
 impl Parked {
-    /// Read what is buffered, without waiting: whether the claim of this key
-    /// created at `created` has been deleted.
-    pub(crate) fn drain(&mut self, created: Revision) -> Drained {
+    /// Read what is buffered, without waiting: whether the claim `key` created
+    /// at `created` has been deleted.
+    pub(crate) fn drain(&mut self, key: &[u8], created: Revision) -> Drained {
         let mut gone = false;
         for _ in 0..DRAIN_AT_MOST {
             match self.events.next().now_or_never() {
                 None => return if gone { Drained::Gone } else { Drained::Stands },
                 Some(Some(Ok(r))) => {
-                    gone |= deletes_after(&r, created);
+                    gone |= deletes_after(&r, key, created);
                 }
                 Some(Some(Err(_))) | Some(None) => return Drained::Unusable,
             }
@@ -74,10 +78,13 @@ impl Parked {
     }
 }
 
-/// Whether `r` deletes a key that was created at `created` (a delete at a later
-/// revision; a delete before it ended an earlier claim of the same key).
-pub(crate) fn deletes_after(r: &crate::WatchResponse, created: Revision) -> bool {
-    r.revision > created && r.events.iter().any(|e| e.kind == EventKind::Delete)
+/// Whether `r` deletes `key` created at `created` (a delete at a later revision;
+/// a delete before it ended an earlier claim of the same key).
+pub(crate) fn deletes_after(r: &crate::WatchResponse, key: &[u8], created: Revision) -> bool {
+    r.revision > created
+        && r.events
+            .iter()
+            .any(|e| e.kind == EventKind::Delete && e.kv.key == key)
 }
 
 /// The parked watches of one coordinator.
@@ -87,8 +94,8 @@ pub(crate) struct WatchPool {
 }
 
 impl WatchPool {
-    /// Park a watch on `key` that delivers every change after `after`.
-    pub(crate) fn park(&self, key: Vec<u8>, events: WatchStream, after: Revision, live: Live) {
+    /// Park a watch on `keys` that delivers every change after `after`.
+    pub(crate) fn park(&self, keys: KeyRange, events: WatchStream, after: Revision, live: Live) {
         let dropped = {
             let mut parked = self.lock();
             let mut dropped = expire(&mut parked);
@@ -96,7 +103,7 @@ impl WatchPool {
                 dropped.extend(parked.pop_front());
             }
             parked.push_back(Parked {
-                key,
+                keys,
                 events,
                 after,
                 live,
@@ -107,14 +114,14 @@ impl WatchPool {
         drop(dropped);
     }
 
-    /// Take a parked watch on `key` that delivers every change after `read_at`.
-    pub(crate) fn take(&self, key: &[u8], read_at: Revision) -> Option<Parked> {
+    /// Take a parked watch on `keys` that delivers every change after `read_at`.
+    pub(crate) fn take(&self, keys: &KeyRange, read_at: Revision) -> Option<Parked> {
         let (found, dropped) = {
             let mut parked = self.lock();
             let dropped = expire(&mut parked);
             let found = parked
                 .iter()
-                .position(|p| p.key == key && p.after <= read_at)
+                .position(|p| p.keys == *keys && p.after <= read_at)
                 .and_then(|i| parked.remove(i));
             (found, dropped)
         };
@@ -184,7 +191,7 @@ mod tests {
             s.boxed()
         };
         Parked {
-            key: b"k".to_vec(),
+            keys: KeyRange::Key(b"k".to_vec()),
             events,
             after: 1,
             live: Live::known(true),
@@ -199,26 +206,33 @@ mod tests {
             vec![response(5, EventKind::Delete), response(7, EventKind::Put)],
             true,
         );
-        assert_eq!(p.drain(7), Drained::Stands);
+        assert_eq!(p.drain(b"k", 7), Drained::Stands);
         // Deleted at 9: gone.
         let mut p = parked(
             vec![response(7, EventKind::Put), response(9, EventKind::Delete)],
             true,
         );
-        assert_eq!(p.drain(7), Drained::Gone);
+        assert_eq!(p.drain(b"k", 7), Drained::Gone);
+        // A delete of another key in the watched range: not this claim's.
+        let mut p = parked(vec![response(9, EventKind::Delete)], true);
+        assert_eq!(p.drain(b"k-2", 7), Drained::Stands);
     }
 
     #[test]
     fn an_ended_failed_or_flooded_watch_is_not_reused() {
-        assert_eq!(parked(vec![], false).drain(3), Drained::Unusable);
+        assert_eq!(parked(vec![], false).drain(b"k", 3), Drained::Unusable);
         let failed = vec![Err(crate::Error::Compacted {
             compact_revision: 4,
         })];
-        assert_eq!(parked(failed, true).drain(3), Drained::Unusable);
+        assert_eq!(parked(failed, true).drain(b"k", 3), Drained::Unusable);
         let flood = (0..DRAIN_AT_MOST as i64 + 1)
             .map(|r| response(10 + r, EventKind::Put))
             .collect();
-        assert_eq!(parked(flood, true).drain(3), Drained::Unusable);
+        assert_eq!(parked(flood, true).drain(b"k", 3), Drained::Unusable);
+    }
+
+    fn key(k: &str) -> KeyRange {
+        KeyRange::Key(k.as_bytes().to_vec())
     }
 
     #[tokio::test(start_paused = true)]
@@ -226,14 +240,16 @@ mod tests {
         let pool = WatchPool::default();
         for i in 0..KEPT + 2 {
             let p = parked(vec![], true);
-            pool.park(format!("k{i}").into_bytes(), p.events, 1, p.live);
+            pool.park(key(&format!("k{i}")), p.events, 1, p.live);
         }
         assert_eq!(pool.len(), KEPT, "the oldest were dropped");
-        assert!(pool.take(b"k0", 5).is_none());
-        assert!(pool.take(b"k2", 0).is_none(), "starts after the read");
-        assert!(pool.take(b"k2", 5).is_some());
+        assert!(pool.take(&key("k0"), 5).is_none());
+        assert!(pool.take(&key("k2"), 0).is_none(), "starts after the read");
+        let prefix = KeyRange::Prefix(b"k2".to_vec());
+        assert!(pool.take(&prefix, 5).is_none(), "another range");
+        assert!(pool.take(&key("k2"), 5).is_some());
         tokio::time::advance(KEEP_FOR + Duration::from_millis(1)).await;
-        assert!(pool.take(b"k3", 5).is_none(), "parked too long");
+        assert!(pool.take(&key("k3"), 5).is_none(), "parked too long");
         assert_eq!(pool.len(), 0);
     }
 }

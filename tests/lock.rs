@@ -450,75 +450,101 @@ async fn compaction_past_idle_watchers_opens_no_watch_loop() {
     );
 }
 
+/// A lock's (`permits: None`) or a semaphore's claim of `name` on `c`.
+async fn claim(c: &Coordinator, name: &str, permits: Option<u32>) -> coordkit::LockGuard {
+    match permits {
+        None => c.lock().acquire(name, TTL).await.unwrap(),
+        Some(permits) => c.semaphore().acquire(name, permits, TTL).await.unwrap(),
+    }
+}
+
 /// A waiter queued behind the same key as in its last wait (a contender that
 /// released and claimed again) waits on the watch that wait left: one watch for
-/// ten handoffs. The watch also carried the holder's earlier claims and
-/// releases; none of them is taken for the release of the claim it waits for:
-/// each wait reads its claim and one look after the release, and ends only
-/// after that release.
+/// ten handoffs, for a lock and for a semaphore. The watch also carried the
+/// holder's earlier claims and releases; none of them is taken for the release
+/// of the claim it waits for: each wait reads its claim and one look after the
+/// release, and ends only after that release.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_behind_the_same_key_again_reuses_its_watch() {
-    let store = MemoryBackend::new();
-    let holder = Coordinator::new(Arc::new(store.client()));
-    let waiter = Coordinator::new(Arc::new(store.client()));
-    let before = store.stats();
-    for _ in 0..10 {
-        // A claim and a release of the holder in between, then its claim.
-        let guard = holder.lock().acquire("again", TTL).await.unwrap();
-        guard.unlock().await.unwrap();
-        let guard = holder.lock().acquire("again", TTL).await.unwrap();
-        let w = waiter.clone();
-        let round = store.stats();
-        let queued = tokio::spawn(async move { w.lock().acquire("again", TTL).await });
-        wait_for_keys(&store, "coord/lock/again/", 2).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!queued.is_finished(), "held while the holder holds");
-        guard.unlock().await.unwrap();
-        queued.await.unwrap().unwrap().unlock().await.unwrap();
-        // The waiter's claim, the release, the waiter's look, its release.
-        assert_eq!(store.stats().txns - round.txns, 4, "txns of a round");
+    for (permits, prefix) in [
+        (None, "coord/lock/again/"),
+        (Some(1), "coord/semaphore/again/"),
+    ] {
+        let store = MemoryBackend::new();
+        let holder = Coordinator::new(Arc::new(store.client()));
+        let waiter = Coordinator::new(Arc::new(store.client()));
+        let before = store.stats();
+        for _ in 0..10 {
+            // A claim and a release of the holder in between, then its claim.
+            claim(&holder, "again", permits)
+                .await
+                .unlock()
+                .await
+                .unwrap();
+            let guard = claim(&holder, "again", permits).await;
+            let w = waiter.clone();
+            let round = store.stats();
+            let queued = tokio::spawn(async move { claim(&w, "again", permits).await });
+            wait_for_keys(&store, prefix, 2).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!queued.is_finished(), "held while the holder holds");
+            guard.unlock().await.unwrap();
+            queued.await.unwrap().unlock().await.unwrap();
+            // The waiter's claim, the release, the waiter's look, its release.
+            assert_eq!(
+                store.stats().txns - round.txns,
+                4,
+                "txns of a round, {prefix}"
+            );
+        }
+        let watches = store.stats().watches - before.watches;
+        assert_eq!(watches, 1, "watches created, {prefix}");
     }
-    assert_eq!(store.stats().watches - before.watches, 1, "watches created");
 }
 
 /// A waiter behind the same key again whose predecessor ends between its claim
-/// and its wait learns it from what the kept watch buffered: the lock is its own
-/// with no time passing.
+/// and its wait learns it from what the kept watch buffered: the lock (or the
+/// permit) is its own with no time passing.
 #[tokio::test(start_paused = true)]
 async fn a_predecessor_gone_before_a_kept_watch_is_read_is_seen_at_once() {
-    let store = MemoryBackend::new();
-    let holder = Coordinator::new(Arc::new(store.client()));
-    let ends = Arc::new(EndsBeforeWatch {
-        inner: store.client(),
-        key: std::sync::Mutex::new(None),
-        after_txn: true,
-    });
-    let waiter = Coordinator::new(ends.clone());
-    // A first wait behind the holder leaves a watch on its key.
-    let guard = holder.lock().acquire("kept", TTL).await.unwrap();
-    let w = waiter.clone();
-    let queued = tokio::spawn(async move { w.lock().acquire("kept", TTL).await });
-    wait_for_keys(&store, "coord/lock/kept/", 2).await;
-    guard.unlock().await.unwrap();
-    queued.await.unwrap().unwrap().unlock().await.unwrap();
-    // The holder claims again; its key ends right after the waiter's claim.
-    let guard = holder.lock().acquire("kept", TTL).await.unwrap();
-    *ends.key.lock().unwrap() = Some(guard.key().as_bytes().to_vec());
-    let watches = store.stats().watches;
-    let started = Instant::now();
-    let w = waiter.clone();
-    let queued = tokio::spawn(async move { w.lock().acquire("kept", TTL).await });
-    for _ in 0..1000 {
-        if queued.is_finished() {
-            break;
+    for (permits, prefix) in [
+        (None, "coord/lock/kept/"),
+        (Some(1), "coord/semaphore/kept/"),
+    ] {
+        let store = MemoryBackend::new();
+        let holder = Coordinator::new(Arc::new(store.client()));
+        let ends = Arc::new(EndsBeforeWatch {
+            inner: store.client(),
+            key: std::sync::Mutex::new(None),
+            after_txn: true,
+        });
+        let waiter = Coordinator::new(ends.clone());
+        // A first wait behind the holder leaves a watch on its key.
+        let guard = claim(&holder, "kept", permits).await;
+        let w = waiter.clone();
+        let queued = tokio::spawn(async move { claim(&w, "kept", permits).await });
+        wait_for_keys(&store, prefix, 2).await;
+        guard.unlock().await.unwrap();
+        queued.await.unwrap().unlock().await.unwrap();
+        // The holder claims again; its key ends right after the waiter's claim.
+        let guard = claim(&holder, "kept", permits).await;
+        *ends.key.lock().unwrap() = Some(guard.key().as_bytes().to_vec());
+        let watches = store.stats().watches;
+        let started = Instant::now();
+        let w = waiter.clone();
+        let queued = tokio::spawn(async move { claim(&w, "kept", permits).await });
+        for _ in 0..1000 {
+            if queued.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
+        assert!(queued.is_finished(), "{prefix}: the claim waited");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(store.stats().watches, watches, "{prefix}: no new watch");
+        queued.await.unwrap().unlock().await.unwrap();
+        drop(guard);
     }
-    assert!(queued.is_finished(), "the lock waited");
-    assert_eq!(started.elapsed(), Duration::ZERO);
-    assert_eq!(store.stats().watches, watches, "no new watch");
-    queued.await.unwrap().unwrap().unlock().await.unwrap();
-    drop(guard);
 }
 
 /// A namespace without a trailing `/` gets one, so `prod` never shares keys
@@ -602,7 +628,8 @@ impl Backend for EndsBeforeWatch {
     ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
         let ends = {
             let mut key = self.key.lock().unwrap();
-            key.take_if(|k| !self.after_txn && request.keys.start() == k.as_slice())
+            // The key's watch: on the key, or on its session's claims.
+            key.take_if(|k| !self.after_txn && k.starts_with(request.keys.start()))
         };
         if let Some(key) = ends {
             self.inner.delete(key).await?;
