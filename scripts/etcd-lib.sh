@@ -87,6 +87,11 @@ start_etcd() {
 
 stop_etcd() {
   if [ -n "${ETCD_PID:-}" ]; then
+    # An etcd that exited on its own (a crash mid-run) leaves its last words.
+    if ! kill -0 "$ETCD_PID" 2>/dev/null && [ -f "${ETCD_DIR:-}/etcd.log" ]; then
+      echo "== etcd (pid $ETCD_PID) had exited before it was stopped; its log ends:" >&2
+      tail -n 40 "$ETCD_DIR/etcd.log" >&2
+    fi
     kill "$ETCD_PID" 2>/dev/null || true
     wait "$ETCD_PID" 2>/dev/null || true
     ETCD_PID=""

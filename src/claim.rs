@@ -1052,14 +1052,22 @@ async fn wait_for_admission(
     // The releases needed when the claim was made, for the queue's pace.
     let began = tokio::time::Instant::now();
     let mut first_needed = None;
+    // The keys before ours, newest first: all of them for a reader (it skips
+    // readers to find the writers), else the `room` nearest (every key blocks).
+    // The claim's own read compared every earlier key's permits with ours, and
+    // no key created before ours can appear later: a look needs no more.
+    let mut before_ours = RangeRequest::prefix(prefix)
+        .with_max_create_revision(token - 1)
+        .sort_by_create_revision(SortOrder::Descend);
+    if kind != Kind::Read {
+        before_ours = before_ours.with_limit(kind.room() as u64);
+    }
     let look = Txn::new()
         .when([
             Compare::create_revision(key, CompareOp::Equal, token),
             Compare::lease(key, CompareOp::Equal, Some(lease)),
         ])
-        .and_then([RangeRequest::prefix(prefix)
-            .with_max_create_revision(token - 1)
-            .sort_by_create_revision(SortOrder::Descend)])
+        .and_then([before_ours])
         // As in `wait_for_turn`: the watches are created before the look that
         // relies on them, and an event before the look that follows it.
         .with_consistency(ReadConsistency::Observed);

@@ -134,6 +134,7 @@ macro_rules! conformance_tests {
             semaphore_admits_at_most_its_permits,
             semaphore_shares_its_permits_then_serves_waiters_in_order,
             semaphore_release_of_any_holder_admits_the_next_waiter,
+            semaphore_release_of_a_newer_holder_admits_no_one_past_the_permits,
             semaphore_with_mismatched_permits_is_invalid,
             semaphore_lease_loss_and_cancellation_free_the_queue,
             rw_lock_readers_share_and_writers_are_not_starved,

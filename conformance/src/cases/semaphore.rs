@@ -121,6 +121,51 @@ pub async fn semaphore_release_of_any_holder_admits_the_next_waiter(ctx: Ctx) ->
     Ok(())
 }
 
+/// A waiter with as many claims before it as permits stays queued when a newer
+/// holder releases: 2 permits held (older, newer), two waiters queued; the newer
+/// holder's release admits the first waiter only — the second still has it and
+/// the older holder before it, though it watched the released key — and the
+/// older holder's release then admits the second. Never three holders.
+pub async fn semaphore_release_of_a_newer_holder_admits_no_one_past_the_permits(
+    ctx: Ctx,
+) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let older = c.semaphore().try_acquire("newer", 2, ttl).await?;
+    let newer = c.semaphore().try_acquire("newer", 2, ttl).await?;
+    let mut waiters = Vec::new();
+    for i in 0..2 {
+        let waiter = ctx.other_coordinator().await;
+        waiters.push(tokio::spawn(async move {
+            let guard = waiter.semaphore().acquire("newer", 2, ttl).await?;
+            Ok::<_, Error>((waiter, guard))
+        }));
+        wait_for_keys(b.as_ref(), &semaphore("newer"), 3 + i).await?;
+    }
+    let second = waiters.pop().expect("two waiters");
+    let first = waiters.pop().expect("two waiters");
+    newer.unlock().await?;
+    let (_first_c, first) = tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("the first waiter is admitted when a holder releases")
+        .expect("waiter task")?;
+    // Past the second waiter's looks and glances after its wake.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "a third holder was admitted to a semaphore of 2 permits"
+    );
+    older.unlock().await?;
+    let (_second_c, second) = tokio::time::timeout(PATIENCE, second)
+        .await
+        .expect("the second waiter is admitted when the older holder releases")
+        .expect("waiter task")?;
+    first.unlock().await?;
+    second.unlock().await?;
+    Ok(())
+}
+
 /// Three permits are held at once, even by one coordinator; a fourth
 /// `try_acquire` is `LockConflict` and leaves no key; waiters are admitted in
 /// arrival order as permits free up, and `holders_and_waiters` lists the queue.
