@@ -154,9 +154,12 @@ impl Kind {
         }
     }
 
-    /// Whether a shared claim is admitted given the keys created before its own;
-    /// `InvalidArgument` when a semaphore's earlier keys were made with another
-    /// number of permits.
+    /// Whether a shared claim is admitted given the keys created before its own
+    /// (all of them, or for a semaphore at least the `permits` nearest: with
+    /// that many it waits); `InvalidArgument` when one of them was made with
+    /// another number of permits. Each claim is compared with the keys before
+    /// it, so a queue holds one number of permits, and an admitted claim has
+    /// been compared with every key before it.
     fn admits(self, name: &str, before: &[&crate::KeyValue]) -> Result<bool> {
         if let Kind::Semaphore { permits } = self {
             let ours = self.value();
@@ -472,12 +475,22 @@ async fn claim_in_span(
         .sort_by_create_revision(SortOrder::Ascend)
         .with_limit(1);
     // A shared claim reads the whole queue: which keys before it block it
-    // depends on what they are.
-    let (newest, owner) = if exclusive {
-        (newest, owner)
-    } else {
-        let all = RangeRequest::prefix(prefix.clone());
-        (all.clone(), all)
+    // depends on what they are. A semaphore's claim, where every key blocks,
+    // reads its own and the `permits` before it (and the count): admitted, it
+    // has read every key before it; else its wait reads them once they are
+    // fewer (see `Kind::admits` for the permits they carry).
+    let (newest, owner) = match kind {
+        _ if exclusive => (newest, owner),
+        Kind::Semaphore { .. } => (
+            RangeRequest::prefix(prefix.clone())
+                .sort_by_create_revision(SortOrder::Descend)
+                .with_limit(kind.room() as u64 + 1),
+            RangeRequest::prefix(prefix.clone()),
+        ),
+        _ => {
+            let all = RangeRequest::prefix(prefix.clone());
+            (all.clone(), all)
+        }
     };
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -570,11 +583,17 @@ async fn claim_in_span(
         let all = ranges.last().map_or(&[][..], |r| r.kvs.as_slice());
         let before: Vec<&crate::KeyValue> =
             all.iter().filter(|kv| kv.create_revision < token).collect();
+        // Keys before ours: every other key of the queue after our put (the
+        // read may have stopped short of them).
+        let keys_before = match ranges.last() {
+            Some(r) if resp.succeeded => usize::try_from(r.count - 1).unwrap_or(0),
+            _ => before.len(),
+        };
         match kind.admits(name, &before) {
             Ok(admitted) => {
                 let mut before: Vec<crate::KeyValue> = before.into_iter().cloned().collect();
                 before.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision));
-                earlier = Some((before, resp.revision));
+                earlier = Some((before, resp.revision, keys_before));
                 (admitted, None)
             }
             Err(e) => {
@@ -1031,14 +1050,15 @@ type Watching = (
 /// every claim and release to every waiter). As in `wait_for_turn`, the watches
 /// start "from now" before the look that relies on them (no look is needed when
 /// they start no later than the read that chose them: `earlier`, the claim's own
-/// read of the keys before it, newest first, and its revision), and glances (see
+/// read of the keys before it, newest first, its revision, and how many keys
+/// were before it in all), and glances (see
 /// [`glance_delay`]) bound a late watch's stall.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for_admission(
     waiter: Waiter<'_>,
     kind: Kind,
     name: &str,
-    earlier: Option<(Vec<crate::KeyValue>, Revision)>,
+    earlier: Option<(Vec<crate::KeyValue>, Revision, usize)>,
 ) -> Result<bool> {
     let Waiter {
         backend,
@@ -1054,8 +1074,8 @@ async fn wait_for_admission(
     let mut first_needed = None;
     // The keys before ours, newest first: all of them for a reader (it skips
     // readers to find the writers), else the `room` nearest (every key blocks).
-    // The claim's own read compared every earlier key's permits with ours, and
-    // no key created before ours can appear later: a look needs no more.
+    // A look that admits the claim has then read every key before it, and
+    // compared their permits with ours (`Kind::admits`).
     let mut before_ours = RangeRequest::prefix(prefix)
         .with_max_create_revision(token - 1)
         .sort_by_create_revision(SortOrder::Descend);
@@ -1081,7 +1101,8 @@ async fn wait_for_admission(
     let mut earlier = earlier;
     loop {
         // The keys before ours, newest first, and the revision they were read at.
-        let (read, read_at) = match earlier.take() {
+        // With how many keys were before ours in all, if more than read.
+        let (read, read_at, keys_before) = match earlier.take() {
             Some(earlier) => earlier,
             None => {
                 let resp = retry
@@ -1099,7 +1120,8 @@ async fn wait_for_admission(
                         _ => None,
                     })
                     .unwrap_or_default();
-                (kvs, revision)
+                let n = kvs.len();
+                (kvs, revision, n)
             }
         };
         let before: Vec<&crate::KeyValue> = read.iter().collect();
@@ -1183,7 +1205,10 @@ async fn wait_for_admission(
                 }
             }
             glanced = 0;
-            needed = (kind.blocking(&before).count() + 1).saturating_sub(kind.room());
+            // (A key not read is a semaphore's, and blocks.)
+            let blocking =
+                kind.blocking(&before).count() + keys_before.saturating_sub(before.len());
+            needed = (blocking + 1).saturating_sub(kind.room());
             first_needed.get_or_insert(needed);
             // Look again if a watch could not be made (or a kept one says its
             // key is gone), or if the next release
