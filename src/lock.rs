@@ -24,7 +24,7 @@ use crate::{Compare, Result, Revision, Session};
 ///   was queued), `acquire` fails with `LockExpired` rather than report success.
 /// - Tasks of one coordinator that want the same name queue locally first (they
 ///   share a lease, hence a key).
-/// - A waiter's watch outlives its wait by up to a second (at most 8 per
+/// - A waiter's watch outlives its wait by one to two seconds (at most 8 per
 ///   coordinator): the next wait of this coordinator behind the same key — a
 ///   contender that claimed again — waits on it instead of opening a new one.
 ///   [`Coordinator::close`](crate::Coordinator::close) cancels them.

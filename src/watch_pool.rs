@@ -15,12 +15,15 @@
 //! session's claims of the name (`<prefix><lease>-`, a new key per claim) for
 //! the same reason.
 //!
-//! At most [`KEPT`] watches are parked per coordinator, each for at most
-//! [`KEEP_FOR`]; older ones are dropped (cancelled) when the pool is next used,
-//! and all of them when the coordinator is closed or dropped.
+//! At most [`KEPT`] watches are parked per coordinator (the oldest is dropped,
+//! cancelling it, to make room), each for about [`KEEP_FOR`]: a sweeper task,
+//! running while anything is parked, drops the older ones every [`KEEP_FOR`],
+//! so a coordinator that stops waiting keeps no watch (and buffers no event)
+//! for long. Closing or dropping the coordinator drops them all; the sweeper
+//! holds the pool weakly and ends with it.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -90,25 +93,40 @@ pub(crate) fn deletes_after(r: &crate::WatchResponse, key: &[u8], created: Revis
 /// The parked watches of one coordinator.
 #[derive(Default)]
 pub(crate) struct WatchPool {
-    parked: Mutex<VecDeque<Parked>>,
+    parked: Arc<Mutex<Parking>>,
+}
+
+#[derive(Default)]
+struct Parking {
+    watches: VecDeque<Parked>,
+    /// Whether a sweeper task is running.
+    sweeping: bool,
 }
 
 impl WatchPool {
     /// Park a watch on `keys` that delivers every change after `after`.
+    /// Outside a tokio runtime (no sweeper can run) the watch is dropped.
     pub(crate) fn park(&self, keys: KeyRange, events: WatchStream, after: Revision, live: Live) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let dropped = {
-            let mut parked = self.lock();
-            let mut dropped = expire(&mut parked);
-            if parked.len() >= KEPT {
-                dropped.extend(parked.pop_front());
+            let mut parking = lock(&self.parked);
+            let mut dropped = expire(&mut parking.watches);
+            if parking.watches.len() >= KEPT {
+                dropped.extend(parking.watches.pop_front());
             }
-            parked.push_back(Parked {
+            parking.watches.push_back(Parked {
                 keys,
                 events,
                 after,
                 live,
                 since: Instant::now(),
             });
+            if !parking.sweeping {
+                parking.sweeping = true;
+                rt.spawn(sweep(Arc::downgrade(&self.parked)));
+            }
             dropped
         };
         drop(dropped);
@@ -117,8 +135,9 @@ impl WatchPool {
     /// Take a parked watch on `keys` that delivers every change after `read_at`.
     pub(crate) fn take(&self, keys: &KeyRange, read_at: Revision) -> Option<Parked> {
         let (found, dropped) = {
-            let mut parked = self.lock();
-            let dropped = expire(&mut parked);
+            let mut parking = lock(&self.parked);
+            let parked = &mut parking.watches;
+            let dropped = expire(parked);
             let found = parked
                 .iter()
                 .position(|p| p.keys == *keys && p.after <= read_at)
@@ -131,29 +150,53 @@ impl WatchPool {
 
     /// Drop (cancel) every parked watch.
     pub(crate) fn clear(&self) {
-        let dropped = std::mem::take(&mut *self.lock());
+        let dropped = std::mem::take(&mut lock(&self.parked).watches);
         drop(dropped);
     }
 
     /// How many watches are parked.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Parked>> {
-        self.parked.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.parked).watches.len()
     }
 }
 
-/// Remove the watches parked for longer than [`KEEP_FOR`] (to be dropped outside
+fn lock(parked: &Mutex<Parking>) -> std::sync::MutexGuard<'_, Parking> {
+    parked.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Every [`KEEP_FOR`], drop the watches parked for longer; end once none is
+/// parked (the next park starts another) or the pool is gone.
+async fn sweep(parked: Weak<Mutex<Parking>>) {
+    loop {
+        tokio::time::sleep(KEEP_FOR).await;
+        let Some(parked) = parked.upgrade() else {
+            return;
+        };
+        let dropped = {
+            let mut parking = lock(&parked);
+            let dropped = expire(&mut parking.watches);
+            if parking.watches.is_empty() {
+                parking.sweeping = false;
+            }
+            (dropped, parking.sweeping)
+        };
+        let (dropped, sweeping) = dropped;
+        drop(dropped);
+        if !sweeping {
+            return;
+        }
+    }
+}
+
+/// Remove the watches parked for [`KEEP_FOR`] or longer (to be dropped outside
 /// the lock).
 fn expire(parked: &mut VecDeque<Parked>) -> Vec<Parked> {
     let now = Instant::now();
     let mut dropped = Vec::new();
     while parked
         .front()
-        .is_some_and(|p| now.duration_since(p.since) > KEEP_FOR)
+        .is_some_and(|p| now.duration_since(p.since) >= KEEP_FOR)
     {
         dropped.extend(parked.pop_front());
     }
@@ -250,6 +293,28 @@ mod tests {
         assert!(pool.take(&key("k2"), 5).is_some());
         tokio::time::advance(KEEP_FOR + Duration::from_millis(1)).await;
         assert!(pool.take(&key("k3"), 5).is_none(), "parked too long");
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_nobody_uses_drops_its_watches_soon() {
+        let pool = WatchPool::default();
+        let p = parked(vec![], true);
+        pool.park(key("k"), p.events, 1, p.live);
+        tokio::time::sleep(KEEP_FOR / 2).await;
+        let p = parked(vec![], true);
+        pool.park(key("j"), p.events, 1, p.live);
+        assert_eq!(pool.len(), 2);
+        // The sweep after KEEP_FOR finds "j" too young; the next one drops it.
+        tokio::time::sleep(KEEP_FOR + KEEP_FOR / 4).await;
+        assert_eq!(pool.len(), 1, "the older one is gone");
+        tokio::time::sleep(KEEP_FOR).await;
+        assert_eq!(pool.len(), 0);
+        assert!(!lock(&pool.parked).sweeping, "the sweeper ended");
+        // Parking again starts another.
+        let p = parked(vec![], true);
+        pool.park(key("k"), p.events, 1, p.live);
+        tokio::time::sleep(KEEP_FOR * 3).await;
         assert_eq!(pool.len(), 0);
     }
 }
