@@ -110,7 +110,7 @@ impl WatchPool {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let dropped = {
+        let (dropped, start_sweeper) = {
             let mut parking = lock(&self.parked);
             let mut dropped = expire(&mut parking.watches);
             if parking.watches.len() >= KEPT {
@@ -123,13 +123,15 @@ impl WatchPool {
                 live,
                 since: Instant::now(),
             });
-            if !parking.sweeping {
-                parking.sweeping = true;
-                rt.spawn(sweep(Arc::downgrade(&self.parked)));
-            }
-            dropped
+            let start_sweeper = !parking.sweeping;
+            parking.sweeping = true;
+            (dropped, start_sweeper)
         };
         drop(dropped);
+        if start_sweeper {
+            // Outside the lock: a task its runtime drops at once clears the flag.
+            rt.spawn(sweep(Sweeping(Some(Arc::downgrade(&self.parked)))));
+        }
     }
 
     /// Take a parked watch on `keys` that delivers every change after `read_at`.
@@ -165,25 +167,42 @@ fn lock(parked: &Mutex<Parking>) -> std::sync::MutexGuard<'_, Parking> {
     parked.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The running sweeper's hold on its pool. A sweeper dropped before it saw the
+/// pool empty (its runtime shut down, perhaps before it ever ran) clears the
+/// pool's `sweeping`, or no park would start another.
+struct Sweeping(Option<Weak<Mutex<Parking>>>);
+
+impl Drop for Sweeping {
+    fn drop(&mut self) {
+        if let Some(parked) = self.0.take().and_then(|p| p.upgrade()) {
+            lock(&parked).sweeping = false;
+        }
+    }
+}
+
 /// Every [`KEEP_FOR`], drop the watches parked for longer; end once none is
 /// parked (the next park starts another) or the pool is gone.
-async fn sweep(parked: Weak<Mutex<Parking>>) {
+async fn sweep(mut sweeping: Sweeping) {
+    let Some(parked) = sweeping.0.clone() else {
+        return;
+    };
     loop {
         tokio::time::sleep(KEEP_FOR).await;
         let Some(parked) = parked.upgrade() else {
             return;
         };
-        let dropped = {
+        let (dropped, empty) = {
             let mut parking = lock(&parked);
             let dropped = expire(&mut parking.watches);
-            if parking.watches.is_empty() {
+            let empty = parking.watches.is_empty();
+            if empty {
                 parking.sweeping = false;
+                sweeping.0 = None; // the next park starts another
             }
-            (dropped, parking.sweeping)
+            (dropped, empty)
         };
-        let (dropped, sweeping) = dropped;
         drop(dropped);
-        if !sweeping {
+        if empty {
             return;
         }
     }
@@ -294,6 +313,30 @@ mod tests {
         tokio::time::advance(KEEP_FOR + Duration::from_millis(1)).await;
         assert!(pool.take(&key("k3"), 5).is_none(), "parked too long");
         assert_eq!(pool.len(), 0);
+    }
+
+    #[test]
+    fn a_sweeper_whose_runtime_ended_is_replaced() {
+        let pool = WatchPool::default();
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        // Parked on a runtime that ends before its sweeper's first round.
+        paused().block_on(async {
+            let p = parked(vec![], true);
+            pool.park(key("k"), p.events, 1, p.live);
+        });
+        assert!(!lock(&pool.parked).sweeping, "the ended sweeper said so");
+        paused().block_on(async {
+            let p = parked(vec![], true);
+            pool.park(key("j"), p.events, 1, p.live);
+            tokio::time::sleep(KEEP_FOR * 3).await;
+        });
+        assert_eq!(pool.len(), 0, "a new sweeper dropped both");
     }
 
     #[tokio::test(start_paused = true)]
