@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::claim::{participant_key, validate_name};
+use crate::claim::validate_name;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
 use crate::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, PutRequest,
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
     RangeRequest, Result, RetryPolicy, Revision, Session, Txn, TxnOp, WatchRequest,
 };
 
@@ -316,7 +316,7 @@ impl Drop for Entering {
                 key,
                 also: Vec::new(),
                 session: self.session.clone(),
-                turn: None,
+                hold: None,
                 after,
             },
         );
@@ -371,4 +371,14 @@ async fn wait_for(
         }
         tokio::time::sleep(retry.jittered_delay(1)).await;
     }
+}
+
+/// Numbers the keys of barrier participants, which one session may hold several of.
+static NEXT_PARTICIPANT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A key of `prefix` for one more participant on `lease`: `<prefix><lease hex>-<n>`,
+/// unique in this process (one session may hold several).
+fn participant_key(prefix: &str, lease: LeaseId) -> String {
+    let n = NEXT_PARTICIPANT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}{lease}-{n:x}")
 }

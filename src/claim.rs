@@ -17,7 +17,7 @@ use tracing::{debug, field, info_span, warn, Instrument};
 use crate::cleanup::{Cleanup, Orphan};
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
-use crate::local_queue::LocalTurn;
+use crate::key_hold::KeyHold;
 use crate::pace::QueuePace;
 use crate::watch_pool::{deletes_after, Drained, WatchPool};
 use crate::Live;
@@ -198,16 +198,6 @@ impl Kind {
     }
 }
 
-/// Numbers the keys of shared claims, which one session may hold several of.
-static NEXT_SHARED_CLAIM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// A key of `prefix` for one more participant on `lease`: `<prefix><lease hex>-<n>`,
-/// unique in this process (one session may hold several).
-pub(crate) fn participant_key(prefix: &str, lease: LeaseId) -> String {
-    let n = NEXT_SHARED_CLAIM.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}{lease}-{n:x}")
-}
-
 /// The key prefix of the queue for `name`.
 pub(crate) fn queue_prefix(coord: &CoordinatorInner, kind: Kind, name: &str) -> String {
     format!("{}{}/{}/", coord.namespace, kind.segment(), name)
@@ -244,7 +234,8 @@ pub(crate) struct Claim {
     key: String,
     token: Revision,
     session: Session,
-    turn: Mutex<Option<LocalTurn>>,
+    /// Keeps this process off the key until its release or cleanup is done.
+    hold: Mutex<Option<KeyHold>>,
     released: watch::Sender<bool>,
     /// A release is in flight: its delete is not someone else's.
     releasing: AtomicBool,
@@ -308,7 +299,7 @@ impl OwnWrites {
 }
 
 /// A key being claimed: removed again (in the background) if the claim does not
-/// complete, and the local turn passed on only after that.
+/// complete, and its hold (the local turn or the slot) dropped only after that.
 struct Pending {
     cleanup: Cleanup,
     session: Session,
@@ -316,7 +307,7 @@ struct Pending {
     token: Option<Revision>,
     /// The key is to be removed if the claim does not complete.
     armed: bool,
-    turn: Option<LocalTurn>,
+    hold: Option<KeyHold>,
     /// The claim's write while it runs: polled by the claim, and by the cleanup
     /// (before its delete) if the claim is dropped mid-write.
     in_flight: Option<ClaimWrite>,
@@ -328,20 +319,20 @@ type ClaimWrite =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(crate::TxnResponse, u32)>> + Send>>;
 
 impl Pending {
-    fn disarm(mut self) -> Option<LocalTurn> {
+    fn disarm(mut self) -> Option<KeyHold> {
         self.token = None;
         self.armed = false;
-        self.turn.take()
+        self.hold.take()
     }
 
     /// The key as an orphan: guarded by its create revision when known, else by
-    /// the lease (a lost response may have created it; the local turn guarantees
+    /// the lease (a lost response may have created it; the key's hold guarantees
     /// no other task of this process did).
     fn orphan(&mut self) -> Option<Orphan> {
         if !std::mem::take(&mut self.armed) {
             return None;
         }
-        let turn = self.turn.take();
+        let hold = self.hold.take();
         let guards = vec![orphan_guard(&self.key, self.token, self.session.lease())];
         let after = self.in_flight.take().map(|write| {
             Box::pin(async move {
@@ -353,7 +344,7 @@ impl Pending {
             also: Vec::new(),
             guards,
             session: self.session.clone(),
-            turn,
+            hold,
             after,
         })
     }
@@ -446,10 +437,14 @@ async fn claim_in_span(
     let backend = coord.backend.clone();
     let retry = coord.retry.clone();
     let lease = session.lease();
-    let key = if exclusive {
-        format!("{prefix}{lease}")
-    } else {
-        participant_key(&prefix, lease)
+    // A shared claim's key takes the lowest number this session's claims of the
+    // name leave free (see `key_hold`).
+    let (key, hold) = match turn {
+        Some(turn) => (format!("{prefix}{lease}"), KeyHold::Turn(turn)),
+        None => {
+            let slot = coord.slots.take(format!("{prefix}{lease}-"));
+            (slot.key(), KeyHold::Slot(slot))
+        }
     };
     tracing::Span::current().record("key", key.as_str());
     let mut pending = Pending {
@@ -458,7 +453,7 @@ async fn claim_in_span(
         key: key.clone(),
         token: None,
         armed: true,
-        turn,
+        hold: Some(hold),
         in_flight: None,
     };
 
@@ -676,9 +671,9 @@ async fn claim_in_span(
     }
 
     debug!("acquired");
-    let turn = pending.disarm();
+    let hold = pending.disarm();
     Ok(Claim::held(
-        coord, kind, name, key, token, session, turn, own_writes,
+        coord, kind, name, key, token, session, hold, own_writes,
     ))
 }
 
@@ -752,7 +747,7 @@ pub(crate) async fn adopt(
         key,
         token,
         session,
-        Some(turn),
+        Some(KeyHold::Turn(turn)),
         own_writes,
     ))
 }
@@ -1316,7 +1311,7 @@ async fn wait_for_admission(
 }
 
 /// What a waiter watches for the shared claim `key`: every claim of its session
-/// of the same name (`<prefix><lease hex>-`, see [`participant_key`]), so the
+/// of the same name (`<prefix><lease hex>-`, see [`crate::key_hold`]), so the
 /// watch serves the next wait behind that session's next claim too (see
 /// [`crate::watch_pool`]); a key of another form (a foreign client's), itself.
 fn claims_of_session(key: &[u8]) -> KeyRange {
@@ -1423,7 +1418,7 @@ impl Claim {
         key: String,
         token: Revision,
         session: Session,
-        turn: Option<LocalTurn>,
+        hold: Option<KeyHold>,
         own_writes: OwnWrites,
     ) -> Claim {
         Claim {
@@ -1434,7 +1429,7 @@ impl Claim {
             key,
             token,
             session,
-            turn: Mutex::new(turn),
+            hold: Mutex::new(hold),
             released: watch::Sender::new(false),
             releasing: AtomicBool::new(false),
             lost: Mutex::new(None),
@@ -1569,7 +1564,7 @@ impl Claim {
             outcome.inspect_err(|_| self.releasing.store(false, Ordering::SeqCst))?;
         self.released.send_replace(true);
         self.count_end("released");
-        drop(self.turn.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(self.hold.lock().unwrap_or_else(|e| e.into_inner()).take());
         let _enter = span.enter();
         if deleted {
             debug!("released");
@@ -1649,7 +1644,7 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let turn = self.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let hold = self.hold.lock().unwrap_or_else(|e| e.into_inner()).take();
         if self.is_released() {
             return;
         }
@@ -1667,7 +1662,7 @@ impl Drop for Claim {
                 also: Vec::new(),
                 guards: vec![self.compare()],
                 session: self.session.clone(),
-                turn,
+                hold,
                 after: None,
             },
         );
@@ -1729,7 +1724,7 @@ mod tests {
     fn a_shared_claim_is_watched_with_its_sessions_other_claims() {
         let prefix = |p: &str| KeyRange::Prefix(p.as_bytes().to_vec());
         let key = |k: &str| KeyRange::Key(k.as_bytes().to_vec());
-        let claim = participant_key("ns/semaphore/s/", LeaseId(0x2a));
+        let claim = format!("ns/semaphore/s/{}-0", LeaseId(0x2a));
         assert_eq!(
             claims_of_session(claim.as_bytes()),
             prefix("ns/semaphore/s/2a-")

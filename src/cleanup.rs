@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{debug, warn, Instrument};
 
-use crate::local_queue::LocalTurn;
+use crate::key_hold::KeyHold;
 use crate::{Backend, Compare, DeleteRequest, RetryPolicy, Session, Txn};
 
 /// One coordinator's cleanups. Cheap to clone.
@@ -27,8 +27,8 @@ pub(crate) struct Cleanup {
     running: Arc<watch::Sender<usize>>,
 }
 
-/// A key to delete, while every compare of `guards` holds, for as long as `session` lives; `turn`
-/// (the local queue's head) is passed on only after.
+/// A key to delete, while every compare of `guards` holds, for as long as `session` lives; `hold`
+/// (what keeps this process off the key, see [`KeyHold`]) is dropped only after.
 pub(crate) struct Orphan {
     pub(crate) key: String,
     pub(crate) guards: Vec<Compare>,
@@ -36,7 +36,7 @@ pub(crate) struct Orphan {
     /// transaction while the guards hold.
     pub(crate) also: Vec<String>,
     pub(crate) session: Session,
-    pub(crate) turn: Option<LocalTurn>,
+    pub(crate) hold: Option<KeyHold>,
     /// A write of the key still in flight when its caller was cancelled: awaited
     /// first, so it cannot land after the delete.
     pub(crate) after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -105,14 +105,14 @@ impl Cleanup {
 
     /// Delete the key while its guard holds; retry until done, or until the
     /// session is lost (the lease's end then removes the key), or a refusal that
-    /// retrying cannot change (logged). Then pass the local turn on.
+    /// retrying cannot change (logged). Then drop the key's hold.
     pub(crate) async fn remove_now(&self, what: &'static str, orphan: Orphan) {
         let Orphan {
             key,
             guards,
             also,
             session,
-            turn,
+            hold,
             after,
         } = orphan;
         if let Some(write) = after {
@@ -148,7 +148,7 @@ impl Cleanup {
             }
             attempt = attempt.saturating_add(1);
         }
-        drop(turn);
+        drop(hold);
     }
 
     /// Wait until no cleanup runs.

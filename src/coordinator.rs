@@ -51,6 +51,8 @@ pub(crate) struct CoordinatorInner {
     pub(crate) namespace: String,
     pub(crate) retry: RetryPolicy,
     pub(crate) local: LocalQueues,
+    /// The numbers in use in shared claims' keys.
+    pub(crate) slots: crate::key_hold::ClaimSlots,
     /// Deletes keys whose owner is gone (dropped or cancelled handles).
     pub(crate) cleanup: Cleanup,
     /// The caches and config managers, for `health()`.
@@ -115,6 +117,7 @@ impl CoordinatorBuilder {
                 namespace: self.namespace,
                 retry: self.retry,
                 local: LocalQueues::default(),
+                slots: Default::default(),
                 malformed_entries: std::sync::atomic::AtomicU64::new(0),
                 pace: Default::default(),
                 watches: Default::default(),

@@ -97,6 +97,7 @@ mod election;
 mod error;
 mod follow;
 mod health;
+mod key_hold;
 mod latch;
 mod local_queue;
 mod lock;

@@ -13,7 +13,8 @@ use crate::{LockGuard, QueueEntry, Result};
 /// A read-write lock named `x` is one queue, the key prefix
 /// `<namespace>rwlock/x/`: each reader or writer writes
 /// `<namespace>rwlock/x/<lease hex>-<n>` with the value `read` or `write` on its
-/// session's lease (the protocol of etcd's `recipes.RWMutex`).
+/// session's lease (the protocol of etcd's `recipes.RWMutex`); `<n>` is the lowest
+/// number the session's other holds of `x` leave free, as for a semaphore.
 ///
 /// # Behavior
 /// - A writer holds when no key was created before its own; a reader holds when

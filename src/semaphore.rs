@@ -14,7 +14,10 @@ use crate::{Error, LockGuard, QueueEntry, Result};
 /// A semaphore named `x` is the key prefix `<namespace>semaphore/x/`; each
 /// acquisition writes `<namespace>semaphore/x/<lease hex>-<n>` (value
 /// `permits=<N>`) on its session's lease, and the `permits` keys with the smallest
-/// create revisions hold permits.
+/// create revisions hold permits. `<n>` (hex) is the lowest number the session's
+/// other claims of `x` leave free, so a session claiming again reuses its key
+/// (with a new create revision, hence a new fencing token): a busy semaphore's
+/// keys stay as many as its holders and waiters.
 ///
 /// # Behavior
 /// - A permit is a [`LockGuard`], with the same guarantees as a lock: a fencing

@@ -12,8 +12,8 @@
 //! that claim is gone) and waits on it.
 //!
 //! A waiter in a semaphore's or read-write lock's queue watches the keys of one
-//! session's claims of the name (`<prefix><lease>-`, a new key per claim) for
-//! the same reason.
+//! session's claims of the name (`<prefix><lease>-`: a session holding several
+//! claims of a name has a key per claim) for the same reason.
 //!
 //! At most [`KEPT`] watches are parked per coordinator (the oldest is dropped,
 //! cancelling it, to make room), each for about [`KEEP_FOR`]: a sweeper task,

@@ -136,6 +136,7 @@ macro_rules! conformance_tests {
             semaphore_release_of_any_holder_admits_the_next_waiter,
             semaphore_release_of_a_newer_holder_admits_no_one_past_the_permits,
             semaphore_with_mismatched_permits_is_invalid,
+            shared_claims_of_one_session_reuse_their_keys,
             semaphore_lease_loss_and_cancellation_free_the_queue,
             rw_lock_readers_share_and_writers_are_not_starved,
             rw_lock_writers_exclude_everyone,

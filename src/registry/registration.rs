@@ -123,7 +123,7 @@ impl Drop for Answer {
                         Compare::mod_revision(self.key.clone(), CompareOp::Equal, revision),
                     ],
                     session: self.session.clone(),
-                    turn: None,
+                    hold: None,
                     after: None,
                 },
             );
@@ -188,7 +188,7 @@ impl Registration {
                     also: task_also,
                     guards,
                     session: task_session,
-                    turn: None,
+                    hold: None,
                     after: None,
                 };
                 cleanup.remove_now("abandoned registration", orphan).await;
@@ -374,7 +374,7 @@ impl Drop for Registration {
                         written.0,
                     )],
                     session: inner.current_session(),
-                    turn: None,
+                    hold: None,
                     after: None,
                 };
                 drop(written);

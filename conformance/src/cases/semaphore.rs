@@ -227,6 +227,69 @@ pub async fn semaphore_shares_its_permits_then_serves_waiters_in_order(ctx: Ctx)
     Ok(())
 }
 
+/// A session's claims of one semaphore or read-write lock reuse their keys:
+/// one claim after another takes the same key (with a new, higher fencing
+/// token each time); two held at once take two keys, and a key freed by a
+/// release is the next one taken. A dropped guard's key is reused only after
+/// its cleanup; the queue then settles at the one key held. So a busy queue's
+/// key space stays as large as its holders and waiters, and the store's index
+/// does not fill with dead keys between compactions.
+pub async fn shared_claims_of_one_session_reuse_their_keys(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let first = c.semaphore().acquire("reuse", 2, ttl).await?;
+    let key = first.key().to_string();
+    let mut token = first.fencing_token();
+    first.unlock().await?;
+    for _ in 0..4 {
+        let again = c.semaphore().acquire("reuse", 2, ttl).await?;
+        assert_eq!(
+            again.key(),
+            key,
+            "one claim after another takes the same key"
+        );
+        assert!(
+            again.fencing_token() > token,
+            "a reused key must come with a higher fencing token ({} after {token})",
+            again.fencing_token()
+        );
+        token = again.fencing_token();
+        again.unlock().await?;
+    }
+    let a = c.semaphore().acquire("reuse", 2, ttl).await?;
+    let other = c.semaphore().acquire("reuse", 2, ttl).await?;
+    assert_ne!(a.key(), other.key(), "two claims held at once share a key");
+    let freed = a.key().to_string();
+    a.unlock().await?;
+    let next = c.semaphore().acquire("reuse", 2, ttl).await?;
+    assert_eq!(next.key(), freed, "the key a release freed is taken next");
+    // A dropped guard: its cleanup runs in the background; whichever key the next
+    // claim takes, the queue settles at the two held.
+    drop(next);
+    let after_drop = c.semaphore().acquire("reuse", 2, ttl).await?;
+    wait_for_keys(b.as_ref(), &semaphore("reuse"), 2).await?;
+    assert!(
+        after_drop.is_held().await?,
+        "the claim after a dropped guard holds"
+    );
+    after_drop.unlock().await?;
+    other.unlock().await?;
+    // Readers too.
+    let read = c.rw_lock().read("reuse", ttl).await?;
+    let read_key = read.key().to_string();
+    read.unlock().await?;
+    let read = c.rw_lock().read("reuse", ttl).await?;
+    assert_eq!(
+        read.key(),
+        read_key,
+        "one read after another takes the same key"
+    );
+    read.unlock().await?;
+    assert_eq!(count_keys(b.as_ref(), &rwlock("reuse")).await?, 0);
+    Ok(())
+}
+
 /// A client that asks for another number of permits than the semaphore's
 /// holders fails with `InvalidArgument` naming `permits`, leaves no key, and is
 /// not admitted; `permits` of 0 and bad names are refused.

@@ -1,0 +1,160 @@
+//! Shared claims reuse their keys (`<prefix><lease hex>-<n>`), but a number is
+//! taken again only once no earlier write or delete of its key by this process
+//! can still land. The conformance case `shared_claims_of_one_session_reuse_their_keys`
+//! covers reuse on every backend; these cover the cases only a held write shows.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use coordkit::{Backend, Coordinator, RangeRequest};
+use coordkit_memory::MemoryBackend;
+
+const TTL: Duration = Duration::from_secs(6);
+
+async fn keys(store: &MemoryBackend, prefix: &str) -> Vec<String> {
+    store
+        .range(RangeRequest::prefix(prefix))
+        .await
+        .unwrap()
+        .kvs
+        .iter()
+        .map(|kv| kv.key_str())
+        .collect()
+}
+
+/// A claim cancelled while its write is on its way leaves a cleanup that
+/// deletes whatever key of its session it finds at that key (its create
+/// revision is unknown). The next claim of the same session and name must not
+/// take that key until the cleanup is done: it takes another, and it survives
+/// the cleanup.
+#[tokio::test(start_paused = true)]
+async fn a_claim_cancelled_mid_write_keeps_its_key_until_its_cleanup_is_done() {
+    for permits in [1, 2] {
+        let store = MemoryBackend::new();
+        let backend = Arc::new(HoldsNextTxn::new(store.client()));
+        let c = Coordinator::new(backend.clone());
+        c.session(TTL).await.unwrap();
+        let prefix = "coord/semaphore/s/";
+
+        // The claim's write is held on its way; the call is dropped.
+        backend.hold_next();
+        {
+            let semaphore = c.semaphore();
+            let acquire = semaphore.acquire("s", permits, TTL);
+            let mut acquire = std::pin::pin!(acquire);
+            for _ in 0..4 {
+                assert!(matches!(futures::poll!(acquire.as_mut()), Poll::Pending));
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(keys(&store, prefix).await.is_empty());
+
+        // The next claim, while the cancelled one's write and cleanup are pending.
+        let next = c.semaphore().acquire("s", permits, TTL).await.unwrap();
+        let next_key = next.key().to_string();
+        assert!(
+            next_key.ends_with("-1"),
+            "{permits} permits: the next claim took {next_key}, not the number after the cancelled one's"
+        );
+
+        // The held write lands (creating the cancelled claim's key), then the
+        // cleanup deletes that key.
+        backend.release();
+        // Time (paused) for the write and the cleanup: neither fails, so neither retries.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            keys(&store, prefix).await,
+            [next_key.clone()],
+            "{permits} permits: the queue settles at the next claim's key"
+        );
+        assert!(
+            next.is_held().await.unwrap(),
+            "{permits} permits: the cancelled claim's cleanup deleted the next claim's key"
+        );
+        next.unlock().await.unwrap();
+        // With the cleanup done, the cancelled claim's number is free again.
+        let again = c.semaphore().acquire("s", permits, TTL).await.unwrap();
+        assert!(again.key().ends_with("-0"), "{}", again.key());
+        again.unlock().await.unwrap();
+        c.close().await.unwrap();
+    }
+}
+
+/// Holds the next transaction, when asked, until released.
+struct HoldsNextTxn {
+    inner: MemoryBackend,
+    armed: AtomicBool,
+    gate: tokio::sync::Semaphore,
+}
+
+impl HoldsNextTxn {
+    fn new(inner: MemoryBackend) -> Self {
+        HoldsNextTxn {
+            inner,
+            armed: AtomicBool::new(false),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    fn hold_next(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for HoldsNextTxn {
+    fn name(&self) -> &'static str {
+        "holds-next-txn"
+    }
+    fn limits(&self) -> coordkit::Limits {
+        self.inner.limits()
+    }
+    fn capabilities(&self) -> coordkit::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn range(&self, request: RangeRequest) -> coordkit::Result<coordkit::RangeResponse> {
+        self.inner.range(request).await
+    }
+    async fn txn(&self, txn: coordkit::Txn) -> coordkit::Result<coordkit::TxnResponse> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.gate.acquire().await.expect("gate").forget();
+        }
+        self.inner.txn(txn).await
+    }
+    async fn lease_grant(&self, ttl: i64) -> coordkit::Result<coordkit::LeaseGrant> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, id: coordkit::LeaseId) -> coordkit::Result<i64> {
+        self.inner.lease_keep_alive(id).await
+    }
+    async fn lease_revoke(&self, id: coordkit::LeaseId) -> coordkit::Result<()> {
+        self.inner.lease_revoke(id).await
+    }
+    async fn lease_time_to_live(
+        &self,
+        id: coordkit::LeaseId,
+    ) -> coordkit::Result<coordkit::LeaseInfo> {
+        self.inner.lease_time_to_live(id).await
+    }
+    async fn watch(
+        &self,
+        request: coordkit::WatchRequest,
+    ) -> coordkit::Result<coordkit::WatchStream> {
+        self.inner.watch(request).await
+    }
+    async fn watch_reporting_start(
+        &self,
+        request: coordkit::WatchRequest,
+    ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
+        self.inner.watch_reporting_start(request).await
+    }
+    async fn compact(&self, revision: coordkit::Revision) -> coordkit::Result<()> {
+        self.inner.compact(revision).await
+    }
+}
