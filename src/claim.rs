@@ -1127,9 +1127,7 @@ async fn wait_for_admission(
             // Kept for the next waits behind these keys.
             for (k, (_, events, live, after)) in watched {
                 if let Some(after) = after {
-                    waiter
-                        .watches
-                        .park(claims_of_session(&k), events, after, live);
+                    waiter.watches.park(KeyRange::Key(k), events, after, live);
                 }
             }
             return Ok(true);
@@ -1148,9 +1146,7 @@ async fn wait_for_admission(
             .collect();
         for k in gone {
             if let Some((_, events, live, Some(after))) = watched.remove(&k) {
-                waiter
-                    .watches
-                    .park(claims_of_session(&k), events, after, live);
+                waiter.watches.park(KeyRange::Key(k), events, after, live);
             }
         }
         let missing: Vec<&(Vec<u8>, Revision)> = nearest
@@ -1164,7 +1160,7 @@ async fn wait_for_admission(
             let mut made = true;
             for (k, created) in missing {
                 // A watch an earlier wait left on this key (see `wait_for_turn`).
-                let keys = claims_of_session(k);
+                let keys = KeyRange::Key(k.clone());
                 if let Some(mut parked) = waiter.watches.take(&keys, read_at) {
                     let drained = parked.drain(k, *created);
                     if drained != Drained::Unusable {
@@ -1307,24 +1303,6 @@ async fn wait_for_admission(
                 }
             }
         }
-    }
-}
-
-/// What a waiter watches for the shared claim `key`: every claim of its session
-/// of the same name (`<prefix><lease hex>-`, see [`crate::key_hold`]), so the
-/// watch serves the next wait behind that session's next claim too (see
-/// [`crate::watch_pool`]); a key of another form (a foreign client's), itself.
-fn claims_of_session(key: &[u8]) -> KeyRange {
-    let last = key.rsplit(|b| *b == b'/').next().unwrap_or_default();
-    let session_claim = last.iter().position(|b| *b == b'-').filter(|dash| {
-        *dash > 0
-            && last[..*dash].iter().all(u8::is_ascii_hexdigit)
-            && last[dash + 1..].iter().all(u8::is_ascii_hexdigit)
-            && last.len() > dash + 1
-    });
-    match session_claim {
-        Some(dash) => KeyRange::Prefix(key[..key.len() - last.len() + dash + 1].to_vec()),
-        None => KeyRange::Key(key.to_vec()),
     }
 }
 
@@ -1717,22 +1695,6 @@ mod tests {
                 assert!(times.iter().all(|&t| t <= 100), "{ahead}: {times:?}");
                 assert!(times.len() <= 6, "{ahead} at {step} ms: {times:?}");
             }
-        }
-    }
-
-    #[test]
-    fn a_shared_claim_is_watched_with_its_sessions_other_claims() {
-        let prefix = |p: &str| KeyRange::Prefix(p.as_bytes().to_vec());
-        let key = |k: &str| KeyRange::Key(k.as_bytes().to_vec());
-        let claim = format!("ns/semaphore/s/{}-0", LeaseId(0x2a));
-        assert_eq!(
-            claims_of_session(claim.as_bytes()),
-            prefix("ns/semaphore/s/2a-")
-        );
-        assert_eq!(claims_of_session(b"ns/rw/x/7f-10"), prefix("ns/rw/x/7f-"));
-        // Foreign forms: the key alone.
-        for k in ["ns/s/2a", "ns/s/-1", "ns/s/2a-", "ns/s/zz-1", "ns/s/2a-1-2"] {
-            assert_eq!(claims_of_session(k.as_bytes()), key(k), "{k}");
         }
     }
 

@@ -11,9 +11,9 @@
 //! it, drains what arrived meanwhile (a delete after the claim it waits for means
 //! that claim is gone) and waits on it.
 //!
-//! A waiter in a semaphore's or read-write lock's queue watches the keys of one
-//! session's claims of the name (`<prefix><lease>-`: a session holding several
-//! claims of a name has a key per claim) for the same reason.
+//! The same holds for a semaphore's or read-write lock's queue: a session that
+//! claims again reuses its key (`<prefix><lease>-<n>`, the lowest number its
+//! other claims of the name leave free; see `key_hold`).
 //!
 //! At most [`KEPT`] watches are parked per coordinator (the oldest is dropped,
 //! cancelling it, to make room), each for about [`KEEP_FOR`]: a sweeper task,
