@@ -63,6 +63,7 @@ fn main() {
             sequential: 10_000,
             locks: 2_000,
             contention: Duration::from_secs(5),
+            handoff_window: Duration::from_secs(10),
             // COORD_BENCH_CONTENDERS=4,64 measures only those.
             contenders: std::env::var("COORD_BENCH_CONTENDERS")
                 .ok()
@@ -86,6 +87,7 @@ fn main() {
             sequential: 10,
             locks: 10,
             contention: Duration::from_millis(300),
+            handoff_window: Duration::from_millis(300),
             contenders: vec![2],
             concurrent_sets: 128,
             propagation: 10,

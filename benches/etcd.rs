@@ -22,6 +22,10 @@ pub struct Sizes {
     pub sequential: usize,
     pub locks: usize,
     pub contention: Duration,
+    /// The window of a contended-handoff row, split into alternating phases
+    /// (see `handoffs`). Longer than `contention`: the share compares phases of
+    /// one row, and the host's speed drifts by 15–30% within seconds.
+    pub handoff_window: Duration,
     pub contenders: Vec<usize>,
     pub concurrent_sets: usize,
     pub propagation: usize,
@@ -338,7 +342,7 @@ async fn lock_handoffs(env: &Env, sizes: &Sizes, contenders: usize, own_rate: f6
     // coord's own uncontended rate around this row: the first contender alone,
     // in phases before, between and after the contended ones.
     let op_name = name.clone();
-    let measured = crate::handoffs::measure(&coordinators, sizes.contention, move |c| {
+    let measured = crate::handoffs::measure(&coordinators, sizes.handoff_window, move |c| {
         let name = op_name.clone();
         async move {
             let g = c.lock().acquire(&name, ttl).await.expect("acquire");

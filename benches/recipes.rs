@@ -295,7 +295,7 @@ async fn semaphore_handoffs(
         coordinators.push(c);
     }
     let name = name.to_string();
-    let measured = crate::handoffs::measure(&coordinators, sizes.contention, move |c| {
+    let measured = crate::handoffs::measure(&coordinators, sizes.handoff_window, move |c| {
         let name = name.clone();
         async move {
             let p = c
