@@ -1,5 +1,6 @@
 //! Contended handoffs against the same operation with one contender, measured in
-//! alternating phases of one run: alone, all, alone, all, alone.
+//! alternating phases of one run after a warm-up: alone, all, alone, all, …, alone
+//! (five phases alone, four with all).
 //!
 //! The host is shared by etcd and every contender, and its speed drifts by 15–20%
 //! over seconds. Measured once at the start of a run, the uncontended rate of a
@@ -35,8 +36,10 @@ impl Handoffs {
     }
 }
 
-/// Run `op` in a loop on every coordinator (contended) and on the first alone,
-/// in phases of 1/6 (alone) and 1/2 (contended) of `window`: 1.5 `window` in all.
+/// Run `op` in a loop on every coordinator (contended) and on the first alone:
+/// a warm-up of 1/10 of `window` with all (not counted: sessions, connections
+/// and the store's first writes of the queue), then five phases of 1/10
+/// (alone) alternating with four of 1/4 (contended): 1.6 `window` in all.
 /// Each phase ends when its time is up and every running op has finished.
 pub async fn measure<F, Fut>(coordinators: &[Coordinator], window: Duration, op: F) -> Handoffs
 where
@@ -45,11 +48,12 @@ where
 {
     let mut contended = (0, Duration::ZERO, CpuMeter::paused());
     let mut alone = (0, Duration::ZERO, CpuMeter::paused());
-    for phase in 0..5 {
+    run_phase(coordinators, window / 10, op.clone()).await;
+    for phase in 0..9 {
         let (who, length, total) = if phase % 2 == 0 {
-            (&coordinators[..1], window / 6, &mut alone)
+            (&coordinators[..1], window / 10, &mut alone)
         } else {
-            (coordinators, window / 2, &mut contended)
+            (coordinators, window / 4, &mut contended)
         };
         total.2.resume();
         let (ops, took) = run_phase(who, length, op.clone()).await;

@@ -139,7 +139,8 @@ impl Kind {
     }
 
     /// Locks and elections: one owner, one key per session (etcd's protocol, so
-    /// tasks of one process queue locally). Others: a key per claim.
+    /// tasks of one process queue locally). Others: a key per claim held at once
+    /// (see `key_hold`).
     fn exclusive(self) -> bool {
         matches!(self, Kind::Lock | Kind::Election)
     }

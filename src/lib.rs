@@ -67,7 +67,7 @@
 //!
 //! | name | type | labels | moves when |
 //! |---|---|---|---|
-//! | `coordkit_claims_acquired_total` | counter | `kind` (`lock`, `election`) | a lock or leadership is acquired |
+//! | `coordkit_claims_acquired_total` | counter | `kind` (`lock`, `election`, `semaphore`, `read_lock`, `write_lock`) | a lock or leadership is acquired |
 //! | `coordkit_claim_wait_seconds` | histogram | `kind` | from the call to acquisition |
 //! | `coordkit_claims_ended_total` | counter | `kind`, `reason` (`released`, `dropped`, `session_lost`, `key_deleted`, `key_changed`) | a held claim ends, once per claim |
 //! | `coordkit_claim_hold_seconds` | histogram | `kind` | from acquisition to its end |
