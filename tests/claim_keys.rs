@@ -66,7 +66,7 @@ async fn a_claim_cancelled_mid_write_keeps_its_key_until_its_cleanup_is_done() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
             keys(&store, prefix).await,
-            [next_key.clone()],
+            std::slice::from_ref(&next_key),
             "{permits} permits: the queue settles at the next claim's key"
         );
         assert!(
