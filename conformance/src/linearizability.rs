@@ -307,7 +307,7 @@ const AFTER_FAILURE: std::time::Duration = std::time::Duration::from_millis(250)
 /// Run `per_client` random operations (seeded) from each of `clients`
 /// concurrently, over `keys` keys, and return the history. `between` runs before
 /// each operation of client 0 (to inject a fault); an operation that fails is
-/// recorded with an unknown outcome, and its client waits [`AFTER_FAILURE`]
+/// recorded with an unknown outcome, and its client waits 250 ms
 /// before the next.
 pub async fn run_history(
     clients: Vec<Arc<dyn Backend>>,
