@@ -58,7 +58,8 @@
 //! - `grpc` (default): [`RegistryService::channel`], a load-balanced tonic channel,
 //!   and [`RegistryService::discover_changes`], a `tower::discover` stream.
 //! - `testing`: [`testing::Faults`], the fault switches a backend's test support
-//!   implements for the conformance suite.
+//!   implements for the conformance suite, and [`testing::Intercepted`], a
+//!   backend that forwards every call but those a test's fault changes.
 //! - `metrics`: the metrics below, through the [`metrics`](https://docs.rs/metrics)
 //!   facade: install any recorder (`metrics-exporter-prometheus`, …); see
 //!   `cargo run --example metrics --features metrics`.

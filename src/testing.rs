@@ -1,6 +1,12 @@
-//! What a backend's own test support implements (feature `testing`), so a
-//! backend crate can implement it on its own types and hand them to the
-//! conformance suite (`coordkit-conformance`), which re-exports it.
+//! Test support (feature `testing`): what a backend's own test support
+//! implements ([`Faults`]), so a backend crate can implement it on its own types
+//! and hand them to the conformance suite (`coordkit-conformance`), which
+//! re-exports it; and [`Intercepted`], a backend that forwards every call but
+//! those a test changes.
+
+mod intercept;
+
+pub use intercept::{Intercept, Intercepted};
 
 use crate::LeaseId;
 

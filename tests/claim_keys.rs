@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use coordkit::testing::{Intercept, Intercepted};
 use coordkit::{Backend, Coordinator, RangeRequest};
 use coordkit_memory::MemoryBackend;
 
@@ -33,13 +34,13 @@ async fn keys(store: &MemoryBackend, prefix: &str) -> Vec<String> {
 async fn a_claim_cancelled_mid_write_keeps_its_key_until_its_cleanup_is_done() {
     for permits in [1, 2] {
         let store = MemoryBackend::new();
-        let backend = Arc::new(HoldsNextTxn::new(store.client()));
+        let backend = Arc::new(HoldsNextTxn::over(store.client()));
         let c = Coordinator::new(backend.clone());
         c.session(TTL).await.unwrap();
         let prefix = "coord/semaphore/s/";
 
         // The claim's write is held on its way; the call is dropped.
-        backend.hold_next();
+        backend.intercept().hold_next();
         {
             let semaphore = c.semaphore();
             let acquire = semaphore.acquire("s", permits, TTL);
@@ -61,7 +62,7 @@ async fn a_claim_cancelled_mid_write_keeps_its_key_until_its_cleanup_is_done() {
 
         // The held write lands (creating the cancelled claim's key), then the
         // cleanup deletes that key.
-        backend.release();
+        backend.intercept().release();
         // Time (paused) for the write and the cleanup: neither fails, so neither retries.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
@@ -84,18 +85,18 @@ async fn a_claim_cancelled_mid_write_keeps_its_key_until_its_cleanup_is_done() {
 
 /// Holds the next transaction, when asked, until released.
 struct HoldsNextTxn {
-    inner: MemoryBackend,
     armed: AtomicBool,
     gate: tokio::sync::Semaphore,
 }
 
 impl HoldsNextTxn {
-    fn new(inner: MemoryBackend) -> Self {
-        HoldsNextTxn {
-            inner,
+    /// `store`, holding no transaction until asked.
+    fn over(store: MemoryBackend) -> Intercepted<MemoryBackend, Self> {
+        let holds = HoldsNextTxn {
             armed: AtomicBool::new(false),
             gate: tokio::sync::Semaphore::new(0),
-        }
+        };
+        Intercepted::new(store, holds)
     }
 
     fn hold_next(&self) {
@@ -108,53 +109,15 @@ impl HoldsNextTxn {
 }
 
 #[async_trait::async_trait]
-impl Backend for HoldsNextTxn {
-    fn name(&self) -> &'static str {
-        "holds-next-txn"
-    }
-    fn limits(&self) -> coordkit::Limits {
-        self.inner.limits()
-    }
-    fn capabilities(&self) -> coordkit::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn range(&self, request: RangeRequest) -> coordkit::Result<coordkit::RangeResponse> {
-        self.inner.range(request).await
-    }
-    async fn txn(&self, txn: coordkit::Txn) -> coordkit::Result<coordkit::TxnResponse> {
+impl Intercept<MemoryBackend> for HoldsNextTxn {
+    async fn txn(
+        &self,
+        inner: &MemoryBackend,
+        txn: coordkit::Txn,
+    ) -> coordkit::Result<coordkit::TxnResponse> {
         if self.armed.swap(false, Ordering::SeqCst) {
             self.gate.acquire().await.expect("gate").forget();
         }
-        self.inner.txn(txn).await
-    }
-    async fn lease_grant(&self, ttl: i64) -> coordkit::Result<coordkit::LeaseGrant> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, id: coordkit::LeaseId) -> coordkit::Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_revoke(&self, id: coordkit::LeaseId) -> coordkit::Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_time_to_live(
-        &self,
-        id: coordkit::LeaseId,
-    ) -> coordkit::Result<coordkit::LeaseInfo> {
-        self.inner.lease_time_to_live(id).await
-    }
-    async fn watch(
-        &self,
-        request: coordkit::WatchRequest,
-    ) -> coordkit::Result<coordkit::WatchStream> {
-        self.inner.watch(request).await
-    }
-    async fn watch_reporting_start(
-        &self,
-        request: coordkit::WatchRequest,
-    ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
-        self.inner.watch_reporting_start(request).await
-    }
-    async fn compact(&self, revision: coordkit::Revision) -> coordkit::Result<()> {
-        self.inner.compact(revision).await
+        inner.txn(txn).await
     }
 }

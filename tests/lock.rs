@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use coordkit::testing::{Intercept, Intercepted};
 use coordkit::{Backend, BackendExt, Coordinator, Error, RangeRequest, SessionState};
 use coordkit_memory::MemoryBackend;
 use tokio::sync::mpsc;
@@ -513,11 +514,7 @@ async fn a_predecessor_gone_before_a_kept_watch_is_read_is_seen_at_once() {
     ] {
         let store = MemoryBackend::new();
         let holder = Coordinator::new(Arc::new(store.client()));
-        let ends = Arc::new(EndsBeforeWatch {
-            inner: store.client(),
-            key: std::sync::Mutex::new(None),
-            after_txn: true,
-        });
+        let ends = Arc::new(EndsBeforeWatch::over(store.client(), None, true));
         let waiter = Coordinator::new(ends.clone());
         // A first wait behind the holder leaves a watch on its key.
         let guard = claim(&holder, "kept", permits).await;
@@ -528,7 +525,7 @@ async fn a_predecessor_gone_before_a_kept_watch_is_read_is_seen_at_once() {
         queued.await.unwrap().unlock().await.unwrap();
         // The holder claims again; its key ends right after the waiter's claim.
         let guard = claim(&holder, "kept", permits).await;
-        *ends.key.lock().unwrap() = Some(guard.key().as_bytes().to_vec());
+        *ends.intercept().key.lock().unwrap() = Some(guard.key().as_bytes().to_vec());
         let watches = store.stats().watches;
         let started = Instant::now();
         let w = waiter.clone();
@@ -571,59 +568,42 @@ async fn a_namespace_always_ends_with_a_slash() {
 /// between a waiter's read of the queue and its watch. With `after_txn`, right
 /// after the next transaction instead (a waiter's claim, before it waits).
 struct EndsBeforeWatch {
-    inner: MemoryBackend,
     key: std::sync::Mutex<Option<Vec<u8>>>,
     after_txn: bool,
 }
 
+impl EndsBeforeWatch {
+    /// `store`, with `key` (if any) ending as above.
+    fn over(
+        store: MemoryBackend,
+        key: Option<Vec<u8>>,
+        after_txn: bool,
+    ) -> Intercepted<MemoryBackend, Self> {
+        let key = std::sync::Mutex::new(key);
+        Intercepted::new(store, EndsBeforeWatch { key, after_txn })
+    }
+}
+
 #[async_trait::async_trait]
-impl Backend for EndsBeforeWatch {
-    fn name(&self) -> &'static str {
-        "ends-before-watch"
-    }
-    fn limits(&self) -> coordkit::Limits {
-        self.inner.limits()
-    }
-    fn capabilities(&self) -> coordkit::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn range(&self, request: RangeRequest) -> coordkit::Result<coordkit::RangeResponse> {
-        self.inner.range(request).await
-    }
-    async fn txn(&self, txn: coordkit::Txn) -> coordkit::Result<coordkit::TxnResponse> {
-        let resp = self.inner.txn(txn).await?;
+impl Intercept<MemoryBackend> for EndsBeforeWatch {
+    async fn txn(
+        &self,
+        inner: &MemoryBackend,
+        txn: coordkit::Txn,
+    ) -> coordkit::Result<coordkit::TxnResponse> {
+        let resp = inner.txn(txn).await?;
         let ends = match self.after_txn {
             true => self.key.lock().unwrap().take(),
             false => None,
         };
         if let Some(key) = ends {
-            self.inner.delete(key).await?;
+            inner.delete(key).await?;
         }
         Ok(resp)
     }
-    async fn lease_grant(&self, ttl: i64) -> coordkit::Result<coordkit::LeaseGrant> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, id: coordkit::LeaseId) -> coordkit::Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_revoke(&self, id: coordkit::LeaseId) -> coordkit::Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_time_to_live(
-        &self,
-        id: coordkit::LeaseId,
-    ) -> coordkit::Result<coordkit::LeaseInfo> {
-        self.inner.lease_time_to_live(id).await
-    }
-    async fn watch(
-        &self,
-        request: coordkit::WatchRequest,
-    ) -> coordkit::Result<coordkit::WatchStream> {
-        self.inner.watch(request).await
-    }
     async fn watch_reporting_start(
         &self,
+        inner: &MemoryBackend,
         request: coordkit::WatchRequest,
     ) -> coordkit::Result<(coordkit::WatchStream, Option<coordkit::WatchStart>)> {
         let ends = {
@@ -632,12 +612,9 @@ impl Backend for EndsBeforeWatch {
             key.take_if(|k| !self.after_txn && k.starts_with(request.keys.start()))
         };
         if let Some(key) = ends {
-            self.inner.delete(key).await?;
+            inner.delete(key).await?;
         }
-        self.inner.watch_reporting_start(request).await
-    }
-    async fn compact(&self, revision: coordkit::Revision) -> coordkit::Result<()> {
-        self.inner.compact(revision).await
+        inner.watch_reporting_start(request).await
     }
 }
 
@@ -660,11 +637,7 @@ async fn a_predecessor_gone_before_the_watch_is_seen_at_once() {
         )
         .await
         .unwrap();
-    let backend = EndsBeforeWatch {
-        inner: store.client(),
-        key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
-        after_txn: false,
-    };
+    let backend = EndsBeforeWatch::over(store.client(), Some(queue.kvs[1].key.clone()), false);
     let third = Coordinator::new(Arc::new(backend));
     let last = tokio::spawn(async move { third.lock().acquire("gap", TTL).await });
     // The third claims behind two, finds the second's key gone after its watch,
@@ -712,11 +685,7 @@ async fn a_blocking_permit_gone_before_the_watch_is_seen_at_once() {
         )
         .await
         .unwrap();
-    let backend = EndsBeforeWatch {
-        inner: store.client(),
-        key: std::sync::Mutex::new(Some(queue.kvs[1].key.clone())),
-        after_txn: false,
-    };
+    let backend = EndsBeforeWatch::over(store.client(), Some(queue.kvs[1].key.clone()), false);
     let third = Coordinator::new(Arc::new(backend));
     let last = tokio::spawn(async move { third.semaphore().acquire("gap", 1, TTL).await });
     for _ in 0..1000 {

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coordkit::testing::{Intercept, Intercepted};
 use coordkit::{
-    Backend, Capabilities, Coordinator, KeyRange, LeaseGrant, LeaseId, LeaseInfo, Limits,
-    RangeRequest, RangeResponse, Result, Revision, ServiceInfo, Txn, TxnOp, TxnResponse,
-    WatchRequest, WatchStream,
+    Backend, Coordinator, KeyRange, RangeRequest, RangeResponse, Result, ServiceInfo, Txn, TxnOp,
+    TxnResponse,
 };
 use coordkit_memory::MemoryBackend;
 
-/// Delegates to the memory backend, recording the key range of every read.
+/// Records the key range of every read it lets through.
+#[derive(Default)]
 struct Recording {
-    inner: MemoryBackend,
     reads: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -26,45 +26,18 @@ impl Recording {
 }
 
 #[async_trait]
-impl Backend for Recording {
-    fn name(&self) -> &'static str {
-        "recording"
-    }
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+impl Intercept<MemoryBackend> for Recording {
+    async fn range(&self, inner: &MemoryBackend, request: RangeRequest) -> Result<RangeResponse> {
         self.record(&request.keys);
-        self.inner.range(request).await
+        inner.range(request).await
     }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+    async fn txn(&self, inner: &MemoryBackend, txn: Txn) -> Result<TxnResponse> {
         for op in txn.success.iter().chain(&txn.failure) {
             if let TxnOp::Range(r) = op {
                 self.record(&r.keys);
             }
         }
-        self.inner.txn(txn).await
-    }
-    async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
-        self.inner.lease_time_to_live(id).await
-    }
-    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
-        self.inner.watch(request).await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
+        inner.txn(txn).await
     }
 }
 
@@ -82,13 +55,10 @@ async fn deregister_by_id_reads_only_the_id_index() {
         let info = ServiceInfo::new("gone", name, "127.0.0.1", 9001);
         kept.push(servers.registry().register(info, ttl).await.unwrap());
     }
-    let recording = Arc::new(Recording {
-        inner: store.client(),
-        reads: Mutex::new(Vec::new()),
-    });
+    let recording = Arc::new(Intercepted::new(store.client(), Recording::default()));
     let operator = Coordinator::new(recording.clone());
     assert_eq!(operator.registry().deregister("gone").await.unwrap(), 2);
-    let reads = recording.reads.lock().unwrap().clone();
+    let reads = recording.intercept().reads.lock().unwrap().clone();
     let scans: Vec<String> = reads
         .iter()
         .map(|k| String::from_utf8_lossy(k).into_owned())

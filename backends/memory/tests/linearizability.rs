@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use coordkit::{
-    Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
-    Result, Revision, Txn, TxnOp, TxnResponse, WatchRequest, WatchStream,
-};
+use coordkit::testing::{Intercept, Intercepted};
+use coordkit::{Backend, RangeRequest, RangeResponse, Result, Txn, TxnOp, TxnResponse};
 use coordkit_conformance::linearizability::{check, run_history};
 use coordkit_memory::MemoryBackend;
 
@@ -23,26 +21,17 @@ enum Bug {
     LostWrite,
 }
 
+/// The bug planted, and what it needs to remember.
 struct Planted {
-    inner: MemoryBackend,
     bug: Bug,
     calls: AtomicU64,
     last_read: Mutex<HashMap<Vec<u8>, RangeResponse>>,
 }
 
 #[async_trait]
-impl Backend for Planted {
-    fn name(&self) -> &'static str {
-        "planted"
-    }
-    fn limits(&self) -> Limits {
-        self.inner.limits()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        let fresh = self.inner.range(request.clone()).await?;
+impl Intercept<MemoryBackend> for Planted {
+    async fn range(&self, inner: &MemoryBackend, request: RangeRequest) -> Result<RangeResponse> {
+        let fresh = inner.range(request.clone()).await?;
         if let (Bug::StaleRead, coordkit::KeyRange::Key(key)) = (self.bug, &request.keys) {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             let mut last = self.last_read.lock().unwrap();
@@ -55,14 +44,14 @@ impl Backend for Planted {
         }
         Ok(fresh)
     }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+    async fn txn(&self, inner: &MemoryBackend, txn: Txn) -> Result<TxnResponse> {
         let single_put = txn.compares.is_empty()
             && txn.success.len() == 1
             && matches!(txn.success[0], TxnOp::Put(_));
         if let (Bug::LostWrite, true) = (self.bug, single_put) {
             if self.calls.fetch_add(1, Ordering::SeqCst) % 5 == 4 {
                 // Acknowledged, not applied.
-                let revision = self.inner.revision();
+                let revision = inner.revision();
                 return Ok(TxnResponse {
                     succeeded: true,
                     revision,
@@ -70,25 +59,7 @@ impl Backend for Planted {
                 });
             }
         }
-        self.inner.txn(txn).await
-    }
-    async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
-        self.inner.lease_keep_alive(id).await
-    }
-    async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(id).await
-    }
-    async fn lease_time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
-        self.inner.lease_time_to_live(id).await
-    }
-    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
-        self.inner.watch(request).await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        self.inner.compact(revision).await
+        inner.txn(txn).await
     }
 }
 
@@ -96,12 +67,12 @@ async fn history_with(bug: Bug) -> Vec<coordkit_conformance::linearizability::Op
     let store = MemoryBackend::new();
     let mut clients: Vec<Arc<dyn Backend>> = Vec::new();
     for _ in 0..3 {
-        clients.push(Arc::new(Planted {
-            inner: store.client(),
+        let planted = Planted {
             bug,
             calls: AtomicU64::new(0),
             last_read: Mutex::default(),
-        }));
+        };
+        clients.push(Arc::new(Intercepted::new(store.client(), planted)));
     }
     run_history(clients, 2, 80, 5, |_| {}).await
 }
