@@ -95,6 +95,9 @@ pub enum Target {
     Handoffs { of_uncontended: f64, share: f64 },
     /// Reported only.
     Report,
+    /// Reported only, for rows that time single events (no rate): the ratio is
+    /// coordkit's p50 over the baseline's, and no rate is shown.
+    ReportLatency,
 }
 
 /// One line of the report.
@@ -138,6 +141,7 @@ impl Row {
                 let p99 = ratio_of(self.coord.quantile(0.99)?, base.quantile(0.99)?);
                 Some(p50.max(p99))
             }
+            Target::ReportLatency => Some(ratio_of(self.coord.quantile(0.5)?, base.quantile(0.5)?)),
             _ => Some(self.coord.per_second() / base.per_second()),
         }
     }
@@ -152,7 +156,7 @@ impl Row {
             } => Some(share >= of_uncontended),
             Target::LatencyAtMost(x) => Some(self.ratio()? <= x),
             Target::P99Below(limit) => Some(self.coord.quantile(0.99)? < limit),
-            Target::Report => None,
+            Target::Report | Target::ReportLatency => None,
         }
     }
 }
@@ -185,6 +189,8 @@ pub fn markdown(rows: &[Row]) -> String {
     out.push_str("| what | coord p50 | coord p99 | coord ops/s | baseline | base p50 | base p99 | base ops/s | ratio | target | met |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
+        let timed = matches!(r.target, Target::ReportLatency);
+        let rate = |s: &Samples| if timed { "–".into() } else { rate(s) };
         let (bname, bp50, bp99, brate) = match &r.baseline {
             Some((name, b)) => (
                 name.clone(),
@@ -202,6 +208,7 @@ pub fn markdown(rows: &[Row]) -> String {
             Target::LatencyAtMost(x) => format!("p50, p99 ≤ {x}×"),
             Target::P99Below(d) => format!("p99 < {}", latency(Some(d))),
             Target::Report => "reported".into(),
+            Target::ReportLatency => "reported (p50 ratio)".into(),
         };
         let met = match r.met() {
             Some(true) => "yes",

@@ -230,13 +230,12 @@ async fn failover(env: &Env, sizes: &Sizes) -> Row {
     Row::new(
         format!("failover: holder SIGKILLed until the waiter holds (TTL {TTL_SECS} s)"),
         Samples::new(coord, ce),
-        Target::Report,
+        Target::ReportLatency,
     )
     .against(
-        "etcd lock service (etcdctl lock --ttl 2 killed)",
+        format!("etcd lock service (etcdctl lock --ttl {TTL_SECS} killed)"),
         Samples::new(service, se),
     )
-    .note(format!("TTL {} ms", ttl.as_millis()))
 }
 
 /// `contenders` coordinators (own connections, sessions granted beforehand)
