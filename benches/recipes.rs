@@ -28,16 +28,9 @@ pub(crate) async fn run(env: &Env, sizes: &Sizes) -> Vec<Row> {
 /// The semaphore rows alone (`COORD_BENCH_ONLY=semaphores`).
 pub(crate) async fn semaphores(env: &Env, sizes: &Sizes) -> Vec<Row> {
     let mut rows = semaphore_rows(env, sizes, 2, &sizes.contenders).await;
-    // One permit: the lock's exclusion with the semaphore's waiting (one watch
-    // of the queue, counted down locally) instead of the lock's (a watch of the
-    // key just before).
-    let many: Vec<usize> = sizes
-        .contenders
-        .iter()
-        .copied()
-        .filter(|&c| c >= 16)
-        .collect();
-    rows.extend(semaphore_rows(env, sizes, 1, &many).await);
+    // One permit: the lock's exclusion with the semaphore's waiting (a watch of
+    // the `permits` keys nearest before its own, admission by their permits).
+    rows.extend(semaphore_rows(env, sizes, 1, &sizes.contenders).await);
     rows
 }
 
