@@ -24,9 +24,10 @@ use crate::{Error, LockGuard, QueueEntry, Result};
 ///   token (its key's create revision, distinct for each permit and increasing
 ///   in arrival order), [`LockGuard::compare`], [`LockGuard::lost`], release on
 ///   drop, and no key left behind by a cancelled call.
-/// - Waiters are admitted in arrival order (FIFO). A waiter looks at the store
-///   again only when the releases it has seen leave a permit it could take, so a
-///   release does not make every waiter read.
+/// - Waiters are admitted in arrival order (FIFO). A waiter watches the
+///   `permits` claims nearest before its own and reads the store again only when
+///   one of them ends, so a release wakes at most `permits` waiters, never the
+///   whole queue.
 /// - After waiting, a waiter re-checks in one transaction that its own key still
 ///   exists with its create revision and lease (else `LockExpired`).
 /// - Every client must give the same `permits` for a name: a client that finds

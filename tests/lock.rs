@@ -459,6 +459,80 @@ async fn claim(c: &Coordinator, name: &str, permits: Option<u32>) -> coordkit::L
     }
 }
 
+/// A semaphore's release wakes at most as many waiters as it has permits, never
+/// the queue: with 2 permits and 6 waiters queued (each watching the 2 claims
+/// nearest before its own), the oldest holder's release wakes only the first
+/// waiter (two transactions: the release and its look); the newest holder's
+/// release wakes the two waiters that watch it, and admits only the first (the
+/// other looks, finds two claims still before it, and watches again).
+#[tokio::test(start_paused = true)]
+async fn a_semaphore_release_wakes_at_most_its_permits_waiters() {
+    let store = MemoryBackend::new();
+    let holder = Coordinator::new(Arc::new(store.client()));
+    let older = holder.semaphore().acquire("herd", 2, TTL).await.unwrap();
+    let newer = holder.semaphore().acquire("herd", 2, TTL).await.unwrap();
+    let (admitted, mut admissions) = mpsc::unbounded_channel();
+    for i in 0..6 {
+        let coordinator = Coordinator::new(Arc::new(store.client()));
+        let admitted = admitted.clone();
+        tokio::spawn(async move {
+            let guard = coordinator
+                .semaphore()
+                .acquire("herd", 2, TTL)
+                .await
+                .unwrap();
+            admitted.send((i, guard)).unwrap();
+        });
+        wait_for_keys(&store, "coord/semaphore/herd/", 3 + i).await;
+    }
+    // Past the waiters' early looks: from here only their watches wake them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+
+    let before = store.stats();
+    older.unlock().await.unwrap();
+    let (first, first_guard) = admissions.recv().await.unwrap();
+    settle().await;
+    let after = store.stats();
+    assert_eq!(first, 0);
+    assert!(admissions.try_recv().is_err(), "only one waiter admitted");
+    assert_eq!(
+        after.txns - before.txns,
+        2,
+        "txns caused by the oldest's release"
+    );
+    assert_eq!(after.ranges - before.ranges, 0, "ranges caused by it");
+    assert_eq!(after.watches - before.watches, 0, "watches caused by it");
+
+    // Held: `newer`, then waiter 0, the newest holder, which waiters 1 and 2
+    // watch (waiter 1 watches `newer` too, waiter 2 waiter 1).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle().await;
+    let before = store.stats();
+    first_guard.unlock().await.unwrap();
+    let (second, second_guard) = admissions.recv().await.unwrap();
+    settle().await;
+    let after = store.stats();
+    assert_eq!(second, 1);
+    assert!(admissions.try_recv().is_err(), "only one waiter admitted");
+    assert_eq!(
+        after.txns - before.txns,
+        3,
+        "txns caused by the newest holder's release: it, and the looks of the two waiters watching it"
+    );
+    assert_eq!(after.ranges - before.ranges, 0, "ranges caused by it");
+    assert!(
+        after.watches - before.watches <= 1,
+        "watches caused by it: at most the re-queued waiter's"
+    );
+    newer.unlock().await.unwrap();
+    second_guard.unlock().await.unwrap();
+    for _ in 2..6 {
+        let (_, g) = admissions.recv().await.unwrap();
+        g.unlock().await.unwrap();
+    }
+}
+
 /// A waiter queued behind the same key as in its last wait (a contender that
 /// released and claimed again) waits on the watch that wait left: one watch for
 /// ten handoffs, for a lock and for a semaphore. The watch also carried the
