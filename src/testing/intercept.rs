@@ -15,6 +15,10 @@ use crate::{
 /// `watch` and `watch_reporting_start` are separate calls: a recipe that wants
 /// to know where its watch starts calls only the second, so a fault on watches
 /// usually overrides both.
+///
+/// Dropping a call's future drops the interceptor's: a call not overridden
+/// leaves what the inner backend's contract says; an override decides for
+/// itself (one that holds a call back should not hold a lock across awaits).
 #[async_trait]
 pub trait Intercept<B: Backend>: Send + Sync + 'static {
     /// [`Backend::range`].
