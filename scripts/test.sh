@@ -17,18 +17,21 @@ cd "$(dirname "$0")/.."
 
 ensure_packages
 
-echo "== cargo fmt --check"
+# Each stage's header says when it began, so a slow CI run shows where.
+stage() { echo "== $* (at ${SECONDS} s)"; }
+
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy (warnings denied)"
+stage "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo doc (warnings denied)"
+stage "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
-echo "== feature matrix"
+stage "feature matrix"
 cargo check -p coordkit --no-default-features
 cargo clippy -p coordkit --features metrics --all-targets -- -D warnings
 cargo clippy -p coordkit --features toml,yaml --all-targets -- -D warnings
 cargo clippy -p coordkit-etcd --features tls --all-targets -- -D warnings
-echo "== cargo publish --dry-run (every crate, in dependency order)"
+stage "cargo publish --dry-run (every crate, in dependency order)"
 # Cargo verifies each crate against the ones packaged before it through a
 # temporary local registry, whose unpacked copies it keeps under names starting
 # with "-": a stale copy of an earlier dry run would be verified against instead.
@@ -45,20 +48,20 @@ start_etcd
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 export COORD_REQUIRE_ETCD=1
 
-echo "== cargo test --workspace --all-targets (etcd at $COORD_ETCD_ENDPOINTS)"
+stage "cargo test --workspace --all-targets (etcd at $COORD_ETCD_ENDPOINTS)"
 # The etcd tests are #[ignore]d (a plain `cargo test` shows them as ignored);
 # here they run, and fail if etcd is missing. The chaos report is for
 # scripts/chaos.sh.
 cargo test --workspace --all-targets -- --include-ignored --skip chaos_report
-echo "== metrics: each documented metric moves (feature metrics)"
+stage "metrics: each documented metric moves (feature metrics)"
 cargo test -p coordkit --features metrics --test metrics
-echo "== TLS: mutual TLS against an etcd serving https (feature tls)"
+stage "TLS: mutual TLS against an etcd serving https (feature tls)"
 cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
-echo "== the suite's sensitivity: every planted bug of the memory backend caught"
+stage "the suite's sensitivity: every planted bug of the memory backend caught"
 ./scripts/sensitivity.sh >/dev/null
-echo "== doctests"
+stage "doctests"
 cargo test --workspace --doc
-echo "== etcd 3.5.1: the etcd backend's conformance, fault, error, interop and cluster tests"
+stage "etcd 3.5.1: the etcd backend's conformance, fault, error, interop and cluster tests"
 stop_etcd
 etcd35_dir=$(ensure_etcd35)
 PATH="$etcd35_dir:$PATH"
@@ -67,7 +70,7 @@ start_etcd
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 cargo test -p coordkit-etcd --all-targets -- --include-ignored --skip chaos_report
 cargo test -p coordkit-etcd --features tls --test tls -- --include-ignored
-echo "== examples, in memory and on etcd (COORD_ETCD_ENDPOINTS)"
+stage "examples, in memory and on etcd (COORD_ETCD_ENDPOINTS)"
 for example in tour lock election config config_manager registry registry_health grpc_resolver semaphore rw_lock counter barrier leader_latch; do
   env -u COORD_ETCD_ENDPOINTS cargo run --quiet --example "$example" >/dev/null
   cargo run --quiet --example "$example" >/dev/null
@@ -75,4 +78,4 @@ done
 cargo run --quiet --example metrics --features metrics >/dev/null
 env -u COORD_ETCD_ENDPOINTS cargo run --quiet --example config_formats --features toml,yaml >/dev/null
 cargo run --quiet --example config_formats --features toml,yaml >/dev/null
-echo "all tests passed"
+echo "all tests passed in ${SECONDS} s"
