@@ -524,12 +524,24 @@ impl Backend for EtcdBackend {
             ReadConsistency::Observed => Some(self.inner.observed.revision()),
             _ => None,
         };
+        let read_only = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .all(|op| matches!(op, coordkit::TxnOp::Range(_)));
         let linearizable = floor.map(|_| convert::txn(txn.clone(), false));
         let request = convert::txn(txn, floor.is_some());
         let send = |request: etcd::Txn| {
             self.call("txn", ctx, move |c| {
                 let request = request.clone();
-                async move { c.kv_client().txn(request).await }
+                async move {
+                    if read_only {
+                        let mut kv = c.kv_client();
+                        finished_on_the_server(async move { kv.txn(request).await }).await
+                    } else {
+                        c.kv_client().txn(request).await
+                    }
+                }
             })
         };
         let mut resp = send(request).await?;
@@ -768,6 +780,24 @@ impl EtcdBackend {
             Ok(Some(Err(compacted @ Error::Compacted { .. }))) => compacted,
             _ => error,
         }
+    }
+}
+
+/// A read-only transaction, sent so that dropping the caller's future does not
+/// cancel it on the server: etcd 3.5.0–3.5.4 panic (and exit) when a read-only
+/// transaction's request is cancelled while they apply it (etcd-io/etcd#14110,
+/// fixed in 3.5.5). The request runs in its own task; a caller that goes away
+/// leaves it to finish, and its answer is dropped. Writes go through raft,
+/// which does not see the request's cancellation, and are sent as they are.
+async fn finished_on_the_server<T: Send + 'static>(
+    request: impl Future<Output = std::result::Result<T, etcd::Error>> + Send + 'static,
+) -> std::result::Result<T, etcd::Error> {
+    match tokio::spawn(request).await {
+        Ok(answer) => answer,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(etcd::Error::GRpcStatus(tonic::Status::cancelled(
+            "the runtime shut down before etcd answered",
+        ))),
     }
 }
 

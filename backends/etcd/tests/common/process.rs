@@ -126,6 +126,13 @@ impl EtcdProcess {
     }
 
     /// SIGKILL the process and wait for it.
+    /// Whether the process is still running (not exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
