@@ -789,6 +789,11 @@ impl EtcdBackend {
 /// fixed in 3.5.5). The request runs in its own task; a caller that goes away
 /// leaves it to finish, and its answer is dropped. Writes go through raft,
 /// which does not see the request's cancellation, and are sent as they are.
+///
+/// The task ends when etcd answers or the connection breaks: a member that
+/// stops answering loses its connection to the HTTP/2 keep-alive
+/// (`keep_alive_timeout`), which ends every request on it. So at most the reads
+/// sent within that time outlive their callers.
 async fn finished_on_the_server<T: Send + 'static>(
     request: impl Future<Output = std::result::Result<T, etcd::Error>> + Send + 'static,
 ) -> std::result::Result<T, etcd::Error> {
