@@ -4,7 +4,6 @@
 //! Run with `cargo run --example barrier` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-mod support;
 
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ const TTL: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let boss = store.coordinator().await?;
     boss.barrier().set("deploy").await?;
     let mut workers = Vec::new();

@@ -5,7 +5,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config`.
 
-mod support;
 
 use coordkit::Error;
 use futures::StreamExt;
@@ -19,7 +18,7 @@ struct Limits {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let coordinator = store.coordinator().await?;
     let config = coordinator.config();
 

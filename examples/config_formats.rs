@@ -4,7 +4,6 @@
 //! Run with `cargo run --example config_formats --features toml,yaml`, or on
 //! etcd with `COORD_ETCD_ENDPOINTS` set.
 
-mod support;
 
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ struct Api {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let coordinator = store.coordinator().await?;
     let config = coordinator
         .config()

@@ -4,7 +4,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config_manager`.
 
-mod support;
 
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ struct Pool {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let service = store.coordinator().await?;
     let operator = store.coordinator().await?.config();
 

@@ -3,11 +3,10 @@
 //! Run with `cargo run --example counter` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-mod support;
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let mut adders = Vec::new();
     for _ in 0..4 {
         let c = store.coordinator().await?;

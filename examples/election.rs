@@ -6,7 +6,6 @@
 //! `COORD_ETCD_ENDPOINTS` set (the stalled leader needs the memory backend's
 //! fault injection: on etcd that part is skipped).
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use futures::StreamExt;
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let observer = store.coordinator().await?;
     let mut changes = observer.election().observe("primary")?;
     let printer = tokio::spawn(async move {

@@ -6,7 +6,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example grpc_resolver`.
 
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -58,7 +57,7 @@ fn report(counts: &[(String, Arc<AtomicUsize>)]) {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let servers = store.coordinator().await?;
     let clients = store.coordinator().await?;
     let ttl = Duration::from_secs(10);

@@ -4,13 +4,12 @@
 //! Run with `cargo run --example leader_latch` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-mod support;
 
 use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let a = store.coordinator().await?;
     let b = store.coordinator().await?;
     let ttl = Duration::from_secs(5);

@@ -8,7 +8,6 @@
 //! etcd. The cut-off holder injects a partition only the memory backend can
 //! make: on etcd that part is skipped (`scripts/chaos.sh` does it for real).
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +46,7 @@ async fn fenced_increment(
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
 
     // Three processes, five turns each.
     let mut workers = Vec::new();

@@ -5,7 +5,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example metrics --features metrics`.
 
-mod support;
 
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ async fn main() -> coordkit::Result<()> {
         .install()
         .expect("the exporter starts");
 
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let (a, b) = (store.coordinator().await?, store.coordinator().await?);
     let ttl = Duration::from_secs(5);
     for _ in 0..3 {

@@ -6,7 +6,6 @@
 //! `COORD_ETCD_ENDPOINTS` set (the stalled keep-alives need the memory
 //! backend's fault injection: on etcd that part is skipped).
 
-mod support;
 
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ async fn show(cache: &coordkit::ServiceCache, when: &str) {
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let ttl = Duration::from_secs(3);
     let flaky_link = store.memory().map(|m| m.client());
     let node_a = store.coordinator().await?;

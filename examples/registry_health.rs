@@ -4,7 +4,6 @@
 //! Run with `cargo run --example registry_health`, or on etcd with
 //! `COORD_ETCD_ENDPOINTS` set.
 
-mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use coordkit::{BackendExt, InstanceHealth, PickStrategy, ServiceFilter, ServiceI
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let ttl = Duration::from_secs(10);
     let server = store.coordinator().await?;
     let client = store.coordinator().await?;

@@ -5,7 +5,6 @@
 //! Run with `cargo run --example semaphore` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ const TTL: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
-    let store = support::Store::from_env();
+    let store = coordkit_examples::Store::from_env();
     let running = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for worker in 0..5 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::claim::validate_name;
+use crate::queue_name::validate_name;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
 use crate::{

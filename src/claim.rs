@@ -19,6 +19,7 @@ use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::key_hold::KeyHold;
 use crate::pace::QueuePace;
+use crate::queue_name::QueueName;
 use crate::watch_pool::{deletes_after, Drained, WatchPool};
 use crate::Live;
 use crate::{
@@ -65,10 +66,9 @@ pub struct QueueEntry {
 pub(crate) async fn queue(
     coord: &Arc<CoordinatorInner>,
     kind: Kind,
-    name: &str,
+    name: &QueueName,
 ) -> Result<Vec<QueueEntry>> {
-    validate_name(name)?;
-    let prefix = queue_prefix(coord, kind, name);
+    let prefix = queue_prefix(coord, kind, name)?;
     let read = RangeRequest::prefix(prefix).sort_by_create_revision(SortOrder::Ascend);
     let backend = &coord.backend;
     let resp = coord
@@ -199,30 +199,13 @@ impl Kind {
     }
 }
 
-/// The key prefix of the queue for `name`.
-pub(crate) fn queue_prefix(coord: &CoordinatorInner, kind: Kind, name: &str) -> String {
-    format!("{}{}/{}/", coord.namespace, kind.segment(), name)
-}
-
-/// A lock or election name: non-empty, no `/` (it would nest one queue in
-/// another), no control characters.
-pub(crate) fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid("name", "must not be empty"));
-    }
-    if name.contains('/') {
-        return Err(Error::invalid(
-            "name",
-            format!("must not contain '/' (got {name:?}): the queue of one name would contain another's"),
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "name",
-            format!("must not contain control characters (got {name:?})"),
-        ));
-    }
-    Ok(())
+/// The key prefix of the queue for `name` (checked first).
+pub(crate) fn queue_prefix(
+    coord: &CoordinatorInner,
+    kind: Kind,
+    name: &QueueName,
+) -> Result<String> {
+    name.key_prefix(&coord.namespace, kind.segment())
 }
 
 /// A held claim: the owner's key, its create revision (the fencing token), and the
@@ -387,12 +370,13 @@ fn expired(name: &str) -> Error {
 pub(crate) async fn claim(
     coord: &Arc<CoordinatorInner>,
     kind: Kind,
-    name: &str,
+    name: &QueueName,
     ttl: Duration,
     value: Vec<u8>,
     wait: Wait,
 ) -> Result<Claim> {
-    validate_name(name)?;
+    let prefix = queue_prefix(coord, kind, name)?;
+    let name = name.as_str();
     coord.check_open()?;
     let started = tokio::time::Instant::now();
     let span = info_span!(
@@ -405,7 +389,7 @@ pub(crate) async fn claim(
     // A claim whose session's lease ended under it (revoked, or expired while the
     // claim was on its way) can never stand: the caller learns it as an expired
     // claim, never as the primitive's `LeaseNotFound`.
-    let claim = claim_in_span(coord, kind, name, ttl, value, wait)
+    let claim = claim_in_span(coord, kind, name, prefix, ttl, value, wait)
         .instrument(span)
         .await
         .map_err(|e| match e {
@@ -420,6 +404,7 @@ async fn claim_in_span(
     coord: &Arc<CoordinatorInner>,
     kind: Kind,
     name: &str,
+    prefix: String,
     ttl: Duration,
     value: Vec<u8>,
     wait: Wait,
@@ -427,7 +412,6 @@ async fn claim_in_span(
     let conflict = || Error::LockConflict {
         name: name.to_string(),
     };
-    let prefix = queue_prefix(coord, kind, name);
     let exclusive = kind.exclusive();
     let turn = match wait {
         _ if !exclusive => None,
@@ -686,11 +670,12 @@ async fn claim_in_span(
 pub(crate) async fn adopt(
     coord: &Arc<CoordinatorInner>,
     kind: Kind,
-    name: &str,
+    name: &QueueName,
     session: Session,
     token: Revision,
 ) -> Result<Claim> {
-    validate_name(name)?;
+    let prefix = queue_prefix(coord, kind, name)?;
+    let name = name.as_str();
     coord.check_open()?;
     if !kind.exclusive() {
         return Err(Error::invalid(
@@ -698,7 +683,6 @@ pub(crate) async fn adopt(
             "only a lock or an election can be resumed",
         ));
     }
-    let prefix = queue_prefix(coord, kind, name);
     let turn = coord
         .local
         .try_now(&prefix)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::claim::validate_name;
+use crate::queue_name::validate_name;
 use crate::coordinator::CoordinatorInner;
 use crate::{
     Backend, Compare, CompareOp, Error, KeyValue, PutRequest, RangeRequest, Result, Revision, Txn,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
-use crate::claim::{claim, queue_prefix, validate_name, Claim, Kind, OwnershipLost, Wait};
+use crate::claim::{claim, queue_prefix, Claim, Kind, OwnershipLost, Wait};
+use crate::queue_name::QueueName;
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{Change, Follower};
 use crate::{
@@ -95,15 +96,23 @@ impl ElectionService {
     ///
     /// Dropping this future at any await leaves no key: one already written is
     /// deleted by the coordinator's cleanup.
-    pub async fn campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        self.claim(name, value.into(), Wait::UntilOwner).await
+    pub async fn campaign(
+        &self,
+        name: impl Into<QueueName>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Leadership> {
+        self.claim(name.into(), value.into(), Wait::UntilOwner).await
     }
 
     /// Lead the election `name` only if nobody leads it: `LockConflict` at once
     /// otherwise, leaving no key behind. Other errors, and cancellation, as for
     /// [`ElectionService::campaign`].
-    pub async fn try_campaign(&self, name: &str, value: impl Into<Vec<u8>>) -> Result<Leadership> {
-        self.claim(name, value.into(), Wait::No).await
+    pub async fn try_campaign(
+        &self,
+        name: impl Into<QueueName>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Leadership> {
+        self.claim(name.into(), value.into(), Wait::No).await
     }
 
     /// Resume a leadership after a restart (etcd's `ResumeElection`, made safe):
@@ -123,22 +132,23 @@ impl ElectionService {
     /// background, at once), so no stale claim lingers. Cancelling this call leaves the lease to expire.
     pub async fn resume(
         &self,
-        name: &str,
+        name: impl Into<QueueName>,
         lease: crate::LeaseId,
         fencing_token: Revision,
     ) -> Result<Leadership> {
-        validate_name(name)?;
+        let name = name.into();
+        name.validate()?;
         let session =
             crate::Session::resume(self.coord.backend.clone(), lease, self.coord.retry.clone())
                 .await
                 .map_err(|e| match e {
                     Error::LeaseNotFound { .. } => Error::LockExpired {
-                        name: name.to_string(),
+                        name: name.as_str().to_string(),
                     },
                     e => e,
                 })?;
         let claim =
-            crate::claim::adopt(&self.coord, Kind::Election, name, session, fencing_token).await?;
+            crate::claim::adopt(&self.coord, Kind::Election, &name, session, fencing_token).await?;
         Ok(Leadership { claim })
     }
 
@@ -146,22 +156,24 @@ impl ElectionService {
         self.coord.retry.clone()
     }
 
-    async fn claim(&self, name: &str, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
-        let claim = claim(&self.coord, Kind::Election, name, self.ttl, value, wait).await?;
+    async fn claim(&self, name: QueueName, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
+        let claim = claim(&self.coord, Kind::Election, &name, self.ttl, value, wait).await?;
         Ok(Leadership { claim })
     }
 
     /// The leader of `name` and the candidates waiting, in order, each with its
     /// fencing token and lease's time left (see
     /// [`LockService::holders_and_waiters`](crate::LockService::holders_and_waiters)).
-    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<crate::QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Election, name).await
+    pub async fn holders_and_waiters(
+        &self,
+        name: impl Into<QueueName>,
+    ) -> Result<Vec<crate::QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Election, &name.into()).await
     }
 
     /// The current leader of `name`, if any.
-    pub async fn leader(&self, name: &str) -> Result<Option<Leader>> {
-        validate_name(name)?;
-        let prefix = queue_prefix(&self.coord, Kind::Election, name);
+    pub async fn leader(&self, name: impl Into<QueueName>) -> Result<Option<Leader>> {
+        let prefix = queue_prefix(&self.coord, Kind::Election, &name.into())?;
         let first = RangeRequest::prefix(prefix)
             .sort_by_create_revision(SortOrder::Ascend)
             .with_limit(1);
@@ -175,12 +187,12 @@ impl ElectionService {
     }
 
     /// Follow the leader of `name`; see [`LeaderStream`].
-    pub fn observe(&self, name: &str) -> Result<LeaderStream> {
-        validate_name(name)?;
+    pub fn observe(&self, name: impl Into<QueueName>) -> Result<LeaderStream> {
+        let prefix = queue_prefix(&self.coord, Kind::Election, &name.into())?;
         let observer = Observer {
             backend: self.coord.backend.clone(),
             retry: self.coord.retry.clone(),
-            prefix: queue_prefix(&self.coord, Kind::Election, name),
+            prefix,
             follower: None,
             candidates: HashMap::new(),
             last: None,

@@ -74,12 +74,16 @@ pub struct LeaderLatch {
 impl ElectionService {
     /// Start a [`LeaderLatch`] in the election `name`, proclaiming `value` while
     /// it leads. Needs a tokio runtime; returns at once.
-    pub fn latch(&self, name: &str, value: impl Into<Vec<u8>>) -> LeaderLatch {
+    pub fn latch(
+        &self,
+        name: impl Into<crate::queue_name::QueueName>,
+        value: impl Into<Vec<u8>>,
+    ) -> LeaderLatch {
         let (tx, state) = watch::channel(LatchState::Follower);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
             self.clone(),
-            name.to_string(),
+            name.into(),
             value.into(),
             tx,
             stopped,
@@ -146,7 +150,7 @@ impl Drop for LeaderLatch {
 
 async fn run(
     election: ElectionService,
-    name: String,
+    name: crate::queue_name::QueueName,
     value: Vec<u8>,
     state: watch::Sender<LatchState>,
     mut stop: oneshot::Receiver<()>,

@@ -103,6 +103,7 @@ mod latch;
 mod local_queue;
 mod lock;
 mod pace;
+mod queue_name;
 pub mod registry;
 mod retry;
 mod rw_lock;
@@ -139,6 +140,7 @@ pub use registry::{
     RegistryService, ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo,
     ServiceWatch, MAX_WEIGHT,
 };
+pub use queue_name::QueueName;
 pub use retry::RetryPolicy;
 pub use rw_lock::RwLockService;
 pub use semaphore::SemaphoreService;

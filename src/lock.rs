@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::claim::{claim, Claim, Kind, OwnershipLost, Wait};
 use crate::coordinator::CoordinatorInner;
+use crate::queue_name::QueueName;
 use crate::{Compare, Result, Revision, Session};
 
 /// Distributed locks of one [`Coordinator`](crate::Coordinator) (see
@@ -51,11 +52,11 @@ impl LockService {
     ///
     /// Dropping this future at any await leaves no key: one already written is
     /// deleted by the coordinator's cleanup (see the crate docs, "Cancellation").
-    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+    pub async fn acquire(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
         let claim = claim(
             &self.coord,
             Kind::Lock,
-            name,
+            &name.into(),
             ttl,
             Vec::new(),
             Wait::UntilOwner,
@@ -68,15 +69,23 @@ impl LockService {
     /// token and its lease's time left (one read of the queue, then one lease
     /// query per key). Works on locks taken by `etcdctl lock` too. A read only:
     /// dropping it leaves nothing.
-    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<crate::QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Lock, name).await
+    pub async fn holders_and_waiters(
+        &self,
+        name: impl Into<QueueName>,
+    ) -> Result<Vec<crate::QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Lock, &name.into()).await
     }
 
     /// Take the lock `name` only if nobody holds it: `LockConflict` at once
     /// otherwise, leaving no key behind. Other errors, and cancellation, as for
     /// [`LockService::acquire`].
-    pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        let claim = claim(&self.coord, Kind::Lock, name, ttl, Vec::new(), Wait::No).await?;
+    pub async fn try_acquire(
+        &self,
+        name: impl Into<QueueName>,
+        ttl: Duration,
+    ) -> Result<LockGuard> {
+        let name = name.into();
+        let claim = claim(&self.coord, Kind::Lock, &name, ttl, Vec::new(), Wait::No).await?;
         Ok(LockGuard { claim })
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue_name::QueueName;
 use crate::claim::{claim, Kind, Wait};
 use crate::coordinator::CoordinatorInner;
 use crate::{LockGuard, QueueEntry, Result};
@@ -41,37 +42,43 @@ impl RwLockService {
     ///
     /// Errors as for [`LockService::acquire`](crate::LockService::acquire);
     /// dropping this future at any await leaves no key.
-    pub async fn read(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Read, name, ttl, Wait::UntilOwner).await
+    pub async fn read(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
+        self.claim(Kind::Read, name.into(), ttl, Wait::UntilOwner).await
     }
 
     /// Wait until `name` is held for writing, on a session of `ttl`.
     ///
     /// Errors and cancellation as for [`RwLockService::read`].
-    pub async fn write(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Write, name, ttl, Wait::UntilOwner).await
+    pub async fn write(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
+        self.claim(Kind::Write, name.into(), ttl, Wait::UntilOwner).await
     }
 
     /// Hold `name` for reading only if no writer holds or waits: `LockConflict`
     /// at once otherwise, leaving no key.
-    pub async fn try_read(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Read, name, ttl, Wait::No).await
+    pub async fn try_read(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
+        self.claim(Kind::Read, name.into(), ttl, Wait::No).await
     }
 
     /// Hold `name` for writing only if nobody holds or waits: `LockConflict` at
     /// once otherwise, leaving no key.
-    pub async fn try_write(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Write, name, ttl, Wait::No).await
+    pub async fn try_write(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
+        self.claim(Kind::Write, name.into(), ttl, Wait::No).await
     }
 
     /// The queue in order (value `read` or `write`): the holders are the first
     /// writer alone, or the readers before the first writer. A read only.
-    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Read, name).await
+    pub async fn holders_and_waiters(&self, name: impl Into<QueueName>) -> Result<Vec<QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Read, &name.into()).await
     }
 
-    async fn claim(&self, kind: Kind, name: &str, ttl: Duration, wait: Wait) -> Result<LockGuard> {
-        let claim = claim(&self.coord, kind, name, ttl, kind.value(), wait).await?;
+    async fn claim(
+        &self,
+        kind: Kind,
+        name: QueueName,
+        ttl: Duration,
+        wait: Wait,
+    ) -> Result<LockGuard> {
+        let claim = claim(&self.coord, kind, &name, ttl, kind.value(), wait).await?;
         Ok(LockGuard::from_claim(claim))
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue_name::QueueName;
 use crate::claim::{claim, Kind, Wait};
 use crate::coordinator::CoordinatorInner;
 use crate::{Error, LockGuard, QueueEntry, Result};
@@ -53,25 +54,35 @@ impl SemaphoreService {
     /// backend's bounds; `LockExpired` if the session was lost while queued;
     /// `Closed` after the coordinator was closed; store errors once retries are
     /// exhausted. Dropping this future at any await leaves no key.
-    pub async fn acquire(&self, name: &str, permits: u32, ttl: Duration) -> Result<LockGuard> {
-        self.claim(name, permits, ttl, Wait::UntilOwner).await
+    pub async fn acquire(
+        &self,
+        name: impl Into<QueueName>,
+        permits: u32,
+        ttl: Duration,
+    ) -> Result<LockGuard> {
+        self.claim(name.into(), permits, ttl, Wait::UntilOwner).await
     }
 
     /// Take a permit only if one is free now: `LockConflict` at once otherwise,
     /// leaving no key. Errors and cancellation as for [`SemaphoreService::acquire`].
-    pub async fn try_acquire(&self, name: &str, permits: u32, ttl: Duration) -> Result<LockGuard> {
-        self.claim(name, permits, ttl, Wait::No).await
+    pub async fn try_acquire(
+        &self,
+        name: impl Into<QueueName>,
+        permits: u32,
+        ttl: Duration,
+    ) -> Result<LockGuard> {
+        self.claim(name.into(), permits, ttl, Wait::No).await
     }
 
     /// The semaphore's queue in order: the first `permits` entries hold permits,
     /// the others wait. A read only.
-    pub async fn holders_and_waiters(&self, name: &str) -> Result<Vec<QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Semaphore { permits: 1 }, name).await
+    pub async fn holders_and_waiters(&self, name: impl Into<QueueName>) -> Result<Vec<QueueEntry>> {
+        crate::claim::queue(&self.coord, Kind::Semaphore { permits: 1 }, &name.into()).await
     }
 
     async fn claim(
         &self,
-        name: &str,
+        name: QueueName,
         permits: u32,
         ttl: Duration,
         wait: Wait,
@@ -80,7 +91,7 @@ impl SemaphoreService {
             return Err(Error::invalid("permits", "must be at least 1"));
         }
         let kind = Kind::Semaphore { permits };
-        let claim = claim(&self.coord, kind, name, ttl, kind.value(), wait).await?;
+        let claim = claim(&self.coord, kind, &name, ttl, kind.value(), wait).await?;
         Ok(LockGuard::from_claim(claim))
     }
 }

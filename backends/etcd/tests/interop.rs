@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use coordkit::{BackendExt, Coordinator, Error, RangeRequest};
+use coordkit::{BackendExt, Coordinator, Error, QueueName, RangeRequest};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -164,6 +164,78 @@ async fn etcdctl_lock_excludes_coord_and_hands_over() {
         .unwrap();
     assert!(guard.fencing_token() > etcd_rev);
     guard.unlock().await.unwrap();
+    f.coordinator.close().await.unwrap();
+}
+
+/// The prefix a Go service gives `concurrency.NewMutex(s, "/my-lock/")` (etcd's
+/// own example), outside any coordkit namespace: `etcdctl lock /my-lock/` holds it,
+/// and coordkit's lock on `QueueName::etcd_prefix("/my-lock/")` is a conflict, then
+/// queues behind it (key `/my-lock//<lease>`) and takes it when etcdctl unlocks.
+#[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn etcdctl_lock_on_a_go_prefix_excludes_coord_and_hands_over() {
+    let Some(f) = fixture("go-prefix-a").await else {
+        return;
+    };
+    let pfx = format!("/{}/", f.name);
+    let queue = format!("{pfx}/");
+    let name = QueueName::etcd_prefix(pfx.clone());
+    let mut etcdctl = Etcdctl::spawn(&f.endpoints, &["lock", &pfx]);
+    let etcd_key = etcdctl.line("the key it holds").await;
+    assert!(etcd_key.starts_with(&queue), "{etcd_key}");
+
+    let ttl = Duration::from_secs(10);
+    let err = f.coordinator.lock().try_acquire(&name, ttl).await.unwrap_err();
+    assert!(matches!(err, Error::LockConflict { .. }), "{err:?}");
+    assert_eq!(keys(&f.coordinator, &queue).await.len(), 1, "no key left");
+
+    let waiting = {
+        let (c, name) = (f.coordinator.clone(), name.clone());
+        tokio::spawn(async move { c.lock().acquire(name, ttl).await })
+    };
+    wait_for_keys(&f.coordinator, &queue, 2).await;
+    assert!(!waiting.is_finished(), "coord took a lock etcdctl holds");
+    let holders = f.coordinator.lock().holders_and_waiters(&name).await.unwrap();
+    assert_eq!(holders[0].key, etcd_key, "etcdctl holds: {holders:?}");
+    etcdctl.interrupt().await;
+    let guard = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .expect("coord got the lock after etcdctl unlocked")
+        .unwrap()
+        .unwrap();
+    assert_eq!(guard.key(), format!("{queue}{}", guard.session().lease()));
+    guard.unlock().await.unwrap();
+    assert!(keys(&f.coordinator, &queue).await.is_empty());
+    f.coordinator.close().await.unwrap();
+}
+
+/// coordkit holds `QueueName::etcd_prefix("/my-lock/")`: `etcdctl lock /my-lock/
+/// <command>` queues and runs its command only after coordkit unlocks.
+#[tokio::test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn coord_lock_on_a_go_prefix_excludes_etcdctl() {
+    let Some(f) = fixture("go-prefix-b").await else {
+        return;
+    };
+    let pfx = format!("/{}/", f.name);
+    let queue = format!("{pfx}/");
+    let guard = f
+        .coordinator
+        .lock()
+        .acquire(QueueName::etcd_prefix(pfx.clone()), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(guard.key(), format!("{queue}{}", guard.session().lease()));
+    let mut etcdctl = Etcdctl::spawn(&f.endpoints, &["lock", &pfx, "echo", "etcdctl-ran"]);
+    wait_for_keys(&f.coordinator, &queue, 2).await;
+    assert!(
+        etcdctl.is_running(),
+        "etcdctl went ahead while coord held the lock"
+    );
+    guard.unlock().await.unwrap();
+    assert_eq!(etcdctl.line("its command's output").await, "etcdctl-ran");
+    assert!(etcdctl.child.wait().await.unwrap().success());
+    wait_for_keys(&f.coordinator, &queue, 0).await;
     f.coordinator.close().await.unwrap();
 }
 

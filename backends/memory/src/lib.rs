@@ -26,6 +26,13 @@
 //! History is kept until [`Backend::compact`] is called, as on etcd without
 //! auto-compaction. Lease expiry runs in a task spawned on the tokio runtime of the
 //! first lease grant; a store is meant to live within one runtime.
+//!
+//! # Feature flags
+//!
+//! - `testing`: implements `coordkit::testing::Faults` for [`MemoryBackend`], so
+//!   a test can hand it to the conformance suite (`coordkit-conformance`). The
+//!   fault switches themselves (`fail_next`, `partition`, …) are plain methods and
+//!   need no feature; a build for single-process use leaves `testing` off.
 
 #![warn(missing_docs, missing_debug_implementations)]
 
@@ -438,7 +445,8 @@ impl From<MemoryBackend> for Arc<dyn Backend> {
     }
 }
 
-/// The conformance suite's fault switches, on this handle.
+/// The conformance suite's fault switches, on this handle (feature `testing`).
+#[cfg(feature = "testing")]
 impl coordkit::testing::Faults for MemoryBackend {
     fn fail_next(&self, n: u64) {
         MemoryBackend::fail_next(self, n)

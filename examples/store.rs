@@ -1,8 +1,16 @@
-//! Where the examples run: on etcd when `COORD_ETCD_ENDPOINTS` is set (a
-//! comma-separated list), in memory otherwise. Parts that inject faults only the
-//! memory backend can make say so and are skipped on etcd.
-
-#![allow(dead_code)]
+//! Where the examples run: in memory by default (nothing but Rust needed), on
+//! etcd when `COORD_ETCD_ENDPOINTS` is set (a comma-separated list) and the
+//! examples were built with the `etcd` feature:
+//!
+//! ```sh
+//! cargo run --example lock                                   # in memory
+//! COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379 \
+//!   cargo run -p coordkit-examples --features etcd --example lock
+//! ```
+//!
+//! The `etcd` feature builds `etcd-client`, whose build script needs `protoc`
+//! (Debian: `protobuf-compiler`). Parts that inject faults only the memory backend
+//! can make say so and are skipped on etcd.
 
 use std::sync::Arc;
 
@@ -14,21 +22,39 @@ pub enum Store {
     /// One in-memory store; each coordinator gets its own connection to it.
     Memory(MemoryBackend),
     /// An etcd cluster; each coordinator gets its own connection to it.
+    #[cfg(feature = "etcd")]
     Etcd(Box<coordkit_etcd::EtcdConfig>),
 }
 
 impl Store {
     /// etcd if `COORD_ETCD_ENDPOINTS` is set, else a new in-memory store.
+    ///
+    /// With `COORD_ETCD_ENDPOINTS` set in a build without the `etcd` feature, the
+    /// example stops with a message saying how to build it (exit code 2) rather
+    /// than run in memory while the caller believes it ran on etcd.
     pub fn from_env() -> Store {
         match std::env::var("COORD_ETCD_ENDPOINTS") {
-            Ok(list) if !list.trim().is_empty() => {
-                println!("(running against etcd at {list})");
-                Store::Etcd(Box::new(coordkit_etcd::EtcdConfig::from_endpoint_list(
-                    &list,
-                )))
-            }
+            Ok(list) if !list.trim().is_empty() => Self::etcd(&list),
             _ => Store::Memory(MemoryBackend::new()),
         }
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd(list: &str) -> Store {
+        println!("(running against etcd at {list})");
+        Store::Etcd(Box::new(coordkit_etcd::EtcdConfig::from_endpoint_list(
+            list,
+        )))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn etcd(list: &str) -> Store {
+        eprintln!(
+            "COORD_ETCD_ENDPOINTS is set ({list}), but this example was built without \
+             etcd: run it with `cargo run -p coordkit-examples --features etcd --example ...` \
+             (the etcd backend needs protoc to build; Debian: protobuf-compiler)"
+        );
+        std::process::exit(2)
     }
 
     /// A coordinator on a connection of its own: another "process".
@@ -41,6 +67,7 @@ impl Store {
     pub async fn backend(&self) -> coordkit::Result<Arc<dyn coordkit::Backend>> {
         Ok(match self {
             Store::Memory(store) => Arc::new(store.client()),
+            #[cfg(feature = "etcd")]
             Store::Etcd(config) => {
                 let etcd = coordkit_etcd::EtcdBackend::connect((**config).clone()).await?;
                 let prefix = format!("coord-example-{}/", std::process::id());
@@ -53,6 +80,7 @@ impl Store {
     pub fn memory(&self) -> Option<&MemoryBackend> {
         match self {
             Store::Memory(store) => Some(store),
+            #[cfg(feature = "etcd")]
             Store::Etcd(_) => None,
         }
     }
