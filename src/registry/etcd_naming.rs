@@ -5,6 +5,11 @@
 //! The format: key `<target>/<id>`, value `{"Op":0,"Addr":"host:port","Metadata":…}`
 //! (`Op` 0 is an add; `Metadata` any JSON, `null` when absent). The target is a
 //! raw key prefix, outside the coordinator's namespace, as Go writes it.
+//!
+//! grpc-go's etcd resolver crashes every client that resolves a target holding an
+//! entry whose `Metadata` is a JSON object (`hash of unhashable type
+//! map[string]interface {}`, an upstream bug that Go's own `endpoints.Manager`
+//! triggers too), so registrations write `Metadata: null` unless asked otherwise.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +28,7 @@ use crate::{Error, Result};
 pub struct EtcdNaming {
     registry: RegistryService,
     target: String,
+    metadata: bool,
 }
 
 /// A value as etcd's endpoints manager writes it (field order and names
@@ -48,11 +54,11 @@ struct Read {
     metadata: Option<serde_json::Value>,
 }
 
-/// `info` as etcd's endpoints manager writes it: its metadata becomes
-/// `Metadata` (`null` when empty). The format has no health, weight or tags: a
+/// `info` as etcd's endpoints manager writes it: with `metadata`, its metadata
+/// becomes `Metadata` (`null` when empty); without, `Metadata` is `null`. The format has no health, weight or tags: a
 /// health other than passing is `InvalidArgument` (grpc-go would still send
 /// traffic); weight and tags are not written.
-pub(crate) fn encode(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
+pub(crate) fn encode(info: &ServiceInfo, metadata: bool, max_value_bytes: usize) -> Result<Vec<u8>> {
     if info.health != InstanceHealth::Passing {
         return Err(Error::invalid(
             "health",
@@ -62,7 +68,7 @@ pub(crate) fn encode(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u
     let update = Update {
         op: 0,
         addr: info.authority(),
-        metadata: (!info.metadata.is_empty()).then_some(&info.metadata),
+        metadata: (metadata && !info.metadata.is_empty()).then_some(&info.metadata),
     };
     super::to_json(&info.id, &update, max_value_bytes)
 }
@@ -111,6 +117,11 @@ impl RegistryService {
     /// `naming/endpoints` format), to register instances Go clients find and to
     /// find instances Go services registered.
     ///
+    /// Registrations write `"Metadata":null` whatever the instance's metadata:
+    /// grpc-go's etcd resolver crashes every client resolving the target when an
+    /// entry's `Metadata` is a JSON object (see [`EtcdNaming::with_metadata`]).
+    /// Discovery reads metadata that others wrote.
+    ///
     /// Errors: `InvalidArgument` for an empty target, one ending in `/`, or one
     /// with control characters.
     pub fn etcd_naming(&self, target: &str) -> Result<EtcdNaming> {
@@ -123,14 +134,35 @@ impl RegistryService {
         Ok(EtcdNaming {
             registry: self.clone(),
             target: target.to_string(),
+            metadata: false,
         })
     }
 }
 
 impl EtcdNaming {
+    /// Registrations through the result write the instance's metadata as
+    /// `Metadata` (a JSON object of strings), as Go's `endpoints.Manager` does
+    /// when given metadata.
+    ///
+    /// **Warning:** grpc-go's etcd resolver (`go.etcd.io/etcd/client/v3/naming/resolver`)
+    /// crashes every client that resolves a target holding such an entry, with
+    /// `hash of unhashable type map[string]interface {}`. Use this only for
+    /// targets that no grpc-go client resolves (coordkit and `endpoints.Manager`
+    /// readers handle it).
+    pub fn with_metadata(mut self) -> Self {
+        self.metadata = true;
+        self
+    }
+
+    fn format(&self) -> Format {
+        Format::EtcdNaming {
+            metadata: self.metadata,
+        }
+    }
+
     fn source(&self) -> Source {
         Source {
-            format: Format::EtcdNaming,
+            format: self.format(),
             name: self.target.clone(),
             prefix: format!("{}/", self.target),
         }
@@ -154,14 +186,14 @@ impl EtcdNaming {
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let coord = &self.registry.coord;
         let value = encode_as(
-            Format::EtcdNaming,
+            self.format(),
             &info,
             coord.backend.limits().max_value_bytes,
         )?;
         let key = self.key(&info.id);
         Registration::start(
             coord.clone(),
-            Format::EtcdNaming,
+            self.format(),
             info,
             key,
             Vec::new(),

@@ -131,8 +131,9 @@ pub(crate) enum Format {
     /// `<namespace>service/<name>/<id>` → [`ServiceInfo`] as JSON.
     Native,
     /// etcd's `naming/endpoints` (grpc-go's etcd resolver): `<target>/<id>` →
-    /// `{"Op":0,"Addr":"host:port","Metadata":…}`.
-    EtcdNaming,
+    /// `{"Op":0,"Addr":"host:port","Metadata":…}`; `Metadata` is written only
+    /// with `metadata` (else `null`: grpc-go's resolver crashes on a map).
+    EtcdNaming { metadata: bool },
 }
 
 /// Where a service's instances are, and in which format.
@@ -154,7 +155,7 @@ pub(crate) fn encode(
     let native = validate(info, max_value_bytes)?;
     match format {
         Format::Native => Ok(native),
-        Format::EtcdNaming => etcd_naming::encode(info, max_value_bytes),
+        Format::EtcdNaming { metadata } => etcd_naming::encode(info, metadata, max_value_bytes),
     }
 }
 

@@ -46,7 +46,7 @@ impl ServiceView {
                     },
                 }
             }
-            Format::EtcdNaming => {
+            Format::EtcdNaming { .. } => {
                 let id = key.strip_prefix(&self.source.prefix).unwrap_or(&key);
                 match super::etcd_naming::decode(&self.source.name, id, value) {
                     Ok(info) => return Some(info),

@@ -289,7 +289,9 @@ pub async fn registry_pickers_follow_their_strategy(ctx: Ctx) -> Result<()> {
 /// service wrote (`{"Op":0,"Addr":"host:port","Metadata":…}` under
 /// `<target>/<id>`) are discovered and cached, entries that are not adds of a
 /// `host:port` are skipped; an instance registered in that format is stored as
-/// exactly the JSON Go writes, on a lease, and removed on deregister; a health
+/// exactly the JSON Go writes, on a lease, and removed on deregister; metadata
+/// is written only through `with_metadata` (`null` otherwise, which grpc-go's
+/// resolver needs); a health
 /// the format cannot carry and a bad target are `InvalidArgument`.
 pub async fn registry_etcd_naming_matches_the_grpc_go_format(ctx: Ctx) -> Result<()> {
     let ttl = ctx.recipe_ttl();
@@ -333,13 +335,18 @@ pub async fn registry_etcd_naming_matches_the_grpc_go_format(ctx: Ctx) -> Result
 
     let cache = naming.cache().await?;
     let with_meta = naming
+        .clone()
+        .with_metadata()
         .register(
             ServiceInfo::new("c1", "api", "127.0.0.1", 7001).with_metadata("zone", "b"),
             ttl,
         )
         .await?;
     let plain = naming
-        .register(ServiceInfo::new("c2", "api", "127.0.0.1", 7002), ttl)
+        .register(
+            ServiceInfo::new("c2", "api", "127.0.0.1", 7002).with_metadata("zone", "b"),
+            ttl,
+        )
         .await?;
     let stored = b.get("my-service/c1").await?.expect("the Go-format entry");
     assert_eq!(
