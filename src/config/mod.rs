@@ -323,6 +323,10 @@ impl ConfigCenter {
     /// The raw versions of `key`, newest (the current one) first, at most `limit`,
     /// as far back as the store keeps history (compaction shortens it) and no
     /// further back than the key's latest creation.
+    ///
+    /// How deep history goes is the store's setting, not coordkit's: on etcd,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention` (coordkit never
+    /// compacts by itself); the memory backend keeps all until `compact`.
     #[tracing::instrument(level = "debug", name = "coord.config.history", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn history_bytes(
         &self,
