@@ -5,7 +5,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config`.
 
-
 use coordkit::Error;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};

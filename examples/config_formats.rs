@@ -4,7 +4,6 @@
 //! Run with `cargo run --example config_formats --features toml,yaml`, or on
 //! etcd with `COORD_ETCD_ENDPOINTS` set.
 
-
 use std::time::Duration;
 
 use coordkit::{Codec, ConfigManager};

@@ -4,7 +4,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example config_manager`.
 
-
 use std::time::Duration;
 
 use coordkit::ConfigManager;

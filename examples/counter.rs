@@ -3,7 +3,6 @@
 //! Run with `cargo run --example counter` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
     let store = coordkit_examples::Store::from_env();

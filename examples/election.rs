@@ -6,7 +6,6 @@
 //! `COORD_ETCD_ENDPOINTS` set (the stalled leader needs the memory backend's
 //! fault injection: on etcd that part is skipped).
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -75,7 +75,10 @@ async fn main() -> coordkit::Result<()> {
     let a = node_a.lock().acquire("payroll-export", TTL).await?;
     let a_token = a.fencing_token();
     println!("node a holds the lock, token {a_token}");
-    println!("node a writes:        {}", write(addr, a_token, "a-1").await);
+    println!(
+        "node a writes:        {}",
+        write(addr, a_token, "a-1").await
+    );
 
     // Node A stops here (a pause) and its lease ends meanwhile.
     let lease = a.session().lease();
@@ -85,12 +88,18 @@ async fn main() -> coordkit::Result<()> {
     let b = node_b.lock().acquire("payroll-export", TTL).await?;
     let b_token = b.fencing_token();
     println!("node b holds the lock, token {b_token}");
-    println!("node b writes:        {}", write(addr, b_token, "b-1").await);
+    println!(
+        "node b writes:        {}",
+        write(addr, b_token, "b-1").await
+    );
 
     // Node A wakes up and, not having looked at its guard, writes.
     let stale = write(addr, a_token, "a-2").await;
     println!("node a (stale) writes: {stale}");
-    println!("node b writes again:  {}", write(addr, b_token, "b-2").await);
+    println!(
+        "node b writes again:  {}",
+        write(addr, b_token, "b-2").await
+    );
 
     b.unlock().await?;
     drop(a);

@@ -6,7 +6,6 @@
 //! Runs on etcd when `COORD_ETCD_ENDPOINTS` is set, in memory otherwise.
 //! Run with `cargo run --example grpc_resolver`.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

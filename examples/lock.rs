@@ -8,7 +8,6 @@
 //! etcd. The cut-off holder injects a partition only the memory backend can
 //! make: on etcd that part is skipped (`scripts/chaos.sh` does it for real).
 
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -22,7 +22,10 @@ async fn main() -> coordkit::Result<()> {
     guard.unlock().await?;
 
     // Leader election.
-    let leadership = coordinator.election().campaign("scheduler", "node-a").await?;
+    let leadership = coordinator
+        .election()
+        .campaign("scheduler", "node-a")
+        .await?;
     let leader = coordinator.election().leader("scheduler").await?;
     println!("leader: {:?}", leader.map(|l| l.value_str()));
     leadership.resign().await?;
@@ -36,9 +39,15 @@ async fn main() -> coordkit::Result<()> {
     // A service instance, kept registered until deregistered or dropped.
     let registration = coordinator
         .registry()
-        .register(ServiceInfo::new("orders-1", "orders", "10.0.0.1", 7001), ttl)
+        .register(
+            ServiceInfo::new("orders-1", "orders", "10.0.0.1", 7001),
+            ttl,
+        )
         .await?;
-    println!("orders: {} instance(s)", coordinator.registry().discover("orders").await?.len());
+    println!(
+        "orders: {} instance(s)",
+        coordinator.registry().discover("orders").await?.len()
+    );
     registration.deregister().await?;
 
     coordinator.close().await

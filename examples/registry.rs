@@ -6,7 +6,6 @@
 //! `COORD_ETCD_ENDPOINTS` set (the stalled keep-alives need the memory
 //! backend's fault injection: on etcd that part is skipped).
 
-
 use std::time::Duration;
 
 use coordkit::ServiceInfo;

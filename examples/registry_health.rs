@@ -4,7 +4,6 @@
 //! Run with `cargo run --example registry_health`, or on etcd with
 //! `COORD_ETCD_ENDPOINTS` set.
 
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

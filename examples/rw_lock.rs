@@ -4,7 +4,6 @@
 //! Run with `cargo run --example rw_lock` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(5);

@@ -5,7 +5,6 @@
 //! Run with `cargo run --example semaphore` (in memory), or with
 //! `COORD_ETCD_ENDPOINTS=http://127.0.0.1:2379` set to run it on etcd.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

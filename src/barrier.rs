@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::queue_name::validate_name;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
+use crate::queue_name::validate_name;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
     RangeRequest, Result, RetryPolicy, Revision, Session, Txn, TxnOp, WatchRequest,

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::queue_name::validate_name;
 use crate::coordinator::CoordinatorInner;
+use crate::queue_name::validate_name;
 use crate::{
     Backend, Compare, CompareOp, Error, KeyValue, PutRequest, RangeRequest, Result, Revision, Txn,
     WatchRequest,

@@ -8,9 +8,9 @@ use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
 use crate::claim::{claim, queue_prefix, Claim, Kind, OwnershipLost, Wait};
-use crate::queue_name::QueueName;
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{Change, Follower};
+use crate::queue_name::QueueName;
 use crate::{
     Backend, Compare, Error, EventKind, KeyRange, KeyValue, RangeRequest, Result, RetryPolicy,
     Revision, Session, SortOrder,
@@ -101,7 +101,8 @@ impl ElectionService {
         name: impl Into<QueueName>,
         value: impl Into<Vec<u8>>,
     ) -> Result<Leadership> {
-        self.claim(name.into(), value.into(), Wait::UntilOwner).await
+        self.claim(name.into(), value.into(), Wait::UntilOwner)
+            .await
     }
 
     /// Lead the election `name` only if nobody leads it: `LockConflict` at once

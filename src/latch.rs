@@ -81,13 +81,7 @@ impl ElectionService {
     ) -> LeaderLatch {
         let (tx, state) = watch::channel(LatchState::Follower);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(
-            self.clone(),
-            name.into(),
-            value.into(),
-            tx,
-            stopped,
-        ));
+        let task = tokio::spawn(run(self.clone(), name.into(), value.into(), tx, stopped));
         LeaderLatch {
             state,
             stop: Some(stop),

@@ -133,6 +133,7 @@ pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
 pub use latch::{LatchState, LeaderLatch};
 pub use lock::{LockGuard, LockService};
+pub use queue_name::QueueName;
 #[cfg(feature = "grpc")]
 pub use registry::EndpointTemplate;
 pub use registry::{
@@ -140,7 +141,6 @@ pub use registry::{
     RegistryService, ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo,
     ServiceWatch, MAX_WEIGHT,
 };
-pub use queue_name::QueueName;
 pub use retry::RetryPolicy;
 pub use rw_lock::RwLockService;
 pub use semaphore::SemaphoreService;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue_name::QueueName;
 use crate::claim::{claim, Kind, Wait};
 use crate::coordinator::CoordinatorInner;
+use crate::queue_name::QueueName;
 use crate::{LockGuard, QueueEntry, Result};
 
 /// Distributed read-write locks of one [`Coordinator`](crate::Coordinator) (see
@@ -43,14 +43,16 @@ impl RwLockService {
     /// Errors as for [`LockService::acquire`](crate::LockService::acquire);
     /// dropping this future at any await leaves no key.
     pub async fn read(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Read, name.into(), ttl, Wait::UntilOwner).await
+        self.claim(Kind::Read, name.into(), ttl, Wait::UntilOwner)
+            .await
     }
 
     /// Wait until `name` is held for writing, on a session of `ttl`.
     ///
     /// Errors and cancellation as for [`RwLockService::read`].
     pub async fn write(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
-        self.claim(Kind::Write, name.into(), ttl, Wait::UntilOwner).await
+        self.claim(Kind::Write, name.into(), ttl, Wait::UntilOwner)
+            .await
     }
 
     /// Hold `name` for reading only if no writer holds or waits: `LockConflict`

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue_name::QueueName;
 use crate::claim::{claim, Kind, Wait};
 use crate::coordinator::CoordinatorInner;
+use crate::queue_name::QueueName;
 use crate::{Error, LockGuard, QueueEntry, Result};
 
 /// Distributed semaphores of one [`Coordinator`](crate::Coordinator) (see
@@ -60,7 +60,8 @@ impl SemaphoreService {
         permits: u32,
         ttl: Duration,
     ) -> Result<LockGuard> {
-        self.claim(name.into(), permits, ttl, Wait::UntilOwner).await
+        self.claim(name.into(), permits, ttl, Wait::UntilOwner)
+            .await
     }
 
     /// Take a permit only if one is free now: `LockConflict` at once otherwise,

@@ -30,8 +30,14 @@ async fn a_lock_on_an_etcd_prefix_writes_go_keys_and_excludes_every_namespace() 
     let (a, b) = (coordinator(&store, "coord/"), coordinator(&store, "other/"));
     let go = QueueName::etcd_prefix("/my-lock/");
     let guard = a.lock().acquire(&go, TTL).await.unwrap();
-    assert_eq!(guard.key(), format!("/my-lock//{}", guard.session().lease()));
-    assert_eq!(keys(&store, "/my-lock//").await, vec![guard.key().to_string()]);
+    assert_eq!(
+        guard.key(),
+        format!("/my-lock//{}", guard.session().lease())
+    );
+    assert_eq!(
+        keys(&store, "/my-lock//").await,
+        vec![guard.key().to_string()]
+    );
 
     let err = b.lock().try_acquire(&go, TTL).await.unwrap_err();
     assert!(matches!(err, Error::LockConflict { .. }), "{err:?}");
@@ -71,7 +77,10 @@ async fn an_etcd_prefix_and_the_name_it_spells_are_one_lock() {
         .try_acquire(QueueName::etcd_prefix("coord/lock/x"), TTL)
         .await
         .unwrap();
-    assert_eq!(guard.key(), format!("coord/lock/x/{}", guard.session().lease()));
+    assert_eq!(
+        guard.key(),
+        format!("coord/lock/x/{}", guard.session().lease())
+    );
     guard.unlock().await.unwrap();
 }
 
@@ -103,7 +112,10 @@ async fn shared_claims_on_an_etcd_prefix_stay_under_it() {
     let err = a.semaphore().try_acquire(&pfx, 2, TTL).await.unwrap_err();
     assert!(matches!(err, Error::LockConflict { .. }), "{err:?}");
     assert_eq!(keys(&store, "jobs/slots/").await.len(), 2);
-    assert!(keys(&store, "coord/").await.iter().all(|k| !k.contains("semaphore")));
+    assert!(keys(&store, "coord/")
+        .await
+        .iter()
+        .all(|k| !k.contains("semaphore")));
     one.unlock().await.unwrap();
     two.unlock().await.unwrap();
     let read = a.rw_lock().read(&pfx, TTL).await.unwrap();

@@ -1,6 +1,7 @@
 //! Human tables by default, one JSON document per line with `-o json`.
 
 use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -29,21 +30,28 @@ pub fn record(format: Format, fields: &[(&str, String)], json: Value) {
     match format {
         Format::Json => println!("{json}"),
         Format::Table => {
-            let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+            let width = fields.iter().map(|(k, _)| k.width()).max().unwrap_or(0);
             for (k, v) in fields {
-                println!("{k:<width$}  {v}");
+                println!("{}  {v}", padded(k, width));
             }
         }
     }
 }
 
-/// Aligned columns, two spaces apart, a header line first.
+/// `text` followed by spaces up to `width` columns of a terminal: a CJK
+/// character takes two columns, a combining mark none.
+fn padded(text: &str, width: usize) -> String {
+    format!("{text}{}", " ".repeat(width.saturating_sub(text.width())))
+}
+
+/// Aligned columns, two spaces apart, a header line first. Widths are display
+/// columns, so text in Chinese or Japanese lines up.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.width()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
             if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
+                widths[i] = widths[i].max(cell.width());
             }
         }
     }
@@ -53,7 +61,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == cells.len() {
                 out.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+                out.push_str(&padded(cell, widths[i]));
+                out.push_str("  ");
             }
         }
         out.trim_end().to_string() + "\n"
@@ -71,5 +80,21 @@ mod tests {
     fn columns_are_aligned() {
         let t = super::table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    BB\nxyz  1\n");
+    }
+
+    #[test]
+    fn wide_characters_take_two_columns() {
+        let t = super::table(
+            &["NAME", "ADDR"],
+            &[
+                vec!["订单服务".into(), "10.0.0.1:7001".into()],
+                vec!["orders".into(), "10.0.0.2:7001".into()],
+            ],
+        );
+        // "订单服务" is 4 characters and 8 columns wide: "orders" gets 2 more spaces.
+        assert_eq!(
+            t,
+            "NAME      ADDR\n订单服务  10.0.0.1:7001\norders    10.0.0.2:7001\n"
+        );
     }
 }

@@ -58,7 +58,11 @@ struct Read {
 /// becomes `Metadata` (`null` when empty); without, `Metadata` is `null`. The format has no health, weight or tags: a
 /// health other than passing is `InvalidArgument` (grpc-go would still send
 /// traffic); weight and tags are not written.
-pub(crate) fn encode(info: &ServiceInfo, metadata: bool, max_value_bytes: usize) -> Result<Vec<u8>> {
+pub(crate) fn encode(
+    info: &ServiceInfo,
+    metadata: bool,
+    max_value_bytes: usize,
+) -> Result<Vec<u8>> {
     if info.health != InstanceHealth::Passing {
         return Err(Error::invalid(
             "health",
@@ -185,11 +189,7 @@ impl EtcdNaming {
     /// passing is refused there.
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let coord = &self.registry.coord;
-        let value = encode_as(
-            self.format(),
-            &info,
-            coord.backend.limits().max_value_bytes,
-        )?;
+        let value = encode_as(self.format(), &info, coord.backend.limits().max_value_bytes)?;
         let key = self.key(&info.id);
         Registration::start(
             coord.clone(),

@@ -185,7 +185,12 @@ async fn etcdctl_lock_on_a_go_prefix_excludes_coord_and_hands_over() {
     assert!(etcd_key.starts_with(&queue), "{etcd_key}");
 
     let ttl = Duration::from_secs(10);
-    let err = f.coordinator.lock().try_acquire(&name, ttl).await.unwrap_err();
+    let err = f
+        .coordinator
+        .lock()
+        .try_acquire(&name, ttl)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::LockConflict { .. }), "{err:?}");
     assert_eq!(keys(&f.coordinator, &queue).await.len(), 1, "no key left");
 
@@ -195,7 +200,12 @@ async fn etcdctl_lock_on_a_go_prefix_excludes_coord_and_hands_over() {
     };
     wait_for_keys(&f.coordinator, &queue, 2).await;
     assert!(!waiting.is_finished(), "coord took a lock etcdctl holds");
-    let holders = f.coordinator.lock().holders_and_waiters(&name).await.unwrap();
+    let holders = f
+        .coordinator
+        .lock()
+        .holders_and_waiters(&name)
+        .await
+        .unwrap();
     assert_eq!(holders[0].key, etcd_key, "etcdctl holds: {holders:?}");
     etcdctl.interrupt().await;
     let guard = tokio::time::timeout(PATIENCE, waiting)
