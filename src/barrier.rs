@@ -34,6 +34,27 @@ use crate::{
 /// - Rounds of one double barrier must not overlap: a participant of the next
 ///   round that enters before everyone of this round has left holds up this
 ///   round's `leave` until it leaves too.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let barriers = coordinator.barrier();
+/// barriers.set("deploy").await?;
+/// let waiter = tokio::spawn({
+///     let barriers = barriers.clone();
+///     async move { barriers.wait("deploy").await }
+/// });
+/// barriers.remove("deploy").await?; // every wait("deploy") returns
+/// waiter.await.expect("the waiter")?;
+/// // A double barrier of one participant: enter and leave at once.
+/// let entry = barriers.enter("batch", 1, Duration::from_secs(10)).await?;
+/// entry.leave().await?;
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct BarrierService {
     coord: Arc<CoordinatorInner>,

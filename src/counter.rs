@@ -33,6 +33,21 @@ use crate::{
 ///   something other than a decimal `i64` is a `Codec` error.
 /// - Cancelling a call leaves the counter either changed by exactly this add or
 ///   not at all.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let counter = coordinator.counter();
+/// assert_eq!(counter.add("visits", 1).await?, 1);
+/// assert_eq!(counter.add("visits", 41).await?, 42);
+/// assert!(counter.compare_and_set("visits", 42, 0).await?);
+/// assert_eq!(counter.get("visits").await?, 0);
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct CounterService {
     coord: Arc<CoordinatorInner>,

@@ -34,6 +34,24 @@ pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
 /// - After waiting, a candidate re-checks its own key in one transaction, as lock
 ///   waiters do: a candidate whose lease ended while queued gets `LockExpired`.
 /// - Tasks of one coordinator campaigning for the same name queue locally first.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let election = coordinator.election();
+/// let leadership = election.campaign("scheduler", "node-a:8080").await?;
+/// leadership.proclaim("node-a:9090").await?;
+/// let leader = election.leader("scheduler").await?.expect("a leader");
+/// assert_eq!(leader.value_str(), "node-a:9090");
+/// assert_eq!(leader.fencing_token, leadership.fencing_token());
+/// leadership.resign().await?;
+/// assert!(election.leader("scheduler").await?.is_none());
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct ElectionService {
     coord: Arc<CoordinatorInner>,

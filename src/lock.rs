@@ -31,6 +31,26 @@ use crate::{Compare, Result, Revision, Session};
 ///   [`Coordinator::close`](crate::Coordinator::close) cancels them.
 /// - A cancelled `acquire` (its future dropped) removes its key in the background,
 ///   so the next waiter is not held up until the TTL.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let ttl = Duration::from_secs(10);
+/// let guard = coordinator.lock().acquire("nightly-report", ttl).await?;
+/// // Another process's try_acquire now fails with LockConflict.
+/// assert!(coordinator.lock().try_acquire("nightly-report", ttl).await.is_err());
+/// // Hand the token to the resource; it refuses writes with older tokens.
+/// let token = guard.fencing_token();
+/// guard.unlock().await?;
+/// let next = coordinator.lock().acquire("nightly-report", ttl).await?;
+/// assert!(next.fencing_token() > token);
+/// next.unlock().await?;
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct LockService {
     coord: Arc<CoordinatorInner>,

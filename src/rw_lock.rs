@@ -28,6 +28,25 @@ use crate::{LockGuard, QueueEntry, Result};
 ///   (`LockExpired` if the key's lease ended while queued).
 /// - A waiter looks at the store again only once every key that blocks it has
 ///   been seen deleted.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let ttl = Duration::from_secs(10);
+/// let rw = coordinator.rw_lock();
+/// let reader_a = rw.read("catalog", ttl).await?;
+/// let reader_b = rw.read("catalog", ttl).await?; // readers share
+/// assert!(rw.try_write("catalog", ttl).await.is_err()); // a writer waits for them
+/// reader_a.unlock().await?;
+/// reader_b.unlock().await?;
+/// let writer = rw.try_write("catalog", ttl).await?;
+/// writer.unlock().await?;
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct RwLockService {
     coord: Arc<CoordinatorInner>,

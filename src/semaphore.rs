@@ -36,6 +36,26 @@ use crate::{Error, LockGuard, QueueEntry, Result};
 ///   `permits`, and leaves no key; nobody is over-admitted.
 /// - Tasks of one coordinator each get their own key (one session may hold several
 ///   permits), so they queue in the store, not locally.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// let ttl = Duration::from_secs(10);
+/// let semaphore = coordinator.semaphore();
+/// let first = semaphore.acquire("encoders", 2, ttl).await?;
+/// let second = semaphore.acquire("encoders", 2, ttl).await?;
+/// // Both permits are held: a third is refused at once by try_acquire.
+/// assert!(semaphore.try_acquire("encoders", 2, ttl).await.is_err());
+/// first.unlock().await?;
+/// let third = semaphore.try_acquire("encoders", 2, ttl).await?;
+/// second.unlock().await?;
+/// third.unlock().await?;
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct SemaphoreService {
     coord: Arc<CoordinatorInner>,

@@ -24,7 +24,7 @@ async fn the_public_futures_are_send() -> coordkit::Result<()> {
     send(guard.renew()).await?;
     send(guard.ttl()).await?;
     send(guard.is_held()).await?;
-    let _ = send(guard.lost());
+    drop(send(guard.lost()));
     send(c.lock().holders_and_waiters(QueueName::etcd_prefix("/l"))).await?;
     send(guard.unlock()).await?;
     send(c.lock().try_acquire("l", TTL)).await?.unlock().await?;
@@ -56,8 +56,8 @@ async fn the_public_futures_are_send() -> coordkit::Result<()> {
         send(registry.register(ServiceInfo::new("i", "svc", "10.0.0.1", 1), TTL)).await?;
     send(registration.update(|i| i.weight = 2)).await?;
     send(registry.discover("svc")).await?;
-    send(registry.cache("svc")).await?;
-    send(registry.watch("svc")).await?;
+    let _ = send(registry.cache("svc")).await?;
+    let _ = send(registry.watch("svc")).await?;
     send(registry.etcd_naming("target")?.discover()).await?;
     send(registration.deregister()).await?;
 
@@ -66,8 +66,8 @@ async fn the_public_futures_are_send() -> coordkit::Result<()> {
     send(config.get::<u32>("k")).await?;
     send(config.compare_and_set("k", &2u32, version)).await?;
     send(config.history::<u32>("k", 2)).await?;
-    send(config.watch::<u32>("k")).await?;
-    send(config.watch_prefix::<u32>("")).await?;
+    let _ = send(config.watch::<u32>("k")).await?;
+    let _ = send(config.watch_prefix::<u32>("")).await?;
     send(config.update_many(vec![ConfigChange::delete("k")])).await?;
     let manager =
         send(ConfigManager::builder(&config, "prod", "app", "limits", 0u32).start()).await?;

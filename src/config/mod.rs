@@ -111,6 +111,29 @@ fn validate_version(version: Version) -> Result<()> {
 /// - Reads are retried under the coordinator's [`RetryPolicy`]; writes are not
 ///   (a lost response could otherwise apply twice), except that a compare-and-set
 ///   is one transaction and can be repeated by the caller safely.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// use coordkit::Error;
+/// let config = coordinator.config();
+/// let version = config.set("api/rps", &100u32).await?;
+/// let (rps, read_at): (u32, i64) = config.get_with_version("api/rps").await?;
+/// assert_eq!((rps, read_at), (100, version));
+/// let newer = config.compare_and_set("api/rps", &200u32, read_at).await?;
+/// // A write based on the stale version is refused, naming the current one.
+/// match config.compare_and_set("api/rps", &300u32, read_at).await {
+///     Err(Error::VersionConflict { current, .. }) => assert_eq!(current, newer),
+///     other => panic!("{other:?}"),
+/// }
+/// let history = config.history::<u32>("api/rps", 10).await?; // newest first
+/// assert_eq!(history.iter().map(|v| v.value).collect::<Vec<_>>(), [200, 100]);
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct ConfigCenter {
     backend: Arc<dyn Backend>,

@@ -249,6 +249,26 @@ fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
 /// - Entries that are not valid instances (written by someone else) are skipped
 ///   with a warning and counted ([`RegistryService::malformed_entries`]): never a
 ///   panic, never a poisoned cache.
+///
+/// # Example
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use coordkit::Coordinator;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> coordkit::Result<()> {
+/// let coordinator = Coordinator::new(Arc::new(coordkit_memory::MemoryBackend::new()));
+/// use coordkit::ServiceInfo;
+/// let registry = coordinator.registry();
+/// let registration = registry
+///     .register(ServiceInfo::new("orders-1", "orders", "10.0.0.1", 7001), Duration::from_secs(10))
+///     .await?;
+/// let cache = registry.cache("orders").await?; // filled before it returns
+/// assert_eq!(cache.instances().len(), 1);
+/// assert_eq!(registry.discover("orders").await?[0].authority(), "10.0.0.1:7001");
+/// registration.deregister().await?;
+/// assert!(registry.discover("orders").await?.is_empty());
+/// # coordinator.close().await }
+/// ```
 #[derive(Clone)]
 pub struct RegistryService {
     coord: Arc<CoordinatorInner>,
