@@ -72,28 +72,90 @@ impl BarrierService {
 
     /// Set barrier `name`: waiters block until it is removed. `Ok(false)` if it
     /// was set already.
+    ///
+    /// The key's value names this call, so a retry after a lost or late answer
+    /// that finds the key recognises its own write and says `true`. After a
+    /// `Timeout` or `Unavailable` the barrier may or may not be set (and a held
+    /// write may set it later); setting it again is harmless.
     pub async fn set(&self, name: &str) -> Result<bool> {
         let key = self.key(name)?;
         let backend = &self.coord.backend;
+        let mark = format!("set-{:016x}", fastrand::u64(..));
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([PutRequest::new(key.clone(), Vec::new())]);
+            .and_then([PutRequest::new(key.clone(), mark.clone())])
+            .or_else([RangeRequest::key(key.clone())]);
         let r = self
             .coord
             .retry
             .run("set barrier", |_| backend.txn(txn.clone()))
             .await?;
-        Ok(r.succeeded)
+        let ours = || {
+            r.first_range()
+                .and_then(|range| range.kvs.first())
+                .is_some_and(|kv| kv.value == mark.as_bytes())
+        };
+        Ok(r.succeeded || ours())
     }
 
     /// Remove barrier `name`, letting every waiter go. `Ok(false)` if it was not set.
+    ///
+    /// The delete is guarded by the barrier's revision read first; a retry after
+    /// a lost or late answer that finds the barrier gone looks up the key's first
+    /// change after that read: a delete means the barrier this call saw was
+    /// removed (by this call, or a concurrent remove: either way its waiters
+    /// went), and the call says `true`.
     pub async fn remove(&self, name: &str) -> Result<bool> {
         let key = self.key(name)?;
         let backend = &self.coord.backend;
-        self.coord
-            .retry
-            .run("remove barrier", |_| backend.delete(key.clone()))
-            .await
+        let retry = &self.coord.retry;
+        loop {
+            let read = RangeRequest::key(key.clone());
+            let now = retry
+                .run("read barrier", |_| backend.range(read.clone()))
+                .await?;
+            let Some(kv) = now.kvs.first() else {
+                return Ok(false);
+            };
+            let delete = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision,
+                )])
+                .and_then([DeleteRequest::key(key.clone())]);
+            let r = retry
+                .run("remove barrier", |_| backend.txn(delete.clone()))
+                .await;
+            match r {
+                Ok(r) if r.succeeded => return Ok(true),
+                Ok(_) | Err(_) => {
+                    // Changed since the read, or no answer: the first change after
+                    // the read says which.
+                    match crate::ambiguous::first_change_after(backend.as_ref(), &key, now.revision)
+                        .await
+                    {
+                        Ok(Some(at)) => {
+                            let then = backend
+                                .range(RangeRequest::key(key.clone()).at_revision(at))
+                                .await?;
+                            if then.kvs.is_empty() {
+                                return Ok(true);
+                            }
+                            // Set again or rewritten by someone: remove what is there now.
+                        }
+                        Ok(None) => {
+                            if let Err(e) = r {
+                                return Err(crate::ambiguous::outcome_unknown("remove barrier", e));
+                            }
+                        }
+                        Err(e) => {
+                            return Err(crate::ambiguous::outcome_unknown("remove barrier", e))
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Wait until barrier `name` is not set (at once if it is not).
@@ -133,14 +195,18 @@ impl BarrierService {
             write: None,
         };
         // Put our key and count the participants in one transaction (repeatable:
-        // a retry after a lost answer finds the key there).
+        // a retry after a lost answer finds the key there, and counts too, so the
+        // last participant opens the gate whichever try's answer it got).
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
                 TxnOp::Put(PutRequest::new(key.clone(), Vec::new()).with_lease(session.lease())),
                 TxnOp::Range(RangeRequest::prefix(waiters.clone()).count_only()),
             ])
-            .or_else([TxnOp::Range(RangeRequest::key(key.clone()))]);
+            .or_else([
+                TxnOp::Range(RangeRequest::key(key.clone())),
+                TxnOp::Range(RangeRequest::prefix(waiters.clone()).count_only()),
+            ]);
         let write = {
             let (backend, retry) = (backend.clone(), retry.clone());
             tokio::spawn(async move {

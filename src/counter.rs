@@ -2,13 +2,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-
 use crate::coordinator::CoordinatorInner;
 use crate::queue_name::validate_name;
 use crate::{
     Backend, Compare, CompareOp, Error, KeyValue, PutRequest, RangeRequest, Result, Revision, Txn,
-    WatchRequest,
 };
 
 /// Distributed counters of one [`Coordinator`](crate::Coordinator) (see
@@ -21,14 +18,20 @@ use crate::{
 /// # Behavior
 /// - `add` is a compare-and-set on the key's mod revision, repeated until it
 ///   lands: concurrent adds are exact (none lost, none doubled).
-/// - Each write also puts a random tag in `<namespace>counter-writer/x`, in the
-///   same transaction. A write whose answer was lost (a retryable error) is never
-///   blindly sent again: the counter's first change after the value it read is
-///   looked up (a watch from that revision) with the tag as of that revision. If
-///   the change was this write's, the call succeeds; if another client's, the
-///   add is computed again; if the store cannot tell (unreachable, or history
-///   compacted meanwhile), the call fails with `Unavailable` saying the outcome
-///   is unknown, rather than risk adding twice.
+/// - Each write also puts a tag naming the call and the try in
+///   `<namespace>counter-writer/x`, in the same transaction. A try whose answer
+///   never came (lost, or still in flight: it may apply late) is never taken for
+///   "not applied": the counter's first change after the value it read is looked
+///   up (a watch from that revision) with the tag as of that revision. If the
+///   change was this call's, the call succeeds with that try's value; if another
+///   client's, that try can never apply and the add is computed again; while the
+///   counter has not moved, the next try compares on the same state, so at most
+///   one try ever applies.
+/// - When the tries run out while one is still in doubt (or the store cannot
+///   tell: unreachable, history compacted), the call fails with
+///   `OutcomeUnknown`: the add may or may not have applied, exactly once at
+///   most. Read the counter before adding again. Any other error means the
+///   counter was not changed by this call.
 /// - Overflow past `i64` is `InvalidArgument` naming `delta`; a key holding
 ///   something other than a decimal `i64` is a `Codec` error.
 /// - Cancelling a call leaves the counter either changed by exactly this add or
@@ -113,6 +116,11 @@ impl CounterService {
 
     /// Read, compute the next value (`None`: leave it), write it if nothing
     /// changed meanwhile; repeat on a conflict. Returns (written, value now).
+    ///
+    /// Every try tags its write with this call's identity; a try whose answer
+    /// never came stays in doubt until the counter's first change after its read
+    /// shows whose it was (see `Doubts`), so a late or held write is never
+    /// counted twice.
     async fn update(
         &self,
         key: &str,
@@ -120,86 +128,130 @@ impl CounterService {
     ) -> Result<(bool, i64)> {
         let backend = &self.coord.backend;
         let retry = &self.coord.retry;
-        let writer = writer_key(&self.coord.namespace, key);
+        let mut doubts = Doubts {
+            writer: writer_key(&self.coord.namespace, key),
+            call: format!("{:016x}", fastrand::u64(..)),
+            tries: Vec::new(),
+        };
         let mut failures = 0;
         loop {
+            if let Some(new) = doubts.resolve(backend.as_ref(), key).await {
+                return Ok((true, new));
+            }
             let read = RangeRequest::key(key);
-            let resp = retry
+            let resp = match retry
                 .run("read counter", |_| backend.range(read.clone()))
-                .await?;
+                .await
+            {
+                Ok(resp) => resp,
+                Err(e) => return Err(doubts.unknown_after(e)),
+            };
             let (current, base) = parse(key, resp.kvs.first())?;
             let Some(new) = next(current)? else {
                 return Ok((false, current));
             };
-            // The writer key, written in the same revision, tells this write
-            // apart from any other if its answer is lost.
-            let tag = format!("{:016x}", fastrand::u64(..));
+            // The writer key, written in the same revision, names this try.
             let write = Txn::new()
                 .when([Compare::mod_revision(key, CompareOp::Equal, base)])
                 .and_then([
                     PutRequest::new(key, new.to_string()),
-                    PutRequest::new(writer.as_str(), tag.clone()),
+                    PutRequest::new(doubts.writer.as_str(), doubts.tag(doubts.tries.len())),
                 ]);
             match backend.txn(write).await {
                 Ok(r) if r.succeeded => return Ok((true, new)),
-                Ok(_) => continue, // someone else wrote first: compute again
+                Ok(_) => continue, // someone else wrote first, or a try of ours in doubt
                 Err(e) if e.is_retryable() => {
+                    doubts.tries.push(Try {
+                        read_at: resp.revision,
+                        new,
+                        settled: false,
+                    });
                     failures += 1;
-                    match landed(backend, key, &writer, base, resp.revision, tag.as_bytes()).await {
-                        Some(false) if failures < retry.max_attempts.max(1) => {
-                            tokio::time::sleep(retry.jittered_delay(failures)).await;
-                        }
-                        Some(false) => return Err(e),
-                        Some(true) => return Ok((true, new)),
-                        None => {
-                            return Err(Error::unavailable(format!(
-                                "the outcome of the write to {key} is unknown (its answer was lost: {e}); read the counter before trying again"
-                            )))
-                        }
+                    if failures >= retry.max_attempts.max(1) {
+                        return match doubts.resolve(backend.as_ref(), key).await {
+                            Some(new) => Ok((true, new)),
+                            None => Err(doubts.unknown_after(e)),
+                        };
                     }
+                    tokio::time::sleep(retry.jittered_delay(failures)).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(doubts.unknown_after(e)),
             }
         }
     }
 }
 
-/// Whether a write over the key's state at `base` (read at store revision
-/// `read_at`) landed: the first change of the counter after the read is the one
-/// that won the compare on `base`, and it is this write's if the writer key
-/// changed at that same revision to this write's `tag`. `None` when the store
-/// cannot be asked (or history was compacted meanwhile).
-async fn landed(
-    backend: &Arc<dyn Backend>,
-    key: &str,
-    writer: &str,
-    base: Revision,
+/// The tries of one counter update whose answers never came.
+struct Doubts {
+    /// The counter's writer key.
+    writer: String,
+    /// This call's identity; a try's tag is `<call>-<try>`.
+    call: String,
+    tries: Vec<Try>,
+}
+
+/// One try in doubt: it compared on the state read at store revision `read_at`
+/// and would have written `new`.
+struct Try {
     read_at: Revision,
-    tag: &[u8],
-) -> Option<bool> {
-    let now = backend.range(RangeRequest::key(key)).await.ok()?;
-    if now.kvs.first().map_or(0, |kv| kv.mod_revision) == base {
-        return Some(false);
+    new: i64,
+    /// Known: it did not apply, and never will.
+    settled: bool,
+}
+
+impl Doubts {
+    fn tag(&self, i: usize) -> String {
+        format!("{}-{i}", self.call)
     }
-    let mut watch = backend
-        .watch(WatchRequest::key(key).from_revision(read_at + 1))
-        .await
-        .ok()?;
-    let first = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
-        .await
-        .ok()??
-        .ok()?;
-    let won_at = first.revision;
-    let writer_then = backend
-        .range(RangeRequest::key(writer).at_revision(won_at))
-        .await
-        .ok()?;
-    Some(
-        writer_then
-            .kvs
-            .first()
-            .is_some_and(|kv| kv.mod_revision == won_at && kv.value == tag),
-    )
+
+    /// The value a try of this call wrote, if one is seen to have applied. Each
+    /// try in doubt is settled by the counter's first change after its read: that
+    /// change is the only one its compare allowed, and it is this call's if the
+    /// writer key took one of its tags at the same revision. A try whose read the
+    /// counter has not moved from may still apply: it stays in doubt, and the next
+    /// try compares on the same state, so at most one of them ever applies.
+    async fn resolve(&mut self, backend: &dyn Backend, key: &str) -> Option<i64> {
+        for i in 0..self.tries.len() {
+            if self.tries[i].settled {
+                continue;
+            }
+            let read_at = self.tries[i].read_at;
+            let Ok(Some(at)) = crate::ambiguous::first_change_after(backend, key, read_at).await
+            else {
+                continue; // not applied yet, or the store cannot tell now
+            };
+            let writer = RangeRequest::key(self.writer.as_str()).at_revision(at);
+            let Ok(then) = backend.range(writer).await else {
+                continue;
+            };
+            let tag = then
+                .kvs
+                .first()
+                .filter(|kv| kv.mod_revision == at)
+                .map(|kv| kv.value.clone());
+            let ours =
+                (0..self.tries.len()).find(|&j| tag.as_deref() == Some(self.tag(j).as_bytes()));
+            match ours {
+                Some(j) => return Some(self.tries[j].new),
+                None => self.tries[i].settled = true, // another client's change came first
+            }
+        }
+        None
+    }
+
+    /// `e` as it stands, or `OutcomeUnknown` when a try may still apply.
+    fn unknown_after(&self, e: Error) -> Error {
+        if self.tries.iter().all(|t| t.settled) {
+            return e;
+        }
+        crate::ambiguous::outcome_unknown(
+            "counter update",
+            format!(
+                "an earlier write's answer was lost and it may still apply ({e}); \
+                 read the counter before writing again"
+            ),
+        )
+    }
 }
 
 /// The key naming the last write of counter `key`: `<namespace>counter-writer/<name>`.

@@ -101,6 +101,20 @@ pub enum Error {
         /// The store's message.
         reason: String,
     },
+    /// A write may or may not have been applied, and the store could not tell in
+    /// time: an answer was lost (or a write was still in flight) and the checks
+    /// that would recognise it were refused or inconclusive. Not retryable as it
+    /// is: read the state the write was to change before deciding to write again
+    /// (a counter's value, a config key's version).
+    #[error(
+        "{operation}: the outcome is unknown (the write may or may not have applied): {reason}"
+    )]
+    OutcomeUnknown {
+        /// The operation whose write is in doubt.
+        operation: &'static str,
+        /// Why it could not be told.
+        reason: String,
+    },
     /// The operation did not complete within its deadline.
     ///
     /// A write that failed this way may or may not have been applied.
@@ -173,6 +187,7 @@ impl Error {
             Error::Unavailable { .. } => "unavailable",
             Error::Overloaded { .. } => "overloaded",
             Error::Alarm { .. } => "alarm",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
             Error::Timeout { .. } => "timeout",
             Error::AuthFailed { .. } => "auth_failed",
             Error::PermissionDenied { .. } => "permission_denied",

@@ -87,6 +87,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod ambiguous;
 pub mod backend;
 mod barrier;
 mod claim;

@@ -1,11 +1,14 @@
 //! Test support (feature `testing`): what a backend's own test support
 //! implements ([`Faults`]), so a backend crate can implement it on its own types
 //! and hand them to the conformance suite (`coordkit-conformance`), which
-//! re-exports it; and [`Intercepted`], a backend that forwards every call but
-//! those a test changes.
+//! re-exports it; [`Intercepted`], a backend that forwards every call but
+//! those a test changes; and [`AmbiguousWrites`], an interceptor that loses,
+//! delays or holds the answer of one write, on any backend.
 
+mod ambiguous;
 mod intercept;
 
+pub use ambiguous::{AmbiguousWrites, WriteFault};
 pub use intercept::{Intercept, Intercepted};
 
 use crate::LeaseId;

@@ -3,6 +3,7 @@
 //! current in memory.
 
 mod codec;
+mod conditional;
 mod key;
 mod manager;
 mod watcher;
@@ -13,10 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::coordinator::CoordinatorInner;
-use crate::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, PutRequest, RangeRequest,
-    Result, RetryPolicy, Revision, Txn,
-};
+use crate::{Backend, BackendExt, Error, RangeRequest, Result, RetryPolicy, Revision};
 
 pub use codec::Codec;
 pub(crate) use codec::Codecs;
@@ -92,6 +90,17 @@ fn validate_version(version: Version) -> Result<()> {
         return Err(Error::invalid(
             "version",
             format!("must be positive, got {version}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An expected version: a mod revision, or 0 for "absent".
+fn validate_version_or_zero(expected: Version) -> Result<()> {
+    if expected < 0 {
+        return Err(Error::invalid(
+            "expected",
+            format!("a version is never negative, got {expected}"),
         ));
     }
     Ok(())
@@ -306,43 +315,6 @@ impl ConfigCenter {
             .collect())
     }
 
-    /// Write raw bytes at `key` only if its version is `expected` (0: only if
-    /// absent); returns the new version, or `VersionConflict { key, current }`.
-    #[tracing::instrument(level = "debug", name = "coord.config.compare_and_set", skip_all, fields(key = %key), err(level = "debug"))]
-    pub async fn compare_and_set_bytes(
-        &self,
-        key: &str,
-        value: impl Into<Vec<u8>>,
-        expected: Version,
-    ) -> Result<Version> {
-        validate_key(key)?;
-        match self
-            .backend
-            .compare_and_swap(self.full(key), expected, value.into())
-            .await
-        {
-            Err(Error::VersionConflict { current, .. }) => Err(Error::VersionConflict {
-                key: key.to_string(),
-                current,
-            }),
-            other => other,
-        }
-    }
-
-    /// Write `value` as JSON at `key` only if its version is `expected` (0: only if
-    /// absent); returns the new version, or `VersionConflict { key, current }`
-    /// carrying the current version (0 if absent).
-    pub async fn compare_and_set<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        expected: Version,
-    ) -> Result<Version> {
-        validate_key(key)?;
-        let bytes = self.codec_of(key).encode(key, value)?;
-        self.compare_and_set_bytes(key, bytes, expected).await
-    }
-
     /// The raw versions of `key`, newest (the current one) first, at most `limit`,
     /// as far back as the store keeps history (compaction shortens it) and no
     /// further back than the key's latest creation.
@@ -487,111 +459,6 @@ impl ConfigCenter {
             after,
         )
         .await
-    }
-
-    /// Delete `key` only if its version is `expected`: `VersionConflict`
-    /// carrying the current version otherwise, `NotFound` if it is absent.
-    /// One transaction: nothing written after the caller's read is deleted.
-    /// Cancelling it leaves the key either deleted or as it was.
-    pub async fn delete_if_version(&self, key: &str, expected: Version) -> Result<()> {
-        validate_key(key)?;
-        validate_version(expected)?;
-        let full = self.full(key);
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                full.clone(),
-                CompareOp::Equal,
-                expected,
-            )])
-            .and_then([DeleteRequest::key(full.clone())])
-            .or_else([RangeRequest::key(full.clone())]);
-        let r = self
-            .retry
-            .run("config delete_if_version", |_| {
-                self.backend.txn(txn.clone())
-            })
-            .await?;
-        if r.succeeded {
-            return Ok(());
-        }
-        match r.first_range().and_then(|r| r.kvs.first()) {
-            Some(kv) => Err(Error::VersionConflict {
-                key: key.to_string(),
-                current: kv.mod_revision,
-            }),
-            None => Err(Error::NotFound {
-                key: key.to_string(),
-            }),
-        }
-    }
-
-    /// Apply several changes at once, all or nothing: each sets or deletes a key,
-    /// optionally only if the key's version is the one expected (0: only if
-    /// absent). Returns the one version all the writes share.
-    ///
-    /// Errors: `VersionConflict` naming the first key (in the order given) whose
-    /// version is not the expected one, with its current version — and nothing is
-    /// written; `InvalidArgument` for no changes, a key named twice, a bad key or
-    /// more changes than the backend takes in one transaction. Cancelling it
-    /// leaves either every change applied or none.
-    pub async fn update_many(&self, changes: Vec<ConfigChange>) -> Result<Version> {
-        if changes.is_empty() {
-            return Err(Error::invalid("changes", "must not be empty"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        let (mut compares, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
-        for c in &changes {
-            validate_key(&c.key)?;
-            if !seen.insert(c.key.as_str()) {
-                return Err(Error::invalid(
-                    "changes",
-                    format!("{} is named twice", c.key),
-                ));
-            }
-            let full = self.full(&c.key);
-            if let Some(expected) = c.expected {
-                if expected < 0 {
-                    return Err(Error::invalid(
-                        "expected",
-                        format!("must not be negative, got {expected}"),
-                    ));
-                }
-                compares.push(Compare::mod_revision(
-                    full.clone(),
-                    CompareOp::Equal,
-                    expected,
-                ));
-            }
-            writes.push(match &c.value {
-                Some(v) => crate::TxnOp::Put(PutRequest::new(full.clone(), v.clone())),
-                None => crate::TxnOp::Delete(DeleteRequest::key(full.clone())),
-            });
-            reads.push(crate::TxnOp::Range(RangeRequest::key(full)));
-        }
-        let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
-        let r = self
-            .retry
-            .run("config update_many", |_| self.backend.txn(txn.clone()))
-            .await?;
-        if r.succeeded {
-            return Ok(r.revision);
-        }
-        let ranges = r.responses.iter().filter_map(|x| match x {
-            crate::TxnOpResponse::Range(r) => Some(r),
-            _ => None,
-        });
-        for (c, range) in changes.iter().zip(ranges) {
-            let current = range.kvs.first().map_or(0, |kv| kv.mod_revision);
-            if c.expected.is_some_and(|e| e != current) {
-                return Err(Error::VersionConflict {
-                    key: c.key.clone(),
-                    current,
-                });
-            }
-        }
-        Err(Error::unavailable(
-            "update_many's compare failed, yet every key read back at its expected version",
-        ))
     }
 
     /// Watch every key under `prefix` (`""`: all); see [`Watcher`].

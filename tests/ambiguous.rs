@@ -1,0 +1,311 @@
+//! Every write survives an answer it never got: each operation runs with its
+//! k-th store write answered lost, late (the caller gets `Timeout`; the write
+//! applies just before the next write, after a retry has read) or held (applied
+//! after the call returned), for
+//! every k, and must then meet its documented post-condition. The model is
+//! `tests/cancel.rs`, which drops every call at every poll.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordkit::testing::{AmbiguousWrites, Intercepted, WriteFault};
+use coordkit::{Backend, BackendExt, ConfigChange, Coordinator, Error, Result};
+use coordkit_memory::MemoryBackend;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+const FAULTS: [WriteFault; 3] = [WriteFault::Lost, WriteFault::Late, WriteFault::Held];
+
+/// One run: a coordinator whose writes go through the interceptor, and a
+/// plain one on the same store to look with.
+struct World {
+    faulty: Coordinator,
+    writes: Arc<Intercepted<MemoryBackend, AmbiguousWrites>>,
+    plain: Coordinator,
+}
+
+fn world() -> World {
+    let store = MemoryBackend::new();
+    let writes = Arc::new(Intercepted::new(store.client(), AmbiguousWrites::new()));
+    let backend: Arc<dyn Backend> = writes.clone();
+    World {
+        faulty: Coordinator::new(backend),
+        writes,
+        plain: Coordinator::new(Arc::new(store.client())),
+    }
+}
+
+/// Run `op` once with nothing armed to count its writes, then once per write
+/// position and fault; `check` gets the call's result and a plain coordinator
+/// once every late or held write has reached the store. Returns the number of
+/// runs with a fault.
+async fn sweep<T, Setup, Op, Check, CheckFut>(
+    name: &str,
+    setup: Setup,
+    op: Op,
+    check: Check,
+) -> usize
+where
+    T: std::fmt::Debug,
+    Setup: Fn(Coordinator) -> BoxFuture<'static, Result<()>>,
+    Op: Fn(Coordinator) -> BoxFuture<'static, Result<T>>,
+    Check: Fn(Result<T>, Coordinator, String) -> CheckFut,
+    CheckFut: Future<Output = ()>,
+{
+    let counting = world();
+    setup(counting.faulty.clone()).await.unwrap();
+    counting.writes.intercept().arm(0, WriteFault::Lost);
+    op(counting.faulty.clone()).await.unwrap();
+    let n = counting.writes.intercept().writes();
+    assert!(n >= 1, "{name} makes no write");
+    counting.faulty.close().await.unwrap();
+    let mut runs = 0;
+    for k in 1..=n {
+        for fault in FAULTS {
+            let w = world();
+            setup(w.faulty.clone()).await.unwrap();
+            w.writes.intercept().arm(k, fault);
+            let label = format!("{name}, write {k} of {n} {fault:?}");
+            let result = tokio::time::timeout(Duration::from_secs(600), op(w.faulty.clone()))
+                .await
+                .unwrap_or_else(|_| panic!("{label}: the call hangs"));
+            assert!(
+                w.writes.intercept().fired(),
+                "{label}: the fault was not given"
+            );
+            w.writes.intercept().settle(w.writes.inner()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            check(result, w.plain.clone(), label).await;
+            w.faulty.close().await.unwrap();
+            runs += 1;
+        }
+    }
+    runs
+}
+
+fn nothing(_: Coordinator) -> BoxFuture<'static, Result<()>> {
+    async { Ok(()) }.boxed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counter_add_counts_once() {
+    sweep(
+        "counter add",
+        nothing,
+        |c| async move { c.counter().add("n", 1).await }.boxed(),
+        |r, plain, label| async move {
+            let now = plain.counter().get("n").await.unwrap();
+            match r {
+                Ok(v) => assert_eq!((v, now), (1, 1), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => assert!(now <= 1, "{label}: {now}"),
+                Err(e) => panic!("{label}: {e:?} (counter at {now})"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counter_compare_and_set_reports_its_own_write() {
+    sweep(
+        "counter compare_and_set",
+        nothing,
+        |c| async move { c.counter().compare_and_set("n", 0, 5).await }.boxed(),
+        |r, plain, label| async move {
+            let now = plain.counter().get("n").await.unwrap();
+            match r {
+                Ok(swapped) => assert_eq!((swapped, now), (true, 5), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => assert!(now == 0 || now == 5, "{label}"),
+                Err(e) => panic!("{label}: {e:?}"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_barrier_set_reports_its_own_write() {
+    sweep(
+        "barrier set",
+        nothing,
+        |c| async move { c.barrier().set("gate").await }.boxed(),
+        |r, plain, label| async move {
+            let set = plain
+                .backend()
+                .get("coord/barrier/gate")
+                .await
+                .unwrap()
+                .is_some();
+            assert!(set, "{label}: the barrier is not set");
+            assert!(r.unwrap_or_else(|e| panic!("{label}: {e:?}")), "{label}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_barrier_remove_reports_its_own_delete() {
+    sweep(
+        "barrier remove",
+        |c| async move { c.barrier().set("gate").await.map(drop) }.boxed(),
+        |c| async move { c.barrier().remove("gate").await }.boxed(),
+        |r, plain, label| async move {
+            let set = plain
+                .backend()
+                .get("coord/barrier/gate")
+                .await
+                .unwrap()
+                .is_some();
+            assert!(!set, "{label}: the barrier is still set");
+            assert!(r.unwrap_or_else(|e| panic!("{label}: {e:?}")), "{label}");
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_to_enter_a_double_barrier_opens_it() {
+    sweep(
+        "double barrier enter (the last of 2)",
+        |c| {
+            async move {
+                // The first participant, on a connection of its own, waits inside.
+                let first = c.barrier();
+                tokio::spawn(async move {
+                    let entry = first.enter("batch", 2, Duration::from_secs(10)).await?;
+                    entry.leave().await
+                });
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            }
+            .boxed()
+        },
+        |c| {
+            async move {
+                // A second coordinator (its own session) on the same faulty store.
+                let second = Coordinator::new(c.backend().clone());
+                let entry = second
+                    .barrier()
+                    .enter("batch", 2, Duration::from_secs(10))
+                    .await?;
+                entry.leave().await?;
+                second.close().await
+            }
+            .boxed()
+        },
+        |r, _, label| async move {
+            r.unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict() {
+    sweep(
+        "config update_many",
+        nothing,
+        |c| {
+            async move {
+                c.config()
+                    .update_many(vec![
+                        ConfigChange::set("a", &1)?.if_version(0),
+                        ConfigChange::set("b", &2)?.if_version(0),
+                    ])
+                    .await
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let a = plain.config().get_with_version::<i32>("a").await.ok();
+            let b = plain.config().get_with_version::<i32>("b").await.ok();
+            match r {
+                Ok(v) => assert_eq!((a, b), (Some((1, v)), Some((2, v))), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => {
+                    assert_eq!(a.is_some(), b.is_some(), "{label}: all or nothing")
+                }
+                Err(e) => panic!("{label}: {e:?}"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_compare_and_set_reports_its_own_write() {
+    sweep(
+        "config compare_and_set",
+        |c| async move { c.config().set("k", &1).await.map(drop) }.boxed(),
+        |c| {
+            async move {
+                let (_, v) = c.config().get_with_version::<i32>("k").await?;
+                c.config().compare_and_set("k", &2, v).await
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let (now, version) = plain.config().get_with_version::<i32>("k").await.unwrap();
+            match r {
+                Ok(v) => assert_eq!((now, version), (2, v), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => assert!(now == 1 || now == 2, "{label}"),
+                Err(e) => panic!("{label}: {e:?} (k = {now})"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_delete_if_version_reports_its_own_delete() {
+    sweep(
+        "config delete_if_version",
+        |c| async move { c.config().set("k", &1).await.map(drop) }.boxed(),
+        |c| {
+            async move {
+                let (_, v) = c.config().get_with_version::<i32>("k").await?;
+                c.config().delete_if_version("k", v).await
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let gone = plain.config().get::<i32>("k").await.is_err();
+            match r {
+                Ok(()) => assert!(gone, "{label}: still there"),
+                Err(Error::OutcomeUnknown { .. }) => {}
+                Err(e) => panic!("{label}: {e:?} (gone: {gone})"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_config_rollback_reports_its_own_write() {
+    sweep(
+        "config rollback",
+        |c| {
+            async move {
+                c.config().set("k", &1).await?;
+                c.config().set("k", &2).await.map(drop)
+            }
+            .boxed()
+        },
+        |c| {
+            async move {
+                let history = c.config().history::<i32>("k", 2).await?;
+                c.config().rollback("k", history[1].version).await
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let (now, version) = plain.config().get_with_version::<i32>("k").await.unwrap();
+            match r {
+                Ok(v) => assert_eq!((now, version), (1, v), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => assert!(now == 1 || now == 2, "{label}"),
+                Err(e) => panic!("{label}: {e:?} (k = {now})"),
+            }
+        },
+    )
+    .await;
+}
