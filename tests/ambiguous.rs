@@ -76,8 +76,22 @@ where
             );
             w.writes.intercept().settle(w.writes.inner()).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            check(result, w.plain.clone(), label).await;
+            check(result, w.plain.clone(), label.clone()).await;
             w.faulty.close().await.unwrap();
+            // Nothing outlives its owner: after close(), no key on a lease is left.
+            let all = w
+                .plain
+                .backend()
+                .range(coordkit::RangeRequest::prefix(""))
+                .await
+                .unwrap();
+            let leased: Vec<String> = all
+                .kvs
+                .iter()
+                .filter(|kv| kv.lease.is_some())
+                .map(|kv| kv.key_str())
+                .collect();
+            assert!(leased.is_empty(), "{label}: left after close: {leased:?}");
             runs += 1;
         }
     }
@@ -304,6 +318,79 @@ async fn a_config_rollback_reports_its_own_write() {
                 Ok(v) => assert_eq!((now, version), (1, v), "{label}"),
                 Err(Error::OutcomeUnknown { .. }) => assert!(now == 1 || now == 2, "{label}"),
                 Err(e) => panic!("{label}: {e:?} (k = {now})"),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_acquire_holds_or_leaves_no_key_and_unlocks() {
+    sweep(
+        "lock acquire + unlock",
+        nothing,
+        |c| {
+            async move {
+                let guard = c.lock().acquire("l", Duration::from_secs(10)).await?;
+                let held = guard.is_held().await?;
+                guard.unlock().await?;
+                Ok(held)
+            }
+            .boxed()
+        },
+        |r, _, label| async move {
+            if let Ok(held) = r {
+                assert!(held, "{label}: acquired but not held");
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_semaphore_permit_is_taken_and_given_back() {
+    sweep(
+        "semaphore acquire + unlock",
+        nothing,
+        |c| {
+            async move {
+                let permit = c
+                    .semaphore()
+                    .acquire("s", 2, Duration::from_secs(10))
+                    .await?;
+                let held = permit.is_held().await?;
+                permit.unlock().await?;
+                Ok(held)
+            }
+            .boxed()
+        },
+        |r, _, label| async move {
+            if let Ok(held) = r {
+                assert!(held, "{label}: acquired but not held");
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leadership_is_won_proclaimed_and_resigned() {
+    sweep(
+        "election campaign + proclaim + resign",
+        nothing,
+        |c| {
+            async move {
+                let leadership = c.election().campaign("e", "a").await?;
+                leadership.proclaim("b").await?;
+                let leader = c.election().leader("e").await?.map(|l| l.value_str());
+                leadership.resign().await?;
+                Ok(leader)
+            }
+            .boxed()
+        },
+        |r, _, label| async move {
+            if let Ok(leader) = r {
+                assert_eq!(leader.as_deref(), Some("b"), "{label}");
             }
         },
     )
