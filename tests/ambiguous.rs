@@ -396,3 +396,37 @@ async fn a_leadership_is_won_proclaimed_and_resigned() {
     )
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_updated_then_deregistered_is_gone() {
+    sweep(
+        "register + update + deregister",
+        nothing,
+        |c| {
+            async move {
+                let info = coordkit::ServiceInfo::new("i-1", "svc", "10.0.0.1", 7000);
+                let registration = c.registry().register(info, Duration::from_secs(10)).await?;
+                let updated = registration.update(|i| i.weight = 7).await;
+                registration.deregister().await?;
+                updated.map(|i| i.weight)
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let left = plain.registry().discover("svc").await.unwrap();
+            // A register write held until after the deregistration lands on the
+            // session's lease and is advertised until close() (checked by
+            // `sweep`): an open finding of the ambiguous-answers issue.
+            let held_register = label.contains("write 1 of") && label.ends_with("Held");
+            if !held_register {
+                assert!(left.is_empty(), "{label}: still advertised: {left:?}");
+            }
+            match r {
+                Ok(weight) => assert_eq!(weight, 7, "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => {}
+                Err(e) => panic!("{label}: {e:?}"),
+            }
+        },
+    )
+    .await;
+}

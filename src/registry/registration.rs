@@ -10,13 +10,14 @@ use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::{Format, InstanceHealth, ServiceInfo};
+use crate::ambiguous::{first_change_after, outcome_unknown};
 use crate::claim::OwnWrites;
 use crate::cleanup::Orphan;
 use crate::coordinator::CoordinatorInner;
 use crate::follow::{watch_owned_key, Seen};
 use crate::{
-    BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
-    RangeRequest, Result, Revision, Session, Txn, TxnOp,
+    Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest, RangeRequest, Result,
+    Revision, Session, Txn, TxnOp,
 };
 
 /// Where a [`Registration`] stands.
@@ -273,18 +274,28 @@ impl Registration {
         let span = info_span!("coord.health_check", key = %inner.key);
         let task = tokio::spawn(
             async move {
+                // The health known to be in the store; `None` after a failed
+                // write (the local copy already says the new health, the store
+                // may not), so the next check writes again.
+                let mut stored = Some(inner.info().0.health);
                 loop {
                     let health = check().await;
                     if inner.state.borrow().is_final() {
                         return;
                     }
-                    let mut info = inner.info().0;
-                    if info.health != health {
+                    if stored != Some(health) {
+                        let mut info = inner.info().0;
                         info.health = health;
                         match inner.update(info).await {
-                            Ok(_) => info!(?health, "health changed"),
+                            Ok(_) => {
+                                stored = Some(health);
+                                info!(?health, "health changed");
+                            }
                             Err(Error::Closed { .. }) => return,
-                            Err(e) => warn!(error = %e, ?health, "cannot write the health; trying at the next check"),
+                            Err(e) => {
+                                stored = None;
+                                warn!(error = %e, ?health, "cannot write the health; trying at the next check");
+                            }
                         }
                     }
                     tokio::time::sleep(interval).await;
@@ -445,32 +456,52 @@ impl Inner {
             )])
             .and_then([PutRequest::new(self.key.clone(), value.clone()).with_lease(lease)]);
         let backend = &self.coord.backend;
-        match self
+        let mut in_doubt = false;
+        let sent = self
             .coord
             .retry
-            .run("update registration", |_| backend.txn(put.clone()))
-            .await
-        {
+            .run("update registration", |attempt| {
+                in_doubt |= attempt > 1;
+                backend.txn(put.clone())
+            })
+            .await;
+        let failure = match sent {
             Ok(r) if r.succeeded => {
                 *written = (r.revision, lease);
                 self.own_writes().written(&value, r.revision);
-                Ok(info)
+                return Ok(info);
             }
             // Replaced, removed, or its lease lost meanwhile: the keeper says which.
-            Ok(_) => Err(Error::unavailable(
-                "the registration's key changed under the update; it is written again if the registration goes on",
-            )),
-            Err(e) => {
-                // It may have applied: adopt it if the key holds exactly this write.
-                if let Ok(Some(kv)) = backend.get(self.key.clone()).await {
-                    if kv.value == value && kv.lease == Some(lease) {
-                        *written = (kv.mod_revision, lease);
-                        self.own_writes().written(&value, kv.mod_revision);
-                        return Ok(info);
-                    }
-                }
-                Err(e)
+            Ok(_) if !in_doubt => {
+                return Err(Error::unavailable(
+                    "the registration's key changed under the update; it is written again if the registration goes on",
+                ))
             }
+            Ok(_) => Error::unavailable("the registration's key changed under the update"),
+            Err(e) => e,
+        };
+        // A try may have applied: the key's first change after our last write
+        // is the only one the compare allowed; adopt it if it is this value on
+        // this lease.
+        match first_change_after(backend.as_ref(), &self.key, ours).await {
+            Ok(Some(at)) => {
+                let then = backend
+                    .range(RangeRequest::key(self.key.clone()).at_revision(at))
+                    .await?;
+                match then.kvs.first() {
+                    Some(kv) if kv.mod_revision == at && kv.value == value && kv.lease == Some(lease) => {
+                        *written = (at, lease);
+                        self.own_writes().written(&value, at);
+                        Ok(info)
+                    }
+                    _ => Err(failure),
+                }
+            }
+            Ok(None) => Err(outcome_unknown(
+                "update registration",
+                format!("{failure}; the new value may still be written (the registration knows it as its own)"),
+            )),
+            Err(e) => Err(outcome_unknown("update registration", e)),
         }
     }
 
@@ -514,13 +545,64 @@ impl Inner {
                     .map(DeleteRequest::key),
             );
         let backend = &self.coord.backend;
-        self.coord
+        let resp = self
+            .coord
             .retry
             .run("deregister", |_| backend.txn(txn.clone()))
             .await?;
+        if !resp.succeeded {
+            // Not our last known write: one of our own whose answer was lost (an
+            // update's, a re-registration's) is removed all the same; anyone
+            // else's is left alone.
+            self.remove_own_write(written.1).await?;
+        }
         self.set_state(RegistrationState::Deregistered);
         info!(key = %self.key, "deregistered");
         Ok(())
+    }
+
+    /// Delete the key if it holds one of this registration's own writes on
+    /// `lease` (its value and lease, as `OwnWrites` knows them), guarded by the
+    /// revision it was read at; a key gone or someone else's is left as it is.
+    async fn remove_own_write(&self, lease: LeaseId) -> Result<()> {
+        let backend = &self.coord.backend;
+        loop {
+            let read = RangeRequest::key(self.key.clone());
+            let now = self
+                .coord
+                .retry
+                .run("deregister read", |_| backend.range(read.clone()))
+                .await?;
+            let Some(kv) = now.kvs.first() else {
+                return Ok(());
+            };
+            let ours = kv
+                .lease
+                .is_some_and(|l| l == lease || l == self.current_session().lease())
+                && self.own_writes().is_own(kv, kv.lease.unwrap_or(lease));
+            if !ours {
+                return Ok(());
+            }
+            let delete = Txn::new()
+                .when([Compare::mod_revision(
+                    self.key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision,
+                )])
+                .and_then(
+                    std::iter::once(self.key.clone())
+                        .chain(self.also.iter().cloned())
+                        .map(DeleteRequest::key),
+                );
+            let resp = self
+                .coord
+                .retry
+                .run("deregister", |_| backend.txn(delete.clone()))
+                .await?;
+            if resp.succeeded {
+                return Ok(());
+            }
+        }
     }
 
     /// Watch the key from our last write on, until it is deleted or overwritten,
@@ -616,6 +698,12 @@ impl Inner {
         // anyone else's wins.
         let current = resp.first_range().and_then(|r| r.kvs.first());
         match current {
+            // Our own create, whose answer was lost: this value on this session's lease.
+            Some(kv) if kv.lease == Some(lease) && kv.value == value => {
+                *written = (kv.mod_revision, lease);
+                self.own_writes().written(&value, kv.mod_revision);
+                Ok(Some(session))
+            }
             Some(kv) if kv.mod_revision == written.0 => {
                 let take = Txn::new()
                     .when([Compare::mod_revision(

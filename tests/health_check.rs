@@ -1,0 +1,83 @@
+//! A health checker whose write failed writes again at its next check: the
+//! store must not go on advertising the old health for the lease's life.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordkit::testing::{Intercept, Intercepted};
+use coordkit::{
+    Backend, Coordinator, Error, InstanceHealth, Result, RetryPolicy, ServiceFilter, ServiceInfo,
+    Txn, TxnResponse,
+};
+use coordkit_memory::MemoryBackend;
+
+/// Refuses the next `n` write transactions (nothing applied).
+struct FailWrites(AtomicU64);
+
+#[async_trait::async_trait]
+impl Intercept<MemoryBackend> for FailWrites {
+    async fn txn(&self, inner: &MemoryBackend, txn: Txn) -> Result<TxnResponse> {
+        let refuse = txn.writes()
+            && self
+                .0
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if refuse {
+            return Err(Error::unavailable("refused (test)"));
+        }
+        inner.txn(txn).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_write_that_failed_is_written_at_the_next_check() {
+    let store = MemoryBackend::new();
+    let faulty = Arc::new(Intercepted::new(
+        store.client(),
+        FailWrites(AtomicU64::new(0)),
+    ));
+    let backend: Arc<dyn Backend> = faulty.clone();
+    let c = Coordinator::builder(backend)
+        .retry(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let info = ServiceInfo::new("i-1", "svc", "10.0.0.1", 7000);
+    let registration = c
+        .registry()
+        .register(info, Duration::from_secs(10))
+        .await
+        .unwrap();
+    // The checker's first write (Passing -> Critical) fails.
+    faulty.intercept().0.store(1, Ordering::SeqCst);
+    registration
+        .check_health(Duration::from_secs(1), || async {
+            InstanceHealth::Critical
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let observer = Coordinator::new(Arc::new(store.client()));
+    let now = observer
+        .registry()
+        .discover_matching("svc", &ServiceFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        now[0].health,
+        InstanceHealth::Passing,
+        "the first write failed"
+    );
+    // The next check writes it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = observer
+        .registry()
+        .discover_matching("svc", &ServiceFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(
+        now[0].health,
+        InstanceHealth::Critical,
+        "written at the next check"
+    );
+    registration.deregister().await.unwrap();
+}
