@@ -8,10 +8,10 @@
 
 TEST_BUILD=(--workspace --all-targets --all-features)
 
-# Build (if needed) and print "<package> <kind> <name> <executable>" for every
-# test executable and example of the build, one per line.
-built_targets() {
-  cargo test "${TEST_BUILD[@]}" --no-run --message-format=json 2>/dev/null | python3 -c '
+# Print "<package> <kind> <name> <executable>" for every executable that cargo
+# reports in its JSON messages on stdin.
+executables() {
+  python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -23,6 +23,19 @@ for line in sys.stdin:
     pkg = m["package_id"].rsplit("#", 1)[-1].split("@")[0].rsplit("/", 1)[-1]
     print(pkg, m["target"]["kind"][0], m["target"]["name"], m["executable"])
 '
+}
+
+# Build (if needed) and list every test executable of the build, one per line
+# (see `executables`). Examples are listed too, but as `cargo test` builds them:
+# test harnesses, which run no example; see `built_examples`.
+built_targets() {
+  cargo test "${TEST_BUILD[@]}" --no-run --message-format=json 2>/dev/null | executables
+}
+
+# Build (if needed) the examples as programs, with every feature (the etcd
+# switch included), and list them as `built_targets` does.
+built_examples() {
+  cargo build --workspace --examples --all-features --message-format=json 2>/dev/null | executables
 }
 
 # The executable of one target: built_target PACKAGE KIND NAME.
