@@ -665,14 +665,15 @@ async fn claim_in_span(
 /// Take over a claim made before (by this process before a restart): the key
 /// `<prefix><lease hex>` of `session`'s lease must still exist with create
 /// revision `token` on that lease (else `LockExpired`) and own the queue (else
-/// `NotLeader`); no task of this coordinator may hold or claim the name
-/// (`LockConflict`).
+/// `NotLeader`); `turn` is this coordinator's local turn at the name, taken by
+/// the caller (so that a conflict is known before the lease is touched).
 pub(crate) async fn adopt(
     coord: &Arc<CoordinatorInner>,
     kind: Kind,
     name: &QueueName,
     session: Session,
     token: Revision,
+    turn: crate::local_queue::LocalTurn,
 ) -> Result<Claim> {
     let prefix = queue_prefix(coord, kind, name)?;
     let name = name.as_str();
@@ -683,12 +684,6 @@ pub(crate) async fn adopt(
             "only a lock or an election can be resumed",
         ));
     }
-    let turn = coord
-        .local
-        .try_now(&prefix)
-        .ok_or_else(|| Error::LockConflict {
-            name: name.to_string(),
-        })?;
     let lease = session.lease();
     let key = format!("{prefix}{lease}");
     let look = Txn::new()

@@ -64,6 +64,9 @@ pub(crate) struct CoordinatorInner {
     /// Watches kept after waits, for the next wait behind the same key.
     pub(crate) watches: crate::watch_pool::WatchPool,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
+    /// Sessions taken over by `ElectionService::resume`, revoked by `close`
+    /// while anything still holds them.
+    adopted: std::sync::Mutex<Vec<crate::session::WeakSession>>,
     closed: AtomicBool,
 }
 
@@ -122,6 +125,7 @@ impl CoordinatorBuilder {
                 pace: Default::default(),
                 watches: Default::default(),
                 sessions: tokio::sync::Mutex::new(HashMap::new()),
+                adopted: std::sync::Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
             }),
         })
@@ -219,7 +223,7 @@ impl Coordinator {
     /// background) or their TTL passes.
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::SeqCst);
-        let sessions: Vec<Session> = self
+        let mut sessions: Vec<Session> = self
             .inner
             .sessions
             .lock()
@@ -227,6 +231,7 @@ impl Coordinator {
             .drain()
             .map(|(_, s)| s)
             .collect();
+        sessions.extend(self.inner.adopted_sessions());
         let mut first = Ok(());
         for s in sessions {
             if let Err(e) = s.close().await {
@@ -293,6 +298,35 @@ impl CoordinatorInner {
             });
         }
         Ok(())
+    }
+
+    /// A session of this coordinator keeping `lease`, if any (its own, or one
+    /// taken over before).
+    pub(crate) async fn live_session(&self, lease: crate::LeaseId) -> Option<Session> {
+        let own = self.sessions.lock().await;
+        let found = own
+            .values()
+            .find(|s| s.lease() == lease && !s.is_lost())
+            .cloned();
+        drop(own);
+        found.or_else(|| {
+            self.adopted_sessions()
+                .into_iter()
+                .find(|s| s.lease() == lease && !s.is_lost())
+        })
+    }
+
+    /// Keep `session` (taken over by a resume) among those `close` revokes.
+    pub(crate) fn adopt_session(&self, session: &Session) {
+        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        adopted.retain(|s| s.upgrade().is_some());
+        adopted.push(session.downgrade());
+    }
+
+    /// The sessions taken over by resumes that something still holds.
+    fn adopted_sessions(&self) -> Vec<Session> {
+        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
+        adopted.iter().filter_map(|s| s.upgrade()).collect()
     }
 
     pub(crate) async fn session(&self, ttl: Duration) -> Result<Session> {

@@ -141,14 +141,19 @@ impl ElectionService {
     ///
     /// Keep [`Leadership::session`]'s lease id and [`Leadership::fencing_token`]
     /// somewhere that survives the restart to use this. Until it is resumed the
-    /// lease is kept alive by nobody: resume within its TTL.
+    /// lease is kept alive by nobody: resume within its TTL. A resumed
+    /// leadership's session is this coordinator's from then on:
+    /// [`Coordinator::close`](crate::Coordinator::close) revokes it.
     ///
-    /// Errors: `LockExpired` if the lease or the key is gone (or the key has
-    /// another create revision); `NotLeader` if the key is there but queued
-    /// behind another (the lease is then revoked: campaign again); `LockConflict`
-    /// if a task of this coordinator holds or claims `name`; `InvalidArgument`
-    /// for a bad name. If the checks fail the taken-over lease is revoked (in the
-    /// background, at once), so no stale claim lingers. Cancelling this call leaves the lease to expire.
+    /// Errors: `LockConflict` if a task of this coordinator holds or claims
+    /// `name` — refused before the lease is touched; `LockExpired` if the lease or
+    /// the key is gone (or the key has another create revision); `NotLeader` if
+    /// the key is there but queued behind another; `InvalidArgument` for a bad
+    /// name. After `LockExpired` or `NotLeader` the taken-over lease is revoked
+    /// (in the background, at once), so no stale claim lingers; after a store
+    /// error, and if this call is cancelled, the lease is left as it was, to
+    /// expire at its TTL. A lease this coordinator keeps already (one of its own
+    /// sessions) is never revoked by this call.
     pub async fn resume(
         &self,
         name: impl Into<QueueName>,
@@ -156,19 +161,57 @@ impl ElectionService {
         fencing_token: Revision,
     ) -> Result<Leadership> {
         let name = name.into();
-        name.validate()?;
-        let session =
-            crate::Session::resume(self.coord.backend.clone(), lease, self.coord.retry.clone())
-                .await
-                .map_err(|e| match e {
-                    Error::LeaseNotFound { .. } => Error::LockExpired {
-                        name: name.as_str().to_string(),
-                    },
-                    e => e,
-                })?;
-        let claim =
-            crate::claim::adopt(&self.coord, Kind::Election, &name, session, fencing_token).await?;
-        Ok(Leadership { claim })
+        let prefix = queue_prefix(&self.coord, Kind::Election, &name)?;
+        self.coord.check_open()?;
+        let turn = self
+            .coord
+            .local
+            .try_now(&prefix)
+            .ok_or_else(|| Error::LockConflict {
+                name: name.as_str().to_string(),
+            })?;
+        let expired = |e| match e {
+            Error::LeaseNotFound { .. } => Error::LockExpired {
+                name: name.as_str().to_string(),
+            },
+            e => e,
+        };
+        let (session, taken_over) = match self.coord.live_session(lease).await {
+            Some(own) => (own, false),
+            None => {
+                let backend = self.coord.backend.clone();
+                let retry = self.coord.retry.clone();
+                let session = crate::Session::resume_unowned(backend, lease, retry)
+                    .await
+                    .map_err(expired)?;
+                (session, true)
+            }
+        };
+        let adopted = crate::claim::adopt(
+            &self.coord,
+            Kind::Election,
+            &name,
+            session.clone(),
+            fencing_token,
+            turn,
+        )
+        .await;
+        match adopted {
+            Ok(claim) => {
+                if taken_over {
+                    session.own();
+                    self.coord.adopt_session(&session);
+                }
+                Ok(Leadership { claim })
+            }
+            Err(e @ (Error::LockExpired { .. } | Error::NotLeader { .. })) if taken_over => {
+                tokio::spawn(async move {
+                    let _ = session.close().await;
+                });
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) fn coord_retry(&self) -> crate::RetryPolicy {

@@ -1,5 +1,6 @@
 //! A session: a lease kept alive in the background, with a loss signal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ struct SessionInner {
     deadline: Mutex<Instant>,
     keeper: Mutex<Option<JoinHandle<()>>>,
     retry: RetryPolicy,
+    /// Whether dropping the last handle revokes the lease: not for a lease taken
+    /// over until what it was taken over for is done (see `resume_unowned`).
+    owned: AtomicBool,
 }
 
 /// A TTL as whole seconds (rounded up), checked against the backend's bounds.
@@ -127,11 +131,37 @@ impl Session {
         lease: LeaseId,
         retry: RetryPolicy,
     ) -> Result<Self> {
+        let session = Self::resume_unowned(backend, lease, retry).await?;
+        session.own();
+        Ok(session)
+    }
+
+    /// [`Session::resume`], but dropping the session (before [`Session::own`])
+    /// leaves the lease to its TTL instead of revoking it: a call that takes a
+    /// lease over and is cancelled, or refused, before it is done must not end a
+    /// lease it never came to own.
+    pub(crate) async fn resume_unowned(
+        backend: Arc<dyn Backend>,
+        lease: LeaseId,
+        retry: RetryPolicy,
+    ) -> Result<Self> {
         let sent = Instant::now();
         let ttl = retry
             .run("resume lease", |_| backend.lease_keep_alive(lease))
             .await?;
-        Ok(Self::keep(backend, lease, ttl, sent, retry))
+        let session = Self::keep(backend, lease, ttl, sent, retry);
+        session.inner.owned.store(false, Ordering::SeqCst);
+        Ok(session)
+    }
+
+    /// From now on, dropping the last handle revokes the lease.
+    pub(crate) fn own(&self) {
+        self.inner.owned.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle that does not keep the session alive.
+    pub(crate) fn downgrade(&self) -> WeakSession {
+        WeakSession(Arc::downgrade(&self.inner))
     }
 
     /// A session keeping `lease` alive, last renewed at `sent` for `ttl` seconds.
@@ -151,6 +181,7 @@ impl Session {
             deadline: Mutex::new(local_deadline(sent, ttl)),
             keeper: Mutex::new(None),
             retry,
+            owned: AtomicBool::new(true),
         });
         crate::telemetry::session_started();
         let keeper = tokio::spawn(keep_alive_loop(Arc::downgrade(&inner)));
@@ -237,6 +268,18 @@ impl Session {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A [`Session`] that does not keep it alive (the coordinator's list of sessions
+/// taken over by `resume`, which `close` revokes while they live).
+#[derive(Clone)]
+pub(crate) struct WeakSession(Weak<SessionInner>);
+
+impl WeakSession {
+    /// The session, if some handle still keeps it.
+    pub(crate) fn upgrade(&self) -> Option<Session> {
+        self.0.upgrade().map(|inner| Session { inner })
     }
 }
 
@@ -360,7 +403,7 @@ impl SessionInner {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop_keeper();
-        if self.current() != SessionState::Lost {
+        if self.current() != SessionState::Lost && self.owned.load(Ordering::SeqCst) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let backend = self.backend.clone();
                 let lease = self.lease;

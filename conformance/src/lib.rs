@@ -169,6 +169,7 @@ macro_rules! conformance_tests {
             election_input_is_validated,
             leader_latch_campaigns_again_after_losing,
             election_resumes_on_the_same_lease_after_a_restart,
+            a_resume_ends_no_lease_it_does_not_own_and_close_releases_it,
             // Config center and ConfigManager.
             config_values_round_trip,
             config_cas_conflict_carries_current_version,

@@ -314,3 +314,71 @@ pub async fn election_resumes_on_the_same_lease_after_a_restart(ctx: Ctx) -> Res
     leading.resign().await?;
     Ok(())
 }
+
+/// A resume never ends a lease it did not come to own, and a resumed leadership
+/// is the coordinator's: a second resume of a held leadership is `LockConflict`
+/// and leaves the held lease alive; a resume dropped at any poll leaves the
+/// lease it was taking over alive (to its TTL); `close()` revokes a resumed
+/// leadership's lease, so its key goes at once.
+pub async fn a_resume_ends_no_lease_it_does_not_own_and_close_releases_it(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let b = ctx.backend();
+    let c = ctx.coordinator();
+    let grant = b.lease_grant(ttl.as_secs() as i64).await?;
+    let token = b
+        .put_with_lease(format!("{}{}", queue("held"), grant.id), "a", grant.id)
+        .await?;
+    let resumed = c.election().resume("held", grant.id, token).await?;
+    let again = c.election().resume("held", grant.id, token).await;
+    assert!(
+        matches!(&again, Err(Error::LockConflict { .. })),
+        "resuming a held leadership must be LockConflict, got {again:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    b.lease_time_to_live(grant.id)
+        .await
+        .expect("a refused resume must not revoke the held leadership's lease");
+    assert!(!resumed.is_expired(), "the held leadership goes on");
+    assert_eq!(
+        c.election().leader("held").await?.map(|l| l.fencing_token),
+        Some(token),
+        "the held leadership still leads"
+    );
+
+    // Dropped after each number of polls: the lease is left alive.
+    let elections = c.election();
+    for polls in 0..6 {
+        let other = b.lease_grant(ttl.as_secs() as i64).await?;
+        let token = b
+            .put_with_lease(format!("{}{}", queue("dropped"), other.id), "x", other.id)
+            .await?;
+        let mut call = Box::pin(elections.resume("dropped", other.id, token));
+        let mut finished = false;
+        for _ in 0..polls {
+            if futures::poll!(call.as_mut()).is_ready() {
+                finished = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(call);
+        if finished {
+            break; // the call completed: nothing left to drop
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        b.lease_time_to_live(other.id).await.unwrap_or_else(|e| {
+            panic!("a resume dropped after {polls} polls revoked the lease: {e:?}")
+        });
+        b.lease_revoke(other.id).await?;
+    }
+
+    c.close().await?;
+    wait_for_keys(b.as_ref(), &queue("held"), 0).await?;
+    let gone = b.lease_time_to_live(grant.id).await;
+    assert!(
+        matches!(gone, Err(Error::LeaseNotFound { .. })),
+        "close() must revoke a resumed leadership's lease, got {gone:?}"
+    );
+    drop(resumed);
+    Ok(())
+}
