@@ -24,7 +24,9 @@ pub const AUTH: u8 = 7;
 pub const TABLE: &str = "Exit codes: 0 ok, 1 failed, 2 bad input, 3 not found, 4 conflict \
 (held by another, or a version mismatch), 5 lost (a held lock or leadership ended), \
 6 unavailable (etcd unreachable or too slow), 7 authentication or permission. \
-`lock -- CMD` and `elect -- CMD` exit with CMD's own status.";
+`lock -- CMD` and `elect -- CMD` exit with CMD's own status (a release that fails \
+after CMD is reported on stderr only); SIGINT or SIGTERM while queued exits 130 or 143, \
+with the queued key removed.";
 
 /// An error of a command: the line to print and the exit code.
 #[derive(Debug)]

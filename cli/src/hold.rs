@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use coordkit::OwnershipLost;
 use futures::StreamExt;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
@@ -89,23 +89,42 @@ impl Held {
     }
 }
 
+/// Wait for `fut` (a lock or a campaign) for at most `wait`, and only until
+/// SIGINT or SIGTERM: a signal while queued drops the call — coordkit's cleanup
+/// removes the queued key, and the coordinator's close waits for that — and
+/// exits 128 + the signal, as a shell does.
 async fn within<T>(
     wait: Option<Duration>,
     what: &str,
     fut: impl std::future::Future<Output = coordkit::Result<T>>,
 ) -> Outcome<T> {
-    match wait {
-        None => Ok(fut.await?),
-        Some(limit) => match tokio::time::timeout(limit, fut).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Failure::new(
-                exit::CONFLICT,
-                format!(
-                    "{what} not obtained within {}",
-                    humantime::format_duration(limit)
-                ),
-            )),
-        },
+    let mut interrupted = signal(SignalKind::interrupt())?;
+    let mut terminated = signal(SignalKind::terminate())?;
+    let limited = async {
+        match wait {
+            None => Ok(fut.await?),
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(Failure::new(
+                    exit::CONFLICT,
+                    format!(
+                        "{what} not obtained within {}",
+                        humantime::format_duration(limit)
+                    ),
+                )),
+            },
+        }
+    };
+    let stopped = |sig: Signal| {
+        Failure::new(
+            128u8.saturating_add(sig as u8),
+            format!("{sig} while waiting for the {what}: its queued key is removed"),
+        )
+    };
+    tokio::select! {
+        r = limited => r,
+        _ = interrupted.recv() => Err(stopped(Signal::SIGINT)),
+        _ = terminated.recv() => Err(stopped(Signal::SIGTERM)),
     }
 }
 
@@ -113,7 +132,7 @@ pub async fn lock(ctx: &Ctx, args: LockArgs) -> Outcome<u8> {
     let (locks, h) = (ctx.coordinator.lock(), args.hold);
     let what = format!("lock {:?}", args.name);
     let guard = if h.try_now {
-        locks.try_acquire(&args.name, h.ttl).await?
+        within(None, &what, locks.try_acquire(&args.name, h.ttl)).await?
     } else {
         within(h.wait, &what, locks.acquire(&args.name, h.ttl)).await?
     };
@@ -220,16 +239,19 @@ async fn hold(
             }
         };
     }
+    // CMD leads a process group of its own, and every signal goes to the whole
+    // group: `sh -c '…'`'s children stop with it when the hold is lost.
     let mut child = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .env(key_var, &key)
         .env("COORD_FENCING_TOKEN", token.to_string())
+        .process_group(0)
         .spawn()
         .map_err(|e| Failure::bad_input(format!("cannot run {:?}: {e}", command[0])))?;
-    let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    let group = child.id().map(|p| Pid::from_raw(p as i32));
     let forward = |sig: Signal| {
-        if let Some(pid) = pid {
-            let _ = kill(pid, sig);
+        if let Some(group) = group {
+            let _ = killpg(group, sig);
         }
     };
     let outcome = loop {
@@ -242,7 +264,17 @@ async fn hold(
     };
     match outcome {
         Ok(status) => {
-            held.release().await?;
+            // CMD ran: its status is the exit code. A failed release (the key
+            // then goes with the session, which the close revokes) is said on
+            // stderr, not in the code, so a wrapper does not run the job again.
+            if let Err(e) = held.release().await {
+                eprintln!(
+                    "coordctl: {key}: the release after {:?} failed: {e}",
+                    command[0]
+                );
+            }
+            // Whatever CMD left running in its group goes too.
+            forward(Signal::SIGTERM);
             Ok(exit_code(status))
         }
         Err(why) => {
@@ -251,6 +283,13 @@ async fn hold(
                 forward(Signal::SIGKILL);
                 let _ = child.wait().await;
             }
+            // The group's other members get the grace too, then SIGKILL.
+            let group_gone = || group.is_none_or(|g| killpg(g, None).is_err());
+            let deadline = tokio::time::Instant::now() + grace;
+            while !group_gone() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            forward(Signal::SIGKILL);
             Err(Failure::new(
                 exit::LOST,
                 format!(
