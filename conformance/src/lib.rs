@@ -195,6 +195,7 @@ macro_rules! conformance_tests {
             registry_updates_are_followed_and_keep_the_registration,
             registry_health_checker_writes_changes,
             registry_pickers_follow_their_strategy,
+            registry_least_outstanding_remembers_requests_across_a_flap,
             registry_etcd_naming_matches_the_grpc_go_format,
             registry_deregister_by_id_uses_the_id_index,
         );

@@ -148,9 +148,14 @@ impl Picker {
                 (best, None)
             }
             PickStrategy::LeastOutstanding => {
-                state
-                    .outstanding
-                    .retain(|id, _| candidates.iter().any(|c| &c.id == id));
+                // An instance that left the candidates keeps its count while
+                // requests to it are in flight: if it comes back (a health
+                // flap), it is not taken for idle. Counts of instances neither
+                // candidates nor busy go, so the map is bounded by the
+                // candidates and the live `Picked` handles.
+                state.outstanding.retain(|id, n| {
+                    n.load(Ordering::Acquire) > 0 || candidates.iter().any(|c| &c.id == id)
+                });
                 let counts: Vec<Arc<AtomicUsize>> = candidates
                     .iter()
                     .map(|c| state.outstanding.entry(c.id.clone()).or_default().clone())

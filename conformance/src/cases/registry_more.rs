@@ -285,6 +285,49 @@ pub async fn registry_pickers_follow_their_strategy(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A least-outstanding picker remembers requests in flight to an instance
+/// that leaves its candidates and comes back (a health flap): the busier
+/// instance is not taken for idle on its return.
+pub async fn registry_least_outstanding_remembers_requests_across_a_flap(ctx: Ctx) -> Result<()> {
+    let ttl = ctx.recipe_ttl();
+    let c = ctx.coordinator();
+    let reg = c.registry();
+    let mut regs = HashMap::new();
+    for id in ["x", "y"] {
+        let info = ServiceInfo::new(id, "flapping", "127.0.0.1", 9500);
+        regs.insert(id.to_string(), reg.register(info, ttl).await?);
+    }
+    let least = reg
+        .picker(
+            "flapping",
+            PickStrategy::LeastOutstanding,
+            ServiceFilter::new(),
+        )
+        .await?;
+    let one = least.pick().expect("a pick");
+    let two = least.pick().expect("a pick");
+    let busy = least.pick().expect("a pick"); // one instance has two in flight now
+    let (busier, other) = (busy.id.clone(), if busy.id == "x" { "y" } else { "x" });
+    regs[&busier].set_health(InstanceHealth::Critical).await?;
+    wait_until("the picker drops the busier instance", || async {
+        Ok(ids(&least.candidates()) == [other])
+    })
+    .await?;
+    drop(least.pick().expect("the other instance"));
+    regs[&busier].set_health(InstanceHealth::Passing).await?;
+    wait_until("the busier instance is back", || async {
+        Ok(least.candidates().len() == 2)
+    })
+    .await?;
+    assert_eq!(
+        least.pick().expect("a pick").id,
+        other,
+        "{busier} still has two requests in flight, {other} one"
+    );
+    drop((one, two, busy));
+    Ok(())
+}
+
 /// etcd's `naming/endpoints` format (grpc-go's etcd resolver): entries a Go
 /// service wrote (`{"Op":0,"Addr":"host:port","Metadata":…}` under
 /// `<target>/<id>`) are discovered and cached, entries that are not adds of a
