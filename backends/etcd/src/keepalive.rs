@@ -13,7 +13,8 @@
 //! the same bound per endpoint. Per-lease state lives only while a renewal of that
 //! lease is unanswered.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +35,11 @@ pub(crate) struct Request {
 /// The TTLs of the leases this backend granted and has not seen end, from which
 /// the streams' liveness bound follows. Both hubs ask for the bound on every
 /// message, so the smallest TTL is kept ready (a count per TTL), not searched for.
+///
+/// A lease may end on a path this backend never sees (left to expire, revoked by
+/// another client): each lease is forgotten once its TTL has surely passed since
+/// its last grant or renewal, so the state stays bounded by the leases alive and
+/// a dead lease's TTL never holds the bound down.
 pub(crate) struct Liveness {
     ttls: Mutex<Ttls>,
     /// The bound with no lease live, and the most it may be.
@@ -44,9 +50,13 @@ pub(crate) struct Liveness {
 
 #[derive(Default)]
 struct Ttls {
-    by_lease: HashMap<i64, i64>,
+    /// Each live lease's TTL and when it surely ends without a renewal.
+    by_lease: HashMap<i64, (i64, Instant)>,
     /// How many live leases have each TTL.
     count: BTreeMap<i64, usize>,
+    /// (end, lease) per grant or renewal, soonest first; an entry whose lease
+    /// was renewed since is stale and skipped when it comes due.
+    ends: BinaryHeap<Reverse<(Instant, i64)>>,
 }
 
 impl Liveness {
@@ -64,17 +74,35 @@ impl Liveness {
 
     pub(crate) fn granted(&self, id: i64, ttl: i64) {
         let mut t = self.ttls();
-        if let Some(old) = t.by_lease.insert(id, ttl) {
+        let end = surely_ended(ttl);
+        if let Some((old, _)) = t.by_lease.insert(id, (ttl, end)) {
             t.forget(old);
         }
         *t.count.entry(ttl).or_default() += 1;
+        t.ends.push(Reverse((end, id)));
+    }
+
+    /// A keep-alive of `id` was answered with `ttl` seconds left.
+    pub(crate) fn renewed(&self, id: i64, ttl: i64) {
+        let mut t = self.ttls();
+        let end = surely_ended(ttl);
+        if let Some(entry) = t.by_lease.get_mut(&id) {
+            entry.1 = end;
+            t.ends.push(Reverse((end, id)));
+        }
     }
 
     pub(crate) fn ended(&self, id: i64) {
         let mut t = self.ttls();
-        if let Some(ttl) = t.by_lease.remove(&id) {
+        if let Some((ttl, _)) = t.by_lease.remove(&id) {
             t.forget(ttl);
         }
+    }
+
+    /// Leases tracked (for tests).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.ttls().by_lease.len()
     }
 
     /// How long a stream may leave a request unanswered before it is abandoned:
@@ -83,7 +111,9 @@ impl Liveness {
     /// tenths of it, a renewal that hits a dead member is re-sent elsewhere with
     /// more than a third of the TTL to spare.
     pub(crate) fn bound(&self) -> Duration {
-        match self.ttls().count.keys().next() {
+        let mut t = self.ttls();
+        t.forget_ended(Instant::now());
+        match t.count.keys().next() {
             Some(&ttl) => {
                 Duration::from_millis(u64::try_from(ttl).unwrap_or(0).saturating_mul(200))
                     .clamp(self.min, self.max)
@@ -93,7 +123,28 @@ impl Liveness {
     }
 }
 
+/// When a lease granted or renewed now for `ttl` seconds has surely ended, if
+/// nobody renews it: its TTL and a second more.
+fn surely_ended(ttl: i64) -> Instant {
+    Instant::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0).saturating_add(1))
+}
+
 impl Ttls {
+    /// Forget the leases whose end has passed without a renewal.
+    fn forget_ended(&mut self, now: Instant) {
+        while let Some(Reverse((end, id))) = self.ends.peek().copied() {
+            if end > now {
+                break;
+            }
+            self.ends.pop();
+            if self.by_lease.get(&id).is_some_and(|&(_, e)| e <= now) {
+                if let Some((ttl, _)) = self.by_lease.remove(&id) {
+                    self.forget(ttl);
+                }
+            }
+        }
+    }
+
     fn forget(&mut self, ttl: i64) {
         if let Some(n) = self.count.get_mut(&ttl) {
             *n -= 1;
@@ -204,6 +255,8 @@ impl Hub {
         }
         if ttl <= 0 {
             self.liveness.ended(id);
+        } else {
+            self.liveness.renewed(id, ttl);
         }
     }
 
@@ -365,5 +418,36 @@ mod tests {
         assert_eq!(l.bound(), Duration::from_secs(3)); // 12 s, capped
         l.ended(4);
         assert_eq!(l.bound(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_left_to_expire_is_forgotten_after_its_ttl() {
+        let l = Liveness::new(Duration::from_secs(3));
+        l.granted(1, 2); // never renewed, never seen to end
+        l.granted(2, 10);
+        assert_eq!(l.bound(), Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        l.renewed(2, 10);
+        assert_eq!(
+            l.bound(),
+            Duration::from_millis(500),
+            "2 s is not surely past"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            l.bound(),
+            Duration::from_secs(2),
+            "lease 1 forgotten: 10 s rules"
+        );
+        assert_eq!(l.tracked(), 1);
+        // Lease 2 is kept alive by renewals; left alone it goes too.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            l.renewed(2, 10);
+            assert_eq!(l.tracked(), 1, "a renewed lease stays");
+        }
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(l.bound(), Duration::from_secs(3));
+        assert_eq!(l.tracked(), 0, "nothing left of a lease nobody renewed");
     }
 }
