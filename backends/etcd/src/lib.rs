@@ -320,7 +320,11 @@ impl EtcdBackend {
     /// `call` makes the request for a client; it is called again for the next
     /// endpoint only when the request provably never reached a member (so a write
     /// cannot apply twice), and once more on the same endpoint after refreshing an
-    /// auth token that etcd calls old. A timeout sets the endpoint aside and
+    /// auth token that etcd calls old. When no endpoint took the request (every
+    /// one refused it before it was sent: etcd restarting, say — with one
+    /// endpoint too), the round is tried again under the config's retry policy
+    /// (its attempts, backoff and deadline), so callers need no backoff of their
+    /// own for a request that never left. A timeout sets the endpoint aside and
     /// returns `Timeout` (a write may have applied). Each attempt's future is boxed
     /// once: held inline, tonic's call futures made every backend future several
     /// KiB, copied on each move.
@@ -336,50 +340,71 @@ impl EtcdBackend {
     {
         let endpoints = &self.inner.endpoints;
         let limit = self.inner.config.request_timeout;
+        let retry = &self.inner.config.retry;
+        let started = tokio::time::Instant::now();
         let mut last = None;
         let mut refreshed = false;
-        let order = endpoints.order();
-        let mut k = 0;
-        while let Some(&i) = order.get(k) {
-            let url = endpoints.url(i);
-            let ctx = Context {
-                endpoint: Some(url),
-                ..ctx
-            };
-            let client = match endpoints.client(i).await {
-                Ok(c) => c,
-                Err(e) if e.is_retryable() => {
-                    endpoints.set_aside(i, "cannot connect");
-                    last = Some(e);
-                    k += 1;
-                    continue;
+        let mut round = 1;
+        loop {
+            let order = endpoints.order();
+            let mut k = 0;
+            while let Some(&i) = order.get(k) {
+                let url = endpoints.url(i);
+                let ctx = Context {
+                    endpoint: Some(url),
+                    ..ctx
+                };
+                let client = match endpoints.client(i).await {
+                    Ok(c) => c,
+                    Err(e) if e.is_retryable() => {
+                        endpoints.set_aside(i, "cannot connect");
+                        last = Some(e);
+                        k += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match tokio::time::timeout(limit, Box::pin(call(client.clone()))).await {
+                    Err(_) => {
+                        endpoints.set_aside(i, "a request timed out");
+                        return Err(Error::Timeout { operation });
+                    }
+                    Ok(Ok(v)) => {
+                        endpoints.answered(i);
+                        return Ok(v);
+                    }
+                    Ok(Err(e)) if convert::never_sent(&e) => {
+                        tracing::debug!(operation, endpoint = url, error = %e, "not sent; trying the next endpoint");
+                        endpoints.set_aside(i, "a request could not be sent");
+                        last = Some(convert::error(e, ctx));
+                        k += 1;
+                    }
+                    Ok(Err(e)) if convert::auth_revision_old(&e) && !refreshed => {
+                        refreshed = true;
+                        client
+                            .refresh_token()
+                            .await
+                            .map_err(|e| convert::error(e, ctx))?;
+                    }
+                    Ok(Err(e)) => return Err(convert::error(e, ctx)),
                 }
-                Err(e) => return Err(e),
-            };
-            match tokio::time::timeout(limit, Box::pin(call(client.clone()))).await {
-                Err(_) => {
-                    endpoints.set_aside(i, "a request timed out");
-                    return Err(Error::Timeout { operation });
-                }
-                Ok(Ok(v)) => {
-                    endpoints.answered(i);
-                    return Ok(v);
-                }
-                Ok(Err(e)) if convert::never_sent(&e) => {
-                    tracing::debug!(operation, endpoint = url, error = %e, "not sent; trying the next endpoint");
-                    endpoints.set_aside(i, "a request could not be sent");
-                    last = Some(convert::error(e, ctx));
-                    k += 1;
-                }
-                Ok(Err(e)) if convert::auth_revision_old(&e) && !refreshed => {
-                    refreshed = true;
-                    client
-                        .refresh_token()
-                        .await
-                        .map_err(|e| convert::error(e, ctx))?;
-                }
-                Ok(Err(e)) => return Err(convert::error(e, ctx)),
             }
+            // No endpoint took it: another round, if the policy allows one.
+            let delay = retry.jittered_delay(round);
+            let past_deadline = retry
+                .deadline
+                .is_some_and(|d| started.elapsed() + delay > d);
+            if round >= retry.max_attempts.max(1) || past_deadline || order.is_empty() {
+                break;
+            }
+            tracing::debug!(
+                operation,
+                round,
+                ?delay,
+                "no endpoint took the request; trying again"
+            );
+            tokio::time::sleep(delay).await;
+            round += 1;
         }
         Err(last.unwrap_or_else(|| Error::unavailable("no etcd endpoint")))
     }

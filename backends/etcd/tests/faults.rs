@@ -525,3 +525,26 @@ async fn config_manager_starts_from_its_snapshot_while_etcd_is_down() {
     assert_eq!(manager.version(), newer);
     let _ = std::fs::remove_file(&path);
 }
+
+/// One endpoint, and etcd restarting: a request refused before it was sent (no
+/// connection) is tried again under the retry policy inside the backend, and
+/// lands once etcd is back — no backoff of the caller's own needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn a_request_refused_before_it_was_sent_is_retried_until_etcd_is_back() {
+    let mut etcd = EtcdProcess::start();
+    let port = etcd.client_port;
+    let backend = EtcdProcess::connect_to(port).await;
+    backend.put("before", "1").await.unwrap();
+    etcd.kill();
+    let restart = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        etcd.restart_on(port);
+        etcd
+    });
+    let put = backend.put("after", "2").await;
+    let _etcd = restart.join().unwrap();
+    put.expect("a put never sent is retried until etcd is back");
+    let kv = backend.get("after").await.unwrap().expect("written");
+    assert_eq!(kv.value, b"2");
+}
