@@ -159,6 +159,13 @@ impl Session {
         self.inner.owned.store(true, Ordering::SeqCst);
     }
 
+    /// The store said the lease is gone (a write on it was refused): the session
+    /// is `Lost` from now on, and its coordinator grants a new one next time.
+    pub(crate) fn lease_ended(&self) {
+        self.inner
+            .mark_lost("the store no longer has the lease", false);
+    }
+
     /// A handle that does not keep the session alive.
     pub(crate) fn downgrade(&self) -> WeakSession {
         WeakSession(Arc::downgrade(&self.inner))

@@ -140,6 +140,12 @@ enum Ended {
 }
 
 impl Registration {
+    /// Register: write the instance on a session of `ttl` and keep it.
+    ///
+    /// A session whose lease the store no longer has (ended in an etcd restart,
+    /// not yet noticed by its keep-alives) is given up and the registration made
+    /// again on a fresh one, up to the retry policy's attempts: the caller never
+    /// sees `LeaseNotFound` for the coordinator's own lease.
     pub(crate) async fn start(
         coord: Arc<CoordinatorInner>,
         format: Format,
@@ -149,7 +155,46 @@ impl Registration {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Self> {
-        let session = coord.session(ttl).await?;
+        let mut tries = 0;
+        loop {
+            let session = coord.session(ttl).await?;
+            let lease = session.lease();
+            let written = Self::start_on(
+                coord.clone(),
+                format,
+                info.clone(),
+                key.clone(),
+                also.clone(),
+                value.clone(),
+                session.clone(),
+            )
+            .await;
+            match written {
+                Err(Error::LeaseNotFound { id }) if id == lease.0 => {
+                    session.lease_ended();
+                    tries += 1;
+                    if tries >= coord.retry.max_attempts.max(1) {
+                        return Err(Error::unavailable(format!(
+                            "the store ended each of {tries} fresh leases before the registration was written"
+                        )));
+                    }
+                    warn!(%lease, "the session's lease is gone; registering on a new one");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_on(
+        coord: Arc<CoordinatorInner>,
+        format: Format,
+        info: ServiceInfo,
+        key: String,
+        also: Vec<String>,
+        value: Vec<u8>,
+        session: Session,
+    ) -> Result<Self> {
+        let ttl = session.ttl();
         let lease = session.lease();
         // The put runs as a task of its own: if this call is cancelled (or gives
         // up while a lost response may have applied), the task removes what it

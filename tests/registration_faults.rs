@@ -1,11 +1,13 @@
-//! A health checker whose write failed writes again at its next check: the
-//! store must not go on advertising the old health for the lease's life.
+//! Registrations under faults a sweep does not make: a health write that failed
+//! is written at the next check; a session whose lease the store ended is
+//! replaced before a register fails on it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use coordkit::testing::{Intercept, Intercepted};
+use coordkit::BackendExt;
 use coordkit::{
     Backend, Coordinator, Error, InstanceHealth, Result, RetryPolicy, ServiceFilter, ServiceInfo,
     Txn, TxnResponse,
@@ -80,4 +82,29 @@ async fn a_health_write_that_failed_is_written_at_the_next_check() {
         "written at the next check"
     );
     registration.deregister().await.unwrap();
+}
+
+/// A session whose lease the store ended behind its back (as an etcd restart
+/// can): the next register is made on a fresh lease, never `LeaseNotFound`.
+#[tokio::test(start_paused = true)]
+async fn a_register_on_a_lease_the_store_ended_goes_on_a_fresh_one() {
+    let store = MemoryBackend::new();
+    let c = Coordinator::new(Arc::new(store.client()));
+    let ttl = Duration::from_secs(10);
+    let first = c
+        .registry()
+        .register(ServiceInfo::new("i-1", "svc", "10.0.0.1", 7000), ttl)
+        .await
+        .unwrap();
+    let old = c.session(ttl).await.unwrap().lease();
+    store.expire_lease(old);
+    let second = c
+        .registry()
+        .register(ServiceInfo::new("i-2", "svc", "10.0.0.2", 7000), ttl)
+        .await
+        .expect("registered on a fresh lease");
+    let kv = store.get(second.key()).await.unwrap().expect("written");
+    assert_ne!(kv.lease, Some(old), "not on the ended lease");
+    drop(first);
+    second.deregister().await.unwrap();
 }
