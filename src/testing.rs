@@ -43,9 +43,8 @@ pub trait Faults: Send + Sync {
     /// until `lag` after it opened, then everything it owes, in order.
     fn lag_new_watches(&self, lag: Option<std::time::Duration>);
     /// How many times this client's watches reconnected after a cut or a
-    /// partition, if the harness can tell (`None` otherwise): the proof a cut
-    /// took effect.
-    fn watch_resumes(&self) -> Option<u64> {
-        None
-    }
+    /// partition: the proof a cut took effect. Required: the suite checks that
+    /// [`Faults::cut_watches`] makes it grow, so a cut that does nothing cannot
+    /// let the fault cases pass without their fault.
+    fn watch_resumes(&self) -> u64;
 }

@@ -475,7 +475,7 @@ impl coordkit::testing::Faults for MemoryBackend {
     fn lag_new_watches(&self, lag: Option<std::time::Duration>) {
         MemoryBackend::lag_new_watches(self, lag)
     }
-    fn watch_resumes(&self) -> Option<u64> {
-        Some(MemoryBackend::watch_resumes(self))
+    fn watch_resumes(&self) -> u64 {
+        MemoryBackend::watch_resumes(self)
     }
 }

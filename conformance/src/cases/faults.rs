@@ -148,13 +148,37 @@ pub async fn expired_lease_deletes_its_keys_at_once(ctx: Ctx) -> Result<()> {
 }
 
 /// The injected faults take effect (a fault that does nothing would let every
-/// fault case pass without its fault): a partition fails calls and heals; a
-/// stalled keep-alive fails promptly with a retryable error rather than hang;
-/// a cut watch reconnects (where the harness can count it) and misses nothing.
+/// fault case pass without its fault), each checked by its effect, with no way
+/// for a harness to opt out: failed calls fail and reach nothing; a lost
+/// response applies and reports a retryable error; a partition fails calls and
+/// heals; a stalled keep-alive fails promptly with a retryable error rather than
+/// hang; a cut watch reconnects (its resume count grows) and misses nothing; a
+/// lagging watch delivers nothing during its lag.
 pub async fn injected_faults_take_effect(ctx: Ctx) -> Result<()> {
     let b = ctx.backend();
     let faults = ctx.faults();
     b.put("f", "0").await?;
+
+    faults.fail_next(1);
+    let failed = b.put("failed", "1").await;
+    assert!(
+        failed.as_ref().is_err_and(|e| e.is_retryable()),
+        "fail_next: the call must fail with a retryable error, got {failed:?}"
+    );
+    assert!(
+        b.get("failed").await?.is_none(),
+        "fail_next: a failed call must not reach the store"
+    );
+    faults.lose_next_response();
+    let lost = b.put("lost", "1").await;
+    assert!(
+        lost.as_ref().is_err_and(|e| e.is_retryable()),
+        "lose_next_response: the caller must get a retryable error, got {lost:?}"
+    );
+    assert!(
+        b.get("lost").await?.is_some(),
+        "lose_next_response: the write must have applied"
+    );
 
     faults.partition();
     let err = b
@@ -199,12 +223,10 @@ pub async fn injected_faults_take_effect(ctx: Ctx) -> Result<()> {
         second,
         "a cut watch resumes from where it stopped"
     );
-    if let (Some(before), Some(after)) = (resumes, faults.watch_resumes()) {
-        assert!(
-            after > before,
-            "cut_watches() did not cut the watch (no reconnect)"
-        );
-    }
+    assert!(
+        faults.watch_resumes() > resumes,
+        "cut_watches() did not cut the watch (no reconnect)"
+    );
 
     // A lagging watch delivers nothing during its lag, then everything in order.
     let lag = Duration::from_secs(2);
