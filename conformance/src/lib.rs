@@ -198,6 +198,20 @@ macro_rules! conformance_tests {
             registry_least_outstanding_remembers_requests_across_a_flap,
             registry_etcd_naming_matches_the_grpc_go_format,
             registry_deregister_by_id_uses_the_id_index,
+            // Every write survives an answer it never got (AmbiguousWrites).
+            ambiguous_a_counter_add_counts_once,
+            ambiguous_a_counter_compare_and_set_reports_its_own_write,
+            ambiguous_a_barrier_set_reports_its_own_write,
+            ambiguous_a_barrier_remove_reports_its_own_delete,
+            ambiguous_last_to_enter_a_double_barrier_opens_it,
+            ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict,
+            ambiguous_a_config_compare_and_set_reports_its_own_write,
+            ambiguous_a_config_delete_if_version_reports_its_own_delete,
+            ambiguous_a_config_rollback_reports_its_own_write,
+            ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks,
+            ambiguous_a_semaphore_permit_is_taken_and_given_back,
+            ambiguous_a_leadership_is_won_proclaimed_and_resigned,
+            ambiguous_a_registration_updated_then_deregistered_is_gone,
         );
     };
 }

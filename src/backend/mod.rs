@@ -11,6 +11,7 @@ mod lease;
 mod limits;
 mod namespace;
 mod range;
+mod shared;
 mod txn;
 pub mod validate;
 mod watch;

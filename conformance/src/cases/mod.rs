@@ -3,6 +3,7 @@
 //! Each takes a [`Ctx`](crate::Ctx) (a fresh namespace on the store under test) and
 //! fails by panicking or returning an error.
 
+mod ambiguous;
 mod barrier;
 mod config;
 mod config_codecs;
@@ -24,6 +25,7 @@ mod session_faults;
 mod txn;
 mod watch;
 
+pub use ambiguous::*;
 pub use barrier::*;
 pub use config::*;
 pub use config_codecs::*;

@@ -1,38 +1,52 @@
-//! Every write survives an answer it never got: each operation runs with its
-//! k-th store write answered lost, late (the caller gets `Timeout`; the write
+//! Every write survives an answer it never got: each recipe operation runs with
+//! its k-th store write answered lost, late (the caller gets `Timeout`; the write
 //! applies just before the next write, after a retry has read) or held (applied
-//! after the call returned), for
-//! every k, and must then meet its documented post-condition. The model is
-//! `tests/cancel.rs`, which drops every call at every poll.
+//! after the call returned), for every k, and must then meet its documented
+//! post-condition; after `close()` no key on a lease is left. The model is
+//! `tests/cancel.rs`, which drops every call at every poll. The faults come from
+//! [`AmbiguousWrites`], which wraps any backend: every backend runs the sweep.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use coordkit::testing::{AmbiguousWrites, Intercepted, WriteFault};
-use coordkit::{Backend, BackendExt, ConfigChange, Coordinator, Error, Result};
-use coordkit_memory::MemoryBackend;
+use coordkit::{Backend, BackendExt, ConfigChange, Coordinator, Error, Namespaced, Result};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use crate::Ctx;
+
 const FAULTS: [WriteFault; 3] = [WriteFault::Lost, WriteFault::Late, WriteFault::Held];
 
-/// One run: a coordinator whose writes go through the interceptor, and a
-/// plain one on the same store to look with.
+type Shared = Arc<dyn Backend>;
+
+/// One run, in a namespace of its own: a coordinator whose writes go through
+/// the interceptor, and a plain one on the same store to look with.
 struct World {
     faulty: Coordinator,
-    writes: Arc<Intercepted<MemoryBackend, AmbiguousWrites>>,
+    writes: Arc<Intercepted<Shared, AmbiguousWrites>>,
     plain: Coordinator,
 }
 
-fn world() -> World {
-    let store = MemoryBackend::new();
-    let writes = Arc::new(Intercepted::new(store.client(), AmbiguousWrites::new()));
-    let backend: Arc<dyn Backend> = writes.clone();
+fn world(ctx: &Ctx, run: usize) -> World {
+    let store: Shared = Arc::new(Namespaced::new(ctx.backend(), format!("run-{run}/")));
+    let writes = Arc::new(Intercepted::new(store.clone(), AmbiguousWrites::new()));
+    let backend: Shared = writes.clone();
     World {
         faulty: Coordinator::new(backend),
         writes,
-        plain: Coordinator::new(Arc::new(store.client())),
+        plain: Coordinator::new(store),
+    }
+}
+
+/// Long enough for background work (cleanups, keepers) to act: on a paused
+/// clock any time is free; on a real one, a short wait.
+fn settle_time(ctx: &Ctx) -> Duration {
+    if ctx.paused_clock() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(300)
     }
 }
 
@@ -41,11 +55,12 @@ fn world() -> World {
 /// once every late or held write has reached the store. Returns the number of
 /// runs with a fault.
 async fn sweep<T, Setup, Op, Check, CheckFut>(
+    ctx: &Ctx,
     name: &str,
     setup: Setup,
     op: Op,
     check: Check,
-) -> usize
+) -> Result<usize>
 where
     T: std::fmt::Debug,
     Setup: Fn(Coordinator) -> BoxFuture<'static, Result<()>>,
@@ -53,7 +68,7 @@ where
     Check: Fn(Result<T>, Coordinator, String) -> CheckFut,
     CheckFut: Future<Output = ()>,
 {
-    let counting = world();
+    let counting = world(ctx, 0);
     setup(counting.faulty.clone()).await.unwrap();
     counting.writes.intercept().arm(0, WriteFault::Lost);
     op(counting.faulty.clone()).await.unwrap();
@@ -63,11 +78,11 @@ where
     let mut runs = 0;
     for k in 1..=n {
         for fault in FAULTS {
-            let w = world();
+            let w = world(ctx, runs + 1);
             setup(w.faulty.clone()).await.unwrap();
             w.writes.intercept().arm(k, fault);
             let label = format!("{name}, write {k} of {n} {fault:?}");
-            let result = tokio::time::timeout(Duration::from_secs(600), op(w.faulty.clone()))
+            let result = tokio::time::timeout(Duration::from_secs(120), op(w.faulty.clone()))
                 .await
                 .unwrap_or_else(|_| panic!("{label}: the call hangs"));
             assert!(
@@ -75,7 +90,7 @@ where
                 "{label}: the fault was not given"
             );
             w.writes.intercept().settle(w.writes.inner()).await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(settle_time(ctx)).await;
             check(result, w.plain.clone(), label.clone()).await;
             w.faulty.close().await.unwrap();
             // Nothing outlives its owner: after close(), no key on a lease is left.
@@ -95,16 +110,18 @@ where
             runs += 1;
         }
     }
-    runs
+    Ok(runs)
 }
 
 fn nothing(_: Coordinator) -> BoxFuture<'static, Result<()>> {
     async { Ok(()) }.boxed()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_counter_add_counts_once() {
+/// A counter add whose write is lost, late or held counts once: `Ok(v)` means the
+/// counter is `v` (1); `OutcomeUnknown` means 0 or 1; never 2.
+pub async fn ambiguous_a_counter_add_counts_once(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "counter add",
         nothing,
         |c| async move { c.counter().add("n", 1).await }.boxed(),
@@ -117,12 +134,15 @@ async fn a_counter_add_counts_once() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_counter_compare_and_set_reports_its_own_write() {
+/// A counter compare-and-set that applied reports `true`, even when a retry
+/// finds its own write; `OutcomeUnknown` leaves the old or the new value.
+pub async fn ambiguous_a_counter_compare_and_set_reports_its_own_write(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "counter compare_and_set",
         nothing,
         |c| async move { c.counter().compare_and_set("n", 0, 5).await }.boxed(),
@@ -135,12 +155,14 @@ async fn a_counter_compare_and_set_reports_its_own_write() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_barrier_set_reports_its_own_write() {
+/// A barrier set is set and says `true`, however its write was answered.
+pub async fn ambiguous_a_barrier_set_reports_its_own_write(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "barrier set",
         nothing,
         |c| async move { c.barrier().set("gate").await }.boxed(),
@@ -155,12 +177,15 @@ async fn a_barrier_set_reports_its_own_write() {
             assert!(r.unwrap_or_else(|e| panic!("{label}: {e:?}")), "{label}");
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_barrier_remove_reports_its_own_delete() {
+/// A barrier remove leaves the barrier removed and says `true`, however its
+/// delete was answered.
+pub async fn ambiguous_a_barrier_remove_reports_its_own_delete(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "barrier remove",
         |c| async move { c.barrier().set("gate").await.map(drop) }.boxed(),
         |c| async move { c.barrier().remove("gate").await }.boxed(),
@@ -175,12 +200,15 @@ async fn a_barrier_remove_reports_its_own_delete() {
             assert!(r.unwrap_or_else(|e| panic!("{label}: {e:?}")), "{label}");
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_last_to_enter_a_double_barrier_opens_it() {
+/// The last of two participants to enter a double barrier opens it whatever
+/// became of its writes' answers: both enter and leave, nobody hangs.
+pub async fn ambiguous_last_to_enter_a_double_barrier_opens_it(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "double barrier enter (the last of 2)",
         |c| {
             async move {
@@ -190,7 +218,7 @@ async fn the_last_to_enter_a_double_barrier_opens_it() {
                     let entry = first.enter("batch", 2, Duration::from_secs(10)).await?;
                     entry.leave().await
                 });
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 Ok(())
             }
             .boxed()
@@ -212,12 +240,18 @@ async fn the_last_to_enter_a_double_barrier_opens_it() {
             r.unwrap_or_else(|e| panic!("{label}: {e:?}"));
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict() {
+/// A config batch (`update_many`) is reported applied with its version, or
+/// `OutcomeUnknown` with all or none of it applied — never `VersionConflict`
+/// against its own writes.
+pub async fn ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict(
+    ctx: Ctx,
+) -> Result<()> {
     sweep(
+        &ctx,
         "config update_many",
         nothing,
         |c| {
@@ -243,12 +277,15 @@ async fn a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict() 
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_config_compare_and_set_reports_its_own_write() {
+/// A config compare-and-set that applied returns its version, even when a retry
+/// finds its own write; never `VersionConflict` against it.
+pub async fn ambiguous_a_config_compare_and_set_reports_its_own_write(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "config compare_and_set",
         |c| async move { c.config().set("k", &1).await.map(drop) }.boxed(),
         |c| {
@@ -267,12 +304,15 @@ async fn a_config_compare_and_set_reports_its_own_write() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_config_delete_if_version_reports_its_own_delete() {
+/// A config `delete_if_version` that applied says so, even when a retry finds the
+/// key gone by its own delete.
+pub async fn ambiguous_a_config_delete_if_version_reports_its_own_delete(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "config delete_if_version",
         |c| async move { c.config().set("k", &1).await.map(drop) }.boxed(),
         |c| {
@@ -291,12 +331,14 @@ async fn a_config_delete_if_version_reports_its_own_delete() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_config_rollback_reports_its_own_write() {
+/// A config rollback that applied returns its version with the old value back.
+pub async fn ambiguous_a_config_rollback_reports_its_own_write(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "config rollback",
         |c| {
             async move {
@@ -321,12 +363,15 @@ async fn a_config_rollback_reports_its_own_write() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_lock_acquire_holds_or_leaves_no_key_and_unlocks() {
+/// A lock acquired through lost, late or held writes is held, and unlocks;
+/// `close()` leaves no key.
+pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "lock acquire + unlock",
         nothing,
         |c| {
@@ -344,12 +389,15 @@ async fn a_lock_acquire_holds_or_leaves_no_key_and_unlocks() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_semaphore_permit_is_taken_and_given_back() {
+/// A semaphore permit taken through lost, late or held writes is held, and
+/// given back; `close()` leaves no key.
+pub async fn ambiguous_a_semaphore_permit_is_taken_and_given_back(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "semaphore acquire + unlock",
         nothing,
         |c| {
@@ -370,12 +418,15 @@ async fn a_semaphore_permit_is_taken_and_given_back() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_leadership_is_won_proclaimed_and_resigned() {
+/// A leadership won, proclaimed and resigned through lost, late or held writes
+/// leads with the proclaimed value; `close()` leaves no key.
+pub async fn ambiguous_a_leadership_is_won_proclaimed_and_resigned(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "election campaign + proclaim + resign",
         nothing,
         |c| {
@@ -394,12 +445,16 @@ async fn a_leadership_is_won_proclaimed_and_resigned() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_registration_updated_then_deregistered_is_gone() {
+/// A registration updated and then deregistered through lost, late or held
+/// writes is not advertised afterwards (but for a register write held past the
+/// deregistration, which `close()` removes).
+pub async fn ambiguous_a_registration_updated_then_deregistered_is_gone(ctx: Ctx) -> Result<()> {
     sweep(
+        &ctx,
         "register + update + deregister",
         nothing,
         |c| {
@@ -428,5 +483,6 @@ async fn a_registration_updated_then_deregistered_is_gone() {
             }
         },
     )
-    .await;
+    .await?;
+    Ok(())
 }
