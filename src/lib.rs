@@ -52,14 +52,35 @@
 //! delete is done or the session is lost (the lease's end then removes the key).
 //! The coordinator's next local waiter for the same name goes only after that.
 //! [`Coordinator::close`] waits for the cleanups.
+//!
+//! # Lost, late and held answers
+//!
+//! A store applies a write it has received even when its caller timed out or
+//! went away: a write can be applied with its answer lost, apply late (after the
+//! caller saw `Timeout` and while it retries), or be held and apply after the
+//! caller is gone. Every recipe write that is retried carries an identity — a
+//! tag, its value and lease, the revision it compares on — so a retry that meets
+//! its own earlier write reports what that write did (a counter add counts once,
+//! a barrier set says `true`, a config batch returns its version), never someone
+//! else's change. Where the outcome cannot be known in time the call fails with
+//! [`Error::OutcomeUnknown`]: the write may or may not have applied (once at
+//! most); read before writing again. The conformance suite's `ambiguous_*` cases
+//! inject each of the three faults at every write of each operation
+//! ([`testing::AmbiguousWrites`], feature `testing`).
+//!
+//! Known gap: a claim or register write *held* until after its owner released
+//! (an unlock, a deregister) lands on the owner's live session lease, and stays
+//! until that session ends ([`Coordinator::close`] or the lease's expiry).
 
 //! # Feature flags
 //!
 //! - `grpc` (default): [`RegistryService::channel`], a load-balanced tonic channel,
 //!   and [`RegistryService::discover_changes`], a `tower::discover` stream.
 //! - `testing`: [`testing::Faults`], the fault switches a backend's test support
-//!   implements for the conformance suite, and [`testing::Intercepted`], a
-//!   backend that forwards every call but those a test's fault changes.
+//!   implements for the conformance suite, [`testing::Intercepted`], a
+//!   backend that forwards every call but those a test's fault changes, and
+//!   [`testing::AmbiguousWrites`], which answers one write lost, late or held.
+//! - `toml`, `yaml`: `Codec::Toml` and `Codec::Yaml` for config values.
 //! - `metrics`: the metrics below, through the [`metrics`](https://docs.rs/metrics)
 //!   facade: install any recorder (`metrics-exporter-prometheus`, …); see
 //!   `cargo run --example metrics --features metrics`.
