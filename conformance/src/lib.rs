@@ -204,6 +204,7 @@ macro_rules! conformance_tests {
             ambiguous_a_barrier_set_reports_its_own_write,
             ambiguous_a_barrier_remove_reports_its_own_delete,
             ambiguous_last_to_enter_a_double_barrier_opens_it,
+            ambiguous_random_runs_keep_every_invariant,
             ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict,
             ambiguous_a_config_compare_and_set_reports_its_own_write,
             ambiguous_a_config_delete_if_version_reports_its_own_delete,

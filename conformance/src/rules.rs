@@ -4,6 +4,7 @@
 /// The sources of every case, searched only when a case fails.
 const SOURCES: &[&str] = &[
     include_str!("cases/ambiguous.rs"),
+    include_str!("cases/ambiguous_runs.rs"),
     include_str!("cases/barrier.rs"),
     include_str!("cases/config.rs"),
     include_str!("cases/config_codecs.rs"),

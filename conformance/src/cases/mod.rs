@@ -4,6 +4,7 @@
 //! fails by panicking or returning an error.
 
 mod ambiguous;
+mod ambiguous_runs;
 mod barrier;
 mod config;
 mod config_codecs;
@@ -26,6 +27,7 @@ mod txn;
 mod watch;
 
 pub use ambiguous::*;
+pub use ambiguous_runs::*;
 pub use barrier::*;
 pub use config::*;
 pub use config_codecs::*;
