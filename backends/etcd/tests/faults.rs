@@ -537,6 +537,22 @@ async fn a_request_refused_before_it_was_sent_is_retried_until_etcd_is_back() {
     let backend = EtcdProcess::connect_to(port).await;
     backend.put("before", "1").await.unwrap();
     etcd.kill();
+    // Until the client has seen the connection close, a request may still go
+    // out on it (and fail as sent): wait until a read is refused before sending.
+    let mut refused = false;
+    for _ in 0..100 {
+        match backend.get("before").await {
+            Err(Error::Unavailable { reason, .. }) if reason.contains("connect") => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(
+        refused,
+        "reads to a killed etcd must be refused before sending"
+    );
     let restart = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(800));
         etcd.restart_on(port);
