@@ -99,23 +99,24 @@ where
             check(result, w.plain.clone(), label.clone()).await;
             w.faulty.close().await.unwrap();
             // Nothing outlives its owner: after close(), no key on a lease is left.
-            let all = w
-                .plain
-                .backend()
-                .range(coordkit::RangeRequest::prefix(""))
-                .await
-                .unwrap();
-            let leased: Vec<String> = all
-                .kvs
-                .iter()
-                .filter(|kv| kv.lease.is_some())
-                .map(|kv| kv.key_str())
-                .collect();
+            let leased = leased_keys(w.plain.backend().as_ref()).await?;
             assert!(leased.is_empty(), "{label}: left after close: {leased:?}");
             runs += 1;
         }
     }
     Ok(runs)
+}
+
+/// The keys on a lease under the store's root: none may outlive their owner's
+/// `close()`.
+pub(crate) async fn leased_keys(store: &dyn Backend) -> Result<Vec<String>> {
+    let all = store.range(coordkit::RangeRequest::prefix("")).await?;
+    Ok(all
+        .kvs
+        .iter()
+        .filter(|kv| kv.lease.is_some())
+        .map(|kv| kv.key_str())
+        .collect())
 }
 
 fn nothing(_: Coordinator) -> BoxFuture<'static, Result<()>> {

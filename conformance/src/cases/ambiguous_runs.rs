@@ -138,13 +138,7 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
     }
     faulty.close().await?;
     plain.close().await?;
-    let all = store.range(coordkit::RangeRequest::prefix("")).await?;
-    let leased: Vec<String> = all
-        .kvs
-        .iter()
-        .filter(|kv| kv.lease.is_some())
-        .map(|kv| kv.key_str())
-        .collect();
+    let leased = super::ambiguous::leased_keys(store.as_ref()).await?;
     if !leased.is_empty() {
         return Err(Error::invalid(
             "leftovers",

@@ -1,0 +1,206 @@
+//! A registration's keeper: it follows the instance's key and, after a lost
+//! lease, writes the instance again on a working session.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{with_index, Inner, RegistrationState};
+use crate::follow::{watch_owned_key, Seen};
+use crate::{Compare, CompareOp, Error, EventKind, PutRequest, RangeRequest, Result, Session, Txn};
+
+/// What ended a keeper's watch of its key.
+enum Ended {
+    SessionLost,
+    Deleted,
+    Overwritten,
+}
+
+impl Inner {
+    /// Watch the key from our last write on, until it is deleted or overwritten,
+    /// or the session is lost.
+    async fn watch_key(&self, session: &Session) -> Ended {
+        let (ours, lease) = *self.written.lock().await;
+        let judge = |seen: Seen<'_>| match seen {
+            Seen::Event(EventKind::Delete, _) | Seen::Now(None) => Some(Ended::Deleted),
+            Seen::Event(EventKind::Put, kv) | Seen::Now(Some(kv)) => (kv.mod_revision != ours
+                && !self.own_writes().is_own(kv, lease))
+            .then_some(Ended::Overwritten),
+        };
+        let watch = watch_owned_key(
+            &self.coord.backend,
+            &self.coord.retry,
+            &self.key,
+            ours + 1,
+            judge,
+        );
+        tokio::select! {
+            _ = session.lost() => Ended::SessionLost,
+            ended = watch => ended,
+        }
+    }
+
+    /// Whether the lease of our last write is gone: the store says so, or the
+    /// session is lost. A store that cannot be asked is asked again (a transient
+    /// error is no proof the lease ended, and re-registering would undo an
+    /// `deregister(id)`), until it answers or the session is lost.
+    async fn lease_gone(&self, session: &Session) -> bool {
+        let lease = self.written.lock().await.1;
+        let mut attempt = 1u32;
+        loop {
+            if session.is_lost() {
+                return true;
+            }
+            match self.coord.backend.lease_time_to_live(lease).await {
+                Ok(_) => return false,
+                Err(Error::LeaseNotFound { .. }) => return true,
+                Err(e) if !e.is_retryable() => {
+                    warn!(error = %e, "cannot ask about the lease; taking it as gone");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot ask about the lease yet; retrying");
+                }
+            }
+            tokio::select! {
+                _ = session.lost() => return true,
+                _ = tokio::time::sleep(self.coord.retry.jittered_delay(attempt)) => {}
+            }
+            attempt = attempt.saturating_add(1);
+        }
+    }
+
+    /// Write the key again on a working session, unless someone else's
+    /// registration holds it now. `Ok(None)`: replaced.
+    async fn reregister(&self) -> Result<Option<Session>> {
+        let session = self.coord.session(self.ttl).await?;
+        // Do not advertise an instance whose lease cannot be kept alive.
+        if !session.keep_alive().await? {
+            return Err(Error::LeaseNotFound {
+                id: session.lease().0,
+            });
+        }
+        let lease = session.lease();
+        let mut written = self.written.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let value = self.info().1;
+        self.own_writes().sending(&value);
+        let put = with_index(
+            PutRequest::new(self.key.clone(), value.clone()).with_lease(lease),
+            &self.also,
+            lease,
+        );
+        let create = Txn::new()
+            .when([Compare::create_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(put.clone())
+            .or_else([RangeRequest::key(self.key.clone())]);
+        let resp = self.coord.backend.txn(create).await?;
+        if resp.succeeded {
+            *written = (resp.revision, lease);
+            self.own_writes().written(&value, resp.revision);
+            return Ok(Some(session));
+        }
+        // Still there: ours (its lease not yet expired by the store) is taken over;
+        // anyone else's wins.
+        let current = resp.first_range().and_then(|r| r.kvs.first());
+        match current {
+            // Our own create, whose answer was lost: this value on this session's lease.
+            Some(kv) if kv.lease == Some(lease) && kv.value == value => {
+                *written = (kv.mod_revision, lease);
+                self.own_writes().written(&value, kv.mod_revision);
+                Ok(Some(session))
+            }
+            Some(kv) if kv.mod_revision == written.0 => {
+                let take = Txn::new()
+                    .when([Compare::mod_revision(
+                        self.key.clone(),
+                        CompareOp::Equal,
+                        written.0,
+                    )])
+                    .and_then(put);
+                let resp = self.coord.backend.txn(take).await?;
+                if resp.succeeded {
+                    *written = (resp.revision, lease);
+                    self.own_writes().written(&value, resp.revision);
+                    Ok(Some(session))
+                } else {
+                    Err(Error::unavailable(
+                        "the key changed while re-registering; trying again",
+                    ))
+                }
+            }
+            Some(_) => Ok(None),
+            None => Err(Error::unavailable(
+                "the key vanished while re-registering; trying again",
+            )),
+        }
+    }
+}
+
+/// Keep the registration: follow the key; after a lost lease write it again.
+pub(super) async fn keep(inner: Arc<Inner>, mut session: Session) {
+    loop {
+        let ended = inner.watch_key(&session).await;
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        match ended {
+            Ended::Overwritten => {
+                warn!("replaced by another registration of the same id; stopping");
+                inner.set_state(RegistrationState::Replaced);
+                return;
+            }
+            Ended::Deleted if !inner.lease_gone(&session).await => {
+                warn!("removed by someone else; stopping");
+                inner.set_state(RegistrationState::Removed);
+                return;
+            }
+            Ended::Deleted | Ended::SessionLost => {}
+        }
+        if inner.coord.is_closed() {
+            info!("coordinator closed; registration ended");
+            inner.set_state(RegistrationState::Deregistered);
+            return;
+        }
+        warn!("lease lost; registering again");
+        inner.set_state(RegistrationState::Reregistering);
+        let interval = inner.ttl / 3;
+        let mut failures = 0;
+        loop {
+            if inner.coord.is_closed() {
+                inner.set_state(RegistrationState::Deregistered);
+                return;
+            }
+            match inner.reregister().await {
+                Ok(Some(s)) => {
+                    session = s;
+                    *inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
+                    inner.set_state(RegistrationState::Registered);
+                    info!(lease = %session.lease(), "registered again");
+                    crate::telemetry::reregistered();
+                    break;
+                }
+                Ok(None) => {
+                    if !inner.stopped.load(Ordering::SeqCst) {
+                        warn!("replaced while re-registering; stopping");
+                        inner.set_state(RegistrationState::Replaced);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = inner.coord.retry.jittered_delay(failures).min(interval);
+                    tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
