@@ -108,3 +108,45 @@ async fn a_register_on_a_lease_the_store_ended_goes_on_a_fresh_one() {
     drop(first);
     second.deregister().await.unwrap();
 }
+
+/// A re-registration whose create was applied but answered lost (after the
+/// lease was lost) recognises its own write: the registration goes on as
+/// `Registered`, not `Replaced`, and the instance stays advertised.
+#[tokio::test(start_paused = true)]
+async fn a_reregistration_whose_answer_was_lost_goes_on() {
+    use coordkit::testing::{AmbiguousWrites, WriteFault};
+    use coordkit::RegistrationState;
+    let store = MemoryBackend::new();
+    let faulty = Arc::new(Intercepted::new(store.client(), AmbiguousWrites::new()));
+    let backend: Arc<dyn Backend> = faulty.clone();
+    let c = Coordinator::new(backend);
+    let registration = c
+        .registry()
+        .register(
+            ServiceInfo::new("i-1", "svc", "10.0.0.1", 7000),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let key = registration.key().to_string();
+    let lease = store
+        .get(key.as_str())
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
+    // The lease ends; the keeper's next write, its re-registration, is lost.
+    faulty.intercept().arm(1, WriteFault::Lost);
+    store.expire_lease(lease);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(faulty.intercept().fired(), "the re-registration wrote");
+    assert_eq!(registration.state(), RegistrationState::Registered);
+    let kv = store.get(key.as_str()).await.unwrap().expect("advertised");
+    assert_ne!(kv.lease, Some(lease), "on a new lease");
+    registration.deregister().await.unwrap();
+    assert!(
+        store.get(key.as_str()).await.unwrap().is_none(),
+        "deregistered"
+    );
+}
