@@ -1,6 +1,7 @@
-//! Registrations under faults a sweep does not make: a health write that failed
-//! is written at the next check; a session whose lease the store ended is
-//! replaced before a register fails on it.
+//! Registrations under faults the conformance sweep does not make: a health
+//! write that failed is written at the next check; a session whose lease the
+//! store ended is replaced before a register fails on it; a re-registration
+//! whose answer was lost recognises its own write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
