@@ -208,6 +208,7 @@ macro_rules! conformance_tests {
             ambiguous_a_config_set_then_delete_leaves_no_key,
             ambiguous_a_write_lock_is_taken_and_released,
             ambiguous_a_health_change_is_advertised,
+            ambiguous_a_resumed_leadership_proclaims_and_resigns,
             ambiguous_random_runs_keep_every_invariant,
             ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict,
             ambiguous_a_config_compare_and_set_reports_its_own_write,

@@ -601,3 +601,51 @@ pub async fn ambiguous_a_health_change_is_advertised(ctx: Ctx) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// A leadership resumed after a restart, then proclaimed and resigned through
+/// lost, late or held writes, leads with the proclaimed value; `close()` leaves
+/// no key (the taken-over lease included).
+pub async fn ambiguous_a_resumed_leadership_proclaims_and_resigns(ctx: Ctx) -> Result<()> {
+    sweep(
+        &ctx,
+        "election resume + proclaim + resign",
+        |c| {
+            async move {
+                // What a process left before its restart: a leader key on its lease.
+                let b = c.backend();
+                let grant = b.lease_grant(10).await?;
+                let key = format!("coord/election/r/{}", grant.id);
+                let token = b.put_with_lease(key, "a", grant.id).await?;
+                b.put("left", format!("{} {token}", grant.id.0))
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        },
+        |c| {
+            async move {
+                let left = c.backend().get("left").await?.expect("setup");
+                let text = String::from_utf8_lossy(&left.value).into_owned();
+                let (lease, token) = text.split_once(' ').expect("two numbers");
+                let lease = coordkit::LeaseId(lease.parse().expect("a lease"));
+                let resumed = c
+                    .election()
+                    .resume("r", lease, token.parse().expect("a token"))
+                    .await?;
+                resumed.proclaim("b").await?;
+                let leader = c.election().leader("r").await?.map(|l| l.value_str());
+                resumed.resign().await?;
+                Ok(leader)
+            }
+            .boxed()
+        },
+        |r, _, label| async move {
+            match r {
+                Ok(leader) => assert_eq!(leader.as_deref(), Some("b"), "{label}"),
+                Err(e) => panic!("{label}: {e:?}"),
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
