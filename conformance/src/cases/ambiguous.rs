@@ -75,6 +75,7 @@ where
     op(counting.faulty.clone()).await.unwrap();
     let n = counting.writes.intercept().writes();
     assert!(n >= 1, "{name} makes no write");
+    eprintln!("sweep: {name}: {n} write(s) x {} faults", FAULTS.len());
     counting.faulty.close().await.unwrap();
     let mut runs = 0;
     for k in 1..=n {
