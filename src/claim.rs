@@ -227,6 +227,9 @@ pub(crate) struct Claim {
     /// The owner's own writes to its key (the claim, proclaims), recorded before
     /// each is sent, so a watcher never mistakes one for someone else's.
     own_writes: Mutex<OwnWrites>,
+    /// A try of the claim's write got no answer: a copy of it may still land
+    /// after the release (see `Cleanup::watch_late_writes`).
+    in_doubt: bool,
     /// For metrics: what it is, when it was acquired, whether its end was counted.
     kind: &'static str,
     acquired: tokio::time::Instant,
@@ -432,6 +435,8 @@ async fn claim_in_span(
         }
     };
     tracing::Span::current().record("key", key.as_str());
+    // A late write of this session's last claim of the key is this claim's now.
+    coord.cleanup.taken_over(&key);
     let mut pending = Pending {
         cleanup: coord.cleanup.clone(),
         session: session.clone(),
@@ -485,6 +490,7 @@ async fn claim_in_span(
     let mut own_writes = OwnWrites::default();
     own_writes.sending(&value);
     let mut leftovers = 0;
+    let mut in_doubt = false;
     let resp = loop {
         // A cancelled call cannot leave the claim's write in flight unseen: the
         // pending claim hands it to the cleanup, which lets it finish before
@@ -503,6 +509,7 @@ async fn claim_in_span(
         let outcome = pending.in_flight.insert(write).await;
         pending.in_flight = None;
         let (resp, attempt) = outcome?;
+        in_doubt |= attempt > 1;
         // Found on the first try, our key predates this call: an earlier claim
         // of this session whose removal did not finish. Re-adopting it would hand
         // out its token twice; remove it and claim afresh.
@@ -657,9 +664,9 @@ async fn claim_in_span(
 
     debug!("acquired");
     let hold = pending.disarm();
-    Ok(Claim::held(
-        coord, kind, name, key, token, session, hold, own_writes,
-    ))
+    let mut claim = Claim::held(coord, kind, name, key, token, session, hold, own_writes);
+    claim.in_doubt = in_doubt;
+    Ok(claim)
 }
 
 /// Take over a claim made before (by this process before a restart): the key
@@ -1392,6 +1399,7 @@ impl Claim {
             releasing: AtomicBool::new(false),
             lost: Mutex::new(None),
             own_writes: Mutex::new(own_writes),
+            in_doubt: false,
             kind: kind.label(),
             acquired: tokio::time::Instant::now(),
             end_counted: AtomicBool::new(false),
@@ -1400,6 +1408,16 @@ impl Claim {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// On release: if a try of the claim's write is in doubt, have the cleanup
+    /// remove it should it land later (any creation of the key on this lease
+    /// after the claim's own, until the session ends or the key is claimed again).
+    fn watch_late_writes(&self) {
+        if self.in_doubt {
+            self.cleanup
+                .watch_late_writes(self.key.clone(), self.session.clone(), self.token);
+        }
     }
 
     pub(crate) fn key(&self) -> &str {
@@ -1521,6 +1539,7 @@ impl Claim {
         let (deleted, attempt) =
             outcome.inspect_err(|_| self.releasing.store(false, Ordering::SeqCst))?;
         self.released.send_replace(true);
+        self.watch_late_writes();
         self.count_end("released");
         drop(self.hold.lock().unwrap_or_else(|e| e.into_inner()).take());
         let _enter = span.enter();
@@ -1611,6 +1630,7 @@ impl Drop for Claim {
         } else {
             "dropped"
         });
+        self.watch_late_writes();
         // Released without unlock (or its unlock was cancelled or failed): the
         // coordinator's cleanup removes the key, then lets the next local task go.
         self.cleanup.remove(

@@ -9,14 +9,20 @@
 //! is lost (then the store's expiry of the lease removes the key).
 //! [`Coordinator::close`](crate::Coordinator::close) waits for every cleanup.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use tracing::{debug, warn, Instrument};
 
 use crate::key_hold::KeyHold;
-use crate::{Backend, Compare, DeleteRequest, RetryPolicy, Session, Txn};
+use crate::{
+    Backend, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyValue, RangeRequest,
+    RetryPolicy, Revision, Session, Txn, WatchRequest,
+};
 
 /// One coordinator's cleanups. Cheap to clone.
 #[derive(Clone)]
@@ -25,6 +31,8 @@ pub(crate) struct Cleanup {
     retry: RetryPolicy,
     /// How many cleanups are running.
     running: Arc<watch::Sender<usize>>,
+    /// Watches of released keys a write of which was in doubt, by key.
+    late: Arc<Mutex<HashMap<String, AbortHandle>>>,
 }
 
 /// A key to delete, while every compare of `guards` holds, for as long as `session` lives; `hold`
@@ -57,6 +65,43 @@ impl Cleanup {
             backend,
             retry,
             running: Arc::new(watch::Sender::new(0)),
+            late: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// `key` was released (deleted at revision `released_at`) while one of its
+    /// owner's writes was in doubt — its answer never came, so it may still land
+    /// (a held write), creating the key again on `session`'s lease, which lives
+    /// on. Watch the key while the session lives and delete such a put, unless
+    /// this coordinator's next owner of the key takes it over first
+    /// ([`Cleanup::taken_over`]). At most one watch per key; it ends with the
+    /// session (`close()` revokes it).
+    pub(crate) fn watch_late_writes(&self, key: String, session: Session, released_at: Revision) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (backend, retry) = (self.backend.clone(), self.retry.clone());
+        let task = rt.spawn(
+            remove_late_writes(backend, retry, key.clone(), session, released_at).in_current_span(),
+        );
+        let mut late = self.late.lock().unwrap_or_else(|e| e.into_inner());
+        late.retain(|_, watch| !watch.is_finished());
+        if let Some(old) = late.insert(key, task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// A new owner (a claim, a registration of this coordinator) takes `key`
+    /// over: a write of the old owner that lands now is the new owner's to find
+    /// (as its own key, on the same lease), so the watch of late writes stops.
+    pub(crate) fn taken_over(&self, key: &str) {
+        let watch = self
+            .late
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        if let Some(watch) = watch {
+            watch.abort();
         }
     }
 
@@ -155,5 +200,69 @@ impl Cleanup {
     pub(crate) async fn drain(&self) {
         let mut rx = self.running.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Delete every creation of `key` on `session`'s lease after `released_at`,
+/// until the session ends (see [`Cleanup::watch_late_writes`]).
+async fn remove_late_writes(
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    key: String,
+    session: Session,
+    released_at: Revision,
+) {
+    let lease = session.lease();
+    let late = |kv: &KeyValue| kv.lease == Some(lease) && kv.create_revision > released_at;
+    let remove = |kv: &KeyValue| {
+        Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, kv.create_revision),
+                Compare::lease(key.clone(), CompareOp::Equal, Some(lease)),
+            ])
+            .and_then([DeleteRequest::key(key.clone())])
+    };
+    let mut from = released_at + 1;
+    let mut attempt = 1u32;
+    loop {
+        let follow = async {
+            let mut events = backend
+                .watch(WatchRequest::key(key.clone()).from_revision(from))
+                .await?;
+            while let Some(resp) = events.next().await {
+                let resp = resp?;
+                from = resp.revision + 1;
+                for event in &resp.events {
+                    if event.kind == EventKind::Put && late(&event.kv) {
+                        warn!(
+                            key,
+                            "a write that landed after its owner released the key: removing it"
+                        );
+                        retry
+                            .run("remove a late write", |_| backend.txn(remove(&event.kv)))
+                            .await?;
+                    }
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        let ended = tokio::select! {
+            ended = follow => ended,
+            _ = session.lost() => return,
+        };
+        if let Err(Error::Compacted { .. }) = ended {
+            // History from `from` is gone: judge the key as it is now.
+            if let Ok(now) = backend.range(RangeRequest::key(key.clone())).await {
+                if let Some(kv) = now.kvs.first().filter(|kv| late(kv)) {
+                    let _ = backend.txn(remove(kv)).await;
+                }
+                from = now.revision + 1;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry.jittered_delay(attempt)) => {}
+            _ = session.lost() => return,
+        }
+        attempt = attempt.saturating_add(1).min(8);
     }
 }

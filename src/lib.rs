@@ -68,9 +68,13 @@
 //! inject each of the three faults at every write of each operation
 //! ([`testing::AmbiguousWrites`], feature `testing`).
 //!
-//! Known gap: a claim or register write *held* until after its owner released
-//! (an unlock, a deregister) lands on the owner's live session lease, and stays
-//! until that session ends ([`Coordinator::close`] or the lease's expiry).
+//! A claim or register write *held* until after its owner released the key (an
+//! unlock, a resign, a deregister, a dropped handle) would create the key again
+//! on the owner's live session lease: when a write of the owner's was in doubt,
+//! the coordinator's cleanup watches the key for the session's life and removes
+//! such a late copy, unless this coordinator claims or registers the key again
+//! first (the new owner finds the copy as its own). Still open: a claim whose
+//! *acquire* was cancelled while its write was held.
 
 //! # Feature flags
 //!

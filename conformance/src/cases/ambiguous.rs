@@ -120,6 +120,17 @@ pub(crate) async fn leased_keys(store: &dyn Backend) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The keys under `prefix` on `plain`'s store: none may be left once a claim
+/// was released, even by a write of its that landed late.
+async fn keys_under(plain: &Coordinator, prefix: &str) -> Vec<String> {
+    let resp = plain
+        .backend()
+        .range(coordkit::RangeRequest::prefix(prefix))
+        .await
+        .expect("a read");
+    resp.kvs.iter().map(|kv| kv.key_str()).collect()
+}
+
 fn nothing(_: Coordinator) -> BoxFuture<'static, Result<()>> {
     async { Ok(()) }.boxed()
 }
@@ -390,7 +401,9 @@ pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ct
             }
             .boxed()
         },
-        |r, _, label| async move {
+        |r, plain, label| async move {
+            let left = keys_under(&plain, "coord/lock/l/").await;
+            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             if let Ok(held) = r {
                 assert!(held, "{label}: acquired but not held");
             }
@@ -419,7 +432,9 @@ pub async fn ambiguous_a_semaphore_permit_is_taken_and_given_back(ctx: Ctx) -> R
             }
             .boxed()
         },
-        |r, _, label| async move {
+        |r, plain, label| async move {
+            let left = keys_under(&plain, "coord/semaphore/s/").await;
+            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             if let Ok(held) = r {
                 assert!(held, "{label}: acquired but not held");
             }
@@ -446,7 +461,9 @@ pub async fn ambiguous_a_leadership_is_won_proclaimed_and_resigned(ctx: Ctx) -> 
             }
             .boxed()
         },
-        |r, _, label| async move {
+        |r, plain, label| async move {
+            let left = keys_under(&plain, "coord/election/e/").await;
+            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             if let Ok(leader) = r {
                 assert_eq!(leader.as_deref(), Some("b"), "{label}");
             }
@@ -457,8 +474,8 @@ pub async fn ambiguous_a_leadership_is_won_proclaimed_and_resigned(ctx: Ctx) -> 
 }
 
 /// A registration updated and then deregistered through lost, late or held
-/// writes is not advertised afterwards (but for a register write held past the
-/// deregistration, which `close()` removes).
+/// writes is not advertised afterwards, even when a register write held past
+/// the deregistration lands (the cleanup removes it).
 pub async fn ambiguous_a_registration_updated_then_deregistered_is_gone(ctx: Ctx) -> Result<()> {
     sweep(
         &ctx,
@@ -476,13 +493,7 @@ pub async fn ambiguous_a_registration_updated_then_deregistered_is_gone(ctx: Ctx
         },
         |r, plain, label| async move {
             let left = plain.registry().discover("svc").await.unwrap();
-            // A register write held until after the deregistration lands on the
-            // session's lease and is advertised until close() (checked by
-            // `sweep`): an open finding of the ambiguous-answers issue.
-            let held_register = label.contains("write 1 of") && label.ends_with("Held");
-            if !held_register {
-                assert!(left.is_empty(), "{label}: still advertised: {left:?}");
-            }
+            assert!(left.is_empty(), "{label}: still advertised: {left:?}");
             match r {
                 Ok(weight) => assert_eq!(weight, 7, "{label}"),
                 Err(Error::OutcomeUnknown { .. }) => {}
@@ -557,7 +568,9 @@ pub async fn ambiguous_a_write_lock_is_taken_and_released(ctx: Ctx) -> Result<()
             }
             .boxed()
         },
-        |r, _, label| async move {
+        |r, plain, label| async move {
+            let left = keys_under(&plain, "coord/rwlock/rw/").await;
+            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             if let Ok(held) = r {
                 assert!(held, "{label}: acquired but not held");
             }
@@ -640,7 +653,9 @@ pub async fn ambiguous_a_resumed_leadership_proclaims_and_resigns(ctx: Ctx) -> R
             }
             .boxed()
         },
-        |r, _, label| async move {
+        |r, plain, label| async move {
+            let left = keys_under(&plain, "coord/election/r/").await;
+            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             match r {
                 Ok(leader) => assert_eq!(leader.as_deref(), Some("b"), "{label}"),
                 Err(e) => panic!("{label}: {e:?}"),

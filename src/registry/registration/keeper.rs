@@ -101,7 +101,12 @@ impl Inner {
             )])
             .and_then(put.clone())
             .or_else([RangeRequest::key(self.key.clone())]);
-        let resp = self.coord.backend.txn(create).await?;
+        let resp = self
+            .coord
+            .backend
+            .txn(create)
+            .await
+            .inspect_err(|_| self.in_doubt.store(true, Ordering::SeqCst))?;
         if resp.succeeded {
             *written = (resp.revision, lease);
             self.own_writes().written(&value, resp.revision);

@@ -82,6 +82,9 @@ struct Inner {
     /// The session of the last write.
     session: Mutex<Session>,
     stopped: AtomicBool,
+    /// A write of the instance (a register put, a re-registration) got no
+    /// answer: a copy may still land after the deregistration.
+    in_doubt: AtomicBool,
 }
 
 /// The register task's answer, awaited by `register`. Dropped before it was
@@ -198,6 +201,10 @@ impl Registration {
         let (retry, cleanup) = (coord.retry.clone(), coord.cleanup.clone());
         let (task_key, task_value, task_session) = (key.clone(), value.clone(), session.clone());
         let task_also = also.clone();
+        // A late copy of an earlier registration of this key is this one's now.
+        coord.cleanup.taken_over(&key);
+        let doubted = Arc::new(AtomicBool::new(false));
+        let task_doubted = doubted.clone();
         coord.cleanup.spawn("registration", async move {
             let put = Txn::new().and_then(with_index(
                 PutRequest::new(task_key.clone(), task_value.clone()).with_lease(lease),
@@ -206,7 +213,10 @@ impl Registration {
             ));
             // Repeating the same put is harmless: safe to retry.
             let outcome = retry
-                .run("register", |_| backend.txn(put.clone()))
+                .run("register", |attempt| {
+                    task_doubted.fetch_or(attempt > 1, Ordering::SeqCst);
+                    backend.txn(put.clone())
+                })
                 .await
                 .map(|r| r.revision);
             let mut guards = vec![Compare::lease(
@@ -258,6 +268,7 @@ impl Registration {
             written: tokio::sync::Mutex::new((written, lease)),
             session: Mutex::new(session.clone()),
             stopped: AtomicBool::new(false),
+            in_doubt: AtomicBool::new(doubted.load(Ordering::SeqCst)),
         });
         let span = info_span!("coord.registration", key = %inner.key);
         let keeper = tokio::spawn(keeper::keep(inner.clone(), session).instrument(span));
@@ -415,6 +426,7 @@ impl Drop for Registration {
                 if inner.state.borrow().is_final() {
                     return;
                 }
+                let orphan_after = written.0;
                 let orphan = Orphan {
                     key: inner.key.clone(),
                     also: inner.also.clone(),
@@ -428,11 +440,13 @@ impl Drop for Registration {
                     after: None,
                 };
                 drop(written);
+                let after = orphan_after;
                 inner
                     .coord
                     .cleanup
                     .remove_now("dropped registration", orphan)
                     .await;
+                inner.watch_late_writes(after);
                 inner.set_state(RegistrationState::Deregistered);
             });
     }
@@ -544,6 +558,17 @@ impl Inner {
         }
     }
 
+    /// Once the instance is removed: if one of its writes got no answer, have
+    /// the cleanup remove a copy that lands later (a creation of the key on the
+    /// session's lease after revision `after`).
+    fn watch_late_writes(&self, after: Revision) {
+        if self.in_doubt.load(Ordering::SeqCst) {
+            self.coord
+                .cleanup
+                .watch_late_writes(self.key.clone(), self.current_session(), after);
+        }
+    }
+
     fn current_session(&self) -> Session {
         self.session
             .lock()
@@ -595,6 +620,7 @@ impl Inner {
             // else's is left alone.
             self.remove_own_write(written.1).await?;
         }
+        self.watch_late_writes(written.0);
         self.set_state(RegistrationState::Deregistered);
         info!(key = %self.key, "deregistered");
         Ok(())
