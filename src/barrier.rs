@@ -405,6 +405,7 @@ impl Drop for Entering {
                 session: self.session.clone(),
                 hold: None,
                 after,
+                late_writes: false,
             },
         );
     }

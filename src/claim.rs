@@ -298,6 +298,8 @@ struct Pending {
     /// The claim's write while it runs: polled by the claim, and by the cleanup
     /// (before its delete) if the claim is dropped mid-write.
     in_flight: Option<ClaimWrite>,
+    /// A try of the write got no answer: a copy may land after the removal.
+    in_doubt: bool,
 }
 
 /// The claim's write (its response and the try that got it), boxed so that a
@@ -321,6 +323,9 @@ impl Pending {
         }
         let hold = self.hold.take();
         let guards = vec![orphan_guard(&self.key, self.token, self.session.lease())];
+        // A write still in flight when the claim was dropped may be held by the
+        // store past its caller: as one whose answer never came.
+        let late_writes = self.in_doubt || self.in_flight.is_some();
         let after = self.in_flight.take().map(|write| {
             Box::pin(async move {
                 let _ = write.await;
@@ -333,6 +338,7 @@ impl Pending {
             session: self.session.clone(),
             hold,
             after,
+            late_writes,
         })
     }
 
@@ -445,6 +451,7 @@ async fn claim_in_span(
         armed: true,
         hold: Some(hold),
         in_flight: None,
+        in_doubt: false,
     };
 
     // Create the key if absent (else read it: a retry after a lost response finds
@@ -508,6 +515,7 @@ async fn claim_in_span(
         };
         let outcome = pending.in_flight.insert(write).await;
         pending.in_flight = None;
+        pending.in_doubt |= outcome.as_ref().map_or(true, |(_, attempt)| *attempt > 1);
         let (resp, attempt) = outcome?;
         in_doubt |= attempt > 1;
         // Found on the first try, our key predates this call: an earlier claim
@@ -1642,6 +1650,7 @@ impl Drop for Claim {
                 session: self.session.clone(),
                 hold,
                 after: None,
+                late_writes: false,
             },
         );
     }

@@ -48,6 +48,10 @@ pub(crate) struct Orphan {
     /// A write of the key still in flight when its caller was cancelled: awaited
     /// first, so it cannot land after the delete.
     pub(crate) after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// A write of the key may still land after the delete (its answer never
+    /// came): watch for it afterwards (see [`Cleanup::watch_late_writes`]; any
+    /// creation of the key on the session's lease is late then).
+    pub(crate) late_writes: bool,
 }
 
 /// Counts a cleanup as running until dropped (done or aborted with its runtime).
@@ -75,7 +79,9 @@ impl Cleanup {
     /// on. Watch the key while the session lives and delete such a put, unless
     /// this coordinator's next owner of the key takes it over first
     /// ([`Cleanup::taken_over`]). At most one watch per key; it ends with the
-    /// session (`close()` revokes it).
+    /// session (`close()` revokes it). A `released_at` of 0 means the owner
+    /// never held the key (a cancelled claim): any creation on the lease is late,
+    /// the key as it is now included.
     pub(crate) fn watch_late_writes(&self, key: String, session: Session, released_at: Revision) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
@@ -159,6 +165,7 @@ impl Cleanup {
             session,
             hold,
             after,
+            late_writes,
         } = orphan;
         if let Some(write) = after {
             write.await;
@@ -193,6 +200,10 @@ impl Cleanup {
             }
             attempt = attempt.saturating_add(1);
         }
+        // Before the hold goes: the next owner's `taken_over` must find it.
+        if late_writes && !session.is_lost() {
+            self.watch_late_writes(key, session, 0);
+        }
         drop(hold);
     }
 
@@ -223,6 +234,15 @@ async fn remove_late_writes(
             .and_then([DeleteRequest::key(key.clone())])
     };
     let mut from = released_at + 1;
+    if released_at == 0 {
+        // History of the key is no concern: start from the key as it is now.
+        if let Ok(now) = backend.range(RangeRequest::key(key.clone())).await {
+            if let Some(kv) = now.kvs.first().filter(|kv| late(kv)) {
+                let _ = backend.txn(remove(kv)).await;
+            }
+            from = now.revision + 1;
+        }
+    }
     let mut attempt = 1u32;
     loop {
         let follow = async {

@@ -73,8 +73,8 @@
 //! on the owner's live session lease: when a write of the owner's was in doubt,
 //! the coordinator's cleanup watches the key for the session's life and removes
 //! such a late copy, unless this coordinator claims or registers the key again
-//! first (the new owner finds the copy as its own). Still open: a claim whose
-//! *acquire* was cancelled while its write was held.
+//! first (the new owner finds the copy as its own). The same holds for a claim
+//! whose acquire was cancelled while its write was in flight.
 
 //! # Feature flags
 //!

@@ -130,6 +130,7 @@ impl Drop for Answer {
                     session: self.session.clone(),
                     hold: None,
                     after: None,
+                    late_writes: false,
                 },
             );
         }
@@ -240,6 +241,7 @@ impl Registration {
                     session: task_session,
                     hold: None,
                     after: None,
+                    late_writes: false,
                 };
                 cleanup.remove_now("abandoned registration", orphan).await;
             }
@@ -438,6 +440,7 @@ impl Drop for Registration {
                     session: inner.current_session(),
                     hold: None,
                     after: None,
+                    late_writes: false,
                 };
                 drop(written);
                 let after = orphan_after;
