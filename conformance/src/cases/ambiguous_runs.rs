@@ -5,7 +5,8 @@
 //! the same seed replays the same run (`COORD_SEEDS=17` runs seed 17 alone,
 //! `COORD_SEEDS=0-499` five hundred of them; `scripts/seeds.sh` does that).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coordkit::testing::{AmbiguousWrites, Intercepted, WriteFault};
@@ -32,6 +33,16 @@ fn seeds() -> Vec<u64> {
         .collect()
 }
 
+/// What the tasks of one run share: permits held now and at most, the lock's
+/// last fencing token, and whether tokens ever went backwards.
+#[derive(Default, Debug)]
+struct Watched {
+    permits_held: AtomicUsize,
+    most_permits_held: AtomicUsize,
+    last_token: Mutex<i64>,
+    token_went_back: AtomicBool,
+}
+
 /// What the tasks of one run saw.
 #[derive(Default, Debug)]
 struct Tally {
@@ -42,10 +53,12 @@ struct Tally {
 }
 
 /// Random runs keep every invariant: the counter is within the adds that
-/// succeeded and those whose outcome is unknown (never above: no add counted
-/// twice); the lock-fenced counter likewise (no fenced write lost or doubled,
-/// no two holders writing on the same base); every config batch applied whole
-/// (its two keys always equal); after `close()` no key on a lease is left.
+/// succeeded and those whose outcome is unknown or that were cancelled (never
+/// above: no add counted twice); the lock-fenced counter likewise (no fenced
+/// write lost or doubled, no two holders writing on the same base); the lock's
+/// fencing tokens only grow; a 2-permit semaphore never has more than 2
+/// holders; every config batch applied whole (its two keys always equal);
+/// after `close()` no key on a lease is left.
 pub async fn ambiguous_random_runs_keep_every_invariant(ctx: Ctx) -> Result<()> {
     for seed in seeds() {
         run(&ctx, seed).await.map_err(|e| {
@@ -65,6 +78,7 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
     let faulty = Coordinator::new(writes.clone() as Arc<dyn Backend>);
     let plain = Coordinator::new(store.clone());
     let ttl = ctx.recipe_ttl();
+    let watched = Arc::new(Watched::default());
     let mut tasks = Vec::new();
     for task in 0..4u64 {
         let c = if task == 3 {
@@ -73,6 +87,7 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
             faulty.clone()
         };
         let writes = writes.clone();
+        let watched = watched.clone();
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(31).wrapping_add(task));
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -82,13 +97,25 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
                         [WriteFault::Lost, WriteFault::Late, WriteFault::Held][rng.usize(..3)];
                     writes.intercept().arm(rng.u64(1..=3), fault);
                 }
-                match rng.u8(..3) {
+                match rng.u8(..5) {
                     0 => match c.counter().add("n", 1).await {
                         Ok(_) => tally.adds_ok += 1,
                         Err(Error::OutcomeUnknown { .. }) => tally.adds_unknown += 1,
                         Err(_) => {}
                     },
-                    1 => fenced_write(&c, ttl, &mut tally).await,
+                    // An add cancelled at a random moment: it may or may not apply.
+                    1 => {
+                        let patience = Duration::from_millis(rng.u64(0..20));
+                        match tokio::time::timeout(patience, c.counter().add("n", 1)).await {
+                            Ok(Ok(_)) => tally.adds_ok += 1,
+                            Ok(Err(Error::OutcomeUnknown { .. })) | Err(_) => {
+                                tally.adds_unknown += 1
+                            }
+                            Ok(Err(_)) => {}
+                        }
+                    }
+                    2 => fenced_write(&c, ttl, &mut tally, &watched).await,
+                    3 => hold_a_permit(&c, ttl, &watched).await,
                     _ => {
                         let v = (task * 100 + step) as i64;
                         let batch = || -> Result<Vec<ConfigChange>> {
@@ -128,6 +155,19 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
             format!("{fenced} after {tally:?}"),
         ));
     }
+    let most = watched.most_permits_held.load(Ordering::SeqCst);
+    if most > 2 {
+        return Err(Error::invalid(
+            "semaphore",
+            format!("{most} holders of 2 permits"),
+        ));
+    }
+    if watched.token_went_back.load(Ordering::SeqCst) {
+        return Err(Error::invalid(
+            "fencing",
+            "a lock's fencing token went backwards",
+        ));
+    }
     let a = plain.config().get::<i64>("a").await.ok();
     let b = plain.config().get::<i64>("b").await.ok();
     if a != b {
@@ -151,12 +191,19 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
 /// Under lock `l`, add one to the counter `fenced` with a write guarded by the
 /// lock's compare and the value read (so two holders at once, or a stale one,
 /// could not both count).
-async fn fenced_write(c: &Coordinator, ttl: Duration, tally: &mut Tally) {
+async fn fenced_write(c: &Coordinator, ttl: Duration, tally: &mut Tally, watched: &Watched) {
     let Ok(Ok(guard)) =
         tokio::time::timeout(Duration::from_secs(30), c.lock().acquire("l", ttl)).await
     else {
         return;
     };
+    {
+        let mut last = watched.last_token.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.fencing_token() <= *last {
+            watched.token_went_back.store(true, Ordering::SeqCst);
+        }
+        *last = guard.fencing_token();
+    }
     let store = c.backend();
     if let Ok(current) = store.get("coord/counter/fenced").await {
         let (n, rev) = current.map_or((0, 0), |kv| {
@@ -180,4 +227,18 @@ async fn fenced_write(c: &Coordinator, ttl: Duration, tally: &mut Tally) {
         }
     }
     let _ = guard.unlock().await;
+}
+
+/// Hold one of the 2 permits of semaphore `s` a moment, counting the holders.
+async fn hold_a_permit(c: &Coordinator, ttl: Duration, watched: &Watched) {
+    let semaphores = c.semaphore();
+    let acquire = semaphores.acquire("s", 2, ttl);
+    let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(30), acquire).await else {
+        return;
+    };
+    let now = watched.permits_held.fetch_add(1, Ordering::SeqCst) + 1;
+    watched.most_permits_held.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    watched.permits_held.fetch_sub(1, Ordering::SeqCst);
+    let _ = permit.unlock().await;
 }
