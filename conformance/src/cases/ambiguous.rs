@@ -385,16 +385,22 @@ pub async fn ambiguous_a_config_rollback_reports_its_own_write(ctx: Ctx) -> Resu
     Ok(())
 }
 
-/// A lock acquired through lost, late or held writes is held, and unlocks;
-/// `close()` leaves no key.
-pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ctx) -> Result<()> {
+/// Sweep `acquire` then `is_held` then `unlock` of one guard kind: what it
+/// took is held, and nothing is left under `queue` after the release — a late
+/// copy of a claim write included.
+async fn sweep_a_guard(
+    ctx: &Ctx,
+    name: &str,
+    queue: &'static str,
+    acquire: fn(Coordinator) -> BoxFuture<'static, Result<coordkit::LockGuard>>,
+) -> Result<()> {
     sweep(
-        &ctx,
-        "lock acquire + unlock",
+        ctx,
+        name,
         nothing,
         |c| {
             async move {
-                let guard = c.lock().acquire("l", Duration::from_secs(10)).await?;
+                let guard = acquire(c).await?;
                 let held = guard.is_held().await?;
                 guard.unlock().await?;
                 Ok(held)
@@ -402,7 +408,7 @@ pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ct
             .boxed()
         },
         |r, plain, label| async move {
-            let left = keys_under(&plain, "coord/lock/l/").await;
+            let left = keys_under(&plain, queue).await;
             assert!(left.is_empty(), "{label}: left after the release: {left:?}");
             if let Ok(held) = r {
                 assert!(held, "{label}: acquired but not held");
@@ -413,35 +419,25 @@ pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ct
     Ok(())
 }
 
+/// A lock acquired through lost, late or held writes is held, and unlocks;
+/// `close()` leaves no key.
+pub async fn ambiguous_a_lock_acquire_holds_or_leaves_no_key_and_unlocks(ctx: Ctx) -> Result<()> {
+    sweep_a_guard(&ctx, "lock acquire + unlock", "coord/lock/l/", |c| {
+        async move { c.lock().acquire("l", Duration::from_secs(10)).await }.boxed()
+    })
+    .await
+}
+
 /// A semaphore permit taken through lost, late or held writes is held, and
 /// given back; `close()` leaves no key.
 pub async fn ambiguous_a_semaphore_permit_is_taken_and_given_back(ctx: Ctx) -> Result<()> {
-    sweep(
+    sweep_a_guard(
         &ctx,
         "semaphore acquire + unlock",
-        nothing,
-        |c| {
-            async move {
-                let permit = c
-                    .semaphore()
-                    .acquire("s", 2, Duration::from_secs(10))
-                    .await?;
-                let held = permit.is_held().await?;
-                permit.unlock().await?;
-                Ok(held)
-            }
-            .boxed()
-        },
-        |r, plain, label| async move {
-            let left = keys_under(&plain, "coord/semaphore/s/").await;
-            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
-            if let Ok(held) = r {
-                assert!(held, "{label}: acquired but not held");
-            }
-        },
+        "coord/semaphore/s/",
+        |c| async move { c.semaphore().acquire("s", 2, Duration::from_secs(10)).await }.boxed(),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// A leadership won, proclaimed and resigned through lost, late or held writes
@@ -555,29 +551,10 @@ pub async fn ambiguous_a_config_set_then_delete_leaves_no_key(ctx: Ctx) -> Resul
 /// A write lock of a read-write lock taken through lost, late or held writes is
 /// held, and released; `close()` leaves no key.
 pub async fn ambiguous_a_write_lock_is_taken_and_released(ctx: Ctx) -> Result<()> {
-    sweep(
-        &ctx,
-        "rw_lock write + unlock",
-        nothing,
-        |c| {
-            async move {
-                let guard = c.rw_lock().write("rw", Duration::from_secs(10)).await?;
-                let held = guard.is_held().await?;
-                guard.unlock().await?;
-                Ok(held)
-            }
-            .boxed()
-        },
-        |r, plain, label| async move {
-            let left = keys_under(&plain, "coord/rwlock/rw/").await;
-            assert!(left.is_empty(), "{label}: left after the release: {left:?}");
-            if let Ok(held) = r {
-                assert!(held, "{label}: acquired but not held");
-            }
-        },
-    )
-    .await?;
-    Ok(())
+    sweep_a_guard(&ctx, "rw_lock write + unlock", "coord/rwlock/rw/", |c| {
+        async move { c.rw_lock().write("rw", Duration::from_secs(10)).await }.boxed()
+    })
+    .await
 }
 
 /// A registration's health set through lost, late or held writes is what the
