@@ -138,7 +138,10 @@ impl BarrierService {
                         Ok(Some(at)) => {
                             let then = backend
                                 .range(RangeRequest::key(key.clone()).at_revision(at))
-                                .await?;
+                                .await
+                                .map_err(|e| {
+                                    crate::ambiguous::outcome_unknown("remove barrier", e)
+                                })?;
                             if then.kvs.is_empty() {
                                 return Ok(true);
                             }

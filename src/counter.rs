@@ -147,6 +147,21 @@ impl CounterService {
                 Err(e) => return Err(doubts.unknown_after(e)),
             };
             let (current, base) = parse(key, resp.kvs.first())?;
+            // The counter moved since a try in doubt read it: that change settles
+            // the try (it is the only one its compare allowed), and it may be the
+            // try itself, applied late. Never write on it before knowing whose it
+            // was; if the store cannot say (unreachable, history compacted), the
+            // outcome is unknown.
+            if doubts.moved_since_a_try(base) {
+                if let Some(new) = doubts.resolve(backend.as_ref(), key).await {
+                    return Ok((true, new));
+                }
+                if doubts.moved_since_a_try(base) {
+                    return Err(doubts.unknown_after(Error::unavailable(
+                        "the store cannot say whose change followed a write in doubt",
+                    )));
+                }
+            }
             let Some(new) = next(current)? else {
                 return Ok((false, current));
             };
@@ -237,6 +252,12 @@ impl Doubts {
             }
         }
         None
+    }
+
+    /// Whether a try still in doubt read the counter before revision `base`
+    /// (the counter's last change): its fate is then decided, but not yet known.
+    fn moved_since_a_try(&self, base: Revision) -> bool {
+        self.tries.iter().any(|t| !t.settled && t.read_at < base)
     }
 
     /// `e` as it stands, or `OutcomeUnknown` when a try may still apply.

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+#[path = "../../backends/etcd/tests/common/process.rs"]
+#[allow(dead_code)]
+mod process;
+
 const NEEDS_ETCD: &str = "needs etcd (./scripts/test.sh runs it)";
 
 fn endpoints() -> String {
@@ -489,6 +493,38 @@ fn a_revoked_lease_stops_the_command_and_exits_lost() {
         std::fs::read_to_string(&marker).unwrap().trim(),
         "term",
         "the command got SIGTERM"
+    );
+}
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn a_release_that_fails_after_the_command_keeps_the_commands_status() {
+    // An etcd of this test's own, paused once CMD has done its work.
+    assert!(process::etcd_binary_available());
+    let etcd = process::EtcdProcess::start();
+    let ns = namespace();
+    let (started, go) = (temp("release-started"), temp("release-go"));
+    let script = format!(
+        "touch {}; while [ ! -f {} ]; do sleep 0.05; done; exit 3",
+        started.display(),
+        go.display()
+    );
+    let mut held = spawn(
+        coordctl(&ns)
+            .env("COORD_ETCD_ENDPOINTS", etcd.endpoint())
+            .args(["lock", "p", "--", "sh", "-c", &script]),
+    );
+    wait_until("CMD runs", || started.exists());
+    etcd.signal("STOP");
+    std::fs::write(&go, "").unwrap();
+    let status = held.wait().unwrap();
+    etcd.signal("CONT");
+    let mut err = String::new();
+    std::io::Read::read_to_string(held.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(3), "CMD's status, not the release's; stderr {err}");
+    assert!(
+        err.lines().any(|l| l.contains("the release after") && l.contains("failed")),
+        "the failed release is said on stderr: {err}"
     );
 }
 

@@ -43,7 +43,8 @@ pub struct Ctx {
 
 /// The cases that compact the store, or need no other writer; they run alone
 /// (see [`Ctx::compaction`]).
-const COMPACTING: [&str; 11] = [
+const COMPACTING: [&str; 12] = [
+    "ambiguous_random_runs_under_partitions_compaction_and_expiry",
     "config_watch_from_a_compacted_version_is_compacted",
     "delete_of_missing_key_changes_nothing",
     "compaction_past_an_idle_holder_does_not_blind_it",

@@ -258,6 +258,7 @@ macro_rules! fault_tests {
             partitioned_registration_returns_within_a_keep_alive_interval,
             cache_converges_after_compaction_while_cut_off,
             cache_converges_after_a_partition,
+            ambiguous_random_runs_under_partitions_compaction_and_expiry,
             // Nothing left behind.
             dropped_guard_during_an_outage_is_released_after_it,
             cancelled_unlock_during_an_outage_still_releases,

@@ -236,43 +236,49 @@ impl ConfigCenter {
         } else {
             first_change_after(self.backend.as_ref(), &full, expected).await
         };
-        match (ended, resp) {
-            (Ok(Some(at)), _) if self.made_at(at, effects).await => Ok(Ok(at)),
-            (Ok(Some(_)), Some(resp)) => Ok(Err(resp)),
-            (Ok(_), _) | (Err(_), _) => Err(outcome_unknown(
+        // A change whose author the store can no longer show (unreachable,
+        // history compacted) leaves the outcome unknown, never a conflict.
+        let unknown = || {
+            outcome_unknown(
                 operation,
                 "no try's answer came, and the store does not show it applied",
-            )),
+            )
+        };
+        match (ended, resp) {
+            (Ok(Some(at)), resp) => match (self.made_at(at, effects).await, resp) {
+                (Some(true), _) => Ok(Ok(at)),
+                (Some(false), Some(resp)) => Ok(Err(resp)),
+                _ => Err(unknown()),
+            },
+            _ => Err(unknown()),
         }
     }
 
     /// Whether the store's state at revision `at` is `effects`, each made at `at`:
     /// then the write that applied at `at` was this call's (or one exactly like it).
-    async fn made_at(&self, at: crate::Revision, effects: &[Effect<'_>]) -> bool {
+    /// `None` when the store cannot tell (unreachable, history compacted).
+    async fn made_at(&self, at: crate::Revision, effects: &[Effect<'_>]) -> Option<bool> {
         for effect in effects {
             let read = RangeRequest::key(effect.full.clone()).at_revision(at);
-            let Ok(then) = self.backend.range(read).await else {
-                return false;
-            };
+            let then = self.backend.range(read).await.ok()?;
             let made = match (effect.value, then.kvs.first()) {
                 (Some(value), Some(kv)) => kv.mod_revision == at && kv.value == value,
-                (None, None) => self.deleted_at(&effect.full, at).await,
+                (None, None) => self.deleted_at(&effect.full, at).await?,
                 _ => false,
             };
             if !made {
-                return false;
+                return Some(false);
             }
         }
-        true
+        Some(true)
     }
 
-    /// Whether `full` existed just before revision `at` (so `at` deleted it).
-    async fn deleted_at(&self, full: &str, at: crate::Revision) -> bool {
+    /// Whether `full` existed just before revision `at` (so `at` deleted it);
+    /// `None` when the store cannot tell.
+    async fn deleted_at(&self, full: &str, at: crate::Revision) -> Option<bool> {
         let before = RangeRequest::key(full).at_revision(at - 1);
-        self.backend
-            .range(before)
-            .await
-            .is_ok_and(|r| !r.kvs.is_empty())
+        let then = self.backend.range(before).await.ok()?;
+        Some(!then.kvs.is_empty())
     }
 }
 

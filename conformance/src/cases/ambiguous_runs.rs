@@ -1,7 +1,9 @@
 //! Seeded random runs: several tasks on two coordinators mix counter adds,
-//! fenced writes under a lock and config batches, while writes of one
-//! coordinator are answered lost, late or held at random; the invariants hold at
-//! the end of every run. A run is a seed: on a paused clock (the memory backend)
+//! fenced writes under a lock, semaphore permits, config batches and a double
+//! barrier, while writes of one coordinator are answered lost, late or held at
+//! random — and, in the fault cases, that coordinator is also partitioned, its
+//! watches cut and its session's lease expired, and the store compacted; the
+//! invariants hold at the end of every run. A run is a seed: on a paused clock (the memory backend)
 //! the same seed replays the same run (`COORD_SEEDS=17` runs seed 17 alone,
 //! `COORD_SEEDS=0-499` five hundred of them; `scripts/seeds.sh` does that).
 
@@ -9,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coordkit::testing::{AmbiguousWrites, Intercepted, WriteFault};
+use coordkit::testing::{AmbiguousWrites, Faults, Intercepted, WriteFault};
 use coordkit::{
     Backend, BackendExt, Compare, CompareOp, ConfigChange, Coordinator, Error, Namespaced,
     PutRequest, Result, Txn,
@@ -33,11 +35,13 @@ fn seeds() -> Vec<u64> {
         .collect()
 }
 
-/// What the tasks of one run share: permits held now and at most, the lock's
-/// last fencing token, and whether tokens ever went backwards.
+/// What the tasks of one run share: the keys of the semaphore's permits held
+/// now and the most held at once (counting only holders whose key the store
+/// still has: a holder whose lease expired holds nothing), the lock's last
+/// fencing token, and whether tokens ever went backwards.
 #[derive(Default, Debug)]
 struct Watched {
-    permits_held: AtomicUsize,
+    permit_keys: Mutex<Vec<String>>,
     most_permits_held: AtomicUsize,
     last_token: Mutex<i64>,
     token_went_back: AtomicBool,
@@ -58,10 +62,23 @@ struct Tally {
 /// write lost or doubled, no two holders writing on the same base); the lock's
 /// fencing tokens only grow; a 2-permit semaphore never has more than 2
 /// holders; every config batch applied whole (its two keys always equal);
-/// after `close()` no key on a lease is left.
+/// a double barrier that lets one participant through lets the other through
+/// too (or the other failed); after `close()` no key on a lease is left.
 pub async fn ambiguous_random_runs_keep_every_invariant(ctx: Ctx) -> Result<()> {
+    each_seed(&ctx, false).await
+}
+
+/// The same runs, and meanwhile the faulty coordinator's client is partitioned
+/// for a moment, its watches cut and its session's lease expired, and the store
+/// compacted, at random times: the same invariants hold.
+pub async fn ambiguous_random_runs_under_partitions_compaction_and_expiry(ctx: Ctx) -> Result<()> {
+    let _compaction = ctx.compaction().await;
+    each_seed(&ctx, true).await
+}
+
+async fn each_seed(ctx: &Ctx, chaos: bool) -> Result<()> {
     for seed in seeds() {
-        run(&ctx, seed).await.map_err(|e| {
+        run(ctx, seed, chaos).await.map_err(|e| {
             Error::invalid(
                 "seed",
                 format!("seed {seed} (COORD_SEEDS={seed} replays it): {e}"),
@@ -71,14 +88,31 @@ pub async fn ambiguous_random_runs_keep_every_invariant(ctx: Ctx) -> Result<()> 
     Ok(())
 }
 
-async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
+async fn run(ctx: &Ctx, seed: u64, chaos: bool) -> Result<()> {
     fastrand::seed(seed);
-    let store: Arc<dyn Backend> = Arc::new(Namespaced::new(ctx.backend(), format!("seed-{seed}/")));
-    let writes = Arc::new(Intercepted::new(store.clone(), AmbiguousWrites::new()));
+    let prefix = format!("seed-{seed}{}/", if chaos { "-chaos" } else { "" });
+    let store: Arc<dyn Backend> = Arc::new(Namespaced::new(ctx.backend(), prefix.clone()));
+    // Under chaos the faulty coordinator has a client of its own, so that a
+    // partition cuts it alone.
+    let (faulty_store, faults) = if chaos {
+        let client = ctx.client().await;
+        let faults = client.faults.expect("the fault cases need Faults");
+        let own: Arc<dyn Backend> = Arc::new(Namespaced::new(client.backend, prefix));
+        (own, Some(faults))
+    } else {
+        (store.clone(), None)
+    };
+    let writes = Arc::new(Intercepted::new(faulty_store, AmbiguousWrites::new()));
     let faulty = Coordinator::new(writes.clone() as Arc<dyn Backend>);
     let plain = Coordinator::new(store.clone());
     let ttl = ctx.recipe_ttl();
     let watched = Arc::new(Watched::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let chaos_task = faults.map(|faults| {
+        let (faulty, store, done) = (faulty.clone(), ctx.backend(), done.clone());
+        tokio::spawn(stir(faults, faulty, store, ttl, seed, done))
+    });
+    let gate = tokio::spawn(double_barrier_rounds(faulty.clone(), plain.clone(), ttl));
     let mut tasks = Vec::new();
     for task in 0..4u64 {
         let c = if task == 3 {
@@ -88,6 +122,7 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
         };
         let writes = writes.clone();
         let watched = watched.clone();
+        let store = store.clone();
         let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(31).wrapping_add(task));
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
@@ -115,7 +150,7 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
                         }
                     }
                     2 => fenced_write(&c, ttl, &mut tally, &watched).await,
-                    3 => hold_a_permit(&c, ttl, &watched).await,
+                    3 => hold_a_permit(&c, store.as_ref(), ttl, &watched).await,
                     _ => {
                         let v = (task * 100 + step) as i64;
                         let batch = || -> Result<Vec<ConfigChange>> {
@@ -134,8 +169,19 @@ async fn run(ctx: &Ctx, seed: u64) -> Result<()> {
         }));
     }
     let mut tally = Tally::default();
-    for t in tasks {
-        let t = t.await.map_err(|e| Error::invalid("task", e.to_string()))?;
+    let gate = gate
+        .await
+        .map_err(|e| Error::invalid("task", e.to_string()));
+    let joined = futures::future::join_all(tasks).await;
+    done.store(true, Ordering::SeqCst);
+    if let Some(chaos_task) = chaos_task {
+        chaos_task
+            .await
+            .map_err(|e| Error::invalid("task", e.to_string()))?;
+    }
+    gate??;
+    for t in joined {
+        let t = t.map_err(|e| Error::invalid("task", e.to_string()))?;
         tally.adds_ok += t.adds_ok;
         tally.adds_unknown += t.adds_unknown;
         tally.fenced_ok += t.fenced_ok;
@@ -229,16 +275,107 @@ async fn fenced_write(c: &Coordinator, ttl: Duration, tally: &mut Tally, watched
     let _ = guard.unlock().await;
 }
 
-/// Hold one of the 2 permits of semaphore `s` a moment, counting the holders.
-async fn hold_a_permit(c: &Coordinator, ttl: Duration, watched: &Watched) {
+/// Hold one of the 2 permits of semaphore `s` a moment, counting the holders
+/// the store still has a key of (`store`: a client no fault touches).
+async fn hold_a_permit(c: &Coordinator, store: &dyn Backend, ttl: Duration, watched: &Watched) {
     let semaphores = c.semaphore();
     let acquire = semaphores.acquire("s", 2, ttl);
     let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(30), acquire).await else {
         return;
     };
-    let now = watched.permits_held.fetch_add(1, Ordering::SeqCst) + 1;
-    watched.most_permits_held.fetch_max(now, Ordering::SeqCst);
+    let key = permit.key().to_string();
+    let others = {
+        let mut held = watched
+            .permit_keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let others = held.clone();
+        held.push(key.clone());
+        others
+    };
+    let mut live = 1;
+    for other in others {
+        if let Ok(Some(_)) = store.get(other.as_str()).await {
+            live += 1;
+        }
+    }
+    watched.most_permits_held.fetch_max(live, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    watched.permits_held.fetch_sub(1, Ordering::SeqCst);
+    watched
+        .permit_keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k| *k != key);
     let _ = permit.unlock().await;
+}
+
+/// Three rounds of a 2-party double barrier, one party on each coordinator:
+/// when one party's `enter` returns `Ok`, the other's does not hang (it is let
+/// through, or fails). Leaving is not judged (a party whose enter failed may
+/// keep its key until its lease ends).
+async fn double_barrier_rounds(
+    faulty: Coordinator,
+    plain: Coordinator,
+    ttl: Duration,
+) -> Result<()> {
+    let patience = Duration::from_secs(60);
+    for round in 0..3 {
+        let gate = format!("gate-{round}");
+        let (a, b) = (faulty.barrier(), plain.barrier());
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(patience, a.enter(&gate, 2, ttl)),
+            tokio::time::timeout(patience, b.enter(&gate, 2, ttl)),
+        );
+        let through = |r: &std::result::Result<Result<_>, _>| matches!(r, Ok(Ok(_)));
+        if (through(&a) && b.is_err()) || (through(&b) && a.is_err()) {
+            return Err(Error::invalid(
+                "barrier",
+                format!("{gate}: one party went through, the other hangs"),
+            ));
+        }
+        let leave = |r: std::result::Result<Result<coordkit::DoubleBarrierEntry>, _>| async move {
+            if let Ok(Ok(entry)) = r {
+                let _ = tokio::time::timeout(patience, entry.leave()).await;
+            }
+        };
+        tokio::join!(leave(a), leave(b));
+    }
+    Ok(())
+}
+
+/// The faults of a chaos run, at random moments until `done`: a partition of
+/// the faulty coordinator's client for a moment, a cut of its watches, the
+/// expiry of its session's lease, a compaction of the store at its current
+/// revision. Ends healed.
+async fn stir(
+    faults: Arc<dyn Faults>,
+    faulty: Coordinator,
+    store: Arc<dyn Backend>,
+    ttl: Duration,
+    seed: u64,
+    done: Arc<AtomicBool>,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(97).wrapping_add(13));
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(rng.u64(10..150))).await;
+        match rng.u8(..4) {
+            0 => {
+                faults.partition();
+                tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
+                faults.heal();
+            }
+            1 => faults.cut_watches(),
+            2 => {
+                if let Ok(session) = faulty.session(ttl).await {
+                    faults.expire_lease(session.lease());
+                }
+            }
+            _ => {
+                if let Ok(now) = store.current_revision().await {
+                    let _ = store.compact(now).await;
+                }
+            }
+        }
+    }
+    faults.heal();
 }

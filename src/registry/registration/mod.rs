@@ -543,7 +543,8 @@ impl Inner {
             Ok(Some(at)) => {
                 let then = backend
                     .range(RangeRequest::key(self.key.clone()).at_revision(at))
-                    .await?;
+                    .await
+                    .map_err(|e| outcome_unknown("update registration", e))?;
                 match then.kvs.first() {
                     Some(kv) if kv.mod_revision == at && kv.value == value && kv.lease == Some(lease) => {
                         *written = (at, lease);
