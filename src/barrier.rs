@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::cleanup::Orphan;
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::queue_name::validate_name;
 use crate::{
     Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
@@ -57,11 +57,11 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct BarrierService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl BarrierService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         BarrierService { coord }
     }
 
@@ -378,7 +378,7 @@ impl std::fmt::Debug for BarrierService {
 /// A participant's key while `enter` runs: removed in the background if the
 /// call does not complete.
 struct Entering {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
     key: String,
     session: Session,
     write: Option<tokio::task::JoinHandle<Result<crate::TxnResponse>>>,

@@ -18,7 +18,6 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn, Instrument};
 
-use crate::key_hold::KeyHold;
 use crate::{
     Backend, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyValue, RangeRequest,
     RetryPolicy, Revision, Session, Txn, WatchRequest,
@@ -35,8 +34,12 @@ pub(crate) struct Cleanup {
     late: Arc<Mutex<HashMap<String, AbortHandle>>>,
 }
 
+/// What keeps this process off an orphan's key (a claim's local turn or slot
+/// number): dropped only once the key's removal is done or given up.
+pub(crate) type Hold = Box<dyn Send>;
+
 /// A key to delete, while every compare of `guards` holds, for as long as `session` lives; `hold`
-/// (what keeps this process off the key, see [`KeyHold`]) is dropped only after.
+/// (what keeps this process off the key, see [`Hold`]) is dropped only after.
 pub(crate) struct Orphan {
     pub(crate) key: String,
     pub(crate) guards: Vec<Compare>,
@@ -44,7 +47,7 @@ pub(crate) struct Orphan {
     /// transaction while the guards hold.
     pub(crate) also: Vec<String>,
     pub(crate) session: Session,
-    pub(crate) hold: Option<KeyHold>,
+    pub(crate) hold: Option<Hold>,
     /// A write of the key still in flight when its caller was cancelled: awaited
     /// first, so it cannot land after the delete.
     pub(crate) after: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,

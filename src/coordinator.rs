@@ -1,23 +1,22 @@
 //! The facade: one store, one namespace, shared sessions, and the recipes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cleanup::Cleanup;
+use crate::backend::Backend;
+use crate::barrier::BarrierService;
 use crate::config::ConfigCenter;
+use crate::context::Context;
+use crate::counter::CounterService;
 use crate::election::ElectionService;
-use crate::health::{Followers, Health, SessionHealth};
-use crate::local_queue::LocalQueues;
+use crate::error::{Error, Result};
+use crate::health::{Health, SessionHealth};
 use crate::lock::LockService;
 use crate::registry::RegistryService;
-use crate::session::ttl_seconds;
-use crate::{Backend, Error, Result, RetryPolicy, Session};
-
-/// How many sessions of distinct TTLs a coordinator keeps before it drops those
-/// nobody holds.
-const IDLE_SESSIONS_KEPT: usize = 8;
+use crate::retry::RetryPolicy;
+use crate::rw_lock::RwLockService;
+use crate::semaphore::SemaphoreService;
+use crate::session::Session;
 
 /// The namespace a [`Coordinator`] works in unless told otherwise.
 pub const DEFAULT_NAMESPACE: &str = "coord/";
@@ -43,31 +42,7 @@ pub const DEFAULT_NAMESPACE: &str = "coord/";
 /// ```
 #[derive(Clone)]
 pub struct Coordinator {
-    pub(crate) inner: Arc<CoordinatorInner>,
-}
-
-pub(crate) struct CoordinatorInner {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) namespace: String,
-    pub(crate) retry: RetryPolicy,
-    pub(crate) local: LocalQueues,
-    /// The numbers in use in shared claims' keys.
-    pub(crate) slots: crate::key_hold::ClaimSlots,
-    /// Deletes keys whose owner is gone (dropped or cancelled handles).
-    pub(crate) cleanup: Cleanup,
-    /// The caches and config managers, for `health()`.
-    pub(crate) followers: Arc<Followers>,
-    /// Registry entries skipped as malformed.
-    pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
-    /// How fast the queues this coordinator waits in move (for waiters' glances).
-    pub(crate) pace: crate::pace::QueuePace,
-    /// Watches kept after waits, for the next wait behind the same key.
-    pub(crate) watches: crate::watch_pool::WatchPool,
-    sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
-    /// Sessions taken over by `ElectionService::resume`, revoked by `close`
-    /// while anything still holds them.
-    adopted: std::sync::Mutex<Vec<crate::session::WeakSession>>,
-    closed: AtomicBool,
+    pub(crate) inner: Arc<Context>,
 }
 
 /// Options for a [`Coordinator`].
@@ -113,21 +88,7 @@ impl CoordinatorBuilder {
         #[cfg(not(feature = "metrics"))]
         let backend = self.backend;
         Ok(Coordinator {
-            inner: Arc::new(CoordinatorInner {
-                cleanup: Cleanup::new(backend.clone(), self.retry.clone()),
-                followers: Arc::default(),
-                backend,
-                namespace: self.namespace,
-                retry: self.retry,
-                local: LocalQueues::default(),
-                slots: Default::default(),
-                malformed_entries: std::sync::atomic::AtomicU64::new(0),
-                pace: Default::default(),
-                watches: Default::default(),
-                sessions: tokio::sync::Mutex::new(HashMap::new()),
-                adopted: std::sync::Mutex::new(Vec::new()),
-                closed: AtomicBool::new(false),
-            }),
+            inner: Arc::new(Context::new(backend, self.namespace, self.retry)),
         })
     }
 }
@@ -155,23 +116,23 @@ impl Coordinator {
     }
 
     /// Counting semaphores: at most N holders of a name at once.
-    pub fn semaphore(&self) -> crate::SemaphoreService {
-        crate::SemaphoreService::new(self.inner.clone())
+    pub fn semaphore(&self) -> SemaphoreService {
+        SemaphoreService::new(self.inner.clone())
     }
 
     /// Read-write locks: many readers or one writer.
-    pub fn rw_lock(&self) -> crate::RwLockService {
-        crate::RwLockService::new(self.inner.clone())
+    pub fn rw_lock(&self) -> RwLockService {
+        RwLockService::new(self.inner.clone())
     }
 
     /// Distributed counters (keys under `<namespace>counter/`).
-    pub fn counter(&self) -> crate::CounterService {
-        crate::CounterService::new(self.inner.clone())
+    pub fn counter(&self) -> CounterService {
+        CounterService::new(self.inner.clone())
     }
 
     /// Barriers and double barriers.
-    pub fn barrier(&self) -> crate::BarrierService {
-        crate::BarrierService::new(self.inner.clone())
+    pub fn barrier(&self) -> BarrierService {
+        BarrierService::new(self.inner.clone())
     }
 
     /// Leader election.
@@ -222,27 +183,7 @@ impl Coordinator {
     /// revoked alive until their handles drop (which revokes them in the
     /// background) or their TTL passes.
     pub async fn close(&self) -> Result<()> {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        let mut sessions: Vec<Session> = self
-            .inner
-            .sessions
-            .lock()
-            .await
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
-        sessions.extend(self.inner.adopted_sessions());
-        let mut first = Ok(());
-        for s in sessions {
-            if let Err(e) = s.close().await {
-                if first.is_ok() {
-                    first = Err(e);
-                }
-            }
-        }
-        self.inner.watches.clear();
-        self.inner.cleanup.drain().await;
-        first
+        self.inner.close().await
     }
 
     /// A snapshot for readiness probes, with no side effect but one read: the
@@ -261,10 +202,9 @@ impl Coordinator {
         let now = tokio::time::Instant::now();
         let mut sessions: Vec<SessionHealth> = self
             .inner
-            .sessions
-            .lock()
+            .sessions()
             .await
-            .values()
+            .iter()
             .map(|s| SessionHealth {
                 ttl: s.ttl(),
                 lease: s.lease(),
@@ -283,82 +223,6 @@ impl Coordinator {
     /// Whether [`Coordinator::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
-    }
-}
-
-impl CoordinatorInner {
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.is_closed() {
-            return Err(Error::Closed {
-                what: "coordinator",
-            });
-        }
-        Ok(())
-    }
-
-    /// A session of this coordinator keeping `lease`, if any (its own, or one
-    /// taken over before).
-    pub(crate) async fn live_session(&self, lease: crate::LeaseId) -> Option<Session> {
-        let own = self.sessions.lock().await;
-        let found = own
-            .values()
-            .find(|s| s.lease() == lease && !s.is_lost())
-            .cloned();
-        drop(own);
-        found.or_else(|| {
-            self.adopted_sessions()
-                .into_iter()
-                .find(|s| s.lease() == lease && !s.is_lost())
-        })
-    }
-
-    /// Keep `session` (taken over by a resume) among those `close` revokes.
-    pub(crate) fn adopt_session(&self, session: &Session) {
-        let mut adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
-        adopted.retain(|s| s.upgrade().is_some());
-        adopted.push(session.downgrade());
-    }
-
-    /// The sessions taken over by resumes that something still holds.
-    fn adopted_sessions(&self) -> Vec<Session> {
-        let adopted = self.adopted.lock().unwrap_or_else(|e| e.into_inner());
-        adopted.iter().filter_map(|s| s.upgrade()).collect()
-    }
-
-    pub(crate) async fn session(&self, ttl: Duration) -> Result<Session> {
-        self.check_open()?;
-        let secs = ttl_seconds(self.backend.as_ref(), ttl)?;
-        let mut sessions = self.sessions.lock().await;
-        if let Some(s) = sessions.get(&secs) {
-            if !s.is_lost() {
-                return Ok(s.clone());
-            }
-        }
-        // Bounded: lost sessions go, and past a few TTLs, so do sessions nobody
-        // holds (their drop revokes their lease; the next user grants anew).
-        sessions.retain(|_, s| !s.is_lost());
-        if sessions.len() >= IDLE_SESSIONS_KEPT {
-            sessions.retain(|_, s| s.handles() > 1);
-        }
-        let session = Session::start(
-            self.backend.clone(),
-            Duration::from_secs(secs as u64),
-            self.retry.clone(),
-        )
-        .await?;
-        // Closed while granting: give the lease back rather than leak it.
-        if self.is_closed() {
-            let _ = session.close().await;
-            return Err(Error::Closed {
-                what: "coordinator",
-            });
-        }
-        sessions.insert(secs, session.clone());
-        Ok(session)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::queue_name::validate_name;
 use crate::{
     Backend, Compare, CompareOp, Error, KeyValue, PutRequest, RangeRequest, Result, Revision, Txn,
@@ -53,11 +53,11 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct CounterService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl CounterService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         CounterService { coord }
     }
 

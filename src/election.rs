@@ -7,8 +7,8 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
-use crate::claim::{claim, queue_prefix, Claim, Kind, OwnershipLost, Wait};
-use crate::coordinator::CoordinatorInner;
+use crate::claim::{Claim, Kind, OwnershipLost, Wait};
+use crate::context::Context;
 use crate::follow::{Change, Follower};
 use crate::queue_name::QueueName;
 use crate::{
@@ -54,7 +54,7 @@ pub const DEFAULT_ELECTION_TTL: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct ElectionService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
     ttl: Duration,
 }
 
@@ -93,7 +93,7 @@ impl Leader {
 pub type LeaderStream = BoxStream<'static, Result<Option<Leader>>>;
 
 impl ElectionService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         ElectionService {
             coord,
             ttl: DEFAULT_ELECTION_TTL,
@@ -161,12 +161,12 @@ impl ElectionService {
         fencing_token: Revision,
     ) -> Result<Leadership> {
         let name = name.into();
-        let prefix = queue_prefix(&self.coord, Kind::Election, &name)?;
+        let prefix = self.coord.claims.queue_prefix(Kind::Election, &name)?;
         self.coord.check_open()?;
         let turn = self
             .coord
-            .local
-            .try_now(&prefix)
+            .claims
+            .turn_now(&prefix)
             .ok_or_else(|| Error::LockConflict {
                 name: name.as_str().to_string(),
             })?;
@@ -187,15 +187,11 @@ impl ElectionService {
                 (session, true)
             }
         };
-        let adopted = crate::claim::adopt(
-            &self.coord,
-            Kind::Election,
-            &name,
-            session.clone(),
-            fencing_token,
-            turn,
-        )
-        .await;
+        let adopted = self
+            .coord
+            .claims
+            .adopt(Kind::Election, &name, session.clone(), fencing_token, turn)
+            .await;
         match adopted {
             Ok(claim) => {
                 if taken_over {
@@ -219,7 +215,11 @@ impl ElectionService {
     }
 
     async fn claim(&self, name: QueueName, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
-        let claim = claim(&self.coord, Kind::Election, &name, self.ttl, value, wait).await?;
+        let session = self.coord.session(self.ttl);
+        let claims = &self.coord.claims;
+        let claim = claims
+            .claim(Kind::Election, &name, session, value, wait)
+            .await?;
         Ok(Leadership { claim })
     }
 
@@ -230,12 +230,15 @@ impl ElectionService {
         &self,
         name: impl Into<QueueName>,
     ) -> Result<Vec<crate::QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Election, &name.into()).await
+        self.coord.claims.queue(Kind::Election, &name.into()).await
     }
 
     /// The current leader of `name`, if any.
     pub async fn leader(&self, name: impl Into<QueueName>) -> Result<Option<Leader>> {
-        let prefix = queue_prefix(&self.coord, Kind::Election, &name.into())?;
+        let prefix = self
+            .coord
+            .claims
+            .queue_prefix(Kind::Election, &name.into())?;
         let first = RangeRequest::prefix(prefix)
             .sort_by_create_revision(SortOrder::Ascend)
             .with_limit(1);
@@ -250,7 +253,10 @@ impl ElectionService {
 
     /// Follow the leader of `name`; see [`LeaderStream`].
     pub fn observe(&self, name: impl Into<QueueName>) -> Result<LeaderStream> {
-        let prefix = queue_prefix(&self.coord, Kind::Election, &name.into())?;
+        let prefix = self
+            .coord
+            .claims
+            .queue_prefix(Kind::Election, &name.into())?;
         let observer = Observer {
             backend: self.coord.backend.clone(),
             retry: self.coord.retry.clone(),

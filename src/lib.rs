@@ -118,17 +118,15 @@ mod barrier;
 mod claim;
 mod cleanup;
 pub mod config;
+mod context;
 mod coordinator;
 mod counter;
 mod election;
 mod error;
 mod follow;
 mod health;
-mod key_hold;
 mod latch;
-mod local_queue;
 mod lock;
-mod pace;
 mod queue_name;
 pub mod registry;
 mod retry;
@@ -138,7 +136,6 @@ mod session;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod watch_pool;
 
 pub use backend::{
     Backend, BackendExt, Capabilities, Compare, CompareOp, CompareTarget, Created, DeleteRequest,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim::{claim, Claim, Kind, OwnershipLost, Wait};
-use crate::coordinator::CoordinatorInner;
+use crate::claim::{Claim, Kind, OwnershipLost, Wait};
+use crate::context::Context;
 use crate::queue_name::QueueName;
 use crate::{Compare, Result, Revision, Session};
 
@@ -53,11 +53,11 @@ use crate::{Compare, Result, Revision, Session};
 /// ```
 #[derive(Clone)]
 pub struct LockService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl LockService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         LockService { coord }
     }
 
@@ -73,15 +73,17 @@ impl LockService {
     /// Dropping this future at any await leaves no key: one already written is
     /// deleted by the coordinator's cleanup (see the crate docs, "Cancellation").
     pub async fn acquire(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
-        let claim = claim(
-            &self.coord,
-            Kind::Lock,
-            &name.into(),
-            ttl,
-            Vec::new(),
-            Wait::UntilOwner,
-        )
-        .await?;
+        let session = self.coord.session(ttl);
+        let claims = &self.coord.claims;
+        let claim = claims
+            .claim(
+                Kind::Lock,
+                &name.into(),
+                session,
+                Vec::new(),
+                Wait::UntilOwner,
+            )
+            .await?;
         Ok(LockGuard { claim })
     }
 
@@ -93,7 +95,7 @@ impl LockService {
         &self,
         name: impl Into<QueueName>,
     ) -> Result<Vec<crate::QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Lock, &name.into()).await
+        self.coord.claims.queue(Kind::Lock, &name.into()).await
     }
 
     /// Take the lock `name` only if nobody holds it: `LockConflict` at once
@@ -104,8 +106,11 @@ impl LockService {
         name: impl Into<QueueName>,
         ttl: Duration,
     ) -> Result<LockGuard> {
-        let name = name.into();
-        let claim = claim(&self.coord, Kind::Lock, &name, ttl, Vec::new(), Wait::No).await?;
+        let session = self.coord.session(ttl);
+        let claims = &self.coord.claims;
+        let claim = claims
+            .claim(Kind::Lock, &name.into(), session, Vec::new(), Wait::No)
+            .await?;
         Ok(LockGuard { claim })
     }
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim::{claim, Kind, Wait};
-use crate::coordinator::CoordinatorInner;
+use crate::claim::{Kind, Wait};
+use crate::context::Context;
 use crate::queue_name::QueueName;
 use crate::{LockGuard, QueueEntry, Result};
 
@@ -49,11 +49,11 @@ use crate::{LockGuard, QueueEntry, Result};
 /// ```
 #[derive(Clone)]
 pub struct RwLockService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl RwLockService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         RwLockService { coord }
     }
 
@@ -89,7 +89,7 @@ impl RwLockService {
     /// The queue in order (value `read` or `write`): the holders are the first
     /// writer alone, or the readers before the first writer. A read only.
     pub async fn holders_and_waiters(&self, name: impl Into<QueueName>) -> Result<Vec<QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Read, &name.into()).await
+        self.coord.claims.queue(Kind::Read, &name.into()).await
     }
 
     async fn claim(
@@ -99,7 +99,11 @@ impl RwLockService {
         ttl: Duration,
         wait: Wait,
     ) -> Result<LockGuard> {
-        let claim = claim(&self.coord, kind, &name, ttl, kind.value(), wait).await?;
+        let session = self.coord.session(ttl);
+        let claims = &self.coord.claims;
+        let claim = claims
+            .claim(kind, &name, session, kind.value(), wait)
+            .await?;
         Ok(LockGuard::from_claim(claim))
     }
 }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::claim::{claim, Kind, Wait};
-use crate::coordinator::CoordinatorInner;
+use crate::claim::{Kind, Wait};
+use crate::context::Context;
 use crate::queue_name::QueueName;
 use crate::{Error, LockGuard, QueueEntry, Result};
 
@@ -58,11 +58,11 @@ use crate::{Error, LockGuard, QueueEntry, Result};
 /// ```
 #[derive(Clone)]
 pub struct SemaphoreService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl SemaphoreService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         SemaphoreService { coord }
     }
 
@@ -98,7 +98,8 @@ impl SemaphoreService {
     /// The semaphore's queue in order: the first `permits` entries hold permits,
     /// the others wait. A read only.
     pub async fn holders_and_waiters(&self, name: impl Into<QueueName>) -> Result<Vec<QueueEntry>> {
-        crate::claim::queue(&self.coord, Kind::Semaphore { permits: 1 }, &name.into()).await
+        let kind = Kind::Semaphore { permits: 1 };
+        self.coord.claims.queue(kind, &name.into()).await
     }
 
     async fn claim(
@@ -112,7 +113,11 @@ impl SemaphoreService {
             return Err(Error::invalid("permits", "must be at least 1"));
         }
         let kind = Kind::Semaphore { permits };
-        let claim = claim(&self.coord, kind, &name, ttl, kind.value(), wait).await?;
+        let session = self.coord.session(ttl);
+        let claims = &self.coord.claims;
+        let claim = claims
+            .claim(kind, &name, session, kind.value(), wait)
+            .await?;
         Ok(LockGuard::from_claim(claim))
     }
 }

@@ -521,9 +521,14 @@ fn a_release_that_fails_after_the_command_keeps_the_commands_status() {
     etcd.signal("CONT");
     let mut err = String::new();
     std::io::Read::read_to_string(held.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(3), "CMD's status, not the release's; stderr {err}");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "CMD's status, not the release's; stderr {err}"
+    );
     assert!(
-        err.lines().any(|l| l.contains("the release after") && l.contains("failed")),
+        err.lines()
+            .any(|l| l.contains("the release after") && l.contains("failed")),
         "the failed release is said on stderr: {err}"
     );
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::{Backend, BackendExt, Error, RangeRequest, Result, RetryPolicy, Revision};
 
 pub use codec::Codec;
@@ -157,7 +157,7 @@ fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
 }
 
 impl ConfigCenter {
-    pub(crate) fn new(coord: &CoordinatorInner) -> Self {
+    pub(crate) fn new(coord: &Context) -> Self {
         ConfigCenter {
             backend: coord.backend.clone(),
             retry: coord.retry.clone(),

@@ -109,7 +109,7 @@ impl ServiceCache {
         mut view: ServiceView,
         mut follower: Follower,
         snapshot: Vec<Change>,
-        coord: &crate::coordinator::CoordinatorInner,
+        coord: &crate::context::Context,
         keys: crate::RangeRequest,
     ) -> Self {
         let status = crate::health::SyncStatus::new(format!("service {name}"));

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::follow::Follower;
 use crate::{BackendExt, DeleteRequest, Error, KeyRange, RangeRequest, Result, Txn};
 
@@ -271,11 +271,11 @@ fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
 /// ```
 #[derive(Clone)]
 pub struct RegistryService {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
 }
 
 impl RegistryService {
-    pub(crate) fn new(coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(coord: Arc<Context>) -> Self {
         RegistryService { coord }
     }
 

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::{validate, Format, ServiceEvent, ServiceEventKind, ServiceInfo, Source};
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::follow::Change;
 use crate::EventKind;
 
 pub(crate) struct ServiceView {
     source: Source,
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
     instances: BTreeMap<Vec<u8>, ServiceInfo>,
 }
 
 impl ServiceView {
-    pub(crate) fn new(source: &Source, coord: Arc<CoordinatorInner>) -> Self {
+    pub(crate) fn new(source: &Source, coord: Arc<Context>) -> Self {
         ServiceView {
             source: source.clone(),
             coord,

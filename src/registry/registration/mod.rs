@@ -15,7 +15,7 @@ use super::{Format, InstanceHealth, ServiceInfo};
 use crate::ambiguous::{first_change_after, outcome_unknown};
 use crate::claim::OwnWrites;
 use crate::cleanup::Orphan;
-use crate::coordinator::CoordinatorInner;
+use crate::context::Context;
 use crate::{
     Compare, CompareOp, DeleteRequest, Error, LeaseId, PutRequest, RangeRequest, Result, Revision,
     Session, Txn, TxnOp,
@@ -64,7 +64,7 @@ pub struct Registration {
 }
 
 struct Inner {
-    coord: Arc<CoordinatorInner>,
+    coord: Arc<Context>,
     /// The instance as last written (or being written), and its encoding.
     info: Mutex<(ServiceInfo, Vec<u8>)>,
     format: Format,
@@ -145,7 +145,7 @@ impl Registration {
     /// again on a fresh one, up to the retry policy's attempts: the caller never
     /// sees `LeaseNotFound` for the coordinator's own lease.
     pub(crate) async fn start(
-        coord: Arc<CoordinatorInner>,
+        coord: Arc<Context>,
         format: Format,
         info: ServiceInfo,
         key: String,
@@ -184,7 +184,7 @@ impl Registration {
     }
 
     async fn start_on(
-        coord: Arc<CoordinatorInner>,
+        coord: Arc<Context>,
         format: Format,
         info: ServiceInfo,
         key: String,

@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::local_queue::LocalTurn;
+use super::local_queue::LocalTurn;
 
 /// Held with a claim's key until its last write or delete by this process is done.
 /// Never read: dropping it is what counts.
@@ -31,6 +31,13 @@ pub(crate) enum KeyHold {
     Turn(LocalTurn),
     /// The number in a shared claim's key.
     Slot(ClaimSlot),
+}
+
+impl KeyHold {
+    /// As the cleanup holds it, to drop after a removal.
+    pub(crate) fn boxed(self) -> crate::cleanup::Hold {
+        Box::new(self)
+    }
 }
 
 type InUse = Arc<Mutex<HashMap<String, BTreeSet<u64>>>>;
