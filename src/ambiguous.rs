@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::{Backend, Error, RangeRequest, Result, Revision, WatchRequest};
+use crate::backend::{Backend, RangeRequest, Revision, WatchRequest};
+use crate::error::{Error, Result};
 
 /// How long to wait for the watch to deliver a change the store already holds.
 const PATIENCE: Duration = Duration::from_secs(5);

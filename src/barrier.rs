@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::backend::{
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, EventKind, LeaseId, PutRequest,
+    RangeRequest, Revision, Txn, TxnOp, WatchRequest,
+};
 use crate::cleanup::Orphan;
 use crate::context::Context;
+use crate::error::{Error, Result};
 use crate::queue_name::validate_name;
-use crate::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, LeaseId, PutRequest,
-    RangeRequest, Result, RetryPolicy, Revision, Session, Txn, TxnOp, WatchRequest,
-};
+use crate::retry::RetryPolicy;
+use crate::session::Session;
 
 /// Barriers of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::barrier`](crate::Coordinator::barrier)).
@@ -234,7 +237,7 @@ impl BarrierService {
             .responses
             .get(1)
             .and_then(|r| match r {
-                crate::TxnOpResponse::Range(r) => Some(r.count),
+                crate::backend::TxnOpResponse::Range(r) => Some(r.count),
                 _ => None,
             })
             .unwrap_or(0);
@@ -381,7 +384,7 @@ struct Entering {
     coord: Arc<Context>,
     key: String,
     session: Session,
-    write: Option<tokio::task::JoinHandle<Result<crate::TxnResponse>>>,
+    write: Option<tokio::task::JoinHandle<Result<crate::backend::TxnResponse>>>,
 }
 
 impl Drop for Entering {
@@ -426,7 +429,7 @@ async fn wait_for(
     backend: &Arc<dyn Backend>,
     retry: &RetryPolicy,
     key: &str,
-    done: impl Fn(Option<&crate::KeyValue>) -> bool,
+    done: impl Fn(Option<&crate::backend::KeyValue>) -> bool,
 ) -> Result<()> {
     loop {
         let now = retry

@@ -18,10 +18,13 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn, Instrument};
 
-use crate::{
-    Backend, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyValue, RangeRequest,
-    RetryPolicy, Revision, Session, Txn, WatchRequest,
+use crate::backend::{
+    Backend, Compare, CompareOp, DeleteRequest, EventKind, KeyValue, RangeRequest, Revision, Txn,
+    WatchRequest,
 };
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+use crate::session::Session;
 
 /// One coordinator's cleanups. Cheap to clone.
 #[derive(Clone)]

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::Backend;
 use crate::claim::Claims;
 use crate::cleanup::Cleanup;
+use crate::error::{Error, Result};
 use crate::health::Followers;
+use crate::retry::RetryPolicy;
 use crate::session::ttl_seconds;
-use crate::{Backend, Error, Result, RetryPolicy, Session};
+use crate::session::Session;
 
 /// How many sessions of distinct TTLs a coordinator keeps before it drops those
 /// nobody holds.
@@ -101,7 +104,7 @@ impl Context {
 
     /// A session of this coordinator keeping `lease`, if any (its own, or one
     /// taken over before).
-    pub(crate) async fn live_session(&self, lease: crate::LeaseId) -> Option<Session> {
+    pub(crate) async fn live_session(&self, lease: crate::backend::LeaseId) -> Option<Session> {
         let own = self.sessions.lock().await;
         let found = own
             .values()

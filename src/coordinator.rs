@@ -193,8 +193,8 @@ impl Coordinator {
     /// follows its keys or serves stale data. [`Health::is_ready`] sums it up.
     pub async fn health(&self) -> Health {
         let started = tokio::time::Instant::now();
-        let probe =
-            crate::RangeRequest::key(format!("{}health", self.inner.namespace)).count_only();
+        let probe = crate::backend::RangeRequest::key(format!("{}health", self.inner.namespace))
+            .count_only();
         let backend = match self.inner.backend.range(probe).await {
             Ok(_) => Ok(started.elapsed()),
             Err(e) => Err(e.to_string()),

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::context::Context;
-use crate::queue_name::validate_name;
-use crate::{
-    Backend, Compare, CompareOp, Error, KeyValue, PutRequest, RangeRequest, Result, Revision, Txn,
+use crate::backend::{
+    Backend, Compare, CompareOp, KeyValue, PutRequest, RangeRequest, Revision, Txn,
 };
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::queue_name::validate_name;
 
 /// Distributed counters of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::counter`](crate::Coordinator::counter)), like Curator's
@@ -75,7 +76,7 @@ impl CounterService {
             .retry
             .run("read counter", |_| {
                 let key = key.clone();
-                async move { crate::BackendExt::get(backend.as_ref(), key).await }
+                async move { crate::backend::BackendExt::get(backend.as_ref(), key).await }
             })
             .await?;
         Ok(parse(&key, kv.as_ref())?.0)

@@ -7,14 +7,16 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
 
+use crate::backend::{
+    Backend, Compare, EventKind, KeyRange, KeyValue, RangeRequest, Revision, SortOrder,
+};
 use crate::claim::{Claim, Kind, OwnershipLost, Wait};
 use crate::context::Context;
+use crate::error::{Error, Result};
 use crate::follow::{Change, Follower};
 use crate::queue_name::QueueName;
-use crate::{
-    Backend, Compare, Error, EventKind, KeyRange, KeyValue, RangeRequest, Result, RetryPolicy,
-    Revision, Session, SortOrder,
-};
+use crate::retry::RetryPolicy;
+use crate::session::Session;
 
 /// The session TTL of campaigns unless [`ElectionService::with_ttl`] says otherwise:
 /// how long a crashed leader keeps its leadership at most.
@@ -157,7 +159,7 @@ impl ElectionService {
     pub async fn resume(
         &self,
         name: impl Into<QueueName>,
-        lease: crate::LeaseId,
+        lease: crate::backend::LeaseId,
         fencing_token: Revision,
     ) -> Result<Leadership> {
         let name = name.into();
@@ -181,7 +183,7 @@ impl ElectionService {
             None => {
                 let backend = self.coord.backend.clone();
                 let retry = self.coord.retry.clone();
-                let session = crate::Session::resume_unowned(backend, lease, retry)
+                let session = crate::session::Session::resume_unowned(backend, lease, retry)
                     .await
                     .map_err(expired)?;
                 (session, true)
@@ -210,7 +212,7 @@ impl ElectionService {
         }
     }
 
-    pub(crate) fn coord_retry(&self) -> crate::RetryPolicy {
+    pub(crate) fn coord_retry(&self) -> crate::retry::RetryPolicy {
         self.coord.retry.clone()
     }
 
@@ -229,7 +231,7 @@ impl ElectionService {
     pub async fn holders_and_waiters(
         &self,
         name: impl Into<QueueName>,
-    ) -> Result<Vec<crate::QueueEntry>> {
+    ) -> Result<Vec<crate::claim::QueueEntry>> {
         self.coord.claims.queue(Kind::Election, &name.into()).await
     }
 

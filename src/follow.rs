@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use crate::{
-    Backend, Error, EventKind, KeyRange, RangeRequest, Result, RetryPolicy, Revision, WatchRequest,
-    WatchStream,
+use crate::backend::{
+    Backend, EventKind, KeyRange, RangeRequest, Revision, WatchRequest, WatchStream,
 };
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
 /// One change of a key of the range.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,9 +243,9 @@ impl Follower {
 /// What the owner of a key learns of it.
 pub(crate) enum Seen<'a> {
     /// A change, in order.
-    Event(EventKind, &'a crate::KeyValue),
+    Event(EventKind, &'a crate::backend::KeyValue),
     /// The key as it is now (`None`: absent), read after its history was compacted.
-    Now(Option<&'a crate::KeyValue>),
+    Now(Option<&'a crate::backend::KeyValue>),
 }
 
 /// Watch one key from `from` until `judge` returns a verdict. A compaction of

@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{Backend, LeaseId, RangeRequest, SessionState};
+use crate::backend::{Backend, LeaseId, RangeRequest};
+use crate::session::SessionState;
 
 /// How often a follower (a [`ServiceCache`](crate::ServiceCache) or a
 /// [`ConfigManager`](crate::ConfigManager)) confirms with the store that it can
@@ -57,7 +58,7 @@ impl SyncStatus {
     }
 
     /// The follower could not read or watch its keys.
-    pub(crate) fn failed(&self, error: &crate::Error) {
+    pub(crate) fn failed(&self, error: &crate::error::Error) {
         self.lock().last_error = Some((Instant::now(), error.to_string()));
     }
 

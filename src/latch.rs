@@ -6,7 +6,10 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::{Compare, CompareOp, ElectionService, Error, OwnershipLost, Revision};
+use crate::backend::{Compare, CompareOp, Revision};
+use crate::claim::OwnershipLost;
+use crate::election::ElectionService;
+use crate::error::Error;
 
 /// What a [`LeaderLatch`] is now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::{Compare, Revision};
 use crate::claim::{Claim, Kind, OwnershipLost, Wait};
 use crate::context::Context;
+use crate::error::Result;
 use crate::queue_name::QueueName;
-use crate::{Compare, Result, Revision, Session};
+use crate::session::Session;
 
 /// Distributed locks of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::lock`](crate::Coordinator::lock)).
@@ -94,7 +96,7 @@ impl LockService {
     pub async fn holders_and_waiters(
         &self,
         name: impl Into<QueueName>,
-    ) -> Result<Vec<crate::QueueEntry>> {
+    ) -> Result<Vec<crate::claim::QueueEntry>> {
         self.coord.claims.queue(Kind::Lock, &name.into()).await
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The name of a queue of claims — a lock, a semaphore, a read-write lock or an
 /// election — and so the key prefix its contenders write under.

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How often, and how patiently, an operation that failed with a retryable error
 /// ([`Error::is_retryable`]: `Unavailable`, `Timeout`) is tried again.

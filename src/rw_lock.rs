@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::claim::QueueEntry;
 use crate::claim::{Kind, Wait};
 use crate::context::Context;
+use crate::error::Result;
+use crate::lock::LockGuard;
 use crate::queue_name::QueueName;
-use crate::{LockGuard, QueueEntry, Result};
 
 /// Distributed read-write locks of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::rw_lock`](crate::Coordinator::rw_lock)).

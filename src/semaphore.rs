@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::claim::QueueEntry;
 use crate::claim::{Kind, Wait};
 use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::lock::LockGuard;
 use crate::queue_name::QueueName;
-use crate::{Error, LockGuard, QueueEntry, Result};
 
 /// Distributed semaphores of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::semaphore`](crate::Coordinator::semaphore)): at most `permits`

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::backend::validate;
-use crate::{Backend, Error, LeaseId, Result, RetryPolicy};
+use crate::backend::{Backend, LeaseId};
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
 /// What a session knows about its lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

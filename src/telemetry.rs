@@ -2,7 +2,7 @@
 //! `metrics` feature; without it every function here is empty and compiles away.
 //! The names and labels are listed in the crate docs ("Metrics").
 
-use crate::Error;
+use crate::error::Error;
 
 #[cfg(feature = "metrics")]
 mod imp {
@@ -102,8 +102,8 @@ pub(crate) use imp::*;
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) async fn timed<T>(
     op: &'static str,
-    request: impl std::future::Future<Output = crate::Result<T>>,
-) -> crate::Result<T> {
+    request: impl std::future::Future<Output = crate::error::Result<T>>,
+) -> crate::error::Result<T> {
     let started = tokio::time::Instant::now();
     let result = request.await;
     backend_request(
@@ -114,62 +114,67 @@ pub(crate) async fn timed<T>(
     result
 }
 
-/// The label of why a claim ended.
-pub(crate) fn lost_reason(why: crate::OwnershipLost) -> &'static str {
-    match why {
-        crate::OwnershipLost::SessionLost => "session_lost",
-        crate::OwnershipLost::KeyDeleted => "key_deleted",
-        crate::OwnershipLost::KeyChanged => "key_changed",
-        crate::OwnershipLost::Released => "released",
-    }
-}
-
 /// A backend whose every request is timed and whose errors are counted
 /// (`coordkit_backend_request_seconds`, `coordkit_backend_errors_total`); the
 /// coordinator wraps its backend in it when the `metrics` feature is on.
 #[cfg(feature = "metrics")]
-pub(crate) struct Metered(pub(crate) std::sync::Arc<dyn crate::Backend>);
+pub(crate) struct Metered(pub(crate) std::sync::Arc<dyn crate::backend::Backend>);
 
 #[cfg(feature = "metrics")]
 #[async_trait::async_trait]
-impl crate::Backend for Metered {
+impl crate::backend::Backend for Metered {
     fn name(&self) -> &'static str {
         self.0.name()
     }
-    fn limits(&self) -> crate::Limits {
+    fn limits(&self) -> crate::backend::Limits {
         self.0.limits()
     }
-    fn capabilities(&self) -> crate::Capabilities {
+    fn capabilities(&self) -> crate::backend::Capabilities {
         self.0.capabilities()
     }
-    async fn range(&self, request: crate::RangeRequest) -> crate::Result<crate::RangeResponse> {
+    async fn range(
+        &self,
+        request: crate::backend::RangeRequest,
+    ) -> crate::error::Result<crate::backend::RangeResponse> {
         timed("range", self.0.range(request)).await
     }
-    async fn txn(&self, txn: crate::Txn) -> crate::Result<crate::TxnResponse> {
+    async fn txn(
+        &self,
+        txn: crate::backend::Txn,
+    ) -> crate::error::Result<crate::backend::TxnResponse> {
         timed("txn", self.0.txn(txn)).await
     }
-    async fn lease_grant(&self, ttl: i64) -> crate::Result<crate::LeaseGrant> {
+    async fn lease_grant(&self, ttl: i64) -> crate::error::Result<crate::backend::LeaseGrant> {
         timed("lease_grant", self.0.lease_grant(ttl)).await
     }
-    async fn lease_keep_alive(&self, id: crate::LeaseId) -> crate::Result<i64> {
+    async fn lease_keep_alive(&self, id: crate::backend::LeaseId) -> crate::error::Result<i64> {
         timed("lease_keep_alive", self.0.lease_keep_alive(id)).await
     }
-    async fn lease_revoke(&self, id: crate::LeaseId) -> crate::Result<()> {
+    async fn lease_revoke(&self, id: crate::backend::LeaseId) -> crate::error::Result<()> {
         timed("lease_revoke", self.0.lease_revoke(id)).await
     }
-    async fn lease_time_to_live(&self, id: crate::LeaseId) -> crate::Result<crate::LeaseInfo> {
+    async fn lease_time_to_live(
+        &self,
+        id: crate::backend::LeaseId,
+    ) -> crate::error::Result<crate::backend::LeaseInfo> {
         timed("lease_time_to_live", self.0.lease_time_to_live(id)).await
     }
-    async fn watch(&self, request: crate::WatchRequest) -> crate::Result<crate::WatchStream> {
+    async fn watch(
+        &self,
+        request: crate::backend::WatchRequest,
+    ) -> crate::error::Result<crate::backend::WatchStream> {
         timed("watch", self.0.watch(request)).await
     }
     async fn watch_reporting_start(
         &self,
-        request: crate::WatchRequest,
-    ) -> crate::Result<(crate::WatchStream, Option<crate::WatchStart>)> {
+        request: crate::backend::WatchRequest,
+    ) -> crate::error::Result<(
+        crate::backend::WatchStream,
+        Option<crate::backend::WatchStart>,
+    )> {
         timed("watch", self.0.watch_reporting_start(request)).await
     }
-    async fn compact(&self, revision: crate::Revision) -> crate::Result<()> {
+    async fn compact(&self, revision: crate::backend::Revision) -> crate::error::Result<()> {
         timed("compact", self.0.compact(revision)).await
     }
 }

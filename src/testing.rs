@@ -11,7 +11,7 @@ mod intercept;
 pub use ambiguous::{AmbiguousWrites, WriteFault};
 pub use intercept::{Intercept, Intercepted};
 
-use crate::LeaseId;
+use crate::backend::LeaseId;
 
 /// Faults a harness can inject into one client (connection), as coordkit-memory
 /// does. What each must do is a rule of the conformance suite: see its

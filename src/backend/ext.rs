@@ -6,7 +6,7 @@ use super::{
     Backend, Compare, CompareOp, DeleteRequest, KeyValue, LeaseId, PutRequest, RangeRequest,
     Revision, Txn, TxnOpResponse,
 };
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The outcome of [`BackendExt::create_if_absent`].
 #[derive(Clone, Debug, PartialEq, Eq)]

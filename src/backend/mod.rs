@@ -30,7 +30,7 @@ pub use txn::{
 };
 pub use watch::{Event, EventKind, Live, WatchRequest, WatchResponse, WatchStart, WatchStream};
 
-use crate::Result;
+use crate::error::Result;
 
 /// A key-value store with global revisions, atomic transactions, leases and watches.
 ///

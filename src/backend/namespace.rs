@@ -10,7 +10,7 @@ use super::{
     Limits, RangeRequest, RangeResponse, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,
     WatchRequest, WatchStream,
 };
-use crate::Result;
+use crate::error::Result;
 
 /// A backend seen through a key prefix.
 ///
@@ -169,7 +169,7 @@ impl Backend for Namespaced {
     async fn watch_reporting_start(
         &self,
         mut request: WatchRequest,
-    ) -> Result<(WatchStream, Option<crate::WatchStart>)> {
+    ) -> Result<(WatchStream, Option<crate::backend::WatchStart>)> {
         validate::watch(&request)?;
         request.keys = self.add_range(&request.keys);
         let (stream, start) = self.inner.watch_reporting_start(request).await?;

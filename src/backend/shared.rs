@@ -12,7 +12,7 @@ use super::{
     Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
     Revision, Txn, TxnResponse, WatchRequest, WatchStart, WatchStream,
 };
-use crate::Result;
+use crate::error::Result;
 
 #[async_trait]
 impl<T: Backend + ?Sized> Backend for Arc<T> {

@@ -4,7 +4,7 @@
 //! way everywhere: [`Error::InvalidArgument`] naming the argument and the rule.
 
 use super::{KeyRange, Limits, RangeRequest, ReadConsistency, Txn, TxnOp, WatchRequest};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A key must not be empty.
 pub fn key(argument: &'static str, key: &[u8]) -> Result<()> {

@@ -9,7 +9,7 @@ use futures::stream::BoxStream;
 use futures::FutureExt;
 
 use super::kv::{KeyRange, KeyValue, Revision};
-use crate::Result;
+use crate::error::Result;
 
 /// What happened to a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -23,7 +23,8 @@ use super::look::{
 };
 use super::watch_pool::Drained;
 use super::Kind;
-use crate::{KeyValue, Result, Revision, Txn};
+use crate::backend::{KeyValue, Revision, Txn};
+use crate::error::Result;
 
 /// A shared claim's read of the keys before it: newest first (all of them for
 /// a reader, which skips readers to find the writers; else the `room`
@@ -264,7 +265,7 @@ impl Admission<'_> {
                     let created = w.created;
                     Box::pin(async move {
                         let woken = next_delete(&mut w.watch.events, k, created).await?;
-                        Ok::<_, crate::Error>(match woken {
+                        Ok::<_, crate::error::Error>(match woken {
                             Woken::Deleted => None,
                             Woken::Failed | Woken::Ended => Some(k.clone()),
                         })

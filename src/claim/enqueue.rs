@@ -21,10 +21,11 @@ use super::own_writes::OwnWrites;
 use super::pending::{ClaimWrite, Pending};
 use super::turn::Named;
 use super::{Claims, Kind};
-use crate::{
-    Compare, CompareOp, DeleteRequest, Error, KeyValue, LeaseId, PutRequest, RangeRequest, Result,
-    Revision, SortOrder, Txn, TxnOp, TxnResponse,
+use crate::backend::{
+    Compare, CompareOp, DeleteRequest, KeyValue, LeaseId, PutRequest, RangeRequest, Revision,
+    SortOrder, Txn, TxnOp, TxnResponse,
 };
+use crate::error::{Error, Result};
 
 /// A claim of queue `name` to enqueue: `key` (under `prefix`) with `value` on
 /// `lease`.

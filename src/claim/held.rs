@@ -11,12 +11,15 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::key_hold::KeyHold;
 use super::own_writes::OwnWrites;
 use super::{expired, Claims, Kind, OwnershipLost};
-use crate::cleanup::{Cleanup, Orphan};
-use crate::follow::{watch_owned_key, Seen};
-use crate::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, Error, EventKind, KeyValue, PutRequest,
-    Result, RetryPolicy, Revision, Session, Txn,
+use crate::backend::{
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, EventKind, KeyValue, PutRequest,
+    Revision, Txn,
 };
+use crate::cleanup::{Cleanup, Orphan};
+use crate::error::{Error, Result};
+use crate::follow::{watch_owned_key, Seen};
+use crate::retry::RetryPolicy;
+use crate::session::Session;
 
 /// A held claim: the owner's key, its create revision (the fencing token), and the
 /// session that keeps it.
@@ -249,7 +252,7 @@ impl Claim {
             let mut lost = self.lost.lock().unwrap_or_else(|e| e.into_inner());
             lost.get_or_insert(why);
             drop(lost);
-            self.count_end(crate::telemetry::lost_reason(why));
+            self.count_end(why.label());
         }
         why
     }

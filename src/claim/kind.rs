@@ -2,8 +2,9 @@
 //! a writer — its key segment, the value its key carries, and which keys before
 //! it keep it waiting.
 
+use crate::backend::KeyValue;
+use crate::error::{Error, Result};
 use crate::queue_name::QueueName;
-use crate::{Error, KeyValue, Result};
 
 /// What a claim is of, for keys, errors and logs.
 #[derive(Clone, Copy, PartialEq, Eq)]

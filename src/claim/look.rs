@@ -12,11 +12,13 @@ use tokio::time::Instant;
 
 use super::pace::QueuePace;
 use super::watch_pool::{deletes_after, Drained, WatchPool};
-use crate::{
-    Backend, Compare, CompareOp, Error, KeyRange, KeyValue, LeaseId, Live, RangeRequest,
-    RangeResponse, ReadConsistency, Result, RetryPolicy, Revision, SortOrder, Txn, TxnOpResponse,
-    TxnResponse, WatchRequest, WatchStream,
+use crate::backend::{
+    Backend, Compare, CompareOp, KeyRange, KeyValue, LeaseId, Live, RangeRequest, RangeResponse,
+    ReadConsistency, Revision, SortOrder, Txn, TxnOpResponse, TxnResponse, WatchRequest,
+    WatchStream,
 };
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
 /// A claim before a waiter's: its key and create revision.
 pub(super) type Predecessor = (Vec<u8>, Revision);

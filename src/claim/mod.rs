@@ -52,12 +52,14 @@ use self::pace::QueuePace;
 use self::pending::Pending;
 use self::turn::wait_for_turn;
 use self::watch_pool::WatchPool;
-use crate::cleanup::Cleanup;
-use crate::queue_name::QueueName;
-use crate::{
-    Backend, Compare, CompareOp, Error, LeaseId, PutRequest, RangeRequest, Result, RetryPolicy,
-    Revision, Session, SortOrder, Txn, TxnOp,
+use crate::backend::{
+    Backend, Compare, CompareOp, LeaseId, PutRequest, RangeRequest, Revision, SortOrder, Txn, TxnOp,
 };
+use crate::cleanup::Cleanup;
+use crate::error::{Error, Result};
+use crate::queue_name::QueueName;
+use crate::retry::RetryPolicy;
+use crate::session::Session;
 
 /// Why ownership of a lock or a leadership ended (see `LockGuard::lost`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,6 +73,18 @@ pub enum OwnershipLost {
     KeyChanged,
     /// The owner released it (unlock, resign).
     Released,
+}
+
+impl OwnershipLost {
+    /// The label of why a claim ended, in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            OwnershipLost::SessionLost => "session_lost",
+            OwnershipLost::KeyDeleted => "key_deleted",
+            OwnershipLost::KeyChanged => "key_changed",
+            OwnershipLost::Released => "released",
+        }
+    }
 }
 
 /// One key of a lock's or an election's queue, as

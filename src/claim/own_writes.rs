@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::{KeyValue, LeaseId, Revision};
+use crate::backend::{KeyValue, LeaseId, Revision};
 
 /// The owner's writes to its key, bounded: each recorded before it is sent, with
 /// its mod revision once known. A write whose response was lost (retried or

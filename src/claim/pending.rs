@@ -6,8 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::key_hold::KeyHold;
+use crate::backend::{Compare, CompareOp, LeaseId, Revision, TxnResponse};
 use crate::cleanup::{Cleanup, Orphan};
-use crate::{Compare, CompareOp, LeaseId, Result, Revision, Session, TxnResponse};
+use crate::error::Result;
+use crate::session::Session;
 
 /// A key being claimed: removed again (in the background) if the claim does not
 /// complete, and its hold (the local turn or the slot) dropped only after that.

@@ -24,7 +24,8 @@ use super::look::{
     live_soon, next_delete, sleep_or_never, KeyWatch, Opened, Predecessor, Waiter, Woken,
 };
 use super::watch_pool::Drained;
-use crate::{Result, Revision, Txn};
+use crate::backend::{Revision, Txn};
+use crate::error::Result;
 
 /// The predecessor a read named, with that read's revision and how many claims
 /// were ahead (1 if unknown): when it is known, no look is needed to know it.

@@ -29,7 +29,7 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::{EventKind, KeyRange, Live, Revision, WatchStream};
+use crate::backend::{EventKind, KeyRange, Live, Revision, WatchStream};
 
 /// Watches parked per coordinator at most.
 pub(crate) const KEPT: usize = 8;
@@ -83,7 +83,11 @@ impl Parked {
 
 /// Whether `r` deletes `key` created at `created` (a delete at a later revision;
 /// a delete before it ended an earlier claim of the same key).
-pub(crate) fn deletes_after(r: &crate::WatchResponse, key: &[u8], created: Revision) -> bool {
+pub(crate) fn deletes_after(
+    r: &crate::backend::WatchResponse,
+    key: &[u8],
+    created: Revision,
+) -> bool {
     r.revision > created
         && r.events
             .iter()
@@ -225,9 +229,9 @@ fn expire(parked: &mut VecDeque<Parked>) -> Vec<Parked> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Event, KeyValue, WatchResponse};
+    use crate::backend::{Event, KeyValue, WatchResponse};
 
-    fn response(revision: Revision, kind: EventKind) -> crate::Result<WatchResponse> {
+    fn response(revision: Revision, kind: EventKind) -> crate::error::Result<WatchResponse> {
         Ok(WatchResponse {
             revision,
             events: vec![Event {
@@ -245,7 +249,7 @@ mod tests {
         })
     }
 
-    fn parked(items: Vec<crate::Result<WatchResponse>>, pending: bool) -> Parked {
+    fn parked(items: Vec<crate::error::Result<WatchResponse>>, pending: bool) -> Parked {
         let s = futures::stream::iter(items);
         let events: WatchStream = if pending {
             s.chain(futures::stream::pending()).boxed()
@@ -283,7 +287,7 @@ mod tests {
     #[test]
     fn an_ended_failed_or_flooded_watch_is_not_reused() {
         assert_eq!(parked(vec![], false).drain(b"k", 3), Drained::Unusable);
-        let failed = vec![Err(crate::Error::Compacted {
+        let failed = vec![Err(crate::error::Error::Compacted {
             compact_revision: 4,
         })];
         assert_eq!(parked(failed, true).drain(b"k", 3), Drained::Unusable);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A format for config values.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

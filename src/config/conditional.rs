@@ -5,10 +5,11 @@ use serde::Serialize;
 
 use super::{validate_key, ConfigCenter, ConfigChange, Version};
 use crate::ambiguous::{first_change_after, outcome_unknown};
-use crate::{
-    Compare, CompareOp, DeleteRequest, Error, KeyValue, PutRequest, RangeRequest, Result, Txn,
-    TxnOp, TxnOpResponse, TxnResponse,
+use crate::backend::{
+    Compare, CompareOp, DeleteRequest, KeyValue, PutRequest, RangeRequest, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
+use crate::error::{Error, Result};
 
 /// The change of one key that a conditional write makes.
 struct Effect<'a> {
@@ -257,7 +258,7 @@ impl ConfigCenter {
     /// Whether the store's state at revision `at` is `effects`, each made at `at`:
     /// then the write that applied at `at` was this call's (or one exactly like it).
     /// `None` when the store cannot tell (unreachable, history compacted).
-    async fn made_at(&self, at: crate::Revision, effects: &[Effect<'_>]) -> Option<bool> {
+    async fn made_at(&self, at: crate::backend::Revision, effects: &[Effect<'_>]) -> Option<bool> {
         for effect in effects {
             let read = RangeRequest::key(effect.full.clone()).at_revision(at);
             let then = self.backend.range(read).await.ok()?;
@@ -275,7 +276,7 @@ impl ConfigCenter {
 
     /// Whether `full` existed just before revision `at` (so `at` deleted it);
     /// `None` when the store cannot tell.
-    async fn deleted_at(&self, full: &str, at: crate::Revision) -> Option<bool> {
+    async fn deleted_at(&self, full: &str, at: crate::backend::Revision) -> Option<bool> {
         let before = RangeRequest::key(full).at_revision(at - 1);
         let then = self.backend.range(before).await.ok()?;
         Some(!then.kvs.is_empty())

@@ -1,6 +1,6 @@
 //! Config keys: `/`-separated paths relative to the config root.
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// A config key: non-empty segments separated by single `/`, none of them `.` or
 /// `..`, no leading or trailing `/`, no control characters.

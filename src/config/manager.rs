@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{ConfigCenter, ConfigEventKind, Version};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// Why the last value read was not applied, or why it could not be read; see
 /// [`ConfigManager::last_error`].
@@ -293,8 +293,8 @@ where
             tokio::spawn(async move {
                 let full = inner.center.full(&inner.key);
                 let keys = match inner.composed {
-                    Some(_) => crate::RangeRequest::prefix(full),
-                    None => crate::RangeRequest::key(full),
+                    Some(_) => crate::backend::RangeRequest::prefix(full),
+                    None => crate::backend::RangeRequest::key(full),
                 };
                 let backend = inner.center.backend().clone();
                 tokio::join!(
@@ -406,7 +406,7 @@ where
     }
 
     /// Whether the manager follows the store or serves its last known value.
-    pub fn health(&self) -> crate::SyncHealth {
+    pub fn health(&self) -> crate::health::SyncHealth {
         self.inner.status.health()
     }
 
@@ -618,7 +618,7 @@ where
             .center
             .retry()
             .run("config prefix read", |_| {
-                backend.range(crate::RangeRequest::prefix(full.clone()))
+                backend.range(crate::backend::RangeRequest::prefix(full.clone()))
             })
             .await;
         let resp = match read {
@@ -662,7 +662,7 @@ where
     }
 
     /// The keys under the prefix as one JSON object, each at its path.
-    fn assemble(&self, full: &str, kvs: &[crate::KeyValue]) -> Result<serde_json::Value> {
+    fn assemble(&self, full: &str, kvs: &[crate::backend::KeyValue]) -> Result<serde_json::Value> {
         let mut root = serde_json::Map::new();
         for kv in kvs {
             let store_key = kv.key_str();

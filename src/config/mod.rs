@@ -13,8 +13,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::backend::{Backend, BackendExt, RangeRequest, Revision};
 use crate::context::Context;
-use crate::{Backend, BackendExt, Error, RangeRequest, Result, RetryPolicy, Revision};
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 
 pub use codec::Codec;
 pub(crate) use codec::Codecs;
@@ -424,7 +426,7 @@ impl ConfigCenter {
     #[tracing::instrument(level = "debug", name = "coord.config.watch", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn watch<T: DeserializeOwned>(&self, key: &str) -> Result<Watcher<T>> {
         validate_key(key)?;
-        Watcher::start(self.clone(), crate::KeyRange::key(self.full(key))).await
+        Watcher::start(self.clone(), crate::backend::KeyRange::key(self.full(key))).await
     }
 
     /// Watch `key` from just after version `after`: every change since, in
@@ -441,7 +443,12 @@ impl ConfigCenter {
     ) -> Result<Watcher<T>> {
         validate_key(key)?;
         validate_version(after)?;
-        Watcher::resume(self.clone(), crate::KeyRange::key(self.full(key)), after).await
+        Watcher::resume(
+            self.clone(),
+            crate::backend::KeyRange::key(self.full(key)),
+            after,
+        )
+        .await
     }
 
     /// Watch every key under `prefix` from just after version `after`; see
@@ -455,7 +462,7 @@ impl ConfigCenter {
         validate_version(after)?;
         Watcher::resume(
             self.clone(),
-            crate::KeyRange::prefix(self.full(prefix)),
+            crate::backend::KeyRange::prefix(self.full(prefix)),
             after,
         )
         .await
@@ -465,7 +472,11 @@ impl ConfigCenter {
     #[tracing::instrument(level = "debug", name = "coord.config.watch_prefix", skip_all, fields(key = %prefix), err(level = "debug"))]
     pub async fn watch_prefix<T: DeserializeOwned>(&self, prefix: &str) -> Result<Watcher<T>> {
         validate_prefix(prefix)?;
-        Watcher::start(self.clone(), crate::KeyRange::prefix(self.full(prefix))).await
+        Watcher::start(
+            self.clone(),
+            crate::backend::KeyRange::prefix(self.full(prefix)),
+        )
+        .await
     }
 }
 

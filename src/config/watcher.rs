@@ -9,8 +9,9 @@ use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use super::{Codecs, ConfigCenter, Version};
+use crate::backend::{EventKind, KeyRange};
+use crate::error::Result;
 use crate::follow::Follower;
-use crate::{EventKind, KeyRange, Result};
 
 /// What happened to a config key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -14,8 +14,8 @@ use tracing::warn;
 
 use super::view::ServiceView;
 use super::ServiceInfo;
+use crate::error::Result;
 use crate::follow::{Change, Follower};
-use crate::Result;
 
 /// Whether an instance came or went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,7 +110,7 @@ impl ServiceCache {
         mut follower: Follower,
         snapshot: Vec<Change>,
         coord: &crate::context::Context,
-        keys: crate::RangeRequest,
+        keys: crate::backend::RangeRequest,
     ) -> Self {
         let status = crate::health::SyncStatus::new(format!("service {name}"));
         coord.followers.add(&status);
@@ -178,7 +178,7 @@ impl ServiceCache {
     }
 
     /// Whether the cache follows the store or serves stale data.
-    pub fn health(&self) -> crate::SyncHealth {
+    pub fn health(&self) -> crate::health::SyncHealth {
         self.status.health()
     }
 

@@ -20,7 +20,7 @@ use super::{
     encode as encode_as, Format, InstanceHealth, Registration, RegistryService, ServiceCache,
     ServiceInfo, ServiceWatch, Source,
 };
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The instances of one grpc-go etcd resolver target (see
 /// [`RegistryService::etcd_naming`]).

@@ -14,7 +14,7 @@ use tower::discover::Change;
 use tracing::{debug, warn};
 
 use super::{RegistryService, ServiceEventKind, ServiceFilter, ServiceInfo};
-use crate::Result;
+use crate::error::Result;
 
 /// Instances as `tower::discover` changes, keyed by instance id: usable as a
 /// `tower::discover::Discover` by any tower balancer.
@@ -78,11 +78,12 @@ impl EndpointTemplate {
     /// The endpoint of one instance.
     pub fn endpoint(&self, info: &ServiceInfo) -> Result<Endpoint> {
         let uri = format!("{}://{}", self.scheme, info.authority());
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| crate::Error::invalid("address", format!("{uri} is not a URI: {e}")))?;
+        let endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| {
+            crate::error::Error::invalid("address", format!("{uri} is not a URI: {e}"))
+        })?;
         match &self.configure {
             Some(f) => f(endpoint).map_err(|e| {
-                crate::Error::invalid("endpoint template", format!("refused {uri}: {e}"))
+                crate::error::Error::invalid("endpoint template", format!("refused {uri}: {e}"))
             }),
             None => Ok(endpoint),
         }

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{BackendExt, DeleteRequest, KeyRange, RangeRequest, Txn};
 use crate::context::Context;
+use crate::error::{Error, Result};
 use crate::follow::Follower;
-use crate::{BackendExt, DeleteRequest, Error, KeyRange, RangeRequest, Result, Txn};
 
 pub use cache::{ServiceCache, ServiceEvent, ServiceEventKind, ServiceWatch};
 pub use etcd_naming::EtcdNaming;
@@ -371,9 +372,9 @@ impl RegistryService {
                 .await?;
             let txn = match &instance {
                 Some(kv) => Txn::new()
-                    .when([crate::Compare::mod_revision(
+                    .when([crate::backend::Compare::mod_revision(
                         key.clone(),
-                        crate::CompareOp::Equal,
+                        crate::backend::CompareOp::Equal,
                         kv.mod_revision,
                     )])
                     .and_then([
@@ -382,9 +383,9 @@ impl RegistryService {
                     ]),
                 // An index entry whose instance is gone: remove it.
                 None => Txn::new()
-                    .when([crate::Compare::create_revision(
+                    .when([crate::backend::Compare::create_revision(
                         key.clone(),
-                        crate::CompareOp::Equal,
+                        crate::backend::CompareOp::Equal,
                         0,
                     )])
                     .and_then([DeleteRequest::key(entry_key.clone())]),
@@ -490,7 +491,7 @@ impl RegistryService {
             follower,
             snapshot,
             &self.coord,
-            crate::RangeRequest::prefix(source.prefix.clone()),
+            crate::backend::RangeRequest::prefix(source.prefix.clone()),
         ))
     }
 

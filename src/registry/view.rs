@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tracing::warn;
 
 use super::{validate, Format, ServiceEvent, ServiceEventKind, ServiceInfo, Source};
+use crate::backend::EventKind;
 use crate::context::Context;
 use crate::follow::Change;
-use crate::EventKind;
 
 pub(crate) struct ServiceView {
     source: Source,

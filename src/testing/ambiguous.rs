@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::Intercept;
-use crate::{Backend, Error, Result, Txn, TxnResponse};
+use crate::backend::{Backend, Txn, TxnResponse};
+use crate::error::{Error, Result};
 
 /// What an [`AmbiguousWrites`] does to the write it is armed for. All three are
 /// what etcd does to a request it has received: it applies it whatever became

@@ -3,10 +3,11 @@
 
 use async_trait::async_trait;
 
-use crate::{
+use crate::backend::{
     Backend, Capabilities, LeaseGrant, LeaseId, LeaseInfo, Limits, RangeRequest, RangeResponse,
-    Result, Revision, Txn, TxnResponse, WatchRequest, WatchStart, WatchStream,
+    Revision, Txn, TxnResponse, WatchRequest, WatchStart, WatchStream,
 };
+use crate::error::Result;
 
 /// The calls an [`Intercepted`] backend hands to a test before (or instead of)
 /// its inner backend. Every method forwards to `inner` unless overridden, so an
@@ -199,7 +200,7 @@ mod tests {
     #[async_trait]
     impl Intercept<Fixed> for Ranges {
         async fn range(&self, _: &Fixed, _: RangeRequest) -> Result<RangeResponse> {
-            Err(crate::Error::unavailable("intercepted"))
+            Err(crate::error::Error::unavailable("intercepted"))
         }
     }
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::{with_index, Inner, RegistrationState};
+use crate::backend::{Compare, CompareOp, EventKind, PutRequest, RangeRequest, Txn};
+use crate::error::{Error, Result};
 use crate::follow::{watch_owned_key, Seen};
-use crate::{Compare, CompareOp, Error, EventKind, PutRequest, RangeRequest, Result, Session, Txn};
+use crate::session::Session;
 
 /// What ended a keeper's watch of its key.
 enum Ended {

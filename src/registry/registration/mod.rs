@@ -13,13 +13,14 @@ mod keeper;
 
 use super::{Format, InstanceHealth, ServiceInfo};
 use crate::ambiguous::{first_change_after, outcome_unknown};
+use crate::backend::{
+    Compare, CompareOp, DeleteRequest, LeaseId, PutRequest, RangeRequest, Revision, Txn, TxnOp,
+};
 use crate::claim::OwnWrites;
 use crate::cleanup::Orphan;
 use crate::context::Context;
-use crate::{
-    Compare, CompareOp, DeleteRequest, Error, LeaseId, PutRequest, RangeRequest, Result, Revision,
-    Session, Txn, TxnOp,
-};
+use crate::error::{Error, Result};
+use crate::session::Session;
 
 /// Where a [`Registration`] stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
