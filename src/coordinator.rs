@@ -4,18 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::barrier::BarrierService;
 use crate::config::ConfigCenter;
 use crate::context::Context;
-use crate::counter::CounterService;
-use crate::election::ElectionService;
 use crate::error::{Error, Result};
 use crate::health::{Health, SessionHealth};
-use crate::lock::LockService;
+use crate::recipes::barrier::BarrierService;
+use crate::recipes::counter::CounterService;
+use crate::recipes::election::ElectionService;
+use crate::recipes::lock::LockService;
+use crate::recipes::rw_lock::RwLockService;
+use crate::recipes::semaphore::SemaphoreService;
 use crate::registry::RegistryService;
 use crate::retry::RetryPolicy;
-use crate::rw_lock::RwLockService;
-use crate::semaphore::SemaphoreService;
 use crate::session::Session;
 
 /// The namespace a [`Coordinator`] works in unless told otherwise.

@@ -114,24 +114,18 @@
 
 mod ambiguous;
 pub mod backend;
-mod barrier;
 mod claim;
 mod cleanup;
 pub mod config;
 mod context;
 mod coordinator;
-mod counter;
-mod election;
 mod error;
 mod follow;
 mod health;
-mod latch;
-mod lock;
 mod queue_name;
+mod recipes;
 pub mod registry;
 mod retry;
-mod rw_lock;
-mod semaphore;
 mod session;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -143,20 +137,24 @@ pub use backend::{
     PutRequest, RangeRequest, RangeResponse, ReadConsistency, Revision, SortOrder, Txn, TxnOp,
     TxnOpResponse, TxnResponse, WatchRequest, WatchResponse, WatchStart, WatchStream,
 };
-pub use barrier::{BarrierService, DoubleBarrierEntry};
 pub use claim::{OwnershipLost, QueueEntry};
 pub use config::{
     Codec, ConfigCenter, ConfigChange, ConfigEvent, ConfigEventKind, ConfigManager,
     ConfigManagerError, Watcher,
 };
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
-pub use counter::CounterService;
-pub use election::{ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
-pub use latch::{LatchState, LeaderLatch};
-pub use lock::{LockGuard, LockService};
 pub use queue_name::QueueName;
+pub use recipes::barrier::{BarrierService, DoubleBarrierEntry};
+pub use recipes::counter::CounterService;
+pub use recipes::election::{
+    ElectionService, Leader, LeaderStream, Leadership, DEFAULT_ELECTION_TTL,
+};
+pub use recipes::latch::{LatchState, LeaderLatch};
+pub use recipes::lock::{LockGuard, LockService};
+pub use recipes::rw_lock::RwLockService;
+pub use recipes::semaphore::SemaphoreService;
 #[cfg(feature = "grpc")]
 pub use registry::EndpointTemplate;
 pub use registry::{
@@ -165,6 +163,4 @@ pub use registry::{
     ServiceWatch, MAX_WEIGHT,
 };
 pub use retry::RetryPolicy;
-pub use rw_lock::RwLockService;
-pub use semaphore::SemaphoreService;
 pub use session::{Session, SessionState};

@@ -7,8 +7,8 @@ use crate::claim::QueueEntry;
 use crate::claim::{Kind, Wait};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::lock::LockGuard;
 use crate::queue_name::QueueName;
+use crate::recipes::lock::LockGuard;
 
 /// Distributed semaphores of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::semaphore`](crate::Coordinator::semaphore)): at most `permits`

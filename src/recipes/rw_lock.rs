@@ -7,8 +7,8 @@ use crate::claim::QueueEntry;
 use crate::claim::{Kind, Wait};
 use crate::context::Context;
 use crate::error::Result;
-use crate::lock::LockGuard;
 use crate::queue_name::QueueName;
+use crate::recipes::lock::LockGuard;
 
 /// Distributed read-write locks of one [`Coordinator`](crate::Coordinator) (see
 /// [`Coordinator::rw_lock`](crate::Coordinator::rw_lock)).

@@ -8,8 +8,8 @@ use tracing::{debug, warn};
 
 use crate::backend::{Compare, CompareOp, Revision};
 use crate::claim::OwnershipLost;
-use crate::election::ElectionService;
 use crate::error::Error;
+use crate::recipes::election::ElectionService;
 
 /// What a [`LeaderLatch`] is now.
 #[derive(Clone, Debug, PartialEq, Eq)]
