@@ -181,7 +181,7 @@ impl Cleanup {
                 .chain(also)
                 .map(DeleteRequest::key),
         );
-        let mut attempt = 1u32;
+        let mut backoff = self.retry.backoff();
         loop {
             if session.is_lost() {
                 debug!(what, key, "session lost: the key ends with its lease");
@@ -193,7 +193,7 @@ impl Cleanup {
                     break;
                 }
                 Err(e) if e.is_retryable() => {
-                    debug!(what, key, attempt, error = %e, "cleanup failed; retrying");
+                    debug!(what, key, error = %e, "cleanup failed; retrying");
                 }
                 Err(e) => {
                     warn!(what, key, error = %e, "cleanup refused; the key ends with its lease");
@@ -201,10 +201,9 @@ impl Cleanup {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.retry.jittered_delay(attempt)) => {}
+                _ = backoff.wait() => {}
                 _ = session.lost() => {}
             }
-            attempt = attempt.saturating_add(1);
         }
         // Before the hold goes: the next owner's `taken_over` must find it.
         if late_writes && !session.is_lost() {
@@ -249,7 +248,9 @@ async fn remove_late_writes(
             from = now.revision + 1;
         }
     }
-    let mut attempt = 1u32;
+    // Waits of at most the policy's eighth delay: the key is watched for the
+    // session's whole life.
+    let mut backoff = retry.backoff().capped(retry.delay(8));
     loop {
         let follow = async {
             let mut events = backend
@@ -286,9 +287,8 @@ async fn remove_late_writes(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(retry.jittered_delay(attempt)) => {}
+            _ = backoff.wait() => {}
             _ = session.lost() => return,
         }
-        attempt = attempt.saturating_add(1).min(8);
     }
 }

@@ -12,7 +12,7 @@ use crate::backend::{
     Backend, EventKind, KeyRange, RangeRequest, Revision, WatchRequest, WatchStream,
 };
 use crate::error::{Error, Result};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 
 /// One change of a key of the range.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub(crate) struct Follower {
     from: Revision,
     stream: Option<WatchStream>,
     pending: VecDeque<Change>,
-    failures: u32,
+    backoff: Backoff,
     /// A watch was opened once: opening another is a resume.
     watched: bool,
 }
@@ -57,13 +57,13 @@ impl Follower {
     ) -> Result<(Self, Vec<Change>)> {
         let mut follower = Follower {
             backend,
+            backoff: retry.backoff(),
             retry,
             keys,
             known: HashMap::new(),
             from: 0,
             stream: None,
             pending: VecDeque::new(),
-            failures: 0,
             watched: false,
         };
         follower.reread().await?;
@@ -96,20 +96,15 @@ impl Follower {
             .collect();
         Ok(Follower {
             backend,
+            backoff: retry.backoff(),
             retry,
             keys,
             known,
             from: after + 1,
             stream: None,
             pending: VecDeque::new(),
-            failures: 0,
             watched: false,
         })
-    }
-
-    async fn backoff(&mut self) {
-        self.failures += 1;
-        tokio::time::sleep(self.retry.jittered_delay(self.failures)).await;
     }
 
     /// Read the range now and queue the difference to what was reported.
@@ -176,12 +171,12 @@ impl Follower {
                     Ok(s) => self.stream = Some(s),
                     Err(Error::Compacted { .. }) => {
                         if let Err(e) = self.reread().await {
-                            self.backoff().await;
+                            self.backoff.wait().await;
                             return Err(e);
                         }
                     }
                     Err(e) => {
-                        self.backoff().await;
+                        self.backoff.wait().await;
                         return Err(e);
                     }
                 }
@@ -189,7 +184,7 @@ impl Follower {
             };
             match stream.next().await {
                 Some(Ok(resp)) => {
-                    self.failures = 0;
+                    self.backoff.succeeded();
                     for event in resp.events {
                         let change = match event.kind {
                             EventKind::Put => {
@@ -225,13 +220,13 @@ impl Follower {
                 Some(Err(Error::Compacted { .. })) => {
                     self.stream = None;
                     if let Err(e) = self.reread().await {
-                        self.backoff().await;
+                        self.backoff.wait().await;
                         return Err(e);
                     }
                 }
                 Some(Err(e)) => {
                     self.stream = None;
-                    self.backoff().await;
+                    self.backoff.wait().await;
                     return Err(e);
                 }
                 None => self.stream = None,
@@ -289,6 +284,6 @@ pub(crate) async fn watch_owned_key<T>(
                 continue;
             }
         }
-        tokio::time::sleep(retry.jittered_delay(1)).await;
+        retry.pause().await;
     }
 }

@@ -167,6 +167,68 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The waits of a loop that goes on until it succeeds, at this policy's
+    /// pace (see [`Backoff`]).
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff {
+            policy: self.clone(),
+            failures: 0,
+            cap: None,
+        }
+    }
+
+    /// One short pause before trying again after a failure that a loop does
+    /// not count (a watch that broke, to be opened again): the policy's first
+    /// delay, jittered.
+    pub(crate) async fn pause(&self) {
+        tokio::time::sleep(self.jittered_delay(1)).await;
+    }
+}
+
+/// The one way to back off outside [`RetryPolicy::run`]: the waits of a loop
+/// that tries until it succeeds or something else ends it (a follower, a
+/// keeper, a cleanup, a keep-alive). Each failure in a row waits the policy's
+/// next jittered delay (up to its `max_delay`, or a tighter cap); a success
+/// starts over from the first.
+#[derive(Clone, Debug)]
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    failures: u32,
+    cap: Option<Duration>,
+}
+
+impl Backoff {
+    /// With no wait longer than `cap`.
+    pub(crate) fn capped(mut self, cap: Duration) -> Self {
+        self.cap = Some(cap);
+        self
+    }
+
+    /// A failure: the wait before the next try.
+    pub(crate) fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = self.policy.jittered_delay(self.failures);
+        self.cap.map_or(delay, |cap| delay.min(cap))
+    }
+
+    /// A failure: wait before the next try.
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.failed()).await;
+    }
+
+    /// A success: the next failure waits the shortest time again.
+    pub(crate) fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Whether the failures in a row used up the policy's attempts (for a
+    /// bounded loop that cannot use [`RetryPolicy::run`]).
+    pub(crate) fn exhausted(&self) -> bool {
+        self.failures >= self.policy.max_attempts.max(1)
+    }
+}
+
 /// `base` less a random share of up to `jitter` (0.0 to 1.0) of it.
 pub(crate) fn jittered(base: Duration, jitter: f64) -> Duration {
     let jitter = if jitter.is_finite() {
@@ -188,6 +250,21 @@ mod tests {
         let delays: Vec<_> = (1..=7).map(|a| p.delay(a).as_millis()).collect();
         assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(p.delay(u32::MAX), p.max_delay);
+    }
+
+    #[test]
+    fn a_backoff_grows_with_failures_in_a_row_and_starts_over_after_a_success() {
+        let p = RetryPolicy::default().with_jitter(0.0);
+        let mut b = p.backoff();
+        let waits: Vec<_> = (0..7).map(|_| b.failed().as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert!(b.exhausted());
+        b.succeeded();
+        assert!(!b.exhausted());
+        assert_eq!(b.failed().as_millis(), 200);
+        let mut capped = p.backoff().capped(Duration::from_millis(300));
+        let waits: Vec<_> = (0..3).map(|_| capped.failed().as_millis()).collect();
+        assert_eq!(waits, [200, 300, 300]);
     }
 
     #[test]

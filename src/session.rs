@@ -427,12 +427,11 @@ impl Drop for SessionInner {
 /// Keep the lease alive until the session is lost or dropped. Holds the session
 /// only while talking to the store, so dropping the last handle ends the loop.
 async fn keep_alive_loop(session: Weak<SessionInner>) {
-    let (interval, retry_cap) = match session.upgrade() {
-        Some(s) => (s.ttl / 3, s.ttl / 6),
+    let (interval, mut backoff) = match session.upgrade() {
+        Some(s) => (s.ttl / 3, s.retry.backoff().capped(s.ttl / 6)),
         None => return,
     };
     let mut next = Instant::now() + interval;
-    let mut failures = 0u32;
     loop {
         let deadline = match session.upgrade() {
             Some(s) => s.deadline(),
@@ -450,14 +449,11 @@ async fn keep_alive_loop(session: Weak<SessionInner>) {
                 return;
             }
             Ok(Ok(())) => {
-                failures = 0;
+                backoff.succeeded();
                 next = sent + interval;
             }
             Ok(Err(Error::LeaseNotFound { .. })) => return,
-            Ok(Err(_)) => {
-                failures += 1;
-                next = Instant::now() + s.retry.jittered_delay(failures).min(retry_cap);
-            }
+            Ok(Err(_)) => next = Instant::now() + backoff.failed(),
         }
     }
 }

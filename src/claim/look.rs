@@ -212,7 +212,7 @@ impl Waiter<'_> {
 
     /// A pause before looking again after a watch failed.
     pub(super) async fn pause(&self) {
-        tokio::time::sleep(self.retry.jittered_delay(1)).await;
+        self.retry.pause().await;
     }
 }
 

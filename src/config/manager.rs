@@ -701,14 +701,13 @@ async fn follow<T>(inner: Arc<ManagerInner<T>>, mut watcher: Option<Changes<T>>)
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    let mut failures = 0;
+    let mut backoff = inner.center.retry().backoff();
     loop {
         let Some(changes) = watcher.as_mut() else {
-            failures += 1;
-            tokio::time::sleep(inner.center.retry().jittered_delay(failures)).await;
+            backoff.wait().await;
             watcher = inner.load().await;
             if watcher.is_some() {
-                failures = 0;
+                backoff.succeeded();
             }
             continue;
         };

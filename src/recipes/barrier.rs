@@ -329,7 +329,7 @@ impl DoubleBarrierEntry {
                 match events.next().await {
                     Some(Ok(_)) => {}
                     Some(Err(e)) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-                        tokio::time::sleep(self.retry.jittered_delay(1)).await;
+                        self.retry.pause().await;
                         events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
                     }
                     Some(Err(e)) => return Err(e),
@@ -444,7 +444,7 @@ async fn wait_for(
         {
             Ok(w) => w,
             Err(e) if e.is_retryable() => {
-                tokio::time::sleep(retry.jittered_delay(1)).await;
+                retry.pause().await;
                 continue;
             }
             Err(e) => return Err(e),
@@ -463,7 +463,7 @@ async fn wait_for(
                 Err(e) => return Err(e),
             }
         }
-        tokio::time::sleep(retry.jittered_delay(1)).await;
+        retry.pause().await;
     }
 }
 

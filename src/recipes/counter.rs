@@ -134,7 +134,7 @@ impl CounterService {
             call: format!("{:016x}", fastrand::u64(..)),
             tries: Vec::new(),
         };
-        let mut failures = 0;
+        let mut backoff = retry.backoff();
         loop {
             if let Some(new) = doubts.resolve(backend.as_ref(), key).await {
                 return Ok((true, new));
@@ -182,14 +182,14 @@ impl CounterService {
                         new,
                         settled: false,
                     });
-                    failures += 1;
-                    if failures >= retry.max_attempts.max(1) {
+                    let wait = backoff.failed();
+                    if backoff.exhausted() {
                         return match doubts.resolve(backend.as_ref(), key).await {
                             Some(new) => Ok((true, new)),
                             None => Err(doubts.unknown_after(e)),
                         };
                     }
-                    tokio::time::sleep(retry.jittered_delay(failures)).await;
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(doubts.unknown_after(e)),
             }

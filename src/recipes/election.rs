@@ -15,7 +15,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::follow::{Change, Follower};
 use crate::queue_name::QueueName;
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::session::Session;
 
 /// The session TTL of campaigns unless [`ElectionService::with_ttl`] says otherwise:
@@ -266,7 +266,7 @@ impl ElectionService {
             follower: None,
             candidates: HashMap::new(),
             last: None,
-            failures: 0,
+            backoff: self.coord.retry.backoff(),
         };
         Ok(stream::unfold(observer, |mut o| async move {
             let item = o.next_change().await;
@@ -380,7 +380,8 @@ struct Observer {
     candidates: HashMap<Vec<u8>, (Revision, Vec<u8>)>,
     /// What was reported last (`None`: nothing yet).
     last: Option<Option<Leader>>,
-    failures: u32,
+    /// Failed starts of the follower in a row.
+    backoff: Backoff,
 }
 
 impl Observer {
@@ -434,7 +435,7 @@ impl Observer {
             };
             match next {
                 Ok(changes) => {
-                    self.failures = 0;
+                    self.backoff.succeeded();
                     for c in changes {
                         self.apply(c);
                     }
@@ -445,8 +446,7 @@ impl Observer {
                 Err(e) => {
                     // The follower backs off itself; a failed start does here.
                     if self.follower.is_none() {
-                        self.failures += 1;
-                        tokio::time::sleep(self.retry.jittered_delay(self.failures)).await;
+                        self.backoff.wait().await;
                     }
                     return Err(e);
                 }

@@ -153,7 +153,7 @@ async fn run(
     mut stop: oneshot::Receiver<()>,
 ) {
     let retry = election.coord_retry();
-    let mut failures = 0u32;
+    let mut backoff = retry.backoff();
     loop {
         state.send_replace(LatchState::Follower);
         let campaign = tokio::select! {
@@ -169,15 +169,15 @@ async fn run(
                 return;
             }
             Err(e) => {
-                failures += 1;
+                let wait = backoff.failed().max(Duration::from_millis(10));
                 warn!(election = %name, error = %e, "latch: campaign failed; trying again");
                 tokio::select! {
-                    _ = tokio::time::sleep(retry.jittered_delay(failures).max(Duration::from_millis(10))) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                     _ = &mut stop => break,
                 }
             }
         };
-        failures = 0;
+        backoff.succeeded();
         state.send_replace(LatchState::Leader {
             key: leadership.key().to_string(),
             fencing_token: leadership.fencing_token(),

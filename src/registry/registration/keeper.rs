@@ -49,7 +49,7 @@ impl Inner {
     /// `deregister(id)`), until it answers or the session is lost.
     async fn lease_gone(&self, session: &Session) -> bool {
         let lease = self.written.lock().await.1;
-        let mut attempt = 1u32;
+        let mut backoff = self.coord.retry.backoff();
         loop {
             if session.is_lost() {
                 return true;
@@ -67,9 +67,8 @@ impl Inner {
             }
             tokio::select! {
                 _ = session.lost() => return true,
-                _ = tokio::time::sleep(self.coord.retry.jittered_delay(attempt)) => {}
+                _ = backoff.wait() => {}
             }
-            attempt = attempt.saturating_add(1);
         }
     }
 
@@ -178,8 +177,7 @@ pub(super) async fn keep(inner: Arc<Inner>, mut session: Session) {
         }
         warn!("lease lost; registering again");
         inner.set_state(RegistrationState::Reregistering);
-        let interval = inner.ttl / 3;
-        let mut failures = 0;
+        let mut backoff = inner.coord.retry.backoff().capped(inner.ttl / 3);
         loop {
             if inner.coord.is_closed() {
                 inner.set_state(RegistrationState::Deregistered);
@@ -202,8 +200,7 @@ pub(super) async fn keep(inner: Arc<Inner>, mut session: Session) {
                     return;
                 }
                 Err(e) => {
-                    failures += 1;
-                    let wait = inner.coord.retry.jittered_delay(failures).min(interval);
+                    let wait = backoff.failed();
                     tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
                     tokio::time::sleep(wait).await;
                 }
