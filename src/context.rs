@@ -12,6 +12,7 @@ use crate::claim::Claims;
 use crate::cleanup::Cleanup;
 use crate::error::{Error, Result};
 use crate::health::Followers;
+use crate::keys::KeyLayout;
 use crate::retry::RetryPolicy;
 use crate::session::ttl_seconds;
 use crate::session::Session;
@@ -23,7 +24,8 @@ const IDLE_SESSIONS_KEPT: usize = 8;
 /// A coordinator's shared state; every recipe service holds it.
 pub(crate) struct Context {
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) namespace: String,
+    /// Where the recipes keep their keys (the namespace in it).
+    pub(crate) keys: KeyLayout,
     pub(crate) retry: RetryPolicy,
     /// Deletes keys whose owner is gone (dropped or cancelled handles).
     pub(crate) cleanup: Cleanup,
@@ -50,13 +52,13 @@ impl Context {
                 backend.clone(),
                 retry.clone(),
                 cleanup.clone(),
-                namespace.clone(),
+                KeyLayout::new(namespace.clone()),
                 closed.clone(),
             ),
             cleanup,
             followers: Arc::default(),
             backend,
-            namespace,
+            keys: KeyLayout::new(namespace),
             retry,
             malformed_entries: std::sync::atomic::AtomicU64::new(0),
             sessions: tokio::sync::Mutex::new(HashMap::new()),

@@ -8,6 +8,7 @@ use crate::config::ConfigCenter;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::health::{Health, SessionHealth};
+use crate::keys::KeyLayout;
 use crate::recipes::barrier::BarrierService;
 use crate::recipes::counter::CounterService;
 use crate::recipes::election::ElectionService;
@@ -157,7 +158,12 @@ impl Coordinator {
 
     /// The key prefix of everything this coordinator writes.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        self.inner.keys.namespace()
+    }
+
+    /// Where this coordinator's recipes keep their keys.
+    pub fn keys(&self) -> &KeyLayout {
+        &self.inner.keys
     }
 
     /// The retry policy.
@@ -193,8 +199,7 @@ impl Coordinator {
     /// follows its keys or serves stale data. [`Health::is_ready`] sums it up.
     pub async fn health(&self) -> Health {
         let started = tokio::time::Instant::now();
-        let probe = crate::backend::RangeRequest::key(format!("{}health", self.inner.namespace))
-            .count_only();
+        let probe = crate::backend::RangeRequest::key(self.inner.keys.health_probe()).count_only();
         let backend = match self.inner.backend.range(probe).await {
             Ok(_) => Ok(started.elapsed()),
             Err(e) => Err(e.to_string()),
@@ -230,7 +235,7 @@ impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator")
             .field("backend", &self.inner.backend.name())
-            .field("namespace", &self.inner.namespace)
+            .field("namespace", &self.inner.keys.namespace())
             .field("closed", &self.is_closed())
             .finish()
     }

@@ -122,6 +122,7 @@ mod coordinator;
 mod error;
 mod follow;
 mod health;
+pub mod keys;
 mod queue_name;
 mod recipes;
 pub mod registry;
@@ -145,6 +146,7 @@ pub use config::{
 pub use coordinator::{Coordinator, CoordinatorBuilder, DEFAULT_NAMESPACE};
 pub use error::{Error, Result};
 pub use health::{Health, SessionHealth, SyncHealth, STALE_AFTER, SYNC_PROBE_INTERVAL};
+pub use keys::KeyLayout;
 pub use queue_name::QueueName;
 pub use recipes::barrier::{BarrierService, DoubleBarrierEntry};
 pub use recipes::counter::CounterService;

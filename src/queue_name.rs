@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::keys::KeyLayout;
 
 /// The name of a queue of claims — a lock, a semaphore, a read-write lock or an
 /// election — and so the key prefix its contenders write under.
@@ -76,12 +77,12 @@ impl QueueName {
     /// The key prefix of the queue: `<namespace><segment>/<name>/` or `<pfx>/`.
     /// Checks the name first (see [`QueueName::named`] and
     /// [`QueueName::etcd_prefix`] for the rules).
-    pub(crate) fn key_prefix(&self, namespace: &str, segment: &str) -> Result<String> {
+    pub(crate) fn key_prefix(&self, keys: &KeyLayout, segment: &str) -> Result<String> {
         self.validate()?;
         Ok(if self.raw {
             format!("{}/", self.text)
         } else {
-            format!("{namespace}{segment}/{}/", self.text)
+            keys.queue(segment, &self.text)
         })
     }
 

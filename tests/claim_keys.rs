@@ -121,3 +121,45 @@ impl Intercept<MemoryBackend> for HoldsNextTxn {
         inner.txn(txn).await
     }
 }
+
+/// A double barrier's participant keys reuse numbers as claims do: a session
+/// that enters and leaves again and again takes `-0` each time; two entries of
+/// one session at once take `-0` and `-1`; an entry dropped without leaving
+/// keeps its number while its key may stand (until the session ends).
+#[tokio::test(start_paused = true)]
+async fn double_barrier_keys_reuse_their_numbers() {
+    let store = MemoryBackend::new();
+    let c = Coordinator::new(Arc::new(store.client()));
+    let barriers = c.barrier();
+    for _ in 0..3 {
+        let entry = barriers.enter("b", 1, TTL).await.unwrap();
+        assert!(entry.key().ends_with("-0"), "{}", entry.key());
+        entry.leave().await.unwrap();
+    }
+    let (a, b) = tokio::join!(barriers.enter("two", 2, TTL), barriers.enter("two", 2, TTL));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut numbers = [a.key().to_string(), b.key().to_string()];
+    numbers.sort();
+    assert!(
+        numbers[0].ends_with("-0") && numbers[1].ends_with("-1"),
+        "{numbers:?}"
+    );
+    drop(a); // its key stands until the session ends
+    let waiters = "coord/double-barrier/two/waiters/";
+    assert_eq!(keys(&store, waiters).await.len(), 2);
+    let again = tokio::spawn({
+        let barriers = c.barrier();
+        async move { barriers.enter("two", 2, TTL).await }
+    });
+    tokio::task::yield_now().await;
+    let taken = keys(&store, waiters).await;
+    assert_eq!(
+        taken.len(),
+        3,
+        "a new number, not the dropped entry's: {taken:?}"
+    );
+    assert!(taken.iter().any(|k| k.ends_with("-2")), "{taken:?}");
+    again.abort();
+    let _ = b;
+    c.close().await.unwrap();
+}

@@ -136,7 +136,7 @@ enum Command {
 pub struct Ctx {
     pub backend: Arc<EtcdBackend>,
     pub coordinator: Coordinator,
-    pub namespace: String,
+    pub keys: coordkit::KeyLayout,
     pub format: Format,
 }
 
@@ -181,7 +181,7 @@ impl Cli {
             .build()?;
         Ok(Ctx {
             backend,
-            namespace: coordinator.namespace().to_string(),
+            keys: coordinator.keys().clone(),
             coordinator,
             format: self.output,
         })

@@ -76,11 +76,10 @@ fn ttl(e: &QueueEntry) -> String {
 }
 
 async fn names(ctx: &Ctx, of: Of) -> Outcome {
-    let segment = match of {
-        Of::Locks => "lock",
-        Of::Elections => "election",
+    let prefix = match of {
+        Of::Locks => ctx.keys.locks(),
+        Of::Elections => ctx.keys.elections(),
     };
-    let prefix = format!("{}{segment}/", ctx.namespace);
     let kvs = ctx.backend.get_prefix(prefix.clone()).await?;
     let mut queues: BTreeMap<String, usize> = BTreeMap::new();
     for kv in &kvs {

@@ -95,7 +95,7 @@ fn meta(info: &ServiceInfo) -> String {
 
 pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
     segment("service name", &args.name)?;
-    let prefix = format!("{}service/{}/", ctx.namespace, args.name);
+    let prefix = ctx.keys.service(&args.name);
     let kvs = ctx.backend.get_prefix(prefix).await?;
     let mut instances = Vec::new();
     for kv in &kvs {
@@ -198,9 +198,9 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Outcome<u8> {
 pub async fn deregister(ctx: &Ctx, args: DeregisterArgs) -> Outcome {
     segment("service name", &args.name)?;
     segment("instance id", &args.id)?;
-    let key = format!("{}service/{}/{}", ctx.namespace, args.name, args.id);
+    let key = ctx.keys.instance(&args.name, &args.id);
     // The instance and its entry in the id index, in one transaction.
-    let index = format!("{}service-id/{}/{}", ctx.namespace, args.id, args.name);
+    let index = ctx.keys.id_index_entry(&args.id, &args.name);
     let backend: &dyn Backend = ctx.backend.as_ref();
     let txn = coordkit::Txn::new().and_then([
         coordkit::DeleteRequest::key(key.clone()),

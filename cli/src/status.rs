@@ -63,9 +63,14 @@ pub async fn show(ctx: &Ctx) -> Outcome {
     let view = format!("{health:?}");
     match ctx.format {
         output::Format::Json => {
-            println!("{}", json!({"namespace": ctx.namespace, "process": view}))
+            println!(
+                "{}",
+                json!({"namespace": ctx.keys.namespace(), "process": view})
+            )
         }
-        output::Format::Table => println!("\nnamespace {}  this process: {view}", ctx.namespace),
+        output::Format::Table => {
+            println!("\nnamespace {}  this process: {view}", ctx.keys.namespace())
+        }
     }
     if members.iter().all(|m| m.status.is_err()) {
         return Err(Failure::new(exit::UNAVAILABLE, "no endpoint answered"));

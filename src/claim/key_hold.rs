@@ -81,7 +81,7 @@ impl ClaimSlots {
 impl ClaimSlot {
     /// The key this slot stands for: `<prefix><lease hex>-<n hex>`.
     pub(crate) fn key(&self) -> String {
-        format!("{}{:x}", self.stem, self.n)
+        crate::keys::numbered(&self.stem, self.n)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use crate::backend::KeyValue;
 use crate::error::{Error, Result};
+use crate::keys::KeyLayout;
 use crate::queue_name::QueueName;
 
 /// What a claim is of, for keys, errors and logs.
@@ -102,7 +103,7 @@ impl Kind {
     }
 
     /// The key prefix of the queue for `name` under `namespace` (checked first).
-    pub(crate) fn queue_prefix(self, namespace: &str, name: &QueueName) -> Result<String> {
-        name.key_prefix(namespace, self.segment())
+    pub(crate) fn queue_prefix(self, keys: &KeyLayout, name: &QueueName) -> Result<String> {
+        name.key_prefix(keys, self.segment())
     }
 }

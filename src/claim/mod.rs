@@ -43,6 +43,7 @@ use tracing::{debug, field, info_span, warn, Instrument};
 use self::admission::wait_for_admission;
 use self::enqueue::{Enqueue, Enqueued, FirstLook};
 pub(crate) use self::held::Claim;
+pub(crate) use self::key_hold::ClaimSlot;
 use self::key_hold::{ClaimSlots, KeyHold};
 pub(crate) use self::kind::Kind;
 use self::local_queue::{LocalQueues, LocalTurn};
@@ -57,6 +58,7 @@ use crate::backend::{
 };
 use crate::cleanup::Cleanup;
 use crate::error::{Error, Result};
+use crate::keys::{self, KeyLayout};
 use crate::queue_name::QueueName;
 use crate::retry::RetryPolicy;
 use crate::session::Session;
@@ -121,7 +123,7 @@ pub(crate) struct Claims {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     cleanup: Cleanup,
-    namespace: String,
+    keys: KeyLayout,
     /// The coordinator's "closed" flag.
     closed: Arc<AtomicBool>,
     kept: Arc<Kept>,
@@ -145,14 +147,14 @@ impl Claims {
         backend: Arc<dyn Backend>,
         retry: RetryPolicy,
         cleanup: Cleanup,
-        namespace: String,
+        keys: KeyLayout,
         closed: Arc<AtomicBool>,
     ) -> Self {
         Claims {
             backend,
             retry,
             cleanup,
-            namespace,
+            keys,
             closed,
             kept: Arc::default(),
         }
@@ -170,13 +172,20 @@ impl Claims {
 
     /// The key prefix of the queue of `kind` for `name` (checked first).
     pub(crate) fn queue_prefix(&self, kind: Kind, name: &QueueName) -> Result<String> {
-        kind.queue_prefix(&self.namespace, name)
+        kind.queue_prefix(&self.keys, name)
     }
 
     /// This task's local turn at the exclusive queue `prefix`, if nobody else
     /// of this process has it.
     pub(crate) fn turn_now(&self, prefix: &str) -> Option<LocalTurn> {
         self.kept.local.try_now(prefix)
+    }
+
+    /// The lowest number free for keys starting with `stem` (see
+    /// `keys::numbered_stem`), held until the slot is dropped: for keys that,
+    /// like a shared claim's, one session may hold several of at once.
+    pub(crate) fn take_slot(&self, stem: String) -> ClaimSlot {
+        self.kept.slots.take(stem)
     }
 
     /// Drop the watches kept after waits (the coordinator is closing).
@@ -280,9 +289,9 @@ impl Claims {
         let session = session.await?;
         let lease = session.lease();
         let (key, hold) = match turn {
-            Some(turn) => (format!("{prefix}{lease}"), KeyHold::Turn(turn)),
+            Some(turn) => (keys::exclusive_claim(prefix, lease), KeyHold::Turn(turn)),
             None => {
-                let slot = self.kept.slots.take(format!("{prefix}{lease}-"));
+                let slot = self.kept.slots.take(keys::numbered_stem(prefix, lease));
                 (slot.key(), KeyHold::Slot(slot))
             }
         };
@@ -426,7 +435,7 @@ impl Claims {
             ));
         }
         let lease = session.lease();
-        let key = format!("{prefix}{lease}");
+        let key = keys::exclusive_claim(&prefix, lease);
         let look = Txn::new()
             .when([
                 Compare::create_revision(key.clone(), CompareOp::Equal, token),

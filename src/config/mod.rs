@@ -163,7 +163,7 @@ impl ConfigCenter {
         ConfigCenter {
             backend: coord.backend.clone(),
             retry: coord.retry.clone(),
-            root: format!("{}config/", coord.namespace),
+            root: coord.keys.config(),
             followers: coord.followers.clone(),
             codecs: Codecs::default(),
         }

@@ -7,12 +7,14 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use crate::backend::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, EventKind, LeaseId, PutRequest,
-    RangeRequest, Revision, Txn, TxnOp, WatchRequest,
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, EventKind, PutRequest, RangeRequest,
+    Revision, Txn, TxnOp, WatchRequest,
 };
+use crate::claim::ClaimSlot;
 use crate::cleanup::Orphan;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::keys;
 use crate::queue_name::validate_name;
 use crate::retry::RetryPolicy;
 use crate::session::Session;
@@ -70,7 +72,7 @@ impl BarrierService {
 
     fn key(&self, name: &str) -> Result<String> {
         validate_name(name)?;
-        Ok(format!("{}barrier/{name}", self.coord.namespace))
+        Ok(self.coord.keys.barrier(name))
     }
 
     /// Set barrier `name`: waiters block until it is removed. `Ok(false)` if it
@@ -188,15 +190,20 @@ impl BarrierService {
         let coord = &self.coord;
         coord.check_open()?;
         let session = coord.session(ttl).await?;
-        let prefix = format!("{}double-barrier/{name}/", coord.namespace);
-        let waiters = format!("{prefix}waiters/");
-        let ready = format!("{prefix}ready");
-        let key = participant_key(&waiters, session.lease());
+        let waiters = coord.keys.double_barrier_waiters(name);
+        let ready = coord.keys.double_barrier_ready(name);
+        // One session may be several participants: each takes the lowest
+        // number its others leave free, and holds it while its key may exist.
+        let slot = coord
+            .claims
+            .take_slot(keys::numbered_stem(&waiters, session.lease()));
+        let key = slot.key();
         let backend = coord.backend.clone();
         let retry = coord.retry.clone();
         let mut entering = Entering {
             coord: coord.clone(),
             key: key.clone(),
+            slot: Some(slot),
             session: session.clone(),
             write: None,
         };
@@ -264,6 +271,8 @@ impl BarrierService {
             retry,
             name: name.to_string(),
             key,
+            slot: entering.slot.take(),
+            left: false,
             waiters,
             ready,
             joined,
@@ -281,6 +290,10 @@ pub struct DoubleBarrierEntry {
     retry: RetryPolicy,
     name: String,
     key: String,
+    /// The number in the key, free again once the key is gone.
+    slot: Option<ClaimSlot>,
+    /// The key was removed by `leave`.
+    left: bool,
     waiters: String,
     ready: String,
     joined: Revision,
@@ -301,7 +314,7 @@ impl DoubleBarrierEntry {
     /// Leave: remove this participant's key, then wait until every participant
     /// has left (or died); the last to see it closes the gate for the next round.
     /// Cancelling the wait leaves this participant gone.
-    pub async fn leave(self) -> Result<()> {
+    pub async fn leave(mut self) -> Result<()> {
         let backend = &self.backend;
         let remove = Txn::new()
             .when([Compare::lease(
@@ -313,6 +326,8 @@ impl DoubleBarrierEntry {
         self.retry
             .run("leave double barrier", |_| backend.txn(remove.clone()))
             .await?;
+        self.left = true;
+        let backend = &self.backend;
         let waiters = self.waiters.clone();
         let until_empty = async {
             let mut events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
@@ -361,6 +376,29 @@ impl DoubleBarrierEntry {
     }
 }
 
+impl Drop for DoubleBarrierEntry {
+    /// The key's number is free again once the key is gone: after `leave`
+    /// removed it, at once; else when the session ends (its lease takes the
+    /// key), which a task waits for.
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if self.left || self.session.is_lost() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let session = self.session.clone();
+            runtime.spawn(async move {
+                session.lost().await;
+                drop(slot);
+            });
+        } else {
+            std::mem::forget(slot); // never reused: the key may still be there
+        }
+    }
+}
+
 impl std::fmt::Debug for DoubleBarrierEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DoubleBarrierEntry")
@@ -373,7 +411,7 @@ impl std::fmt::Debug for DoubleBarrierEntry {
 impl std::fmt::Debug for BarrierService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BarrierService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish_non_exhaustive()
     }
 }
@@ -383,6 +421,8 @@ impl std::fmt::Debug for BarrierService {
 struct Entering {
     coord: Arc<Context>,
     key: String,
+    /// The number in the key, handed to the cleanup with it.
+    slot: Option<ClaimSlot>,
     session: Session,
     write: Option<tokio::task::JoinHandle<Result<crate::backend::TxnResponse>>>,
 }
@@ -409,7 +449,10 @@ impl Drop for Entering {
                 key,
                 also: Vec::new(),
                 session: self.session.clone(),
-                hold: None,
+                hold: self
+                    .slot
+                    .take()
+                    .map(|slot| Box::new(slot) as crate::cleanup::Hold),
                 after,
                 late_writes: false,
             },
@@ -465,14 +508,4 @@ async fn wait_for(
         }
         retry.pause().await;
     }
-}
-
-/// Numbers the keys of barrier participants, which one session may hold several of.
-static NEXT_PARTICIPANT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// A key of `prefix` for one more participant on `lease`: `<prefix><lease hex>-<n>`,
-/// unique in this process (one session may hold several).
-fn participant_key(prefix: &str, lease: LeaseId) -> String {
-    let n = NEXT_PARTICIPANT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}{lease}-{n:x}")
 }

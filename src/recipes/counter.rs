@@ -7,6 +7,7 @@ use crate::backend::{
 };
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::keys::KeyLayout;
 use crate::queue_name::validate_name;
 
 /// Distributed counters of one [`Coordinator`](crate::Coordinator) (see
@@ -64,7 +65,7 @@ impl CounterService {
 
     fn key(&self, name: &str) -> Result<String> {
         validate_name(name)?;
-        Ok(format!("{}counter/{name}", self.coord.namespace))
+        Ok(self.coord.keys.counter(name))
     }
 
     /// The counter's value (0 if it was never written).
@@ -130,7 +131,7 @@ impl CounterService {
         let backend = &self.coord.backend;
         let retry = &self.coord.retry;
         let mut doubts = Doubts {
-            writer: writer_key(&self.coord.namespace, key),
+            writer: writer_key(&self.coord.keys, key),
             call: format!("{:016x}", fastrand::u64(..)),
             tries: Vec::new(),
         };
@@ -277,9 +278,9 @@ impl Doubts {
 }
 
 /// The key naming the last write of counter `key`: `<namespace>counter-writer/<name>`.
-fn writer_key(namespace: &str, key: &str) -> String {
+fn writer_key(keys: &KeyLayout, key: &str) -> String {
     let name = key.rsplit('/').next().unwrap_or(key);
-    format!("{namespace}counter-writer/{name}")
+    keys.counter_writer(name)
 }
 
 /// The counter's value and the key's mod revision (0 when missing).
@@ -301,7 +302,7 @@ fn parse(key: &str, kv: Option<&KeyValue>) -> Result<(i64, Revision)> {
 impl std::fmt::Debug for CounterService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CounterService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish_non_exhaustive()
     }
 }

@@ -458,7 +458,7 @@ impl Observer {
 impl std::fmt::Debug for ElectionService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ElectionService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }

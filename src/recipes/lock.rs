@@ -241,7 +241,7 @@ impl std::fmt::Debug for LockGuard {
 impl std::fmt::Debug for LockService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish_non_exhaustive()
     }
 }

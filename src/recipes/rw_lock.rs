@@ -113,7 +113,7 @@ impl RwLockService {
 impl std::fmt::Debug for RwLockService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RwLockService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish_non_exhaustive()
     }
 }

@@ -127,7 +127,7 @@ impl SemaphoreService {
 impl std::fmt::Debug for SemaphoreService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SemaphoreService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish_non_exhaustive()
     }
 }

@@ -281,14 +281,14 @@ impl RegistryService {
     }
 
     fn prefix(&self, name: &str) -> String {
-        format!("{}service/{name}/", self.coord.namespace)
+        self.coord.keys.service(name)
     }
 
     /// Where the services an id is registered in are listed:
     /// `<namespace>service-id/<id>/<name>`, an empty key on the instance's
     /// lease, written and removed with it.
     fn index_prefix(&self, id: &str) -> String {
-        format!("{}service-id/{id}/", self.coord.namespace)
+        self.coord.keys.id_index(id)
     }
 
     fn source(&self, name: &str) -> Source {
@@ -314,8 +314,8 @@ impl RegistryService {
     #[tracing::instrument(level = "debug", name = "coord.registry.register", skip_all, fields(service = %info.name, id = %info.id), err(level = "debug"))]
     pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
-        let key = format!("{}{}", self.prefix(&info.name), info.id);
-        let index = format!("{}{}", self.index_prefix(&info.id), info.name);
+        let key = self.coord.keys.instance(&info.name, &info.id);
+        let index = self.coord.keys.id_index_entry(&info.id, &info.name);
         Registration::start(
             self.coord.clone(),
             Format::Native,
@@ -364,7 +364,7 @@ impl RegistryService {
             let Some(name) = entry_key.strip_prefix(&index) else {
                 continue;
             };
-            let key = format!("{}{id}", self.prefix(name));
+            let key = self.coord.keys.instance(name, id);
             let instance = self
                 .coord
                 .retry
@@ -400,7 +400,7 @@ impl RegistryService {
     /// Every service name with its number of instances, in name order (one read
     /// of `<namespace>service/`).
     pub async fn services(&self) -> Result<Vec<(String, usize)>> {
-        let prefix = format!("{}service/", self.coord.namespace);
+        let prefix = self.coord.keys.services();
         let backend = &self.coord.backend;
         let resp = self
             .coord
@@ -513,7 +513,7 @@ impl RegistryService {
 impl std::fmt::Debug for RegistryService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryService")
-            .field("namespace", &self.coord.namespace)
+            .field("namespace", &self.coord.keys.namespace())
             .finish()
     }
 }
