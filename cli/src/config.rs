@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use coordkit::config::ConfigVersion;
-use coordkit::{ConfigEventKind, Error};
+use coordkit::{ConfigCenter, ConfigEventKind, Error};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
@@ -80,186 +80,227 @@ pub enum ConfigCommand {
 }
 
 pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
-    let config = ctx.coordinator.config();
+    let config = &ctx.coordinator.config();
     match command {
-        ConfigCommand::Get { key } => {
-            let (bytes, version) = config.get_bytes_with_version(&key).await?;
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            output::record(
-                ctx.format,
-                &[
-                    ("key", key.clone()),
-                    ("version", version.to_string()),
-                    ("value", text.clone()),
-                ],
-                json!({"key": key, "version": version, "value": as_json(&bytes)}),
-            );
-        }
+        ConfigCommand::Get { key } => get(ctx, config, key).await,
         ConfigCommand::Set {
             key,
             value,
             file,
             if_version,
-        } => {
-            let bytes = match (value, file) {
-                (Some(v), _) if v != "-" => v.into_bytes(),
-                (_, Some(path)) => std::fs::read(&path).map_err(|e| {
-                    Failure::bad_input(format!("cannot read {}: {e}", path.display()))
-                })?,
-                _ => {
-                    let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf)?;
-                    buf
-                }
-            };
-            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-                return Err(Failure::bad_input(format!(
-                    "the value of {key} is not JSON: {e}"
-                )));
-            }
-            let version = match if_version {
-                Some(expected) => config.compare_and_set_bytes(&key, bytes, expected).await,
-                None => config.set_bytes(&key, bytes).await,
-            }
-            .map_err(|e| conflict(e, if_version.unwrap_or(0)))?;
-            output::record(
-                ctx.format,
-                &[("key", key.clone()), ("version", version.to_string())],
-                json!({"key": key, "version": version}),
-            );
+        } => set(ctx, config, key, value, file, if_version).await,
+        ConfigCommand::Delete { key, if_version } => delete(ctx, config, key, if_version).await,
+        ConfigCommand::List { prefix } => list(ctx, config, prefix).await,
+        ConfigCommand::Watch { key, prefix } => watch(ctx, config, key, prefix).await,
+        ConfigCommand::History { key, limit } => history(ctx, config, key, limit).await,
+        ConfigCommand::Rollback { key, to } => rollback(ctx, config, key, to).await,
+        ConfigCommand::Diff { key, from, to } => show_diff(ctx, config, key, from, to).await,
+    }
+}
+
+/// Print KEY's value and version.
+async fn get(ctx: &Ctx, config: &ConfigCenter, key: String) -> Outcome {
+    let (bytes, version) = config.get_bytes_with_version(&key).await?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    output::record(
+        ctx.format,
+        &[
+            ("key", key.clone()),
+            ("version", version.to_string()),
+            ("value", text.clone()),
+        ],
+        json!({"key": key, "version": version, "value": as_json(&bytes)}),
+    );
+    Ok(())
+}
+
+/// Write KEY (a compare-and-set with `if_version`).
+async fn set(
+    ctx: &Ctx,
+    config: &ConfigCenter,
+    key: String,
+    value: Option<String>,
+    file: Option<PathBuf>,
+    if_version: Option<i64>,
+) -> Outcome {
+    let bytes = match (value, file) {
+        (Some(v), _) if v != "-" => v.into_bytes(),
+        (_, Some(path)) => std::fs::read(&path)
+            .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", path.display())))?,
+        _ => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
         }
-        ConfigCommand::Delete { key, if_version } => {
-            match if_version {
-                Some(expected) => config
-                    .delete_if_version(&key, expected)
-                    .await
-                    .map_err(|e| conflict(e, expected))?,
-                None => {
-                    if !config.delete(&key).await? {
-                        return Err(Error::NotFound { key }.into());
-                    }
-                }
+    };
+    if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
+        return Err(Failure::bad_input(format!(
+            "the value of {key} is not JSON: {e}"
+        )));
+    }
+    let version = match if_version {
+        Some(expected) => config.compare_and_set_bytes(&key, bytes, expected).await,
+        None => config.set_bytes(&key, bytes).await,
+    }
+    .map_err(|e| conflict(e, if_version.unwrap_or(0)))?;
+    output::record(
+        ctx.format,
+        &[("key", key.clone()), ("version", version.to_string())],
+        json!({"key": key, "version": version}),
+    );
+    Ok(())
+}
+
+/// Delete KEY (only its version `if_version`, if given).
+async fn delete(ctx: &Ctx, config: &ConfigCenter, key: String, if_version: Option<i64>) -> Outcome {
+    match if_version {
+        Some(expected) => config
+            .delete_if_version(&key, expected)
+            .await
+            .map_err(|e| conflict(e, expected))?,
+        None => {
+            if !config.delete(&key).await? {
+                return Err(Error::NotFound { key }.into());
             }
-            output::record(
-                ctx.format,
-                &[("deleted", key.clone())],
-                json!({"deleted": key}),
-            );
         }
-        ConfigCommand::List { prefix } => {
-            let keys = config.list(prefix.as_deref().unwrap_or("")).await?;
-            let rows: Vec<Vec<String>> = keys.iter().map(|k| vec![k.clone()]).collect();
-            output::rows(ctx.format, &["KEY"], &rows, |i| json!({"key": keys[i]}));
-        }
-        ConfigCommand::Watch { key, prefix } => {
-            let mut watcher = if prefix {
-                config.watch_prefix::<Value>(&key).await?
-            } else {
-                config.watch::<Value>(&key).await?
-            };
-            let mut interrupted = signal(SignalKind::interrupt())?;
-            let mut terminated = signal(SignalKind::terminate())?;
-            loop {
-                let event = tokio::select! {
-                    e = watcher.next() => e,
-                    _ = interrupted.recv() => return Ok(()),
-                    _ = terminated.recv() => return Ok(()),
+    }
+    output::record(
+        ctx.format,
+        &[("deleted", key.clone())],
+        json!({"deleted": key}),
+    );
+    Ok(())
+}
+
+/// List the keys under `prefix`.
+async fn list(ctx: &Ctx, config: &ConfigCenter, prefix: Option<String>) -> Outcome {
+    let keys = config.list(prefix.as_deref().unwrap_or("")).await?;
+    let rows: Vec<Vec<String>> = keys.iter().map(|k| vec![k.clone()]).collect();
+    output::rows(ctx.format, &["KEY"], &rows, |i| json!({"key": keys[i]}));
+    Ok(())
+}
+
+/// Print each change of KEY (or under it) until SIGINT/SIGTERM.
+async fn watch(ctx: &Ctx, config: &ConfigCenter, key: String, prefix: bool) -> Outcome {
+    let mut watcher = if prefix {
+        config.watch_prefix::<Value>(&key).await?
+    } else {
+        config.watch::<Value>(&key).await?
+    };
+    let mut interrupted = signal(SignalKind::interrupt())?;
+    let mut terminated = signal(SignalKind::terminate())?;
+    loop {
+        let event = tokio::select! {
+            e = watcher.next() => e,
+            _ = interrupted.recv() => return Ok(()),
+            _ = terminated.recv() => return Ok(()),
+        };
+        let Some(event) = event else { return Ok(()) };
+        match event {
+            Ok(e) => {
+                let kind = if e.kind == ConfigEventKind::Delete {
+                    "delete"
+                } else {
+                    "put"
                 };
-                let Some(event) = event else { return Ok(()) };
-                match event {
-                    Ok(e) => {
-                        let kind = if e.kind == ConfigEventKind::Delete {
-                            "delete"
-                        } else {
-                            "put"
-                        };
-                        match ctx.format {
-                            output::Format::Json => println!(
-                                "{}",
-                                json!({"event": kind, "key": e.key, "version": e.version, "value": e.value, "resync": e.resync})
-                            ),
-                            output::Format::Table => println!(
-                                "{kind:<6}  {}  v{}{}  {}",
-                                e.key,
-                                e.version,
-                                if e.resync { " (resync)" } else { "" },
-                                e.value.map_or(String::new(), |v| v.to_string())
-                            ),
-                        }
-                    }
-                    Err(e @ Error::Codec { .. }) => eprintln!("coordctl: {e}"),
-                    Err(e) => eprintln!("coordctl: {e} (reconnecting)"),
+                match ctx.format {
+                    output::Format::Json => println!(
+                        "{}",
+                        json!({"event": kind, "key": e.key, "version": e.version, "value": e.value, "resync": e.resync})
+                    ),
+                    output::Format::Table => println!(
+                        "{kind:<6}  {}  v{}{}  {}",
+                        e.key,
+                        e.version,
+                        if e.resync { " (resync)" } else { "" },
+                        e.value.map_or(String::new(), |v| v.to_string())
+                    ),
                 }
             }
+            Err(e @ Error::Codec { .. }) => eprintln!("coordctl: {e}"),
+            Err(e) => eprintln!("coordctl: {e} (reconnecting)"),
         }
-        ConfigCommand::History { key, limit } => {
-            let versions = config.history_bytes(&key, limit.max(1)).await?;
-            match ctx.format {
-                output::Format::Json => {
-                    for (i, v) in versions.iter().enumerate() {
-                        let diff = versions
-                            .get(i + 1)
-                            .map(|older| diff(&older.value, &v.value));
-                        println!(
-                            "{}",
-                            json!({"key": key, "version": v.version, "value": as_json(&v.value), "diff_from_previous": diff})
-                        );
-                    }
-                }
-                output::Format::Table => {
-                    for (i, v) in versions.iter().enumerate() {
-                        println!(
-                            "version {}  {}",
-                            v.version,
-                            String::from_utf8_lossy(&v.value)
-                        );
-                        if let Some(older) = versions.get(i + 1) {
-                            print!("{}", indent(&diff(&older.value, &v.value)));
-                        }
-                    }
-                }
-            }
-        }
-        ConfigCommand::Rollback { key, to } => {
-            let version = config.rollback(&key, to).await?;
-            output::record(
-                ctx.format,
-                &[
-                    ("key", key.clone()),
-                    ("version", version.to_string()),
-                    ("rolled_back_to", to.to_string()),
-                ],
-                json!({"key": key, "version": version, "rolled_back_to": to}),
-            );
-        }
-        ConfigCommand::Diff { key, from, to } => {
-            let versions = config.history_bytes(&key, usize::MAX).await?;
-            let find = |v: i64| -> Outcome<&ConfigVersion<Vec<u8>>> {
-                versions.iter().find(|c| c.version == v).ok_or_else(|| {
-                    Failure::new(
-                        crate::exit::NOT_FOUND,
-                        format!("{v} is not a kept version of {key}"),
-                    )
-                })
-            };
-            let old = find(from)?;
-            let new = match to {
-                Some(v) => find(v)?,
-                None => &versions[0],
-            };
-            let text = diff(&old.value, &new.value);
-            match ctx.format {
-                output::Format::Json => println!(
+    }
+}
+
+/// Print KEY's versions, newest first, with a diff between neighbours.
+async fn history(ctx: &Ctx, config: &ConfigCenter, key: String, limit: usize) -> Outcome {
+    let versions = config.history_bytes(&key, limit.max(1)).await?;
+    match ctx.format {
+        output::Format::Json => {
+            for (i, v) in versions.iter().enumerate() {
+                let diff = versions
+                    .get(i + 1)
+                    .map(|older| diff(&older.value, &v.value));
+                println!(
                     "{}",
-                    json!({"key": key, "from": old.version, "to": new.version, "diff": text})
-                ),
-                output::Format::Table => print!("{text}"),
+                    json!({"key": key, "version": v.version, "value": as_json(&v.value), "diff_from_previous": diff})
+                );
+            }
+        }
+        output::Format::Table => {
+            for (i, v) in versions.iter().enumerate() {
+                println!(
+                    "version {}  {}",
+                    v.version,
+                    String::from_utf8_lossy(&v.value)
+                );
+                if let Some(older) = versions.get(i + 1) {
+                    print!("{}", indent(&diff(&older.value, &v.value)));
+                }
             }
         }
     }
     Ok(())
 }
 
+/// Write KEY's value of version `to` again.
+async fn rollback(ctx: &Ctx, config: &ConfigCenter, key: String, to: i64) -> Outcome {
+    let version = config.rollback(&key, to).await?;
+    output::record(
+        ctx.format,
+        &[
+            ("key", key.clone()),
+            ("version", version.to_string()),
+            ("rolled_back_to", to.to_string()),
+        ],
+        json!({"key": key, "version": version, "rolled_back_to": to}),
+    );
+    Ok(())
+}
+
+/// Print the difference between two versions of KEY.
+async fn show_diff(
+    ctx: &Ctx,
+    config: &ConfigCenter,
+    key: String,
+    from: i64,
+    to: Option<i64>,
+) -> Outcome {
+    let versions = config.history_bytes(&key, usize::MAX).await?;
+    let find = |v: i64| -> Outcome<&ConfigVersion<Vec<u8>>> {
+        versions.iter().find(|c| c.version == v).ok_or_else(|| {
+            Failure::new(
+                crate::exit::NOT_FOUND,
+                format!("{v} is not a kept version of {key}"),
+            )
+        })
+    };
+    let old = find(from)?;
+    let new = match to {
+        Some(v) => find(v)?,
+        None => &versions[0],
+    };
+    let text = diff(&old.value, &new.value);
+    match ctx.format {
+        output::Format::Json => println!(
+            "{}",
+            json!({"key": key, "from": old.version, "to": new.version, "diff": text})
+        ),
+        output::Format::Table => print!("{text}"),
+    }
+    Ok(())
+}
 /// A version conflict as the line that says which version is current.
 fn conflict(e: Error, expected: i64) -> Failure {
     match e {

@@ -6,6 +6,7 @@ mod codec;
 mod conditional;
 mod key;
 mod manager;
+mod snapshot;
 mod watcher;
 
 use std::sync::Arc;

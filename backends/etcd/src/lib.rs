@@ -48,9 +48,9 @@ mod convert;
 mod endpoints;
 mod keepalive;
 mod observed;
+mod request;
 mod watch;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,11 +60,12 @@ use async_trait::async_trait;
 use coordkit::backend::validate;
 use coordkit::{
     Backend, Capabilities, Error, LeaseGrant, LeaseId, LeaseInfo, Limits, Live, RangeRequest,
-    RangeResponse, ReadConsistency, Result, Revision, Txn, TxnOpResponse, TxnResponse,
-    WatchRequest, WatchResponse, WatchStart, WatchStream,
+    RangeResponse, ReadConsistency, Result, Revision, Txn, TxnResponse, WatchRequest,
+    WatchResponse, WatchStart, WatchStream,
 };
 use etcd_client as etcd;
 use futures::{Stream, StreamExt};
+use request::{finished_on_the_server, larger_part, range_response, txn_response};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::EtcdConfig;
@@ -313,101 +314,6 @@ impl EtcdBackend {
             observed_reads_resent: self.inner.observed.resent.load(Ordering::Relaxed),
         }
     }
-
-    /// Run one etcd call under the request timeout on the first healthy endpoint,
-    /// mapping its error.
-    ///
-    /// `call` makes the request for a client; it is called again for the next
-    /// endpoint only when the request provably never reached a member (so a write
-    /// cannot apply twice), and once more on the same endpoint after refreshing an
-    /// auth token that etcd calls old. When no endpoint took the request (every
-    /// one refused it before it was sent: etcd restarting, say — with one
-    /// endpoint too), the round is tried again under the config's retry policy
-    /// (its attempts, backoff and deadline), so callers need no backoff of their
-    /// own for a request that never left. A timeout sets the endpoint aside and
-    /// returns `Timeout` (a write may have applied). Each attempt's future is boxed
-    /// once: held inline, tonic's call futures made every backend future several
-    /// KiB, copied on each move.
-    async fn call<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        ctx: Context<'_>,
-        mut call: F,
-    ) -> Result<T>
-    where
-        F: FnMut(etcd::Client) -> Fut,
-        Fut: Future<Output = std::result::Result<T, etcd::Error>> + Send,
-    {
-        let endpoints = &self.inner.endpoints;
-        let limit = self.inner.config.request_timeout;
-        let retry = &self.inner.config.retry;
-        let started = tokio::time::Instant::now();
-        let mut last = None;
-        let mut refreshed = false;
-        let mut round = 1;
-        loop {
-            let order = endpoints.order();
-            let mut k = 0;
-            while let Some(&i) = order.get(k) {
-                let url = endpoints.url(i);
-                let ctx = Context {
-                    endpoint: Some(url),
-                    ..ctx
-                };
-                let client = match endpoints.client(i).await {
-                    Ok(c) => c,
-                    Err(e) if e.is_retryable() => {
-                        endpoints.set_aside(i, "cannot connect");
-                        last = Some(e);
-                        k += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                match tokio::time::timeout(limit, Box::pin(call(client.clone()))).await {
-                    Err(_) => {
-                        endpoints.set_aside(i, "a request timed out");
-                        return Err(Error::Timeout { operation });
-                    }
-                    Ok(Ok(v)) => {
-                        endpoints.answered(i);
-                        return Ok(v);
-                    }
-                    Ok(Err(e)) if convert::never_sent(&e) => {
-                        tracing::debug!(operation, endpoint = url, error = %e, "not sent; trying the next endpoint");
-                        endpoints.set_aside(i, "a request could not be sent");
-                        last = Some(convert::error(e, ctx));
-                        k += 1;
-                    }
-                    Ok(Err(e)) if convert::auth_revision_old(&e) && !refreshed => {
-                        refreshed = true;
-                        client
-                            .refresh_token()
-                            .await
-                            .map_err(|e| convert::error(e, ctx))?;
-                    }
-                    Ok(Err(e)) => return Err(convert::error(e, ctx)),
-                }
-            }
-            // No endpoint took it: another round, if the policy allows one.
-            let delay = retry.jittered_delay(round);
-            let past_deadline = retry
-                .deadline
-                .is_some_and(|d| started.elapsed() + delay > d);
-            if round >= retry.max_attempts.max(1) || past_deadline || order.is_empty() {
-                break;
-            }
-            tracing::debug!(
-                operation,
-                round,
-                ?delay,
-                "no endpoint took the request; trying again"
-            );
-            tokio::time::sleep(delay).await;
-            round += 1;
-        }
-        Err(last.unwrap_or_else(|| Error::unavailable("no etcd endpoint")))
-    }
 }
 
 /// A connect that failed below gRPC (no answer at all) says what to check about
@@ -429,15 +335,6 @@ fn with_tls_hint(e: Error, config: &EtcdConfig) -> Error {
             }
         }
         e => e,
-    }
-}
-
-fn range_response(mut resp: etcd::GetResponse, revision: Revision) -> RangeResponse {
-    RangeResponse {
-        count: resp.count(),
-        more: resp.more(),
-        revision: resp.header().map_or(revision, |h| h.revision()),
-        kvs: resp.take_kvs().into_iter().map(convert::into_kv).collect(),
     }
 }
 
@@ -495,49 +392,8 @@ impl Backend for EtcdBackend {
         // (which copies its write buffer per request: 7x slower under load).
         if txn.compares.is_empty() && txn.failure.is_empty() && txn.success.len() == 1 {
             match txn.success.pop() {
-                Some(coordkit::TxnOp::Put(p)) => {
-                    let options = convert::put_options(&p);
-                    let (key, value) = (p.key, p.value);
-                    let mut resp = self
-                        .call("put", ctx, |c| {
-                            let (key, value, options) =
-                                (key.clone(), value.clone(), options.clone());
-                            async move { c.kv_client().put(key, value, Some(options)).await }
-                        })
-                        .await?;
-                    let revision = resp.header().map_or(0, |h| h.revision());
-                    self.inner.observed.see(revision);
-                    return Ok(TxnResponse {
-                        succeeded: true,
-                        revision,
-                        responses: vec![TxnOpResponse::Put {
-                            prev_kv: resp.take_prev_key().map(convert::into_kv),
-                        }],
-                    });
-                }
-                Some(coordkit::TxnOp::Delete(d)) => {
-                    let (key, options) = convert::delete_options(d);
-                    let mut resp = self
-                        .call("delete", ctx, |c| {
-                            let (key, options) = (key.clone(), options.clone());
-                            async move { c.kv_client().delete(key, Some(options)).await }
-                        })
-                        .await?;
-                    let revision = resp.header().map_or(0, |h| h.revision());
-                    self.inner.observed.see(revision);
-                    return Ok(TxnResponse {
-                        succeeded: true,
-                        revision,
-                        responses: vec![TxnOpResponse::Delete {
-                            deleted: resp.deleted(),
-                            prev_kvs: resp
-                                .take_prev_kvs()
-                                .into_iter()
-                                .map(convert::into_kv)
-                                .collect(),
-                        }],
-                    });
-                }
+                Some(coordkit::TxnOp::Put(p)) => return self.plain_put(p, ctx).await,
+                Some(coordkit::TxnOp::Delete(d)) => return self.plain_delete(d, ctx).await,
                 // A lone read goes out as a transaction (a read-only one).
                 Some(read) => txn.success.push(read),
                 None => {}
@@ -578,40 +434,7 @@ impl Backend for EtcdBackend {
         }
         let revision = resp.header().map_or(0, |h| h.revision());
         self.inner.observed.see(revision);
-        let responses = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                etcd::TxnOpResponse::Put(mut p) => TxnOpResponse::Put {
-                    prev_kv: p.take_prev_key().map(convert::into_kv),
-                },
-                etcd::TxnOpResponse::Delete(mut d) => TxnOpResponse::Delete {
-                    deleted: d.deleted(),
-                    prev_kvs: d
-                        .take_prev_kvs()
-                        .into_iter()
-                        .map(convert::into_kv)
-                        .collect(),
-                },
-                etcd::TxnOpResponse::Get(g) => {
-                    let mut r = range_response(g, revision);
-                    r.revision = revision;
-                    TxnOpResponse::Range(r)
-                }
-                // coordkit never sends nested transactions.
-                etcd::TxnOpResponse::Txn(_) => TxnOpResponse::Range(RangeResponse {
-                    kvs: Vec::new(),
-                    count: 0,
-                    more: false,
-                    revision,
-                }),
-            })
-            .collect();
-        Ok(TxnResponse {
-            succeeded: resp.succeeded(),
-            responses,
-            revision,
-        })
+        Ok(txn_response(resp, revision))
     }
 
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
@@ -808,29 +631,6 @@ impl EtcdBackend {
     }
 }
 
-/// A read-only transaction, sent so that dropping the caller's future does not
-/// cancel it on the server: etcd 3.5.0–3.5.4 panic (and exit) when a read-only
-/// transaction's request is cancelled while they apply it (etcd-io/etcd#14110,
-/// fixed in 3.5.5). The request runs in its own task; a caller that goes away
-/// leaves it to finish, and its answer is dropped. Writes go through raft,
-/// which does not see the request's cancellation, and are sent as they are.
-///
-/// The task ends when etcd answers or the connection breaks: a member that
-/// stops answering loses its connection to the HTTP/2 keep-alive
-/// (`keep_alive_timeout`), which ends every request on it. So at most the reads
-/// sent within that time outlive their callers.
-async fn finished_on_the_server<T: Send + 'static>(
-    request: impl Future<Output = std::result::Result<T, etcd::Error>> + Send + 'static,
-) -> std::result::Result<T, etcd::Error> {
-    match tokio::spawn(request).await {
-        Ok(answer) => answer,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => Err(etcd::Error::GRpcStatus(tonic::Status::cancelled(
-            "the runtime shut down before etcd answered",
-        ))),
-    }
-}
-
 /// etcd 3.4 or newer: older servers do not honour client-chosen watch ids.
 fn check_version(version: &str) -> Result<()> {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -842,26 +642,6 @@ fn check_version(version: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Which part of a transaction's writes is the larger, to name it when etcd
-/// refuses the request as too large.
-fn larger_part(txn: &Txn) -> &'static str {
-    let (mut keys, mut values) = (0usize, 0usize);
-    for op in txn.success.iter().chain(&txn.failure) {
-        match op {
-            coordkit::TxnOp::Put(p) => {
-                keys += p.key.len();
-                values += p.value.len();
-            }
-            coordkit::TxnOp::Delete(_) | coordkit::TxnOp::Range(_) => {}
-        }
-    }
-    if keys > values {
-        "key"
-    } else {
-        "value"
-    }
 }
 
 /// One watch on the shared stream; dropping it cancels the watch.

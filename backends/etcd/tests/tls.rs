@@ -4,18 +4,14 @@
 #![cfg(feature = "tls")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use coordkit::{BackendExt, Error};
 use coordkit_etcd::{Certificate, EtcdBackend, EtcdConfig, Identity, TlsOptions};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+mod common;
+use common::process::{self, EtcdProcess};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let ok = Command::new("openssl")
@@ -96,46 +92,33 @@ fn certificates(dir: &Path) {
 
 /// etcd serving https on a free port, requiring client certificates.
 struct TlsEtcd {
+    _etcd: EtcdProcess,
     dir: PathBuf,
     port: u16,
-    child: Child,
 }
 
 impl TlsEtcd {
     fn start() -> TlsEtcd {
-        let dir = std::env::temp_dir().join(format!(
-            "coordkit-tls-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        certificates(&dir);
-        let (port, peer) = (free_port(), free_port());
-        let client = format!("https://127.0.0.1:{port}");
-        let peer = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .current_dir(&dir)
-            .args(["--name", "tls", "--data-dir", "data", "--unsafe-no-fsync"])
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("tls={peer}")])
-            .args(["--cert-file", "server.crt", "--key-file", "server.key"])
-            .args(["--client-cert-auth", "--trusted-ca-file", "ca.crt"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts (./scripts/test.sh installs it)");
-        TlsEtcd { dir, port, child }
+        assert!(process::etcd_binary_available());
+        let etcd = EtcdProcess::start_tls(|dir| {
+            certificates(dir);
+            let file = |name: &str| dir.join(name).display().to_string();
+            vec![
+                "--cert-file".into(),
+                file("server.crt"),
+                "--key-file".into(),
+                file("server.key"),
+                "--client-cert-auth".into(),
+                "--trusted-ca-file".into(),
+                file("ca.crt"),
+            ]
+        });
+        let (dir, port) = (etcd.dir.clone(), etcd.client_port);
+        TlsEtcd {
+            _etcd: etcd,
+            dir,
+            port,
+        }
     }
 
     fn read(&self, name: &str) -> Vec<u8> {
@@ -173,14 +156,6 @@ impl TlsEtcd {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("no TLS connection to etcd: {last:?}");
-    }
-}
-
-impl Drop for TlsEtcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

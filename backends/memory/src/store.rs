@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use coordkit::{
-    Error, Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo, RangeRequest,
-    RangeResponse, Result, Revision, SortOrder, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    WatchResponse,
+    DeleteRequest, Error, Event, EventKind, KeyRange, KeyValue, LeaseGrant, LeaseId, LeaseInfo,
+    PutRequest, RangeRequest, RangeResponse, Result, Revision, SortOrder, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchResponse,
 };
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
@@ -239,86 +239,14 @@ impl State {
             txn.failure
         };
         // Check everything that could fail before applying anything: all or nothing.
-        for op in &ops {
-            match op {
-                TxnOp::Put(p) => {
-                    if let Some(l) = p.lease {
-                        if !self.leases.contains_key(&l.0) && !planted::on(12) {
-                            return Err(Error::LeaseNotFound { id: l.0 });
-                        }
-                    }
-                }
-                TxnOp::Range(r) => {
-                    if let Some(rev) = r.revision {
-                        self.check_readable(rev)?;
-                    }
-                }
-                TxnOp::Delete(_) => {}
-            }
-        }
+        self.check_ops(&ops)?;
         let rev = self.revision + 1;
         let mut events = Vec::new();
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
-                TxnOp::Put(p) => {
-                    let prev = self.current(&p.key).cloned();
-                    let kv = KeyValue {
-                        key: p.key.clone(),
-                        value: p.value,
-                        create_revision: if planted::on(13) {
-                            rev
-                        } else {
-                            prev.as_ref().map_or(rev, |kv| kv.create_revision)
-                        },
-                        mod_revision: rev,
-                        version: if planted::on(14) {
-                            prev.as_ref().map_or(1, |kv| kv.version)
-                        } else {
-                            prev.as_ref().map_or(1, |kv| kv.version + 1)
-                        },
-                        lease: p.lease,
-                    };
-                    if let Some(prev) = &prev {
-                        self.detach(prev);
-                    }
-                    if let Some(lease) = p.lease.and_then(|l| self.leases.get_mut(&l.0)) {
-                        lease.keys.insert(p.key.clone());
-                    }
-                    self.write(p.key, rev, Some(kv.clone()));
-                    responses.push(TxnOpResponse::Put {
-                        prev_kv: if p.prev_kv && !planted::on(15) {
-                            prev.clone()
-                        } else {
-                            None
-                        },
-                    });
-                    events.push(Event {
-                        kind: EventKind::Put,
-                        kv,
-                        prev_kv: prev,
-                    });
-                }
-                TxnOp::Delete(d) => {
-                    let victims = self.scan(&d.keys, Revision::MAX);
-                    for kv in &victims {
-                        self.detach(kv);
-                        self.write(kv.key.clone(), rev, None);
-                        events.push(Event {
-                            kind: EventKind::Delete,
-                            kv: tombstone(kv.key.clone(), rev),
-                            prev_kv: Some(kv.clone()),
-                        });
-                    }
-                    responses.push(TxnOpResponse::Delete {
-                        deleted: victims.len() as i64,
-                        prev_kvs: if d.prev_kv && !planted::on(16) {
-                            victims
-                        } else {
-                            Vec::new()
-                        },
-                    });
-                }
+                TxnOp::Put(p) => responses.push(self.apply_put(p, rev, &mut events)),
+                TxnOp::Delete(d) => responses.push(self.apply_delete(d, rev, &mut events)),
                 TxnOp::Range(r) if planted::on(42) => {
                     let old = self.history.back().map_or(0, |h| h.revision);
                     let at = RangeRequest {
@@ -357,6 +285,102 @@ impl State {
                 self.revision
             },
         })
+    }
+
+    /// What could fail in `ops` (a lease that is gone, a read below the
+    /// compaction), checked before anything applies.
+    fn check_ops(&self, ops: &[TxnOp]) -> Result<()> {
+        for op in ops {
+            match op {
+                TxnOp::Put(p) => {
+                    if let Some(l) = p.lease {
+                        if !self.leases.contains_key(&l.0) && !planted::on(12) {
+                            return Err(Error::LeaseNotFound { id: l.0 });
+                        }
+                    }
+                }
+                TxnOp::Range(r) => {
+                    if let Some(rev) = r.revision {
+                        self.check_readable(rev)?;
+                    }
+                }
+                TxnOp::Delete(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply put `p` at revision `rev`, with its event.
+    fn apply_put(
+        &mut self,
+        p: PutRequest,
+        rev: Revision,
+        events: &mut Vec<Event>,
+    ) -> TxnOpResponse {
+        let prev = self.current(&p.key).cloned();
+        let kv = KeyValue {
+            key: p.key.clone(),
+            value: p.value,
+            create_revision: if planted::on(13) {
+                rev
+            } else {
+                prev.as_ref().map_or(rev, |kv| kv.create_revision)
+            },
+            mod_revision: rev,
+            version: if planted::on(14) {
+                prev.as_ref().map_or(1, |kv| kv.version)
+            } else {
+                prev.as_ref().map_or(1, |kv| kv.version + 1)
+            },
+            lease: p.lease,
+        };
+        if let Some(prev) = &prev {
+            self.detach(prev);
+        }
+        if let Some(lease) = p.lease.and_then(|l| self.leases.get_mut(&l.0)) {
+            lease.keys.insert(p.key.clone());
+        }
+        self.write(p.key, rev, Some(kv.clone()));
+        let response = TxnOpResponse::Put {
+            prev_kv: if p.prev_kv && !planted::on(15) {
+                prev.clone()
+            } else {
+                None
+            },
+        };
+        events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev,
+        });
+        response
+    }
+
+    /// Apply delete `d` at revision `rev`, with an event per key deleted.
+    fn apply_delete(
+        &mut self,
+        d: DeleteRequest,
+        rev: Revision,
+        events: &mut Vec<Event>,
+    ) -> TxnOpResponse {
+        let victims = self.scan(&d.keys, Revision::MAX);
+        for kv in &victims {
+            self.detach(kv);
+            self.write(kv.key.clone(), rev, None);
+            events.push(Event {
+                kind: EventKind::Delete,
+                kv: tombstone(kv.key.clone(), rev),
+                prev_kv: Some(kv.clone()),
+            });
+        }
+        TxnOpResponse::Delete {
+            deleted: victims.len() as i64,
+            prev_kvs: if d.prev_kv && !planted::on(16) {
+                victims
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     fn publish(&mut self, revision: Revision, events: Vec<Event>) {

@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use coordkit_etcd::{EtcdBackend, EtcdConfig};
 
-/// A private etcd: its own data dir and loopback ports.
+/// A private etcd: its own data dir and loopback ports. The one way the tests
+/// start an etcd of their own (plain, or serving TLS).
 pub struct EtcdProcess {
     pub client_port: u16,
     peer_port: u16,
     pub dir: PathBuf,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// Flags given at every (re)start.
+    always: Vec<String>,
     child: Option<Child>,
 }
 
@@ -46,6 +51,21 @@ impl EtcdProcess {
 
     /// Start a fresh etcd with extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_in("http", |_| Vec::new(), extra)
+    }
+
+    /// Start a fresh etcd serving `https`: `prepare` writes what it needs into
+    /// the data dir's parent (certificates) and returns the flags that name them.
+    #[allow(dead_code)]
+    pub fn start_tls(prepare: impl FnOnce(&std::path::Path) -> Vec<String>) -> Self {
+        Self::start_in("https", prepare, &[])
+    }
+
+    fn start_in(
+        scheme: &'static str,
+        prepare: impl FnOnce(&std::path::Path) -> Vec<String>,
+        extra: &[&str],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "coordkit-etcd-test-{}-{}",
             std::process::id(),
@@ -54,10 +74,14 @@ impl EtcdProcess {
                 .unwrap()
                 .as_nanos()
         ));
+        std::fs::create_dir_all(&dir).expect("a data dir");
+        let always = prepare(&dir);
         let mut p = EtcdProcess {
             client_port: free_port(),
             peer_port: free_port(),
             dir,
+            scheme,
+            always,
             child: None,
         };
         p.restart_with(p.client_port, extra);
@@ -65,7 +89,7 @@ impl EtcdProcess {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     /// (Re)start the process on the same data dir, serving clients on `port`.
@@ -76,7 +100,7 @@ impl EtcdProcess {
     /// (Re)start with extra etcd flags.
     pub fn restart_with(&mut self, port: u16, extra: &[&str]) {
         assert!(self.child.is_none(), "etcd is running");
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("{}://127.0.0.1:{port}", self.scheme);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new("etcd")
             .args(["--name", "coord-fault"])
@@ -96,6 +120,7 @@ impl EtcdProcess {
             ])
             .args(["--initial-cluster", &format!("coord-fault={peer}")])
             .arg("--unsafe-no-fsync")
+            .args(&self.always)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
