@@ -122,7 +122,7 @@ impl Endpoints {
 
     /// The client of endpoint `i`, connecting it first if needed (with credentials,
     /// that is a round trip). Errors are mapped and name the endpoint.
-    pub(crate) async fn client(&self, i: usize) -> Result<etcd::Client> {
+    pub(crate) async fn client(&self, i: usize) -> Result<&etcd::Client> {
         let member = &self.members[i];
         let connect = member.client.get_or_try_init(|| async {
             let connect = etcd::Client::connect([member.url.as_str()], Some(self.options.clone()));
@@ -134,6 +134,6 @@ impl Endpoints {
                 Ok(r) => r.map_err(|e| convert::error(e, Context::at(&member.url))),
             }
         });
-        connect.await.cloned()
+        connect.await
     }
 }

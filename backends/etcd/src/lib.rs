@@ -193,8 +193,9 @@ impl EtcdBackend {
         // needs no permission on any key), and refuse an etcd older than 3.4:
         // the backend relies on client-chosen watch ids.
         let status = backend
-            .call("status", Context::default(), |c| async move {
-                c.maintenance_client().status().await
+            .call("status", Context::default(), |c| {
+                let mut maintenance = c.maintenance_client();
+                async move { maintenance.status().await }
             })
             .await
             .map_err(|e| with_tls_hint(e, &backend.inner.config))?;
@@ -359,8 +360,8 @@ impl Backend for EtcdBackend {
         let (key, options) = convert::get(request);
         let resp = self
             .call("range", Context::default(), |c| {
-                let (key, options) = (key.clone(), options.clone());
-                async move { c.kv_client().get(key, Some(options)).await }
+                let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
+                async move { kv.get(key, Some(options)).await }
             })
             .await;
         match resp {
@@ -414,13 +415,12 @@ impl Backend for EtcdBackend {
         let request = convert::txn(txn, floor.is_some());
         let send = |request: etcd::Txn| {
             self.call("txn", ctx, move |c| {
-                let request = request.clone();
+                let (mut kv, request) = (c.kv_client(), request.clone());
                 async move {
                     if read_only {
-                        let mut kv = c.kv_client();
                         finished_on_the_server(async move { kv.txn(request).await }).await
                     } else {
-                        c.kv_client().txn(request).await
+                        kv.txn(request).await
                     }
                 }
             })
@@ -440,8 +440,9 @@ impl Backend for EtcdBackend {
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
         validate::ttl(ttl, &self.inner.config.limits)?;
         let resp = self
-            .call("lease grant", Context::default(), |c| async move {
-                c.lease_client().grant(ttl, None).await
+            .call("lease grant", Context::default(), |c| {
+                let mut lease = c.lease_client();
+                async move { lease.grant(ttl, None).await }
             })
             .await?;
         if !resp.error().is_empty() {
@@ -483,8 +484,9 @@ impl Backend for EtcdBackend {
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
         let result = self
-            .call("lease revoke", Context::lease(id.0), |c| async move {
-                c.lease_client().revoke(id.0).await
+            .call("lease revoke", Context::lease(id.0), |c| {
+                let mut lease = c.lease_client();
+                async move { lease.revoke(id.0).await }
             })
             .await;
         if matches!(result, Ok(_) | Err(Error::LeaseNotFound { .. })) {
@@ -497,8 +499,8 @@ impl Backend for EtcdBackend {
         let options = etcd::LeaseTimeToLiveOptions::new().with_keys();
         let resp = self
             .call("lease time-to-live", Context::lease(id.0), |c| {
-                let options = options.clone();
-                async move { c.lease_client().time_to_live(id.0, Some(options)).await }
+                let (mut lease, options) = (c.lease_client(), options.clone());
+                async move { lease.time_to_live(id.0, Some(options)).await }
             })
             .await?;
         if resp.ttl() < 0 {
@@ -594,8 +596,8 @@ impl Backend for EtcdBackend {
         let options = etcd::CompactionOptions::new().with_physical();
         let done = self
             .call("compact", Context::default(), |c| {
-                let options = options.clone();
-                async move { c.kv_client().compact(revision, Some(options)).await }
+                let (mut kv, options) = (c.kv_client(), options.clone());
+                async move { kv.compact(revision, Some(options)).await }
             })
             .await;
         match done {

@@ -33,7 +33,7 @@ impl EtcdBackend {
         mut call: F,
     ) -> Result<T>
     where
-        F: FnMut(etcd::Client) -> Fut,
+        F: FnMut(&etcd::Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd::Error>> + Send,
     {
         let endpoints = &self.inner.endpoints;
@@ -62,7 +62,7 @@ impl EtcdBackend {
                     }
                     Err(e) => return Err(e),
                 };
-                match tokio::time::timeout(limit, Box::pin(call(client.clone()))).await {
+                match tokio::time::timeout(limit, Box::pin(call(client))).await {
                     Err(_) => {
                         endpoints.set_aside(i, "a request timed out");
                         return Err(Error::Timeout { operation });
@@ -117,8 +117,9 @@ impl EtcdBackend {
         let (key, value) = (p.key, p.value);
         let mut resp = self
             .call("put", ctx, |c| {
-                let (key, value, options) = (key.clone(), value.clone(), options.clone());
-                async move { c.kv_client().put(key, value, Some(options)).await }
+                let (mut kv, key, value) = (c.kv_client(), key.clone(), value.clone());
+                let options = options.clone();
+                async move { kv.put(key, value, Some(options)).await }
             })
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -141,8 +142,8 @@ impl EtcdBackend {
         let (key, options) = convert::delete_options(d);
         let mut resp = self
             .call("delete", ctx, |c| {
-                let (key, options) = (key.clone(), options.clone());
-                async move { c.kv_client().delete(key, Some(options)).await }
+                let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
+                async move { kv.delete(key, Some(options)).await }
             })
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
