@@ -235,6 +235,35 @@ impl Follower {
     }
 }
 
+/// The keys of a followed range as last seen: each key's mod revision and value.
+pub(crate) type RangeState = HashMap<Vec<u8>, (Revision, Vec<u8>)>;
+
+/// Wait until the keys of `keys` reach a state `done` accepts: the one way to
+/// wait for keys (a barrier's key gone, a gate opened after a revision, a
+/// double barrier's participants all gone). It follows the range — a read,
+/// then every change in order, resumed after a broken watch and reread after
+/// a compaction — and checks `done` after the read and after each change.
+/// Failures the store may recover from are waited out with the policy's
+/// backoff; others are returned. Cancelling it leaves nothing.
+pub(crate) async fn until(
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+    keys: KeyRange,
+    mut done: impl FnMut(&RangeState) -> bool,
+) -> Result<()> {
+    let (mut follower, _) = Follower::start(backend, retry, keys).await?;
+    loop {
+        if done(&follower.known) {
+            return Ok(());
+        }
+        match follower.next().await {
+            Ok(_) => {}
+            Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// What the owner of a key learns of it.
 pub(crate) enum Seen<'a> {
     /// A change, in order.

@@ -4,16 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use crate::backend::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, EventKind, PutRequest, RangeRequest,
-    Revision, Txn, TxnOp, WatchRequest,
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, KeyRange, PutRequest, RangeRequest,
+    Revision, Txn, TxnOp,
 };
 use crate::claim::ClaimSlot;
 use crate::cleanup::Orphan;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::follow;
 use crate::keys;
 use crate::queue_name::validate_name;
 use crate::retry::RetryPolicy;
@@ -169,10 +168,8 @@ impl BarrierService {
     /// Wait until barrier `name` is not set (at once if it is not).
     pub async fn wait(&self, name: &str) -> Result<()> {
         let key = self.key(name)?;
-        wait_for(&self.coord.backend, &self.coord.retry, &key, |kv| {
-            kv.is_none()
-        })
-        .await
+        let (backend, retry) = (self.coord.backend.clone(), self.coord.retry.clone());
+        follow::until(backend, retry, KeyRange::key(key), |keys| keys.is_empty()).await
     }
 
     /// Enter double barrier `name` of `count` participants: wait until `count`
@@ -257,8 +254,9 @@ impl BarrierService {
                 .await?;
         } else {
             // Wait for a gate opened after we joined (an older one is a past round's).
-            let opened = wait_for(&backend, &retry, &ready, |kv| {
-                kv.is_some_and(|kv| kv.mod_revision > joined)
+            let gate = KeyRange::key(ready.clone());
+            let opened = follow::until(backend.clone(), retry.clone(), gate, |keys| {
+                keys.values().any(|(revision, _)| *revision > joined)
             });
             tokio::select! {
                 opened = opened => opened?,
@@ -328,31 +326,12 @@ impl DoubleBarrierEntry {
             .await?;
         self.left = true;
         let backend = &self.backend;
-        let waiters = self.waiters.clone();
-        let until_empty = async {
-            let mut events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
-            loop {
-                let left = self
-                    .retry
-                    .run("count participants", |_| {
-                        backend.range(RangeRequest::prefix(waiters.clone()).count_only())
-                    })
-                    .await?;
-                if left.count == 0 {
-                    return Ok::<_, Error>(());
-                }
-                match events.next().await {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-                        self.retry.pause().await;
-                        events = backend.watch(WatchRequest::prefix(waiters.clone())).await?;
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => events = backend.watch(WatchRequest::prefix(waiters.clone())).await?,
-                }
-            }
-        };
-        until_empty.await?;
+        // Every participant gone (left, or its lease ended).
+        let waiters = KeyRange::prefix(self.waiters.clone());
+        follow::until(backend.clone(), self.retry.clone(), waiters, |keys| {
+            keys.is_empty()
+        })
+        .await?;
         // Close this round's gate, unless a later round opened it again.
         let close = Txn::new()
             .when([Compare::mod_revision(
@@ -463,49 +442,5 @@ impl Drop for Entering {
 fn expired(name: &str) -> Error {
     Error::LockExpired {
         name: name.to_string(),
-    }
-}
-
-/// Wait until the key's state satisfies `done`: read, then watch from the read's
-/// revision on, re-reading after a broken watch.
-async fn wait_for(
-    backend: &Arc<dyn Backend>,
-    retry: &RetryPolicy,
-    key: &str,
-    done: impl Fn(Option<&crate::backend::KeyValue>) -> bool,
-) -> Result<()> {
-    loop {
-        let now = retry
-            .run("read barrier", |_| backend.range(RangeRequest::key(key)))
-            .await?;
-        if done(now.kvs.first()) {
-            return Ok(());
-        }
-        let mut events = match backend
-            .watch(WatchRequest::key(key).from_revision(now.revision + 1))
-            .await
-        {
-            Ok(w) => w,
-            Err(e) if e.is_retryable() => {
-                retry.pause().await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        while let Some(item) = events.next().await {
-            match item {
-                Ok(r) => {
-                    for e in &r.events {
-                        let state = (e.kind == EventKind::Put).then_some(&e.kv);
-                        if done(state) {
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(e) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => break,
-                Err(e) => return Err(e),
-            }
-        }
-        retry.pause().await;
     }
 }
