@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::claim::Claims;
+use crate::claim::{Claim, Claims, Kind, Wait};
 use crate::cleanup::Cleanup;
 use crate::error::{Error, Result};
 use crate::health::Followers;
 use crate::keys::KeyLayout;
+use crate::queue_name::QueueName;
 use crate::retry::RetryPolicy;
 use crate::session::ttl_seconds;
 use crate::session::Session;
@@ -84,6 +85,22 @@ impl Context {
         self.claims.forget_watches();
         self.cleanup.drain().await;
         first
+    }
+
+    /// Claim queue `name` of `kind` with `value`, on this coordinator's session
+    /// of `ttl` (taken once the claim's local turn has come): see
+    /// `Claims::claim`.
+    pub(crate) async fn claim(
+        &self,
+        kind: Kind,
+        name: &QueueName,
+        ttl: Duration,
+        value: Vec<u8>,
+        wait: Wait,
+    ) -> Result<Claim> {
+        self.claims
+            .claim(kind, name, self.session(ttl), value, wait)
+            .await
     }
 
     /// The sessions of distinct TTLs this coordinator keeps now.

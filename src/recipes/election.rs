@@ -217,10 +217,9 @@ impl ElectionService {
     }
 
     async fn claim(&self, name: QueueName, value: Vec<u8>, wait: Wait) -> Result<Leadership> {
-        let session = self.coord.session(self.ttl);
-        let claims = &self.coord.claims;
-        let claim = claims
-            .claim(Kind::Election, &name, session, value, wait)
+        let claim = self
+            .coord
+            .claim(Kind::Election, &name, self.ttl, value, wait)
             .await?;
         Ok(Leadership { claim })
     }

@@ -75,16 +75,9 @@ impl LockService {
     /// Dropping this future at any await leaves no key: one already written is
     /// deleted by the coordinator's cleanup (see the crate docs, "Cancellation").
     pub async fn acquire(&self, name: impl Into<QueueName>, ttl: Duration) -> Result<LockGuard> {
-        let session = self.coord.session(ttl);
-        let claims = &self.coord.claims;
-        let claim = claims
-            .claim(
-                Kind::Lock,
-                &name.into(),
-                session,
-                Vec::new(),
-                Wait::UntilOwner,
-            )
+        let claim = self
+            .coord
+            .claim(Kind::Lock, &name.into(), ttl, Vec::new(), Wait::UntilOwner)
             .await?;
         Ok(LockGuard { claim })
     }
@@ -108,10 +101,9 @@ impl LockService {
         name: impl Into<QueueName>,
         ttl: Duration,
     ) -> Result<LockGuard> {
-        let session = self.coord.session(ttl);
-        let claims = &self.coord.claims;
-        let claim = claims
-            .claim(Kind::Lock, &name.into(), session, Vec::new(), Wait::No)
+        let claim = self
+            .coord
+            .claim(Kind::Lock, &name.into(), ttl, Vec::new(), Wait::No)
             .await?;
         Ok(LockGuard { claim })
     }

@@ -101,10 +101,9 @@ impl RwLockService {
         ttl: Duration,
         wait: Wait,
     ) -> Result<LockGuard> {
-        let session = self.coord.session(ttl);
-        let claims = &self.coord.claims;
-        let claim = claims
-            .claim(kind, &name, session, kind.value(), wait)
+        let claim = self
+            .coord
+            .claim(kind, &name, ttl, kind.value(), wait)
             .await?;
         Ok(LockGuard::from_claim(claim))
     }

@@ -115,10 +115,9 @@ impl SemaphoreService {
             return Err(Error::invalid("permits", "must be at least 1"));
         }
         let kind = Kind::Semaphore { permits };
-        let session = self.coord.session(ttl);
-        let claims = &self.coord.claims;
-        let claim = claims
-            .claim(kind, &name, session, kind.value(), wait)
+        let claim = self
+            .coord
+            .claim(kind, &name, ttl, kind.value(), wait)
             .await?;
         Ok(LockGuard::from_claim(claim))
     }
