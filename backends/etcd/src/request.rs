@@ -107,6 +107,14 @@ impl EtcdBackend {
         Err(last.unwrap_or_else(|| Error::unavailable("no etcd endpoint")))
     }
 
+    /// The revision of an answer's header (0 without one), recorded as
+    /// observed.
+    pub(crate) fn seen(&self, header: Option<&etcd::ResponseHeader>) -> i64 {
+        let revision = header.map_or(0, |h| h.revision());
+        self.inner.observed.see(revision);
+        revision
+    }
+
     /// An unconditional single put, sent as a plain Put.
     pub(crate) async fn plain_put(
         &self,
@@ -122,8 +130,7 @@ impl EtcdBackend {
                 async move { kv.put(key, value, Some(options)).await }
             })
             .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        self.inner.observed.see(revision);
+        let revision = self.seen(resp.header());
         Ok(TxnResponse {
             succeeded: true,
             revision,
@@ -146,8 +153,7 @@ impl EtcdBackend {
                 async move { kv.delete(key, Some(options)).await }
             })
             .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        self.inner.observed.see(revision);
+        let revision = self.seen(resp.header());
         Ok(TxnResponse {
             succeeded: true,
             revision,
