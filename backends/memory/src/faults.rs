@@ -42,22 +42,14 @@ impl ClientFaults {
 
     /// Called before every operation: a partition or a pending failure answers for it.
     pub(crate) fn before_call(&self) -> Result<()> {
-        if *self.partitioned.borrow() && !crate::planted::on(35) {
+        if *self.partitioned.borrow() {
             return Err(Error::unavailable(
                 "memory client is partitioned (injected)",
             ));
         }
         let failed = self
             .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                n.checked_sub(1).map(|left| {
-                    if left == 0 && crate::planted::on(32) {
-                        u64::MAX
-                    } else {
-                        left
-                    }
-                })
-            })
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failed {
             return Err(Error::unavailable("call failed (injected)"));
@@ -86,11 +78,6 @@ impl ClientFaults {
 
     pub(crate) fn fail_next(&self, n: u64) {
         self.fail_next.store(n, Ordering::SeqCst);
-    }
-
-    /// Whether the next write is to be lost before it applies (a planted bug).
-    pub(crate) fn loses_before_applying(&self) -> bool {
-        crate::planted::on(33) && self.lose_next_response.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn lose_next_response(&self) {

@@ -37,6 +37,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod faults;
+#[cfg(feature = "planted-bugs")]
 #[doc(hidden)]
 pub mod planted;
 mod store;
@@ -222,18 +223,14 @@ impl MemoryBackend {
     /// resumes from its last delivered revision + 1 (at once, or when a partition
     /// heals), or yields `Compacted` if that revision has been compacted meanwhile.
     pub fn cut_watches(&self) {
-        if !planted::on(36) {
-            self.store.lock().cut_watches(self.client.id);
-        }
+        self.store.lock().cut_watches(self.client.id);
     }
 
     /// Cut this handle off: every call fails with `Unavailable` and its watches are
     /// disconnected until [`MemoryBackend::heal`]. Leases it keeps alive run down.
     pub fn partition(&self) {
         self.client.set_partitioned(true);
-        if !planted::on(37) {
-            self.cut_watches();
-        }
+        self.cut_watches();
     }
 
     /// End a partition.
@@ -333,48 +330,23 @@ impl Backend for MemoryBackend {
     }
 
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        if !planted::on(40) {
-            validate::range(&request)?;
-        }
+        validate::range(&request)?;
         self.client.before_call()?;
         self.store.counters.ranges.fetch_add(1, Ordering::Relaxed);
         self.store.lock().range(&request)
     }
 
-    async fn txn(&self, mut txn: Txn) -> Result<TxnResponse> {
-        if planted::on(44) {
-            txn.consistency = coordkit::ReadConsistency::Latest;
-        }
-        if !planted::on(39) {
-            validate::txn(&txn, &self.store.limits)?;
-        }
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        validate::txn(&txn, &self.store.limits)?;
         self.client.before_call()?;
-        if self.client.loses_before_applying() {
-            return Err(coordkit::Error::unavailable(
-                "lost before applying (planted bug)",
-            ));
-        }
         self.store.counters.txns.fetch_add(1, Ordering::Relaxed);
-        let mut store = self.store.lock();
-        if planted::on(43) && txn.consistency == coordkit::ReadConsistency::Observed {
-            // Reads one revision behind the newest.
-            let behind = store.revision() - 1;
-            for op in txn.success.iter_mut().chain(&mut txn.failure) {
-                if let coordkit::TxnOp::Range(r) = op {
-                    r.revision = r.revision.or(Some(behind));
-                }
-            }
-        }
-        let resp = store.txn(txn)?;
-        drop(store);
+        let resp = self.store.lock().txn(txn)?;
         self.client.after_write()?;
         Ok(resp)
     }
 
     async fn lease_grant(&self, ttl: i64) -> Result<LeaseGrant> {
-        if !planted::on(38) {
-            validate::ttl(ttl, &self.store.limits)?;
-        }
+        validate::ttl(ttl, &self.store.limits)?;
         self.client.before_call()?;
         self.store
             .counters
@@ -389,9 +361,6 @@ impl Backend for MemoryBackend {
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<i64> {
         self.client.before_call()?;
-        if planted::on(34) && self.client.keep_alive_answered().is_err() {
-            std::future::pending::<()>().await;
-        }
         self.client.keep_alive_answered()?;
         self.store
             .counters

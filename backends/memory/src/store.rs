@@ -1,7 +1,6 @@
 //! The store: an MVCC key history, leases on tokio's clock, and the event log that
 //! watches replay from. Everything here runs under one mutex and never awaits.
 
-use crate::planted;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -64,19 +63,11 @@ fn tombstone(key: Vec<u8>, revision: Revision) -> KeyValue {
 fn owed(events: &[Event], keys: &KeyRange, prev_kv: bool) -> Vec<Event> {
     events
         .iter()
-        .filter(|e| keys.contains(&e.kv.key) || planted::on(30))
+        .filter(|e| keys.contains(&e.kv.key))
         .map(|e| Event {
             kind: e.kind,
-            kv: if planted::on(28) && e.kind == EventKind::Delete {
-                e.prev_kv.clone().unwrap_or_else(|| e.kv.clone())
-            } else {
-                e.kv.clone()
-            },
-            prev_kv: if prev_kv && !planted::on(26) {
-                e.prev_kv.clone()
-            } else {
-                None
-            },
+            kv: e.kv.clone(),
+            prev_kv: if prev_kv { e.prev_kv.clone() } else { None },
         })
         .collect()
 }
@@ -119,10 +110,10 @@ impl State {
     }
 
     fn check_readable(&self, revision: Revision) -> Result<()> {
-        if revision > self.revision && !planted::on(8) {
+        if revision > self.revision {
             return Err(self.future(revision));
         }
-        if revision < self.compacted && !planted::on(9) {
+        if revision < self.compacted {
             return Err(Error::Compacted {
                 compact_revision: self.compacted,
             });
@@ -141,7 +132,6 @@ impl State {
                 .into_iter()
                 .collect(),
             KeyRange::Prefix(p) => {
-                let extra = usize::from(planted::on(7));
                 let inside = self
                     .keys
                     .range(p.clone()..)
@@ -149,7 +139,7 @@ impl State {
                     .count();
                 self.keys
                     .range(p.clone()..)
-                    .take(inside + extra)
+                    .take(inside)
                     .filter_map(|(_, v)| Self::at(v, revision).cloned())
                     .collect()
             }
@@ -160,26 +150,17 @@ impl State {
         let at = match request.revision {
             Some(r) => {
                 self.check_readable(r)?;
-                if planted::on(1) {
-                    Revision::MAX
-                } else {
-                    r
-                }
+                r
             }
             None => Revision::MAX,
         };
         let mut kvs = self.scan(&request.keys, at);
-        let mut count = kvs.len() as i64;
+        let count = kvs.len() as i64;
         if let Some(max) = request.max_create_revision {
-            if planted::on(5) {
-                kvs.retain(|kv| kv.create_revision < max);
-            } else {
-                kvs.retain(|kv| kv.create_revision <= max);
-            }
+            kvs.retain(|kv| kv.create_revision <= max);
         }
         match request.sort_by_create_revision {
             Some(SortOrder::Ascend) => kvs.sort_by_key(|kv| kv.create_revision),
-            Some(SortOrder::Descend) if planted::on(3) => kvs.sort_by_key(|kv| kv.create_revision),
             Some(SortOrder::Descend) => kvs.sort_by_key(|kv| std::cmp::Reverse(kv.create_revision)),
             None => {}
         }
@@ -187,13 +168,10 @@ impl State {
         if let Some(limit) = request.limit {
             if kvs.len() as u64 > limit {
                 kvs.truncate(limit as usize);
-                more = !planted::on(4);
+                more = true;
             }
         }
-        if planted::on(2) {
-            count = kvs.len() as i64;
-        }
-        if request.count_only && !planted::on(6) {
+        if request.count_only {
             // No key is returned, so none is left to return (as etcd answers).
             kvs.clear();
             more = false;
@@ -220,24 +198,11 @@ impl State {
     }
 
     pub(crate) fn txn(&mut self, txn: Txn) -> Result<TxnResponse> {
-        let succeeded = if planted::on(10) {
-            txn.compares.is_empty()
-                || txn
-                    .compares
-                    .iter()
-                    .any(|c| c.evaluate(self.current(&c.key)))
-        } else {
-            txn.compares
-                .iter()
-                .all(|c| c.evaluate(self.current(&c.key)))
-        };
-        let ops = if succeeded {
-            txn.success
-        } else if planted::on(11) {
-            Vec::new()
-        } else {
-            txn.failure
-        };
+        let succeeded = txn
+            .compares
+            .iter()
+            .all(|c| c.evaluate(self.current(&c.key)));
+        let ops = if succeeded { txn.success } else { txn.failure };
         // Check everything that could fail before applying anything: all or nothing.
         self.check_ops(&ops)?;
         let rev = self.revision + 1;
@@ -247,29 +212,12 @@ impl State {
             match op {
                 TxnOp::Put(p) => responses.push(self.apply_put(p, rev, &mut events)),
                 TxnOp::Delete(d) => responses.push(self.apply_delete(d, rev, &mut events)),
-                TxnOp::Range(r) if planted::on(42) => {
-                    let old = self.history.back().map_or(0, |h| h.revision);
-                    let at = RangeRequest {
-                        revision: Some(old.max(1).min(self.revision)),
-                        ..r
-                    };
-                    responses.push(TxnOpResponse::Range(self.range(&at)?))
-                }
                 TxnOp::Range(r) => responses.push(TxnOpResponse::Range(self.range(&r)?)),
             }
         }
         if !events.is_empty() {
             self.revision = rev;
-            if planted::on(18) {
-                events.truncate(1);
-            }
             self.publish(rev, events);
-        } else if planted::on(19)
-            && responses
-                .iter()
-                .any(|r| matches!(r, TxnOpResponse::Delete { .. }))
-        {
-            self.revision = rev;
         }
         for r in &mut responses {
             if let TxnOpResponse::Range(range) = r {
@@ -279,11 +227,7 @@ impl State {
         Ok(TxnResponse {
             succeeded,
             responses,
-            revision: if planted::on(17) && rev == self.revision {
-                rev - 1
-            } else {
-                self.revision
-            },
+            revision: self.revision,
         })
     }
 
@@ -294,7 +238,7 @@ impl State {
             match op {
                 TxnOp::Put(p) => {
                     if let Some(l) = p.lease {
-                        if !self.leases.contains_key(&l.0) && !planted::on(12) {
+                        if !self.leases.contains_key(&l.0) {
                             return Err(Error::LeaseNotFound { id: l.0 });
                         }
                     }
@@ -321,17 +265,9 @@ impl State {
         let kv = KeyValue {
             key: p.key.clone(),
             value: p.value,
-            create_revision: if planted::on(13) {
-                rev
-            } else {
-                prev.as_ref().map_or(rev, |kv| kv.create_revision)
-            },
+            create_revision: prev.as_ref().map_or(rev, |kv| kv.create_revision),
             mod_revision: rev,
-            version: if planted::on(14) {
-                prev.as_ref().map_or(1, |kv| kv.version)
-            } else {
-                prev.as_ref().map_or(1, |kv| kv.version + 1)
-            },
+            version: prev.as_ref().map_or(1, |kv| kv.version + 1),
             lease: p.lease,
         };
         if let Some(prev) = &prev {
@@ -342,11 +278,7 @@ impl State {
         }
         self.write(p.key, rev, Some(kv.clone()));
         let response = TxnOpResponse::Put {
-            prev_kv: if p.prev_kv && !planted::on(15) {
-                prev.clone()
-            } else {
-                None
-            },
+            prev_kv: if p.prev_kv { prev.clone() } else { None },
         };
         events.push(Event {
             kind: EventKind::Put,
@@ -375,11 +307,7 @@ impl State {
         }
         TxnOpResponse::Delete {
             deleted: victims.len() as i64,
-            prev_kvs: if d.prev_kv && !planted::on(16) {
-                victims
-            } else {
-                Vec::new()
-            },
+            prev_kvs: if d.prev_kv { victims } else { Vec::new() },
         }
     }
 
@@ -402,10 +330,10 @@ impl State {
     }
 
     pub(crate) fn compact(&mut self, revision: Revision) -> Result<()> {
-        if revision > self.revision && !planted::on(24) {
+        if revision > self.revision {
             return Err(self.future(revision));
         }
-        if revision <= self.compacted && !planted::on(25) {
+        if revision <= self.compacted {
             return Err(Error::Compacted {
                 compact_revision: self.compacted,
             });
@@ -431,12 +359,6 @@ impl State {
     pub(crate) fn grant(&mut self, ttl: i64, now: Instant) -> LeaseGrant {
         let id = self.next_lease;
         self.next_lease += 1;
-        if planted::on(41) {
-            if let Some(free) = (0x7a11_0000_0001..id).find(|i| !self.leases.contains_key(i)) {
-                self.next_lease -= 1;
-                return self.grant_as(free, ttl, now);
-            }
-        }
         self.grant_as(id, ttl, now)
     }
 
@@ -463,9 +385,7 @@ impl State {
             .get_mut(&id.0)
             .ok_or(Error::LeaseNotFound { id: id.0 })?;
         self.deadlines.remove(&(lease.deadline, id.0));
-        if !planted::on(23) {
-            lease.deadline = now + Duration::from_secs(lease.ttl as u64);
-        }
+        lease.deadline = now + Duration::from_secs(lease.ttl as u64);
         self.deadlines.insert((lease.deadline, id.0));
         Ok(lease.ttl)
     }
@@ -479,11 +399,7 @@ impl State {
             id,
             granted_ttl: lease.ttl,
             remaining_ttl: lease.deadline.saturating_duration_since(now).as_secs() as i64,
-            keys: if planted::on(22) {
-                Vec::new()
-            } else {
-                lease.keys.iter().cloned().collect()
-            },
+            keys: lease.keys.iter().cloned().collect(),
         })
     }
 
@@ -494,7 +410,7 @@ impl State {
             .remove(&id.0)
             .ok_or(Error::LeaseNotFound { id: id.0 })?;
         self.deadlines.remove(&(lease.deadline, id.0));
-        if lease.keys.is_empty() || planted::on(21) {
+        if lease.keys.is_empty() {
             return Ok(());
         }
         let rev = self.revision + 1;
@@ -523,11 +439,6 @@ impl State {
                 break;
             }
             // The lease exists: `deadlines` and `leases` change together.
-            if planted::on(20) {
-                self.deadlines.remove(&(deadline, id));
-                self.leases.remove(&id);
-                continue;
-            }
             let _ = self.revoke(LeaseId(id));
         }
     }
@@ -546,17 +457,13 @@ impl State {
         prev_kv: bool,
         start: Revision,
     ) -> Result<UnboundedReceiver<WatchResponse>> {
-        if start < self.compacted && !planted::on(29) {
+        if start < self.compacted {
             return Err(Error::Compacted {
                 compact_revision: self.compacted,
             });
         }
         let (tx, rx) = unbounded_channel();
-        let from = if planted::on(27) {
-            self.history.len()
-        } else {
-            self.history.partition_point(|r| r.revision < start)
-        };
+        let from = self.history.partition_point(|r| r.revision < start);
         for resp in self.history.range(from..) {
             let owed = owed(&resp.events, keys, prev_kv);
             if !owed.is_empty() {
@@ -570,7 +477,7 @@ impl State {
             client,
             keys: keys.clone(),
             prev_kv,
-            start: if planted::on(31) { 0 } else { start },
+            start,
             tx,
         });
         Ok(rx)

@@ -100,6 +100,13 @@ pub async fn delete_of_missing_key_changes_nothing(ctx: Ctx) -> Result<()> {
         .watch(WatchRequest::prefix("").from_revision(before + 1))
         .await?;
     let store_revision = b.range(RangeRequest::key("present")).await?.revision;
+    let answer = b
+        .txn(Txn::new().and_then([DeleteRequest::key("missing")]))
+        .await?;
+    assert_eq!(
+        answer.revision, store_revision,
+        "a delete that deleted nothing answered a revision the store is not at"
+    );
     assert!(!b.delete("missing").await?);
     assert_eq!(b.delete_prefix("nothing/").await?, 0);
     let after = b.range(RangeRequest::key("present")).await?.revision;
