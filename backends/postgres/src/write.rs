@@ -1,0 +1,287 @@
+//! Transactions: compares, then one branch's puts, deletes and ranges, all at
+//! one new revision, under the meta row's lock (so revisions commit in order).
+
+use std::collections::HashMap;
+
+use coordkit::{
+    Error, KeyValue, LeaseId, PutRequest, Result, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,
+};
+use deadpool_postgres::{GenericClient, Transaction};
+
+use crate::error::from_pg;
+use crate::read::range;
+use crate::schema::Tables;
+use crate::sql::{key_condition, kv_from, query, Params};
+
+/// A write transaction in progress: the revision it writes at and the rows it
+/// has added to the history log.
+pub(crate) struct Writing<'a, 'c> {
+    pub(crate) tx: &'a Transaction<'c>,
+    pub(crate) t: &'a Tables,
+    /// The store's revision when the lock was taken.
+    pub(crate) base: Revision,
+    /// History rows written so far at `base + 1`.
+    pub(crate) seq: i32,
+}
+
+impl<'a, 'c> Writing<'a, 'c> {
+    /// Lock the meta row (held to commit) and read the store's revision.
+    pub(crate) async fn begin(tx: &'a Transaction<'c>, t: &'a Tables) -> Result<Self> {
+        let sql = format!("SELECT revision FROM {} FOR UPDATE", t.meta);
+        let rows = query(tx, &sql, &Params::default(), "txn").await?;
+        let base = rows
+            .first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| Error::unavailable("postgres: the store's meta row is missing"))?;
+        Ok(Writing {
+            tx,
+            t,
+            base,
+            seq: 0,
+        })
+    }
+
+    /// The revision this transaction writes at.
+    pub(crate) fn revision(&self) -> Revision {
+        self.base + 1
+    }
+
+    /// Whether anything was written.
+    pub(crate) fn wrote(&self) -> bool {
+        self.seq > 0
+    }
+
+    /// The store's revision once this transaction commits.
+    pub(crate) fn final_revision(&self) -> Revision {
+        if self.wrote() {
+            self.revision()
+        } else {
+            self.base
+        }
+    }
+
+    /// Put one key, logging it; returns the previous version.
+    async fn put(&mut self, p: &PutRequest) -> Result<Option<KeyValue>> {
+        let mut params = Params::default();
+        let key = params.add(p.key.clone());
+        let value = params.add(p.value.clone());
+        let rev = params.add(self.revision());
+        let lease = params.add(p.lease.map(|l| l.0));
+        let seq = params.add(self.seq);
+        let sql = format!(
+            "WITH prev AS (SELECT key, value, create_revision, mod_revision, version, lease \
+                           FROM {kv} WHERE key = {key}::bytea), \
+                  up AS (INSERT INTO {kv} AS k (key, value, create_revision, mod_revision, version, lease) \
+                         VALUES ({key}::bytea, {value}::bytea, {rev}::bigint, {rev}::bigint, 1, {lease}::bigint) \
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                            mod_revision = excluded.mod_revision, version = k.version + 1, \
+                            lease = excluded.lease \
+                         RETURNING create_revision, version), \
+                  h AS (INSERT INTO {history} (revision, seq, key, deleted, value, create_revision, \
+                            version, lease, prev_value, prev_create_revision, prev_mod_revision, \
+                            prev_version, prev_lease) \
+                        SELECT {rev}::bigint, {seq}::integer, {key}::bytea, false, {value}::bytea, \
+                            up.create_revision, up.version, {lease}::bigint, prev.value, prev.create_revision, prev.mod_revision, \
+                            prev.version, prev.lease \
+                        FROM up LEFT JOIN prev ON true) \
+             SELECT prev.key, prev.value, prev.create_revision, prev.mod_revision, prev.version, prev.lease \
+             FROM (SELECT 1) one LEFT JOIN prev ON true",
+            kv = self.t.kv,
+            history = self.t.history
+        );
+        let rows = query(self.tx, &sql, &params, "put").await?;
+        self.seq += 1;
+        Ok(rows
+            .first()
+            .filter(|r| r.get::<_, Option<Vec<u8>>>(0).is_some())
+            .map(|r| kv_from(r, 0)))
+    }
+
+    /// Delete the keys `cond` selects (a condition on `kv` written with
+    /// `params`), logging each in key order; returns what was deleted.
+    pub(crate) async fn delete_where(
+        &mut self,
+        cond: &str,
+        mut params: Params,
+    ) -> Result<Vec<KeyValue>> {
+        let rev = params.add(self.revision());
+        let seq = params.add(self.seq);
+        let sql = format!(
+            "WITH d AS (DELETE FROM {kv} WHERE {cond} \
+                        RETURNING key, value, create_revision, mod_revision, version, lease), \
+                  n AS (SELECT d.*, (row_number() OVER (ORDER BY key))::integer - 1 AS i FROM d), \
+                  h AS (INSERT INTO {history} (revision, seq, key, deleted, value, create_revision, \
+                            version, lease, prev_value, prev_create_revision, prev_mod_revision, \
+                            prev_version, prev_lease) \
+                        SELECT {rev}::bigint, {seq}::integer + i, key, true, ''::bytea, 0, 0, NULL, value, \
+                            create_revision, mod_revision, version, lease FROM n) \
+             SELECT key, value, create_revision, mod_revision, version, lease FROM n ORDER BY key",
+            kv = self.t.kv,
+            history = self.t.history
+        );
+        let rows = query(self.tx, &sql, &params, "delete").await?;
+        self.seq += rows.len() as i32;
+        Ok(rows.iter().map(|r| kv_from(r, 0)).collect())
+    }
+
+    /// Record the new revision (if anything was written) and wake the watch
+    /// feeds: the notification is sent at commit.
+    pub(crate) async fn finish(&self) -> Result<()> {
+        if !self.wrote() {
+            return Ok(());
+        }
+        let mut params = Params::default();
+        let rev = params.add(self.revision());
+        let channel = params.add(self.t.channel.clone());
+        let sql = format!(
+            "WITH u AS (UPDATE {meta} SET revision = {rev}::bigint) \
+             SELECT pg_notify({channel}::text, {rev}::bigint::text)",
+            meta = self.t.meta
+        );
+        query(self.tx, &sql, &params, "txn").await?;
+        Ok(())
+    }
+}
+
+/// The outcome of looking up the leases a branch's puts name.
+pub(crate) enum Leases {
+    /// All live.
+    Live,
+    /// This one does not exist.
+    Missing(i64),
+    /// These are past their deadline (to be ended before answering).
+    Overdue(Vec<i64>),
+}
+
+/// Whether the leases `ids` are live.
+pub(crate) async fn look_up_leases(
+    client: &impl GenericClient,
+    t: &Tables,
+    ids: Vec<i64>,
+) -> Result<Leases> {
+    if ids.is_empty() {
+        return Ok(Leases::Live);
+    }
+    let mut params = Params::default();
+    let list = params.add(ids.clone());
+    let sql = format!(
+        "SELECT id, deadline <= clock_timestamp() FROM {lease} WHERE id = ANY({list})",
+        lease = t.lease
+    );
+    let rows = query(client, &sql, &params, "lease lookup").await?;
+    let found: HashMap<i64, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if let Some(missing) = ids.iter().find(|id| !found.contains_key(id)) {
+        return Ok(Leases::Missing(*missing));
+    }
+    let overdue: Vec<i64> = found
+        .into_iter()
+        .filter(|(_, o)| *o)
+        .map(|(id, _)| id)
+        .collect();
+    Ok(if overdue.is_empty() {
+        Leases::Live
+    } else {
+        Leases::Overdue(overdue)
+    })
+}
+
+/// Run one branch of `txn` after its compares were evaluated.
+pub(crate) async fn apply(w: &mut Writing<'_, '_>, ops: Vec<TxnOp>) -> Result<Vec<TxnOpResponse>> {
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        responses.push(match op {
+            TxnOp::Put(p) => {
+                let prev = w.put(&p).await?;
+                TxnOpResponse::Put {
+                    prev_kv: prev.filter(|_| p.prev_kv),
+                }
+            }
+            TxnOp::Delete(d) => {
+                let mut params = Params::default();
+                let cond = key_condition(&d.keys, "key", &mut params);
+                let gone = w.delete_where(&cond, params).await?;
+                TxnOpResponse::Delete {
+                    deleted: gone.len() as i64,
+                    prev_kvs: if d.prev_kv { gone } else { Vec::new() },
+                }
+            }
+            TxnOp::Range(r) => TxnOpResponse::Range(range(w.tx, w.t, &r).await?),
+        });
+    }
+    Ok(responses)
+}
+
+/// Whether every compare holds against the keys as `client` reads them.
+pub(crate) async fn compares_hold(
+    client: &impl GenericClient,
+    t: &Tables,
+    txn: &Txn,
+) -> Result<bool> {
+    if txn.compares.is_empty() {
+        return Ok(true);
+    }
+    let keys: Vec<Vec<u8>> = txn.compares.iter().map(|c| c.key.clone()).collect();
+    let mut params = Params::default();
+    let list = params.add(keys);
+    let sql = format!(
+        "SELECT key, value, create_revision, mod_revision, version, lease FROM {kv} WHERE key = ANY({list})",
+        kv = t.kv
+    );
+    let rows = query(client, &sql, &params, "compare").await?;
+    let now: HashMap<Vec<u8>, KeyValue> = rows
+        .iter()
+        .map(|r| kv_from(r, 0))
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    Ok(txn.compares.iter().all(|c| c.evaluate(now.get(&c.key))))
+}
+
+/// The leases the puts of `ops` name.
+pub(crate) fn leases_named(ops: &[TxnOp]) -> Vec<i64> {
+    let mut ids: Vec<i64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Put(PutRequest {
+                lease: Some(LeaseId(id)),
+                ..
+            }) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Commit, telling a lost answer apart from a refusal: a failed COMMIT may
+/// have applied.
+pub(crate) async fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit().await.map_err(|e| {
+        let err = from_pg(e, "commit");
+        match err {
+            Error::Unavailable { reason, source } => Error::Unavailable {
+                reason: format!("{reason} (the transaction may have committed)"),
+                source,
+            },
+            other => other,
+        }
+    })
+}
+
+/// The response of a write transaction: ranges report its final revision.
+pub(crate) fn answer(
+    succeeded: bool,
+    mut responses: Vec<TxnOpResponse>,
+    revision: Revision,
+) -> TxnResponse {
+    for r in &mut responses {
+        if let TxnOpResponse::Range(range) = r {
+            range.revision = revision;
+        }
+    }
+    TxnResponse {
+        succeeded,
+        responses,
+        revision,
+    }
+}
