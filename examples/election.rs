@@ -58,7 +58,9 @@ async fn main() -> coordkit::Result<()> {
     second.resign().await?;
 
     let Some(memory) = store.memory() else {
-        println!("(the stalled leader needs the memory backend's faults: skipped on etcd)");
+        println!(
+            "(the stalled leader needs the memory backend's faults: skipped on etcd and Postgres)"
+        );
         printer.abort();
         return Ok(());
     };

@@ -71,7 +71,7 @@ async fn main() -> coordkit::Result<()> {
     // A holder cut off from the store: its session reports the loss at its local
     // deadline, before the store lets the lease go.
     let Some(memory) = store.memory() else {
-        println!("(the cut-off holder needs the memory backend's partition: skipped on etcd)");
+        println!("(the cut-off holder needs the memory backend's partition: skipped on etcd and Postgres)");
         return Ok(());
     };
     let cut_off = memory.client();

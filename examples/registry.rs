@@ -79,7 +79,9 @@ async fn main() -> coordkit::Result<()> {
             }
             show(&cache, "b's keep-alives work again").await;
         }
-        None => println!("(stalled keep-alives need the memory backend's faults: skipped on etcd)"),
+        None => println!(
+            "(stalled keep-alives need the memory backend's faults: skipped on etcd and Postgres)"
+        ),
     }
 
     a2.deregister().await?;

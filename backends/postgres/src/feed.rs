@@ -83,8 +83,10 @@ impl Drop for Listener {
 }
 
 async fn listen(inner: &Inner, wake: Arc<Notify>) -> Result<Listener> {
-    let (client, mut connection) = inner
-        .pg_config
+    let mut config = inner.pg_config.clone();
+    // Named, so an operator (or a test) can tell the listening connection apart.
+    config.application_name(format!("coordkit-feed {}", inner.config.schema));
+    let (client, mut connection) = config
         .connect(NoTls)
         .await
         .map_err(|e| from_pg(e, "listen"))?;
