@@ -13,8 +13,11 @@
 //! # async fn run() -> coordkit::Result<()> {
 //! let backend =
 //!     PostgresBackend::connect(PostgresConfig::new("postgres://app@127.0.0.1/app")).await?;
-//! let coordinator = Coordinator::builder(backend).build().await?;
-//! let lock = coordinator.lock("orders/42");
+//! let coordinator = Coordinator::new(std::sync::Arc::new(backend));
+//! let guard = coordinator
+//!     .lock()
+//!     .acquire("orders/42", std::time::Duration::from_secs(10))
+//!     .await?;
 //! # Ok(()) }
 //! ```
 //!
