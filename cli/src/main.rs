@@ -1,9 +1,10 @@
 //! `coordctl`: the command line for coordkit's locks, elections, services and
-//! config on etcd, built on the library alone.
+//! config on etcd or PostgreSQL, built on the library alone.
 //!
 //! Every command takes the connection flags (`--endpoints` or
-//! `COORD_ETCD_ENDPOINTS`, `--namespace`, `--user`/`--password`, TLS files,
-//! `--timeout`) and `-o json` for one JSON document per line. Exit codes are
+//! `COORD_ETCD_ENDPOINTS`, or `--postgres-url` or `COORD_POSTGRES_URL`;
+//! `--namespace`, `--user`/`--password`, TLS files, `--timeout`) and `-o json`
+//! for one JSON document per line. Exit codes are
 //! listed by `coordctl --help` (see `exit.rs`).
 
 mod config;
@@ -13,15 +14,18 @@ mod output;
 mod queue;
 mod services;
 mod status;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use coordkit::Coordinator;
 use coordkit_etcd::{EtcdBackend, EtcdConfig};
+use coordkit_postgres::{PostgresBackend, PostgresConfig};
 
 use crate::exit::{Failure, Outcome};
 use crate::output::Format;
@@ -33,7 +37,8 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
 }
 
-/// Locks, elections, services and config on etcd, with coordkit's rules.
+/// Locks, elections, services and config on etcd or PostgreSQL, with
+/// coordkit's rules.
 #[derive(Parser, Debug)]
 #[command(name = "coordctl", version, after_help = exit::TABLE)]
 struct Cli {
@@ -45,6 +50,19 @@ struct Cli {
         global = true
     )]
     endpoints: Vec<String>,
+    /// A PostgreSQL URL (postgres://user:password@host:port/db) instead of
+    /// etcd. Given with --endpoints, the one passed as a flag wins over the one
+    /// from the environment; two flags, or two variables, are refused.
+    #[arg(
+        long,
+        env = "COORD_POSTGRES_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    postgres_url: Option<String>,
+    /// The Postgres schema holding coordkit's tables.
+    #[arg(long, default_value = "coordkit", global = true)]
+    postgres_schema: String,
     /// The key namespace coordkit's recipes live under.
     #[arg(long, default_value = coordkit::DEFAULT_NAMESPACE, global = true)]
     namespace: String,
@@ -68,7 +86,7 @@ struct Cli {
     /// PEM key of the client certificate.
     #[arg(long = "key", requires = "tls_cert", global = true)]
     tls_key: Option<PathBuf>,
-    /// How long one request to etcd may take.
+    /// How long one request to the store may take.
     #[arg(long, value_parser = duration, default_value = "5s", global = true)]
     timeout: Duration,
     /// Output format.
@@ -134,7 +152,8 @@ enum Command {
 
 /// What every command gets: the store, a coordinator on it, the output format.
 pub struct Ctx {
-    pub backend: Arc<EtcdBackend>,
+    pub backend: Arc<dyn coordkit::Backend>,
+    pub store: store::Store,
     pub coordinator: Coordinator,
     pub keys: coordkit::KeyLayout,
     pub format: Format,
@@ -144,7 +163,8 @@ impl Cli {
     fn config(&self) -> Outcome<EtcdConfig> {
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err(Failure::bad_input(
-                "no etcd endpoints: pass --endpoints or set COORD_ETCD_ENDPOINTS",
+                "no store: pass --endpoints (or set COORD_ETCD_ENDPOINTS) for etcd, or \
+                 --postgres-url (or COORD_POSTGRES_URL) for PostgreSQL",
             ));
         }
         let mut config =
@@ -173,14 +193,46 @@ impl Cli {
         Ok(config)
     }
 
-    async fn connect(&self) -> Outcome<Ctx> {
-        let config = self.config()?;
-        let backend = Arc::new(EtcdBackend::connect(config).await?);
+    /// Whether the store is Postgres: a URL given and no etcd endpoints, or
+    /// both given and the URL the one passed as a flag.
+    fn uses_postgres(&self, matches: &ArgMatches) -> Outcome<bool> {
+        let url = self
+            .postgres_url
+            .as_deref()
+            .is_some_and(|u| !u.trim().is_empty());
+        let etcd = self.endpoints.iter().any(|e| !e.trim().is_empty());
+        if !(url && etcd) {
+            return Ok(url);
+        }
+        let flag = |id| matches.value_source(id) == Some(ValueSource::CommandLine);
+        match (flag("postgres_url"), flag("endpoints")) {
+            (true, false) => Ok(true),
+            (false, true) => Ok(false),
+            _ => Err(Failure::bad_input(
+                "both etcd endpoints and a Postgres URL are given: pass one (a flag wins over \
+                 an environment variable)",
+            )),
+        }
+    }
+
+    async fn connect(&self, matches: &ArgMatches) -> Outcome<Ctx> {
+        let store = if self.uses_postgres(matches)? {
+            let url = self.postgres_url.clone().unwrap_or_default();
+            let config = PostgresConfig::new(url)
+                .with_schema(self.postgres_schema.clone())
+                .with_pool_size(4)
+                .with_request_timeout(self.timeout);
+            store::Store::Postgres(Arc::new(PostgresBackend::connect(config).await?))
+        } else {
+            store::Store::Etcd(Arc::new(EtcdBackend::connect(self.config()?).await?))
+        };
+        let backend = store.backend();
         let coordinator = Coordinator::builder(backend.clone())
             .namespace(self.namespace.clone())
             .build()?;
         Ok(Ctx {
             backend,
+            store,
             keys: coordinator.keys().clone(),
             coordinator,
             format: self.output,
@@ -188,7 +240,7 @@ impl Cli {
     }
 }
 
-async fn run(cli: Cli) -> Outcome<u8> {
+async fn run(cli: Cli, matches: ArgMatches) -> Outcome<u8> {
     if let Command::Completions { shell } = &cli.command {
         clap_complete::generate(
             *shell,
@@ -198,7 +250,7 @@ async fn run(cli: Cli) -> Outcome<u8> {
         );
         return Ok(exit::OK);
     }
-    let ctx = cli.connect().await?;
+    let ctx = cli.connect(&matches).await?;
     let outcome = dispatch(&ctx, cli.command).await;
     // Always: a cancelled wait (--wait, a signal) leaves a key that the close
     // removes, and held sessions are revoked rather than left to their TTL.
@@ -228,12 +280,16 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Outcome<u8> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return Failure::new(exit::FAILED, format!("cannot start: {e}")).report(),
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, matches)) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => failure.report(),
     }

@@ -33,6 +33,7 @@ fn namespace() -> String {
 fn coordctl(ns: &str) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("coordctl"));
     c.env("COORD_ETCD_ENDPOINTS", endpoints())
+        .env_remove("COORD_POSTGRES_URL")
         .args(["--namespace", ns]);
     c
 }

@@ -64,6 +64,7 @@ mod lease;
 mod read;
 mod schema;
 mod sql;
+mod status;
 mod txn;
 mod watch;
 mod write;
@@ -84,6 +85,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 
 pub use config::PostgresConfig;
+pub use status::PostgresStatus;
 
 use error::from_pool;
 use feed::Feed;
@@ -186,6 +188,12 @@ impl PostgresBackend {
         ));
         *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
         Ok(PostgresBackend { inner })
+    }
+
+    /// The store's revision, compaction, sizes and the server's version and
+    /// role, read in one statement (what `coordctl status` shows).
+    pub async fn status(&self) -> Result<PostgresStatus> {
+        self.timed("status", self.inner.status()).await
     }
 
     /// The configuration this handle was made with.
