@@ -4,11 +4,12 @@
 //! `target/bench-report.md`; `scripts/bench.sh` starts etcd with its default
 //! durability and runs it. Without `--bench` (as `cargo test --all-targets` runs
 //! it) it is a smoke run: tiny sizes, same code paths, nothing written. The etcd
-//! part needs `COORD_ETCD_ENDPOINTS`; with `COORD_REQUIRE_ETCD=1` its absence fails.
+//! part needs `COORD_ETCD_ENDPOINTS`, the PostgreSQL part `COORD_POSTGRES_URL`;
+//! with `COORD_REQUIRE_ETCD=1` or `COORD_REQUIRE_POSTGRES=1` an absence fails.
 
 use std::time::Duration;
 
-use coordkit_bench::{etcd, measure, memory};
+use coordkit_bench::{etcd, measure, memory, postgres};
 
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -99,6 +100,31 @@ fn main() {
             failovers: 1,
         }
     };
+    let postgres_url = std::env::var("COORD_POSTGRES_URL").unwrap_or_default();
+    if postgres_url.is_empty() && std::env::var("COORD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("COORD_REQUIRE_POSTGRES=1 but COORD_POSTGRES_URL is not set");
+    }
+    let postgres_sizes = if full {
+        postgres::Sizes {
+            sequential: 2_000,
+            propagation: 1_000,
+            locks: 1_000,
+            handoff_window: Duration::from_secs(10),
+            contenders: etcd_sizes.contenders.clone(),
+            writers: 64,
+            write_window: Duration::from_secs(10),
+        }
+    } else {
+        postgres::Sizes {
+            sequential: 10,
+            propagation: 10,
+            locks: 10,
+            handoff_window: Duration::from_millis(300),
+            contenders: vec![2],
+            writers: 4,
+            write_window: Duration::from_millis(200),
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,15 +135,25 @@ fn main() {
     } else {
         eprintln!("etcd benchmarks skipped: set COORD_ETCD_ENDPOINTS (scripts/bench.sh does)");
     }
+    if !postgres_url.is_empty() {
+        rows.extend(runtime.block_on(postgres::run(&postgres_url, &postgres_sizes)));
+    } else {
+        eprintln!("postgres benchmarks skipped: set COORD_POSTGRES_URL (scripts/bench.sh does)");
+    }
     let table = measure::markdown(&rows);
     let header = format!(
-        "# coord benchmark report\n\nMachine: {}. etcd at {}. {} run.\n\
-         Ratios compare coord with its baseline measured in the same run on the same etcd.\n\n",
+        "# coord benchmark report\n\nMachine: {}. etcd at {}; PostgreSQL {}. {} run.\n\
+         Ratios compare coord with its baseline measured in the same run on the same server.\n\n",
         machine(),
         if endpoints.is_empty() {
             "–".to_string()
         } else {
             endpoints.join(",")
+        },
+        if postgres_url.is_empty() {
+            "not run"
+        } else {
+            "on loopback (its durability settings are in the write row)"
         },
         if full {
             "Full"

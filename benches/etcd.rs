@@ -70,7 +70,7 @@ impl Env {
 /// Run `a` and `b` one after the other, `n` times each, op by op and taking turns
 /// to go first, so that drift and background load hit both alike. Each side's
 /// rate is over its own busy time.
-async fn paired<A, B, FA, FB>(n: usize, mut a: A, mut b: B) -> (Samples, Samples)
+pub(crate) async fn paired<A, B, FA, FB>(n: usize, mut a: A, mut b: B) -> (Samples, Samples)
 where
     A: FnMut(usize) -> FA,
     B: FnMut(usize) -> FB,

@@ -734,6 +734,7 @@ fn bad_input_gives_one_line_and_its_exit_code() {
     }
     let o = run(Command::new(assert_cmd::cargo::cargo_bin("coordctl"))
         .env_remove("COORD_ETCD_ENDPOINTS")
+        .env_remove("COORD_POSTGRES_URL")
         .args([
             "--endpoints",
             "http://127.0.0.1:1",
@@ -747,6 +748,7 @@ fn bad_input_gives_one_line_and_its_exit_code() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     let o = run(Command::new(assert_cmd::cargo::cargo_bin("coordctl"))
         .env_remove("COORD_ETCD_ENDPOINTS")
+        .env_remove("COORD_POSTGRES_URL")
         .args(["config", "get", "k"]));
     assert_eq!(o.status.code(), Some(2), "no endpoints: {}", stderr(&o));
 }
