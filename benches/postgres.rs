@@ -211,8 +211,9 @@ async fn concurrent_writes(env: &Env, sizes: &Sizes, stamp: u32) -> Row {
         "INSERT INTO raw_{stamp}.kv VALUES ($1, 'v', 1, 1) ON CONFLICT (key) DO UPDATE \
          SET value = excluded.value"
     );
+    let per_task = clients.clone();
     let base = run_writers(sizes.writers, sizes.write_window, move |task, i| {
-        let (client, sql) = (clients[task].clone(), sql.clone());
+        let (client, sql) = (per_task[task].clone(), sql.clone());
         async move {
             let key = format!("w/{task}/{}", i % 64).into_bytes();
             client.execute(&sql, &[&key]).await.expect("upsert");
