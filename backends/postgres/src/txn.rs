@@ -1,15 +1,13 @@
-//! The transaction call: read-only ones in a snapshot, others under the meta
-//! lock (see write.rs).
+//! The transaction call: read-only ones in a snapshot, others through the
+//! handle's committer (batch.rs), under the meta lock (write.rs).
 
-use coordkit::{Error, Result, Txn, TxnOp, TxnOpResponse, TxnResponse};
+use coordkit::{Result, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use tokio_postgres::IsolationLevel;
 
 use crate::error::from_pg;
-use crate::lease::end_lease;
 use crate::read::range;
 use crate::sql::{query, Params};
-use crate::write::{answer, apply, commit, compares_hold, leases_named, look_up_leases};
-use crate::write::{Leases, Writing};
+use crate::write::{answer, compares_hold};
 use crate::Inner;
 
 impl Inner {
@@ -17,29 +15,7 @@ impl Inner {
         if !txn.writes() {
             return self.read_only_txn(txn).await;
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| from_pg(e, "txn"))?;
-        let mut w = Writing::begin(&tx, &self.tables).await?;
-        let succeeded = compares_hold(&tx, &self.tables, &txn).await?;
-        let ops = if succeeded { txn.success } else { txn.failure };
-        match look_up_leases(&tx, &self.tables, leases_named(&ops)).await? {
-            Leases::Live => {}
-            // Nothing was written: dropping the transaction rolls it back.
-            Leases::Missing(id) => return Err(Error::LeaseNotFound { id }),
-            Leases::Overdue(ids) => {
-                // The lease ended before this write: end it now (its keys go
-                // in this revision), then answer as if it were gone.
-                end_lease(&mut w, ids[0], true).await?;
-                w.finish().await?;
-                commit(tx).await?;
-                return Err(Error::LeaseNotFound { id: ids[0] });
-            }
-        }
-        let responses = apply(&mut w, ops).await?;
-        w.finish().await?;
-        let revision = w.final_revision();
-        commit(tx).await?;
-        Ok(answer(succeeded, responses, revision))
+        self.committer.submit(txn).await
     }
 
     /// A transaction without writes, in one repeatable-read snapshot: no

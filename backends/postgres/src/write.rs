@@ -13,15 +13,17 @@ use crate::read::range;
 use crate::schema::Tables;
 use crate::sql::{key_condition, kv_from, query, Params};
 
-/// A write transaction in progress: the revision it writes at and the rows it
-/// has added to the history log.
+/// Write transactions in progress in one database transaction: each at its
+/// own revision, one after the other, under the meta row's lock.
 pub(crate) struct Writing<'a, 'c> {
     pub(crate) tx: &'a Transaction<'c>,
     pub(crate) t: &'a Tables,
     /// The store's revision when the lock was taken.
-    pub(crate) base: Revision,
-    /// History rows written so far at `base + 1`.
-    pub(crate) seq: i32,
+    start: Revision,
+    /// The store's revision after the write transactions ended so far.
+    base: Revision,
+    /// History rows the current write transaction has written (at `base + 1`).
+    seq: i32,
 }
 
 impl<'a, 'c> Writing<'a, 'c> {
@@ -29,35 +31,52 @@ impl<'a, 'c> Writing<'a, 'c> {
     pub(crate) async fn begin(tx: &'a Transaction<'c>, t: &'a Tables) -> Result<Self> {
         let sql = format!("SELECT revision FROM {} FOR UPDATE", t.meta);
         let rows = query(tx, &sql, &Params::default(), "txn").await?;
-        let base = rows
+        let start = rows
             .first()
             .map(|r| r.get(0))
             .ok_or_else(|| Error::unavailable("postgres: the store's meta row is missing"))?;
         Ok(Writing {
             tx,
             t,
-            base,
+            start,
+            base: start,
             seq: 0,
         })
     }
 
-    /// The revision this transaction writes at.
+    /// The revision the current write transaction writes at.
     pub(crate) fn revision(&self) -> Revision {
         self.base + 1
     }
 
-    /// Whether anything was written.
-    pub(crate) fn wrote(&self) -> bool {
-        self.seq > 0
+    /// End the current write transaction: its revision is taken if it wrote
+    /// anything. Returns the store's revision after it.
+    pub(crate) fn end_txn(&mut self) -> Revision {
+        if self.seq > 0 {
+            self.base += 1;
+            self.seq = 0;
+        }
+        self.base
     }
 
-    /// The store's revision once this transaction commits.
-    pub(crate) fn final_revision(&self) -> Revision {
-        if self.wrote() {
-            self.revision()
-        } else {
-            self.base
+    /// Record the new revision (if anything was written) and wake the watch
+    /// feeds: the notification is sent at commit. Ends the current write
+    /// transaction first.
+    pub(crate) async fn finish(&mut self) -> Result<()> {
+        self.end_txn();
+        if self.base == self.start {
+            return Ok(());
         }
+        let mut params = Params::default();
+        let rev = params.add(self.base);
+        let channel = params.add(self.t.channel.clone());
+        let sql = format!(
+            "WITH u AS (UPDATE {meta} SET revision = {rev}::bigint) \
+             SELECT pg_notify({channel}::text, {rev}::bigint::text)",
+            meta = self.t.meta
+        );
+        query(self.tx, &sql, &params, "txn").await?;
+        Ok(())
     }
 
     /// Put one key, logging it; returns the previous version.
@@ -122,24 +141,6 @@ impl<'a, 'c> Writing<'a, 'c> {
         let rows = query(self.tx, &sql, &params, "delete").await?;
         self.seq += rows.len() as i32;
         Ok(rows.iter().map(|r| kv_from(r, 0)).collect())
-    }
-
-    /// Record the new revision (if anything was written) and wake the watch
-    /// feeds: the notification is sent at commit.
-    pub(crate) async fn finish(&self) -> Result<()> {
-        if !self.wrote() {
-            return Ok(());
-        }
-        let mut params = Params::default();
-        let rev = params.add(self.revision());
-        let channel = params.add(self.t.channel.clone());
-        let sql = format!(
-            "WITH u AS (UPDATE {meta} SET revision = {rev}::bigint) \
-             SELECT pg_notify({channel}::text, {rev}::bigint::text)",
-            meta = self.t.meta
-        );
-        query(self.tx, &sql, &params, "txn").await?;
-        Ok(())
     }
 }
 
