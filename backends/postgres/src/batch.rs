@@ -128,7 +128,6 @@ async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
     if let Err(e) = w.finish().await {
         return everyone(&e);
     }
-    drop(w);
     if let Err(e) = commit(tx).await {
         return everyone(&e);
     }

@@ -87,7 +87,6 @@ impl Inner {
             return Err(Error::LeaseNotFound { id: id.0 });
         };
         w.finish().await?;
-        drop(w);
         commit(tx).await?;
         if overdue {
             // It had ended already: its keys are gone now, and it was not found.
@@ -107,7 +106,6 @@ impl Inner {
         let mut w = Writing::begin(&tx, &self.tables).await?;
         if end_lease(&mut w, id, true).await?.is_some() {
             w.finish().await?;
-            drop(w);
             commit(tx).await?;
         }
         Ok(())
