@@ -13,7 +13,7 @@ use coordkit::{Backend, BackendExt, Coordinator};
 use coordkit_postgres::{PostgresBackend, PostgresConfig};
 use futures::StreamExt;
 use serde_json::json;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use crate::etcd::paired;
 use crate::measure::{CpuMeter, Row, Samples, Target};
@@ -103,43 +103,77 @@ pub async fn run(url: &str, sizes: &Sizes) -> Vec<Row> {
     rows
 }
 
-/// The statements of a versioned write, raw: take the next revision under
-/// the row lock, upsert the key with it, notify, commit.
-async fn raw_versioned_set(raw: &mut Client, stamp: u32, key: &[u8], value: &[u8]) {
-    let tx = raw.transaction().await.expect("begin");
-    let rev: i64 = tx
-        .query_one(
-            &format!("UPDATE raw_{stamp}.meta SET revision = revision + 1 RETURNING revision"),
-            &[],
-        )
-        .await
-        .expect("revision")
-        .get(0);
-    tx.execute(
-        &format!(
-            "INSERT INTO raw_{stamp}.kv VALUES ($1, $2, $3, 1) ON CONFLICT (key) DO UPDATE \
-             SET value = excluded.value, mod_revision = excluded.mod_revision, \
-                 version = raw_{stamp}.kv.version + 1"
-        ),
-        &[&key, &value, &rev],
-    )
-    .await
-    .expect("upsert");
-    tx.execute("SELECT pg_notify('raw_bench', $1)", &[&rev.to_string()])
-        .await
-        .expect("notify");
-    tx.commit().await.expect("commit");
+/// The statements of a versioned write, raw and prepared once: take the
+/// next revision under the row lock, upsert the key with it, notify, commit.
+struct RawSet {
+    client: Client,
+    revision: Statement,
+    upsert: Statement,
+    notify: Statement,
+    get: Statement,
+}
+
+impl RawSet {
+    async fn prepare(client: Client, stamp: u32) -> RawSet {
+        let revision = client
+            .prepare(&format!(
+                "UPDATE raw_{stamp}.meta SET revision = revision + 1 RETURNING revision"
+            ))
+            .await
+            .expect("prepare");
+        let upsert = client
+            .prepare(&format!(
+                "INSERT INTO raw_{stamp}.kv VALUES ($1, $2, $3, 1) ON CONFLICT (key) DO UPDATE \
+                 SET value = excluded.value, mod_revision = excluded.mod_revision, \
+                     version = raw_{stamp}.kv.version + 1"
+            ))
+            .await
+            .expect("prepare");
+        let notify = client
+            .prepare("SELECT pg_notify('raw_bench', $1)")
+            .await
+            .expect("prepare");
+        let get = client
+            .prepare(&format!("SELECT value FROM raw_{stamp}.kv WHERE key = $1"))
+            .await
+            .expect("prepare");
+        RawSet {
+            client,
+            revision,
+            upsert,
+            notify,
+            get,
+        }
+    }
+
+    async fn set(&mut self, key: &[u8], value: &[u8]) {
+        let tx = self.client.transaction().await.expect("begin");
+        let rev: i64 = tx
+            .query_one(&self.revision, &[])
+            .await
+            .expect("revision")
+            .get(0);
+        tx.execute(&self.upsert, &[&key, &value, &rev])
+            .await
+            .expect("upsert");
+        tx.execute(&self.notify, &[&rev.to_string()])
+            .await
+            .expect("notify");
+        tx.commit().await.expect("commit");
+    }
 }
 
 async fn config_sequential(env: &Env, sizes: &Sizes, stamp: u32) -> Vec<Row> {
     let coordinator = env.coordinator().await;
     let config = coordinator.config();
-    let raw = Arc::new(tokio::sync::Mutex::new(env.raw().await));
+    let raw = Arc::new(tokio::sync::Mutex::new(
+        RawSet::prepare(env.raw().await, stamp).await,
+    ));
     let value =
         json!({"url": "postgres://db.internal:5432/orders", "pool": 32, "timeout_ms": 2500});
     let bytes = serde_json::to_vec(&value).expect("json");
     config.set("cfg", &value).await.expect("set");
-    raw_versioned_set(&mut *raw.lock().await, stamp, b"cfg", &bytes).await;
+    raw.lock().await.set(b"cfg", &bytes).await;
     let (set, raw_set) = paired(
         sizes.sequential,
         |_| {
@@ -151,12 +185,11 @@ async fn config_sequential(env: &Env, sizes: &Sizes, stamp: u32) -> Vec<Row> {
         |_| {
             let (raw, bytes) = (raw.clone(), bytes.clone());
             async move {
-                raw_versioned_set(&mut *raw.lock().await, stamp, b"cfg", &bytes).await;
+                raw.lock().await.set(b"cfg", &bytes).await;
             }
         },
     )
     .await;
-    let get_sql = format!("SELECT value FROM raw_{stamp}.kv WHERE key = $1");
     let (get, raw_get) = paired(
         sizes.sequential,
         |_| {
@@ -166,14 +199,11 @@ async fn config_sequential(env: &Env, sizes: &Sizes, stamp: u32) -> Vec<Row> {
             }
         },
         |_| {
-            let (raw, sql) = (raw.clone(), get_sql.clone());
+            let raw = raw.clone();
             async move {
                 let key: &[u8] = b"cfg";
-                raw.lock()
-                    .await
-                    .query_opt(&sql, &[&key])
-                    .await
-                    .expect("get");
+                let raw = raw.lock().await;
+                raw.client.query_opt(&raw.get, &[&key]).await.expect("get");
             }
         },
     )
@@ -202,25 +232,28 @@ async fn concurrent_writes(env: &Env, sizes: &Sizes, stamp: u32) -> Row {
         }
     })
     .await;
-    let mut clients = Vec::new();
-    for _ in 0..sizes.writers {
-        clients.push(Arc::new(env.raw().await));
-    }
-    let clients = Arc::new(clients);
     let sql = format!(
         "INSERT INTO raw_{stamp}.kv VALUES ($1, 'v', 1, 1) ON CONFLICT (key) DO UPDATE \
          SET value = excluded.value"
     );
+    let mut clients = Vec::new();
+    for _ in 0..sizes.writers {
+        let client = env.raw().await;
+        let upsert = client.prepare(&sql).await.expect("prepare");
+        clients.push(Arc::new((client, upsert)));
+    }
+    let clients = Arc::new(clients);
     let per_task = clients.clone();
     let base = run_writers(sizes.writers, sizes.write_window, move |task, i| {
-        let (client, sql) = (per_task[task].clone(), sql.clone());
+        let raw = per_task[task].clone();
         async move {
             let key = format!("w/{task}/{}", i % 64).into_bytes();
-            client.execute(&sql, &[&key]).await.expect("upsert");
+            raw.0.execute(&raw.1, &[&key]).await.expect("upsert");
         }
     })
     .await;
     let settings = clients[0]
+        .0
         .query_one(
             "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
             &[],
@@ -332,7 +365,10 @@ async fn lock_uncontended(env: &Env, sizes: &Sizes) -> Row {
     let coordinator = env.coordinator().await;
     let ttl = Duration::from_secs(60);
     coordinator.session(ttl).await.expect("session");
-    let raw = Arc::new(env.raw().await);
+    let raw = env.raw().await;
+    let lock = raw.prepare("SELECT pg_advisory_lock(42)").await.expect("prepare");
+    let unlock = raw.prepare("SELECT pg_advisory_unlock(42)").await.expect("prepare");
+    let raw = Arc::new((raw, lock, unlock));
     let mut cpu = CpuMeter::start();
     let (coord, base) = paired(
         sizes.locks,
@@ -346,12 +382,8 @@ async fn lock_uncontended(env: &Env, sizes: &Sizes) -> Row {
         |_| {
             let raw = raw.clone();
             async move {
-                raw.execute("SELECT pg_advisory_lock(42)", &[])
-                    .await
-                    .expect("lock");
-                raw.execute("SELECT pg_advisory_unlock(42)", &[])
-                    .await
-                    .expect("unlock");
+                raw.0.execute(&raw.1, &[]).await.expect("lock");
+                raw.0.execute(&raw.2, &[]).await.expect("unlock");
             }
         },
     )

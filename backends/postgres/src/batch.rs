@@ -15,11 +15,8 @@ use coordkit::{Error, Result, Txn, TxnResponse};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::error::from_pg;
 use crate::lease::end_lease;
-use crate::write::{
-    answer, apply, commit, compares_hold, leases_named, look_up_leases, Leases, Writing,
-};
+use crate::write::{answer, apply, compares_hold, leases_named, look_up_leases, Leases, Writing};
 use crate::Inner;
 
 /// The most write transactions one database transaction carries.
@@ -103,32 +100,32 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::Receiver<Request>) {
 /// Run `txns` in one database transaction: one answer each, in order.
 async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
     let n = txns.len();
-    let everyone =
-        |e: &Error| -> Vec<Result<TxnResponse>> { (0..n).map(|_| Err(copy(e))).collect() };
-    let mut client = match inner.client().await {
+    let everyone = |e: &Error| -> Vec<Result<TxnResponse>> {
+        (0..n).map(|_| Err(copy(e))).collect()
+    };
+    let client = match inner.client().await {
         Ok(c) => c,
         Err(e) => return everyone(&e),
     };
-    let tx = match client.transaction().await {
-        Ok(tx) => tx,
-        Err(e) => return everyone(&from_pg(e, "txn")),
-    };
-    let mut w = match Writing::begin(&tx, &inner.tables).await {
+    let mut w = match Writing::begin_on(&client, &inner.tables).await {
         Ok(w) => w,
-        Err(e) => return everyone(&e),
+        Err(e) => {
+            let _ = client.simple_query("ROLLBACK").await;
+            return everyone(&e);
+        }
     };
     let mut results = Vec::with_capacity(n);
     for txn in txns {
         match one(&mut w, inner, txn).await {
             Ok(result) => results.push(result),
             // The database transaction is aborted: nothing of it applies.
-            Err(e) => return everyone(&e),
+            Err(e) => {
+                w.rollback_on().await;
+                return everyone(&e);
+            }
         }
     }
-    if let Err(e) = w.finish().await {
-        return everyone(&e);
-    }
-    if let Err(e) = commit(tx).await {
+    if let Err(e) = w.commit_on().await {
         return everyone(&e);
     }
     results
@@ -136,7 +133,11 @@ async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
 
 /// One write transaction of a batch: `Err` only for a failed statement
 /// (which aborts the batch); the transaction's own answer otherwise.
-async fn one(w: &mut Writing<'_, '_>, inner: &Inner, txn: Txn) -> Result<Result<TxnResponse>> {
+async fn one(
+    w: &mut Writing<'_, deadpool_postgres::Client>,
+    inner: &Inner,
+    txn: Txn,
+) -> Result<Result<TxnResponse>> {
     let succeeded = compares_hold(w.tx, &inner.tables, &txn).await?;
     let ops = if succeeded { txn.success } else { txn.failure };
     match look_up_leases(w.tx, &inner.tables, leases_named(&ops)).await? {

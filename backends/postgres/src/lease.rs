@@ -128,8 +128,8 @@ impl Inner {
 /// Delete lease `id` (only if overdue, with `only_overdue`) and its keys, in
 /// the revision `w` writes. `None` when there was no such lease; otherwise
 /// whether it was past its deadline.
-pub(crate) async fn end_lease(
-    w: &mut Writing<'_, '_>,
+pub(crate) async fn end_lease<C: deadpool_postgres::GenericClient>(
+    w: &mut Writing<'_, C>,
     id: i64,
     only_overdue: bool,
 ) -> Result<Option<bool>> {

@@ -7,6 +7,7 @@ use coordkit::{
     Error, KeyValue, LeaseId, PutRequest, Result, Revision, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::SimpleQueryMessage;
 
 use crate::error::from_pg;
 use crate::read::range;
@@ -14,9 +15,12 @@ use crate::schema::Tables;
 use crate::sql::{key_condition, kv_from, query, Params};
 
 /// Write transactions in progress in one database transaction: each at its
-/// own revision, one after the other, under the meta row's lock.
-pub(crate) struct Writing<'a, 'c> {
-    pub(crate) tx: &'a Transaction<'c>,
+/// own revision, one after the other, under the meta row's lock. `C` is the
+/// connection the database transaction runs on: a `Transaction` (which rolls
+/// back when dropped), or the committer's connection, whose transaction
+/// `begin_on`/`commit_on` open and close by hand.
+pub(crate) struct Writing<'a, C> {
+    pub(crate) tx: &'a C,
     pub(crate) t: &'a Tables,
     /// The store's revision when the lock was taken.
     start: Revision,
@@ -26,9 +30,61 @@ pub(crate) struct Writing<'a, 'c> {
     seq: i32,
 }
 
-impl<'a, 'c> Writing<'a, 'c> {
+impl<'a> Writing<'a, deadpool_postgres::Client> {
+    /// Open a database transaction on `client` and lock the meta row, in one
+    /// round trip. Only for a connection no caller can drop mid-way (the
+    /// committer's): [`Writing::commit_on`] or [`Writing::rollback_on`] must
+    /// close it.
+    pub(crate) async fn begin_on(client: &'a deadpool_postgres::Client, t: &'a Tables) -> Result<Self> {
+        let sql = format!("BEGIN; SELECT revision FROM {} FOR UPDATE", t.meta);
+        let messages = client.simple_query(&sql).await.map_err(|e| from_pg(e, "txn"))?;
+        let start = messages
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+                _ => None,
+            })
+            .ok_or_else(|| Error::unavailable("postgres: the store's meta row is missing"))?;
+        Ok(Writing {
+            tx: client,
+            t,
+            start,
+            base: start,
+            seq: 0,
+        })
+    }
+
+    /// Record the new revision, notify and commit, in one round trip. A
+    /// failure is `Unavailable` (the transactions may have committed).
+    pub(crate) async fn commit_on(mut self) -> Result<()> {
+        self.end_txn();
+        let sql = if self.base == self.start {
+            "COMMIT".to_string()
+        } else {
+            format!(
+                "UPDATE {meta} SET revision = {rev}; SELECT pg_notify('{channel}', '{rev}'); COMMIT",
+                meta = self.t.meta,
+                rev = self.base,
+                channel = self.t.channel
+            )
+        };
+        self.tx
+            .simple_query(&sql)
+            .await
+            .map(drop)
+            .map_err(|e| may_have_committed(from_pg(e, "commit")))
+    }
+
+    /// Roll back what `begin_on` opened (best effort: a connection that
+    /// cannot is closed by the pool's recycling).
+    pub(crate) async fn rollback_on(self) {
+        let _ = self.tx.simple_query("ROLLBACK").await;
+    }
+}
+
+impl<'a, C: GenericClient> Writing<'a, C> {
     /// Lock the meta row (held to commit) and read the store's revision.
-    pub(crate) async fn begin(tx: &'a Transaction<'c>, t: &'a Tables) -> Result<Self> {
+    pub(crate) async fn begin(tx: &'a C, t: &'a Tables) -> Result<Self> {
         let sql = format!("SELECT revision FROM {} FOR UPDATE", t.meta);
         let rows = query(tx, &sql, &Params::default(), "txn").await?;
         let start = rows
@@ -187,7 +243,10 @@ pub(crate) async fn look_up_leases(
 }
 
 /// Run one branch of `txn` after its compares were evaluated.
-pub(crate) async fn apply(w: &mut Writing<'_, '_>, ops: Vec<TxnOp>) -> Result<Vec<TxnOpResponse>> {
+pub(crate) async fn apply<C: GenericClient>(
+    w: &mut Writing<'_, C>,
+    ops: Vec<TxnOp>,
+) -> Result<Vec<TxnOpResponse>> {
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         responses.push(match op {
@@ -257,16 +316,20 @@ pub(crate) fn leases_named(ops: &[TxnOp]) -> Vec<i64> {
 /// Commit, telling a lost answer apart from a refusal: a failed COMMIT may
 /// have applied.
 pub(crate) async fn commit(tx: Transaction<'_>) -> Result<()> {
-    tx.commit().await.map_err(|e| {
-        let err = from_pg(e, "commit");
-        match err {
-            Error::Unavailable { reason, source } => Error::Unavailable {
-                reason: format!("{reason} (the transaction may have committed)"),
-                source,
-            },
-            other => other,
-        }
-    })
+    tx.commit()
+        .await
+        .map_err(|e| may_have_committed(from_pg(e, "commit")))
+}
+
+/// A failed COMMIT's error, saying the transaction may have committed.
+fn may_have_committed(err: Error) -> Error {
+    match err {
+        Error::Unavailable { reason, source } => Error::Unavailable {
+            reason: format!("{reason} (the transaction may have committed)"),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// The response of a write transaction: ranges report its final revision.
