@@ -366,8 +366,14 @@ async fn lock_uncontended(env: &Env, sizes: &Sizes) -> Row {
     let ttl = Duration::from_secs(60);
     coordinator.session(ttl).await.expect("session");
     let raw = env.raw().await;
-    let lock = raw.prepare("SELECT pg_advisory_lock(42)").await.expect("prepare");
-    let unlock = raw.prepare("SELECT pg_advisory_unlock(42)").await.expect("prepare");
+    let lock = raw
+        .prepare("SELECT pg_advisory_lock(42)")
+        .await
+        .expect("prepare");
+    let unlock = raw
+        .prepare("SELECT pg_advisory_unlock(42)")
+        .await
+        .expect("prepare");
     let raw = Arc::new((raw, lock, unlock));
     let mut cpu = CpuMeter::start();
     let (coord, base) = paired(

@@ -100,9 +100,8 @@ async fn run(inner: Weak<Inner>, mut rx: mpsc::Receiver<Request>) {
 /// Run `txns` in one database transaction: one answer each, in order.
 async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
     let n = txns.len();
-    let everyone = |e: &Error| -> Vec<Result<TxnResponse>> {
-        (0..n).map(|_| Err(copy(e))).collect()
-    };
+    let everyone =
+        |e: &Error| -> Vec<Result<TxnResponse>> { (0..n).map(|_| Err(copy(e))).collect() };
     let client = match inner.client().await {
         Ok(c) => c,
         Err(e) => return everyone(&e),

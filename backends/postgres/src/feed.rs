@@ -171,16 +171,22 @@ struct Read {
 
 /// The log after `position`, up to [`REVISIONS_PER_READ`] revisions. What a
 /// purge deleted is not in it: the batch then starts after the purge.
+///
+/// The rows are read by revision bounds alone (an index range the planner
+/// cannot mistake for a scan, whatever the table's statistics), and the
+/// store's revision from the same snapshot: write transactions commit in
+/// revision order, so the rows a snapshot sees are every revision up to the
+/// store's, none beyond.
 async fn read_after(inner: &Inner, position: Revision) -> Result<Read> {
     let client = inner.client().await?;
     let mut params = Params::default();
     let from = params.add(position);
-    let span = params.add(REVISIONS_PER_READ);
+    let to = params.add(position + REVISIONS_PER_READ);
     let sql = format!(
         "SELECT m.revision, m.purged, {EVENT_COLUMNS} \
-         FROM {meta} m LEFT JOIN {history} h \
-           ON h.revision > greatest({from}::bigint, m.purged) \
-          AND h.revision <= least(m.revision, {from}::bigint + {span}::bigint) \
+         FROM (SELECT revision, purged FROM {meta}) m LEFT JOIN \
+              (SELECT * FROM {history} WHERE revision > {from}::bigint \
+                 AND revision <= {to}::bigint) h ON true \
          ORDER BY h.revision, h.seq",
         meta = inner.tables.meta,
         history = inner.tables.history
@@ -190,11 +196,14 @@ async fn read_after(inner: &Inner, position: Revision) -> Result<Read> {
     let upto = store_revision
         .min(position + REVISIONS_PER_READ)
         .max(position);
+    let after = position.max(purged.min(upto));
+    let mut responses = responses(&rows, 2);
+    responses.retain(|r| r.revision > after);
     Ok(Read {
         batch: Batch {
-            after: position.max(purged.min(upto)),
+            after,
             upto,
-            responses: responses(&rows, 2),
+            responses,
         },
         upto,
         store_revision,

@@ -35,9 +35,15 @@ impl<'a> Writing<'a, deadpool_postgres::Client> {
     /// round trip. Only for a connection no caller can drop mid-way (the
     /// committer's): [`Writing::commit_on`] or [`Writing::rollback_on`] must
     /// close it.
-    pub(crate) async fn begin_on(client: &'a deadpool_postgres::Client, t: &'a Tables) -> Result<Self> {
+    pub(crate) async fn begin_on(
+        client: &'a deadpool_postgres::Client,
+        t: &'a Tables,
+    ) -> Result<Self> {
         let sql = format!("BEGIN; SELECT revision FROM {} FOR UPDATE", t.meta);
-        let messages = client.simple_query(&sql).await.map_err(|e| from_pg(e, "txn"))?;
+        let messages = client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| from_pg(e, "txn"))?;
         let start = messages
             .iter()
             .find_map(|m| match m {
