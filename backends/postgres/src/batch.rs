@@ -9,14 +9,17 @@
 //! caller gets the error, and nothing of it applied); a lost COMMIT answer is
 //! `Unavailable` for each (they may have committed).
 
+use std::collections::HashSet;
 use std::sync::Weak;
 
-use coordkit::{Error, Result, Txn, TxnResponse};
+use coordkit::{Error, Result, Txn, TxnOp, TxnResponse};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::lease::end_lease;
-use crate::write::{answer, apply, compares_hold, leases_named, look_up_leases, Leases, Writing};
+use crate::write::{
+    answer, apply, blind, compares_hold, leases_named, look_up_leases, Leases, Writing,
+};
 use crate::Inner;
 
 /// The most write transactions one database transaction carries.
@@ -114,20 +117,56 @@ async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
         }
     };
     let mut results = Vec::with_capacity(n);
-    for txn in txns {
-        match one(&mut w, inner, txn).await {
-            Ok(result) => results.push(result),
+    let mut pending = txns.into_iter().peekable();
+    while let Some(txn) = pending.next() {
+        let step = if blind(&txn) {
+            let run = blind_run(txn, &mut pending);
+            w.blind_puts(run)
+                .await
+                .map(|answers| results.extend(answers.into_iter().map(Ok)))
+        } else {
+            one(&mut w, inner, txn).await.map(|result| results.push(result))
+        };
+        if let Err(e) = step {
             // The database transaction is aborted: nothing of it applies.
-            Err(e) => {
-                w.rollback_on().await;
-                return everyone(&e);
-            }
+            w.rollback_on().await;
+            return everyone(&e);
         }
     }
     if let Err(e) = w.commit_on().await {
         return everyone(&e);
     }
     results
+}
+
+/// `first` and the blind transactions after it whose keys no other of them
+/// writes (so their order among themselves cannot matter).
+fn blind_run(first: Txn, pending: &mut std::iter::Peekable<std::vec::IntoIter<Txn>>) -> Vec<Txn> {
+    let mut keys: HashSet<Vec<u8>> = HashSet::new();
+    let fresh = |txn: &Txn, keys: &mut HashSet<Vec<u8>>| {
+        let mine: Vec<&Vec<u8>> = txn
+            .success
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Put(p) => Some(&p.key),
+                _ => None,
+            })
+            .collect();
+        if mine.iter().any(|k| keys.contains(*k)) {
+            return false;
+        }
+        keys.extend(mine.into_iter().cloned());
+        true
+    };
+    fresh(&first, &mut keys);
+    let mut run = vec![first];
+    while let Some(next) = pending.peek() {
+        if !blind(next) || !fresh(next, &mut keys) {
+            break;
+        }
+        run.extend(pending.next());
+    }
+    run
 }
 
 /// One write transaction of a batch: `Err` only for a failed statement

@@ -143,17 +143,20 @@ impl<'a, C: GenericClient> Writing<'a, C> {
 
     /// Put one key, logging it; returns the previous version.
     async fn put(&mut self, p: &PutRequest) -> Result<Option<KeyValue>> {
-        let mut params = Params::default();
-        let key = params.add(p.key.clone());
-        let value = params.add(p.value.clone());
-        let rev = params.add(self.revision());
-        let lease = params.add(p.lease.map(|l| l.0));
-        let seq = params.add(self.seq);
-        let sql = format!(
+        let params = put_params(p, self.revision(), self.seq);
+        let rows = query(self.tx, &self.put_sql(), &params, "put").await?;
+        self.seq += 1;
+        Ok(previous(&rows))
+    }
+
+    /// The put statement: its text is the same for every put, the values
+    /// are its parameters (see [`put_params`]).
+    fn put_sql(&self) -> String {
+        format!(
             "WITH prev AS (SELECT key, value, create_revision, mod_revision, version, lease \
-                           FROM {kv} WHERE key = {key}::bytea), \
+                           FROM {kv} WHERE key = $1::bytea), \
                   up AS (INSERT INTO {kv} AS k (key, value, create_revision, mod_revision, version, lease) \
-                         VALUES ({key}::bytea, {value}::bytea, {rev}::bigint, {rev}::bigint, 1, {lease}::bigint) \
+                         VALUES ($1::bytea, $2::bytea, $3::bigint, $3::bigint, 1, $4::bigint) \
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
                             mod_revision = excluded.mod_revision, version = k.version + 1, \
                             lease = excluded.lease \
@@ -161,21 +164,60 @@ impl<'a, C: GenericClient> Writing<'a, C> {
                   h AS (INSERT INTO {history} (revision, seq, key, deleted, value, create_revision, \
                             version, lease, prev_value, prev_create_revision, prev_mod_revision, \
                             prev_version, prev_lease) \
-                        SELECT {rev}::bigint, {seq}::integer, {key}::bytea, false, {value}::bytea, \
-                            up.create_revision, up.version, {lease}::bigint, prev.value, prev.create_revision, prev.mod_revision, \
-                            prev.version, prev.lease \
+                        SELECT $3::bigint, $5::integer, $1::bytea, false, $2::bytea, \
+                            up.create_revision, up.version, $4::bigint, prev.value, \
+                            prev.create_revision, prev.mod_revision, prev.version, prev.lease \
                         FROM up LEFT JOIN prev ON true) \
              SELECT prev.key, prev.value, prev.create_revision, prev.mod_revision, prev.version, prev.lease \
              FROM (SELECT 1) one LEFT JOIN prev ON true",
             kv = self.t.kv,
             history = self.t.history
-        );
-        let rows = query(self.tx, &sql, &params, "put").await?;
-        self.seq += 1;
-        Ok(rows
-            .first()
-            .filter(|r| r.get::<_, Option<Vec<u8>>>(0).is_some())
-            .map(|r| kv_from(r, 0)))
+        )
+    }
+
+    /// Several write transactions that are puts alone — no compare, no
+    /// lease, no key twice among them — each at its own revision, their
+    /// statements sent together: the connection runs them in order without
+    /// waiting for each answer (a pipeline), so a batch of blind writes costs
+    /// one round trip, not one per put.
+    pub(crate) async fn blind_puts(&mut self, txns: Vec<Txn>) -> Result<Vec<TxnResponse>> {
+        self.end_txn();
+        let statement = self
+            .tx
+            .prepare_cached(&self.put_sql())
+            .await
+            .map_err(|e| from_pg(e, "put"))?;
+        let mut calls = Vec::new();
+        for (k, txn) in txns.iter().enumerate() {
+            let revision = self.base + 1 + k as i64;
+            for (seq, op) in txn.success.iter().enumerate() {
+                if let TxnOp::Put(p) = op {
+                    calls.push(put_params(p, revision, seq as i32));
+                }
+            }
+        }
+        let refs: Vec<_> = calls.iter().map(Params::refs).collect();
+        let rows = futures::future::try_join_all(
+            refs.iter()
+                .map(|params| self.tx.query(&statement, params)),
+        )
+        .await
+        .map_err(|e| from_pg(e, "put"))?;
+        let mut rows = rows.iter();
+        let mut answers = Vec::with_capacity(txns.len());
+        for txn in txns {
+            self.base += 1;
+            let mut responses = Vec::with_capacity(txn.success.len());
+            for op in txn.success {
+                if let (TxnOp::Put(p), Some(rows)) = (op, rows.next()) {
+                    responses.push(TxnOpResponse::Put {
+                        prev_kv: previous(rows).filter(|_| p.prev_kv),
+                    });
+                }
+            }
+            answers.push(answer(true, responses, self.base));
+        }
+        Ok(answers)
     }
 
     /// Delete the keys `cond` selects (a condition on `kv` written with
@@ -204,6 +246,36 @@ impl<'a, C: GenericClient> Writing<'a, C> {
         self.seq += rows.len() as i32;
         Ok(rows.iter().map(|r| kv_from(r, 0)).collect())
     }
+}
+
+/// The parameters of the put statement: $1 key, $2 value, $3 revision,
+/// $4 lease, $5 the row's place in its revision.
+fn put_params(p: &PutRequest, revision: Revision, seq: i32) -> Params {
+    let mut params = Params::default();
+    params.add(p.key.clone());
+    params.add(p.value.clone());
+    params.add(revision);
+    params.add(p.lease.map(|l| l.0));
+    params.add(seq);
+    params
+}
+
+/// The previous version a put statement returns, if the key existed.
+fn previous(rows: &[tokio_postgres::Row]) -> Option<KeyValue> {
+    rows.first()
+        .filter(|r| r.get::<_, Option<Vec<u8>>>(0).is_some())
+        .map(|r| kv_from(r, 0))
+}
+
+/// Whether `txn` is puts alone, with no compare and no lease: what
+/// [`Writing::blind_puts`] may send in a pipeline.
+pub(crate) fn blind(txn: &Txn) -> bool {
+    txn.compares.is_empty()
+        && !txn.success.is_empty()
+        && txn
+            .success
+            .iter()
+            .all(|op| matches!(op, TxnOp::Put(p) if p.lease.is_none()))
 }
 
 /// The outcome of looking up the leases a branch's puts name.
