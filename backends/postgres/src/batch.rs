@@ -125,7 +125,9 @@ async fn run_batch(inner: &Inner, txns: Vec<Txn>) -> Vec<Result<TxnResponse>> {
                 .await
                 .map(|answers| results.extend(answers.into_iter().map(Ok)))
         } else {
-            one(&mut w, inner, txn).await.map(|result| results.push(result))
+            one(&mut w, inner, txn)
+                .await
+                .map(|result| results.push(result))
         };
         if let Err(e) = step {
             // The database transaction is aborted: nothing of it applies.

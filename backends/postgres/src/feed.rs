@@ -172,8 +172,7 @@ struct Read {
 /// The log after `position`, up to [`REVISIONS_PER_READ`] revisions. What a
 /// purge deleted is not in it: the batch then starts after the purge.
 ///
-/// The rows are read by revision bounds alone (an index range the planner
-/// cannot mistake for a scan, whatever the table's statistics), and the
+/// The rows are read by revision bounds alone (an index range), and the
 /// store's revision from the same snapshot: write transactions commit in
 /// revision order, so the rows a snapshot sees are every revision up to the
 /// store's, none beyond.

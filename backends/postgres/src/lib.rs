@@ -155,17 +155,7 @@ impl PostgresBackend {
             .url
             .parse()
             .map_err(|e| Error::invalid("url", format!("{}: {e}", config.redacted_url())))?;
-        // Every statement is planned for its parameters. A generic plan is
-        // made once, from the statistics of that moment: on a young store
-        // (before autovacuum has analyzed the history log) it scanned the
-        // whole log for each watch feed read, 3-5 ms at 128k rows, until
-        // the next ANALYZE. Planning each execution costs ~0.1 ms instead.
-        let options = match pg_config.get_options() {
-            Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
-            None => "-c plan_cache_mode=force_custom_plan".to_string(),
-        };
         pg_config
-            .options(options)
             .connect_timeout(config.request_timeout)
             .keepalives_idle(Duration::from_secs(30))
             .application_name("coordkit");

@@ -198,8 +198,7 @@ impl<'a, C: GenericClient> Writing<'a, C> {
         }
         let refs: Vec<_> = calls.iter().map(Params::refs).collect();
         let rows = futures::future::try_join_all(
-            refs.iter()
-                .map(|params| self.tx.query(&statement, params)),
+            refs.iter().map(|params| self.tx.query(&statement, params)),
         )
         .await
         .map_err(|e| from_pg(e, "put"))?;
