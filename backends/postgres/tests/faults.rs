@@ -217,3 +217,54 @@ async fn poll_only_watches_deliver_every_event() {
         "poll-only mode opened a listening connection"
     );
 }
+
+/// A call dropped at any point leaves the store usable: no meta row lock
+/// held by a half-finished transaction, no connection returned to the pool
+/// inside one. A write transaction dropped after its batch began applies or
+/// not as a whole; a revoke dropped mid-way is rolled back or done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (./scripts/test.sh runs it)"]
+async fn calls_dropped_at_any_poll_leave_the_store_usable() {
+    let schema = common::fresh_schema("dropped");
+    let store = common::connect(&schema).await;
+    for polls in 0..40 {
+        // A write transaction, dropped after `polls` polls.
+        let key = format!("c/{polls}");
+        drop_after(polls, store.put(key.clone(), "v")).await;
+        // A revoke of a lease with a key, dropped likewise.
+        let lease = store.lease_grant(30).await.unwrap();
+        store
+            .put_with_lease(format!("c/lease/{polls}"), "v", lease.id)
+            .await
+            .unwrap();
+        drop_after(polls, store.lease_revoke(lease.id)).await;
+        // The store still answers writes at once, and what was dropped is
+        // whole: the key is there or not; the lease and its key both are,
+        // or neither.
+        let after = tokio::time::timeout(Duration::from_secs(10), store.put("c/after", "x"))
+            .await
+            .unwrap_or_else(|_| panic!("a write hung after a call dropped at poll {polls}"));
+        after.unwrap();
+        let lease_alive = store.lease_time_to_live(lease.id).await.is_ok();
+        let key_there = store
+            .get(format!("c/lease/{polls}"))
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(
+            lease_alive, key_there,
+            "a revoke dropped at poll {polls} left the lease and its key apart"
+        );
+    }
+}
+
+/// Poll `call` up to `polls` times (yielding between polls), then drop it.
+async fn drop_after<F: std::future::Future>(polls: usize, call: F) {
+    let mut call = std::pin::pin!(call);
+    for _ in 0..polls {
+        if futures::poll!(call.as_mut()).is_ready() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
