@@ -115,6 +115,8 @@ async fn a_watch_survives_its_listener_being_terminated() {
     assert_eq!(next(&mut watch, "the first put").await.revision, first);
     let mut expected = Vec::new();
     for round in 0..3 {
+        // The feed listens (again, after the last round's termination).
+        common::wait_for_feed_listener(&schema).await;
         assert!(
             common::terminate_feed_listeners(&schema).await >= 1,
             "no listening connection of the feed was found to terminate"

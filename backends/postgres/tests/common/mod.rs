@@ -61,6 +61,25 @@ pub async fn terminate_feed_listeners(schema: &str) -> i64 {
     rows[0].get(0)
 }
 
+/// Wait (up to 10 s) until a watch feed of `schema`'s handles listens.
+pub async fn wait_for_feed_listener(schema: &str) {
+    let admin = admin().await;
+    for _ in 0..200 {
+        let rows = admin
+            .query(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&format!("coordkit-feed {schema}")],
+            )
+            .await
+            .expect("pg_stat_activity");
+        if rows[0].get::<_, i64>(0) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no watch feed of {schema} listened again within 10 s");
+}
+
 /// Restart the server (`pg_ctl restart`, as the postgres user when root),
 /// from the data dir in `COORD_POSTGRES_DATA`.
 pub fn restart_server() {
