@@ -191,6 +191,9 @@ async fn one(
             return Ok(Err(Error::LeaseNotFound { id: ids[0] }));
         }
     }
+    if let Err(e) = w.check_reads(&ops).await? {
+        return Ok(Err(e));
+    }
     let responses = apply(w, ops).await?;
     let revision = w.end_txn();
     Ok(Ok(answer(succeeded, responses, revision)))

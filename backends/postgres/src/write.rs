@@ -10,7 +10,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::SimpleQueryMessage;
 
 use crate::error::from_pg;
-use crate::read::range;
+use crate::read::{check_readable, range};
 use crate::schema::Tables;
 use crate::sql::{key_condition, kv_from, query, Params};
 
@@ -139,6 +139,27 @@ impl<'a, C: GenericClient> Writing<'a, C> {
         );
         query(self.tx, &sql, &params, "txn").await?;
         Ok(())
+    }
+
+    /// Whether every range of `ops` at a past revision can be read: checked
+    /// before anything of the transaction applies, so a `Compacted` or
+    /// future revision answers this transaction alone, with nothing written.
+    pub(crate) async fn check_reads(&self, ops: &[TxnOp]) -> Result<Result<()>> {
+        let revisions: Vec<Revision> = ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Range(r) => r.revision,
+                _ => None,
+            })
+            .collect();
+        if revisions.is_empty() {
+            return Ok(Ok(()));
+        }
+        let sql = format!("SELECT compacted FROM {}", self.t.meta);
+        let compacted: i64 = query(self.tx, &sql, &Params::default(), "txn").await?[0].get(0);
+        Ok(revisions
+            .into_iter()
+            .try_for_each(|at| check_readable(at, self.base, compacted)))
     }
 
     /// Put one key, logging it; returns the previous version.

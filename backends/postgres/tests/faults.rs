@@ -270,3 +270,32 @@ async fn drop_after<F: std::future::Future>(polls: usize, call: F) {
         tokio::task::yield_now().await;
     }
 }
+
+/// A write transaction whose range reads a compacted revision fails alone,
+/// with `Compacted` and nothing of it applied, while a write batched with it
+/// applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (./scripts/test.sh runs it)"]
+async fn a_range_at_a_compacted_revision_fails_its_transaction_alone() {
+    let schema = common::fresh_schema("txnread");
+    let store = common::connect(&schema).await;
+    let old = store.put("r/a", "1").await.unwrap();
+    let now = store.put("r/a", "2").await.unwrap();
+    store.compact(now).await.unwrap();
+    for round in 0..20 {
+        let reading = Txn::new().and_then([
+            coordkit::TxnOp::Put(PutRequest::new(format!("r/w/{round}"), "x")),
+            coordkit::TxnOp::Range(coordkit::RangeRequest::key("r/a").at_revision(old)),
+        ]);
+        let (bad, good) = tokio::join!(
+            store.txn(reading),
+            store.put(format!("r/other/{round}"), "y")
+        );
+        assert!(
+            matches!(bad, Err(Error::Compacted { compact_revision }) if compact_revision == now),
+            "{bad:?}"
+        );
+        good.unwrap();
+        assert!(store.get(format!("r/w/{round}")).await.unwrap().is_none());
+    }
+}
