@@ -42,6 +42,7 @@ mod faults;
 pub mod planted;
 mod store;
 mod watch;
+mod watchers;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -9,8 +9,10 @@ use coordkit::{
     PutRequest, RangeRequest, RangeResponse, Result, Revision, SortOrder, Txn, TxnOp,
     TxnOpResponse, TxnResponse, WatchResponse,
 };
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::Instant;
+
+use crate::watchers::{Watcher, Watchers};
 
 /// One version of a key: a value, or a tombstone written by a delete at `revision`.
 struct Version {
@@ -24,17 +26,6 @@ struct Lease {
     keys: BTreeSet<Vec<u8>>,
 }
 
-/// A registered watch: the events it is owed go into `tx`.
-struct Watcher {
-    client: u64,
-    keys: KeyRange,
-    prev_kv: bool,
-    /// The first revision owed: a watch from a future revision gets nothing
-    /// earlier, as in etcd.
-    start: Revision,
-    tx: UnboundedSender<WatchResponse>,
-}
-
 /// The whole state of one in-memory store.
 pub(crate) struct State {
     revision: Revision,
@@ -45,7 +36,7 @@ pub(crate) struct State {
     leases: BTreeMap<i64, Lease>,
     deadlines: BTreeSet<(Instant, i64)>,
     next_lease: i64,
-    watchers: Vec<Watcher>,
+    watchers: Watchers,
 }
 
 fn tombstone(key: Vec<u8>, revision: Revision) -> KeyValue {
@@ -82,7 +73,7 @@ impl State {
             leases: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_lease: 0x7a11_0000_0001,
-            watchers: Vec::new(),
+            watchers: Watchers::default(),
         }
     }
 
@@ -312,20 +303,7 @@ impl State {
     }
 
     fn publish(&mut self, revision: Revision, events: Vec<Event>) {
-        self.watchers.retain(|w| {
-            if revision < w.start {
-                return !w.tx.is_closed();
-            }
-            let owed = owed(&events, &w.keys, w.prev_kv);
-            if owed.is_empty() {
-                return !w.tx.is_closed();
-            }
-            w.tx.send(WatchResponse {
-                revision,
-                events: owed,
-            })
-            .is_ok()
-        });
+        self.watchers.publish(revision, &events);
         self.history.push_back(WatchResponse { revision, events });
     }
 
@@ -473,7 +451,7 @@ impl State {
                 });
             }
         }
-        self.watchers.push(Watcher {
+        self.watchers.add(Watcher {
             client,
             keys: keys.clone(),
             prev_kv,
@@ -485,10 +463,10 @@ impl State {
 
     /// Drop every watch registration of one client (their streams see a disconnect).
     pub(crate) fn cut_watches(&mut self, client: u64) {
-        self.watchers.retain(|w| w.client != client);
+        self.watchers.cut(client);
     }
 
     pub(crate) fn watcher_count(&self) -> usize {
-        self.watchers.iter().filter(|w| !w.tx.is_closed()).count()
+        self.watchers.live()
     }
 }
