@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use coordkit_bench::{etcd, measure, memory, postgres};
+use coordkit_bench::{etcd, measure, memory, postgres, scale};
+
+#[global_allocator]
+static HEAP: measure::CountingAlloc = measure::CountingAlloc;
 
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -78,9 +81,6 @@ fn main() {
             propagation: 3_000,
             instances_reads: 200_000,
             current_reads: 1_000_000,
-            registrations: 10_000,
-            watches: 10_000,
-            cpu_window: Duration::from_secs(20),
             failovers: 5,
         }
     } else {
@@ -94,9 +94,6 @@ fn main() {
             propagation: 10,
             instances_reads: 1_000,
             current_reads: 1_000,
-            registrations: 100,
-            watches: 100,
-            cpu_window: Duration::from_millis(200),
             failovers: 1,
         }
     };
@@ -125,6 +122,26 @@ fn main() {
             write_window: Duration::from_millis(200),
         }
     };
+    // COORD_BENCH_SCALE_100K=1 adds N = 100,000 to the scale group.
+    let scale_sizes = if full {
+        let mut counts = vec![1_000, 10_000];
+        if std::env::var("COORD_BENCH_SCALE_100K").as_deref() == Ok("1") {
+            counts.push(100_000);
+        }
+        scale::Sizes {
+            counts,
+            caches: 1_000,
+            idle: Duration::from_secs(30),
+        }
+    } else {
+        scale::Sizes {
+            counts: vec![50],
+            caches: 5,
+            idle: Duration::from_millis(200),
+        }
+    };
+    let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();
+    let scale_wanted = only.is_empty() || only.split(',').any(|g| g.trim() == "scale");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -140,7 +157,12 @@ fn main() {
     } else {
         eprintln!("postgres benchmarks skipped: set COORD_POSTGRES_URL (scripts/bench.sh does)");
     }
-    let table = measure::markdown(&rows);
+    let mut table = measure::markdown(&rows);
+    if scale_wanted {
+        // Its own etcd (killed and restarted): run whenever etcd can be started.
+        let etcd = !endpoints.is_empty();
+        table.push_str(&runtime.block_on(scale::run(&scale_sizes, etcd)));
+    }
     let header = format!(
         "# coord benchmark report\n\nMachine: {}. etcd at {}; PostgreSQL {}. {} run.\n\
          Ratios compare coord with its baseline measured in the same run on the same server.\n\n",

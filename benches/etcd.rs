@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coordkit::{Coordinator, ServiceInfo, WatchRequest};
+use coordkit::{Coordinator, ServiceInfo};
 use coordkit_etcd::{EtcdBackend, EtcdConfig};
 use etcd_client::{
     Client, Compare, CompareOp, GetOptions, LockOptions, PutOptions, SortOrder, SortTarget, Txn,
@@ -15,7 +15,7 @@ use etcd_client::{
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::measure::{cpu_time, rss_bytes, sequential_sync, CpuMeter, Row, Samples, Target};
+use crate::measure::{sequential_sync, CpuMeter, Row, Samples, Target};
 
 /// Sizes of one run (smaller for the smoke run under `cargo test`).
 pub struct Sizes {
@@ -31,9 +31,6 @@ pub struct Sizes {
     pub propagation: usize,
     pub instances_reads: usize,
     pub current_reads: usize,
-    pub registrations: usize,
-    pub watches: usize,
-    pub cpu_window: Duration,
     /// Holders killed per side in the failover benchmark.
     pub failovers: usize,
 }
@@ -117,7 +114,7 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
         endpoints: endpoints.to_vec(),
         ns: format!("bench-{}-{}/", std::process::id(), now_nanos()),
     };
-    // COORD_BENCH_ONLY=locks,recipes,config,watch,reads,scale runs only those groups
+    // COORD_BENCH_ONLY=locks,recipes,config,watch,reads runs only those groups
     // (semaphores: the recipes' semaphore rows alone).
     let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();
     let wanted = |group: &str| only.is_empty() || only.split(',').any(|g| g.trim() == group);
@@ -145,10 +142,6 @@ pub async fn run(endpoints: &[String], sizes: &Sizes) -> Vec<Row> {
     if wanted("reads") {
         rows.push(cache_reads(&env, sizes).await);
         rows.push(manager_reads(&env, sizes).await);
-    }
-    if wanted("scale") {
-        rows.push(many_registrations(&env, sizes).await);
-        rows.push(many_watches(&env, sizes).await);
     }
     let _ = env
         .raw()
@@ -635,113 +628,4 @@ async fn manager_reads(env: &Env, sizes: &Sizes) -> Row {
         reads,
         Target::P99Below(Duration::from_micros(1)),
     )
-}
-
-async fn many_registrations(env: &Env, sizes: &Sizes) -> Row {
-    const TASKS: usize = 64;
-    let backend = env.backend().await;
-    let coordinator = Coordinator::builder(backend.clone())
-        .namespace(env.ns.clone())
-        .build()
-        .expect("coordinator");
-    let ttl = Duration::from_secs(30);
-    coordinator.session(ttl).await.expect("session");
-    let n = sizes.registrations;
-    let rss_before = rss_bytes();
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let coordinator = coordinator.clone();
-            tokio::spawn(async move {
-                let mut held = Vec::new();
-                for i in (t..n).step_by(TASKS) {
-                    let info = ServiceInfo::new(format!("r-{i}"), "many", "10.1.0.1", 9000);
-                    held.push(
-                        coordinator
-                            .registry()
-                            .register(info, ttl)
-                            .await
-                            .expect("register"),
-                    );
-                }
-                held
-            })
-        })
-        .collect();
-    let mut held = Vec::new();
-    for t in tasks {
-        held.extend(t.await.expect("task"));
-    }
-    let registered = Samples::rate(n as u64, start.elapsed());
-    // Let every registration's watch settle before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let per = rss_bytes().saturating_sub(rss_before) as f64 / n as f64;
-    let cpu_before = cpu_time();
-    let window = Instant::now();
-    tokio::time::sleep(sizes.cpu_window).await;
-    let cpu = cpu_time().saturating_sub(cpu_before);
-    let share = cpu.as_secs_f64() / window.elapsed().as_secs_f64() * 100.0;
-    let streams = backend.stream_stats();
-    let present = coordinator
-        .registry()
-        .discover("many")
-        .await
-        .expect("discover")
-        .len();
-    assert_eq!(present, n, "every registration is in the store");
-    coordinator.close().await.ok();
-    drop(held);
-    Row::new(format!("{n} registrations in one process"), registered, Target::Report).note(format!(
-        "{} keep-alive stream, {} watch stream; {:.1} KiB per registration; idle CPU {share:.2}% over {:?}",
-        streams.keep_alive_streams,
-        streams.watch_streams,
-        per / 1024.0,
-        sizes.cpu_window
-    ))
-}
-
-async fn many_watches(env: &Env, sizes: &Sizes) -> Row {
-    use coordkit::Backend as _;
-    let backend = env.backend().await;
-    let key = format!("{}many-watches", env.ns);
-    let mut raw = env.raw().await;
-    let rev = raw
-        .put(key.clone(), "0", None)
-        .await
-        .expect("put")
-        .header()
-        .map_or(0, |h| h.revision());
-    let n = sizes.watches;
-    let rss_before = rss_bytes();
-    let mut watches = Vec::with_capacity(n);
-    for _ in 0..n {
-        watches.push(
-            backend
-                .watch(WatchRequest::key(key.clone()).from_revision(rev + 1))
-                .await
-                .expect("watch"),
-        );
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let per = rss_bytes().saturating_sub(rss_before) as f64 / n as f64;
-    let start = Instant::now();
-    raw.put(key.clone(), "1", None).await.expect("put");
-    let mut received = 0;
-    for w in watches.iter_mut() {
-        let resp = w.next().await.expect("open").expect("event");
-        received += usize::from(!resp.events.is_empty());
-    }
-    let all = Samples::rate(received as u64, start.elapsed());
-    assert_eq!(received, n, "every watch received the change");
-    let streams = backend.stream_stats();
-    Row::new(
-        format!("{n} concurrent watches in one process, one change"),
-        all,
-        Target::Report,
-    )
-    .note(format!(
-        "{} watch stream; {:.2} KiB per watch; all {received} received it",
-        streams.watch_streams,
-        per / 1024.0
-    ))
 }

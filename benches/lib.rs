@@ -11,3 +11,4 @@ pub mod measure;
 pub mod memory;
 pub mod postgres;
 pub mod recipes;
+pub mod scale;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::health::Followers;
 use crate::keys::KeyLayout;
 use crate::queue_name::QueueName;
+use crate::registry::keepers::Keepers;
 use crate::retry::RetryPolicy;
 use crate::session::ttl_seconds;
 use crate::session::Session;
@@ -34,6 +35,8 @@ pub(crate) struct Context {
     pub(crate) claims: Claims,
     /// The caches and config managers, for `health()`.
     pub(crate) followers: Arc<Followers>,
+    /// The keepers of this coordinator's registrations.
+    pub(crate) registrations: Keepers,
     /// Registry entries skipped as malformed.
     pub(crate) malformed_entries: std::sync::atomic::AtomicU64,
     sessions: tokio::sync::Mutex<HashMap<i64, Session>>,
@@ -57,7 +60,11 @@ impl Context {
                 closed.clone(),
             ),
             cleanup,
-            followers: Arc::default(),
+            followers: Arc::new(Followers::new(
+                backend.clone(),
+                KeyLayout::new(namespace.clone()).health_probe(),
+            )),
+            registrations: Keepers::new(backend.clone(), retry.clone()),
             backend,
             keys: KeyLayout::new(namespace),
             retry,

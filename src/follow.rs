@@ -4,12 +4,14 @@
 //! single key (a claim, a registration) use [`watch_owned_key`].
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use futures::StreamExt;
 
 use crate::backend::{
-    Backend, EventKind, KeyRange, RangeRequest, Revision, WatchRequest, WatchStream,
+    Backend, Event, EventKind, KeyRange, KeyValue, RangeRequest, Revision, WatchRequest,
+    WatchStream,
 };
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, RetryPolicy};
@@ -267,33 +269,43 @@ pub(crate) async fn until(
 /// What the owner of a key learns of it.
 pub(crate) enum Seen<'a> {
     /// A change, in order.
-    Event(EventKind, &'a crate::backend::KeyValue),
+    Event(EventKind, &'a KeyValue),
     /// The key as it is now (`None`: absent), read after its history was compacted.
-    Now(Option<&'a crate::backend::KeyValue>),
+    Now(Option<&'a KeyValue>),
 }
 
-/// Watch one key from `from` until `judge` returns a verdict. A compaction of
+/// What the owners of the keys of a range learn of them.
+pub(crate) enum Observed<'a> {
+    /// The changes of one revision, in order.
+    Changes(Revision, &'a [Event]),
+    /// The range as it is at a revision (read after its history was compacted).
+    Now(Revision, &'a [KeyValue]),
+}
+
+/// Follow the owned keys of `keys` from `from` until `seen` breaks: every
+/// revision's changes in order, resumed after a broken watch. A compaction of
 /// history still needed (reported by the watch call or as an item of its
-/// stream) is judged by the key as it is now, then watched from there: never
-/// re-watched from a revision that is gone. Other failures are retried after a
-/// jittered wait; the caller bounds the whole by selecting on what ends it.
-pub(crate) async fn watch_owned_key<T>(
+/// stream) is reported by the range as it is now, then followed from there:
+/// never re-watched from a revision that is gone. Other failures are retried
+/// after a jittered wait; the caller bounds the whole by selecting on what
+/// ends it (or aborting its task).
+pub(crate) async fn follow_owned<T>(
     backend: &Arc<dyn Backend>,
     retry: &RetryPolicy,
-    key: &str,
+    keys: KeyRange,
     mut from: Revision,
-    mut judge: impl FnMut(Seen<'_>) -> Option<T>,
+    mut seen: impl FnMut(Observed<'_>) -> ControlFlow<T>,
 ) -> T {
     loop {
-        let request = WatchRequest::key(key).from_revision(from);
+        let request = WatchRequest::new(keys.clone()).from_revision(from);
         let compacted = match backend.watch(request).await {
             Ok(mut events) => loop {
                 match events.next().await {
                     Some(Ok(resp)) => {
-                        for event in &resp.events {
-                            if let Some(verdict) = judge(Seen::Event(event.kind, &event.kv)) {
-                                return verdict;
-                            }
+                        if let ControlFlow::Break(verdict) =
+                            seen(Observed::Changes(resp.revision, &resp.events))
+                        {
+                            return verdict;
                         }
                         from = resp.revision + 1;
                     }
@@ -305,8 +317,8 @@ pub(crate) async fn watch_owned_key<T>(
             Err(_) => false,
         };
         if compacted {
-            if let Ok(now) = backend.range(RangeRequest::key(key)).await {
-                if let Some(verdict) = judge(Seen::Now(now.kvs.first())) {
+            if let Ok(now) = backend.range(RangeRequest::new(keys.clone())).await {
+                if let ControlFlow::Break(verdict) = seen(Observed::Now(now.revision, &now.kvs)) {
                     return verdict;
                 }
                 from = now.revision + 1;
@@ -315,4 +327,25 @@ pub(crate) async fn watch_owned_key<T>(
         }
         retry.pause().await;
     }
+}
+
+/// Watch one key from `from` until `judge` returns a verdict: [`follow_owned`]
+/// of one key.
+pub(crate) async fn watch_owned_key<T>(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    key: &str,
+    from: Revision,
+    mut judge: impl FnMut(Seen<'_>) -> Option<T>,
+) -> T {
+    follow_owned(backend, retry, KeyRange::key(key), from, |observed| {
+        let verdict = match observed {
+            Observed::Changes(_, events) => events
+                .iter()
+                .find_map(|e| judge(Seen::Event(e.kind, &e.kv))),
+            Observed::Now(_, kvs) => judge(Seen::Now(kvs.first())),
+        };
+        verdict.map_or(ControlFlow::Continue(()), ControlFlow::Break)
+    })
+    .await
 }

@@ -10,9 +10,10 @@ use tracing::{info, warn};
 use crate::backend::{Backend, LeaseId, RangeRequest};
 use crate::session::SessionState;
 
-/// How often a follower (a [`ServiceCache`](crate::ServiceCache) or a
-/// [`ConfigManager`](crate::ConfigManager)) confirms with the store that it can
-/// still read its keys.
+/// How often a coordinator confirms with the store, for all its followers (its
+/// [`ServiceCache`](crate::ServiceCache)s and
+/// [`ConfigManager`](crate::ConfigManager)s), that it answers: one read per
+/// interval, whatever the number of followers.
 pub const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A follower with no confirmed sync for this long is stale.
@@ -62,22 +63,14 @@ impl SyncStatus {
         self.lock().last_error = Some((Instant::now(), error.to_string()));
     }
 
-    /// Ask the store for the follower's keys (a count, no values), at
-    /// [`SYNC_PROBE_INTERVAL`], for as long as the future runs.
-    pub(crate) async fn probe(&self, backend: &dyn Backend, keys: RangeRequest) {
-        loop {
-            tokio::time::sleep(SYNC_PROBE_INTERVAL).await;
-            match backend.range(keys.clone().count_only()).await {
-                Ok(_) => self.synced(),
-                Err(e) => self.failed(&e),
-            }
-            let health = self.health();
-            crate::telemetry::follower_stale(&self.what, health.stale);
-            let mut s = self.lock();
-            if health.stale && !s.stale_reported {
-                s.stale_reported = true;
-                warn!(follower = %self.what, error = ?health.last_error, "cannot follow the store: serving the last known data");
-            }
+    /// Log (once) and count a change into or out of staleness.
+    fn report(&self) {
+        let health = self.health();
+        crate::telemetry::follower_stale(&self.what, health.stale);
+        let mut s = self.lock();
+        if health.stale && !s.stale_reported {
+            s.stale_reported = true;
+            warn!(follower = %self.what, error = ?health.last_error, "cannot follow the store: serving the last known data");
         }
     }
 
@@ -106,8 +99,8 @@ impl SyncStatus {
 pub struct SyncHealth {
     /// What follows: `service <name>` or `config <key>`.
     pub name: String,
-    /// How long ago it last confirmed it can read its keys (a change received, or
-    /// a probe at [`SYNC_PROBE_INTERVAL`] answered).
+    /// How long ago it last confirmed it follows the store (a change received, or
+    /// the coordinator's probe at [`SYNC_PROBE_INTERVAL`] answered).
     pub since_last_sync: Option<Duration>,
     /// No confirmed sync for [`STALE_AFTER`], or the last attempt failed: it
     /// serves what it last knew.
@@ -152,24 +145,88 @@ impl Health {
 }
 
 /// The coordinator's followers, held weakly: a dropped cache leaves the list.
-#[derive(Default)]
+/// One probe for all of them confirms at [`SYNC_PROBE_INTERVAL`] that the store
+/// answers (a count of one key, never written): a follower's own watch says the
+/// rest, so a thousand caches cost the store one read per interval, not a thousand.
 pub(crate) struct Followers {
-    list: Mutex<Vec<Weak<SyncStatus>>>,
+    backend: Arc<dyn Backend>,
+    probe_key: String,
+    state: Mutex<FollowersState>,
+}
+
+struct FollowersState {
+    list: Vec<Weak<SyncStatus>>,
+    /// Dropped followers are swept out when the list reaches this length.
+    sweep_at: usize,
+    probing: bool,
 }
 
 impl Followers {
-    pub(crate) fn add(&self, status: &Arc<SyncStatus>) {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(status));
+    pub(crate) fn new(backend: Arc<dyn Backend>, probe_key: String) -> Self {
+        Followers {
+            backend,
+            probe_key,
+            state: Mutex::new(FollowersState {
+                list: Vec::new(),
+                sweep_at: 64,
+                probing: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FollowersState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Follow `status`; starts the probe if it is not running.
+    pub(crate) fn add(self: &Arc<Self>, status: &Arc<SyncStatus>) {
+        let mut state = self.lock();
+        if state.list.len() >= state.sweep_at {
+            state.list.retain(|w| w.strong_count() > 0);
+            state.sweep_at = (state.list.len() * 2).max(64);
+        }
+        state.list.push(Arc::downgrade(status));
+        if !state.probing {
+            state.probing = true;
+            tokio::spawn(probe(Arc::downgrade(self)));
+        }
+    }
+
+    fn live(&self) -> Vec<Arc<SyncStatus>> {
+        let mut state = self.lock();
+        state.list.retain(|w| w.strong_count() > 0);
+        let live: Vec<_> = state.list.iter().filter_map(|w| w.upgrade()).collect();
+        if live.is_empty() {
+            state.probing = false;
+        }
+        live
     }
 
     pub(crate) fn health(&self) -> Vec<SyncHealth> {
-        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.iter()
-            .filter_map(|w| w.upgrade())
-            .map(|s| s.health())
-            .collect()
+        self.live().iter().map(|s| s.health()).collect()
+    }
+}
+
+/// Probe the store for every live follower until none is left (or the
+/// coordinator is gone).
+async fn probe(followers: Weak<Followers>) {
+    loop {
+        tokio::time::sleep(SYNC_PROBE_INTERVAL).await;
+        let Some(f) = followers.upgrade() else { return };
+        let live = f.live();
+        if live.is_empty() {
+            return;
+        }
+        let read = RangeRequest::key(f.probe_key.clone()).count_only();
+        let backend = f.backend.clone();
+        drop(f);
+        let answer = backend.range(read).await;
+        for status in live {
+            match &answer {
+                Ok(_) => status.synced(),
+                Err(e) => status.failed(e),
+            }
+            status.report();
+        }
     }
 }

@@ -73,3 +73,47 @@ async fn health_reports_stale_followers_during_a_partition_and_fresh_after() {
     tokio::time::sleep(Duration::from_millis(1)).await; // the aborted task ends
     assert_eq!(a.health().await.followers.len(), 1);
 }
+
+/// One probe serves every follower: 40 caches and managers cost the store one
+/// read per interval, not 40 (a cache asked the store for its own keys every
+/// interval: 10k caches made 5,000 reads a second).
+#[tokio::test(start_paused = true)]
+async fn every_follower_shares_one_probe_of_the_store() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let a = Coordinator::new(Arc::new(client.clone()));
+    let mut caches = Vec::new();
+    for i in 0..20 {
+        caches.push(a.registry().cache(&format!("svc-{i}")).await.unwrap());
+    }
+    let mut managers = Vec::new();
+    for i in 0..20 {
+        let name = format!("limit-{i}");
+        managers.push(
+            ConfigManager::builder(&a.config(), "prod", "shop", &name, 1u32)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let before = store.stats().ranges;
+    let intervals = 10;
+    tokio::time::sleep(SYNC_PROBE_INTERVAL * intervals + SYNC_PROBE_INTERVAL / 2).await;
+    let reads = store.stats().ranges - before;
+    assert!(
+        (1..=u64::from(intervals) + 1).contains(&reads),
+        "{reads} reads for 40 followers over {intervals} intervals"
+    );
+    let health = a.health().await;
+    assert_eq!(health.followers.len(), 40);
+    assert!(health.is_ready(), "{health:#?}");
+    // The probe still tells a partition: every follower goes stale.
+    client.partition();
+    tokio::time::sleep(STALE_AFTER + SYNC_PROBE_INTERVAL * 2).await;
+    let health = a.health().await;
+    assert!(health.followers.iter().all(|f| f.stale), "{health:#?}");
+    client.heal();
+    tokio::time::sleep(SYNC_PROBE_INTERVAL * 2).await;
+    assert!(a.health().await.followers.iter().all(|f| !f.stale));
+    drop((caches, managers));
+}

@@ -226,18 +226,7 @@ where
         let watcher = inner.load().await;
         let task = {
             let inner = inner.clone();
-            tokio::spawn(async move {
-                let full = inner.center.full(&inner.key);
-                let keys = match inner.composed {
-                    Some(_) => crate::backend::RangeRequest::prefix(full),
-                    None => crate::backend::RangeRequest::key(full),
-                };
-                let backend = inner.center.backend().clone();
-                tokio::join!(
-                    follow(inner.clone(), watcher),
-                    inner.status.probe(backend.as_ref(), keys)
-                );
-            })
+            tokio::spawn(follow(inner.clone(), watcher))
         };
         Ok(ConfigManager {
             inner,

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -98,7 +98,9 @@ impl std::fmt::Debug for ServiceWatch {
 pub struct ServiceCache {
     name: String,
     instances: Arc<ArcSwap<Vec<ServiceInfo>>>,
-    events: broadcast::Sender<ServiceEvent>,
+    /// Made by the first `subscribe`: a cache nobody subscribes to holds no
+    /// event buffer.
+    events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>>,
     status: Arc<crate::health::SyncStatus>,
     task: JoinHandle<()>,
 }
@@ -110,42 +112,39 @@ impl ServiceCache {
         mut follower: Follower,
         snapshot: Vec<Change>,
         coord: &crate::context::Context,
-        keys: crate::backend::RangeRequest,
     ) -> Self {
         let status = crate::health::SyncStatus::new(format!("service {name}"));
         coord.followers.add(&status);
-        let backend = coord.backend.clone();
         for change in &snapshot {
             view.apply(change);
         }
         let instances = Arc::new(ArcSwap::from_pointee(view.instances()));
         crate::telemetry::cache_size(name, instances.load().len());
         let service = name.to_string();
-        let (events, _) = broadcast::channel(1024);
+        let events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>> = Arc::default();
         let task = {
             let instances = instances.clone();
             let events = events.clone();
             let status = status.clone();
             tokio::spawn(async move {
-                let follow = async {
-                    loop {
-                        match follower.next().await {
-                            Ok(change) => {
-                                status.synced();
-                                if let Some(event) = view.apply(&change) {
-                                    instances.store(Arc::new(view.instances()));
-                                    crate::telemetry::cache_size(&service, instances.load().len());
+                loop {
+                    match follower.next().await {
+                        Ok(change) => {
+                            status.synced();
+                            if let Some(event) = view.apply(&change) {
+                                instances.store(Arc::new(view.instances()));
+                                crate::telemetry::cache_size(&service, instances.load().len());
+                                if let Some(events) = events.get() {
                                     let _ = events.send(event);
                                 }
                             }
-                            Err(e) => {
-                                status.failed(&e);
-                                warn!(error = %e, "service cache: watch failed; resuming");
-                            }
+                        }
+                        Err(e) => {
+                            status.failed(&e);
+                            warn!(error = %e, "service cache: watch failed; resuming");
                         }
                     }
-                };
-                tokio::join!(follow, status.probe(backend.as_ref(), keys));
+                }
             })
         };
         ServiceCache {
@@ -186,7 +185,9 @@ impl ServiceCache {
     /// events behind gets `Lagged` and should resync from
     /// [`ServiceCache::instances`].
     pub fn subscribe(&self) -> broadcast::Receiver<ServiceEvent> {
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| broadcast::channel(1024).0)
+            .subscribe()
     }
 }
 

@@ -7,6 +7,7 @@ mod etcd_naming;
 mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
+pub(crate) mod keepers;
 mod picker;
 mod registration;
 mod view;
@@ -491,7 +492,6 @@ impl RegistryService {
             follower,
             snapshot,
             &self.coord,
-            crate::backend::RangeRequest::prefix(source.prefix.clone()),
         ))
     }
 

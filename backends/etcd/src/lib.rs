@@ -43,6 +43,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod buffer;
 mod config;
 mod convert;
 mod endpoints;
@@ -492,7 +493,7 @@ impl Backend for EtcdBackend {
         validate::watch(&request)?;
         let mut start = request.start_revision.map(|s| s - 1);
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(watch::WATCH_BUFFER);
+        let (tx, rx) = buffer::buffer(watch::WATCH_BUFFER);
         let stalled = Arc::new(AtomicBool::new(false));
         // A watch from now returns once etcd created it: every change committed
         // after this call returns is delivered.
@@ -603,7 +604,7 @@ fn check_version(version: &str) -> Result<()> {
 
 /// One watch on the shared stream; dropping it cancels the watch.
 struct EtcdWatch {
-    rx: mpsc::Receiver<Result<WatchResponse>>,
+    rx: buffer::Receiver,
     id: i64,
     stalled: Arc<AtomicBool>,
     mailbox: Arc<watch::Mailbox>,

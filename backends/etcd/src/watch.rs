@@ -28,9 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coordkit::{Error, Event, EventKind, KeyRange, Result, Revision, WatchResponse};
+use coordkit::{Error, Event, EventKind, KeyRange, Revision, WatchResponse};
 use etcd_client as etcd;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::convert::{self, Context};
@@ -52,7 +52,7 @@ pub(crate) enum Command {
         /// For a watch from now: told whether etcd registered it live (see
         /// [`Hub::progressed`]).
         live: Option<oneshot::Sender<bool>>,
-        tx: mpsc::Sender<Result<WatchResponse>>,
+        tx: crate::buffer::Sender,
         stalled: Arc<AtomicBool>,
     },
     /// The consumer has read everything buffered since its watch was cut.
@@ -124,7 +124,7 @@ struct Watch {
     /// The revision a progress report sent after this watch's creation gave,
     /// when it came before the creation's confirmation.
     progress_at: Option<Revision>,
-    tx: mpsc::Sender<Result<WatchResponse>>,
+    tx: crate::buffer::Sender,
     /// Set by the hub when the buffer filled and the etcd watch was cut; the
     /// handle asks for a `Resume` once it has read the buffer out.
     stalled: Arc<AtomicBool>,
@@ -542,7 +542,7 @@ impl Hub {
                 Error::unavailable(format!("etcd canceled the watch: {}", resp.cancel_reason()))
             };
             match w.tx.try_send(Err(err)) {
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(crate::buffer::Refused::Full) => {
                     // Told once the consumer has caught up: the re-creation is
                     // refused the same way.
                     self.stall(id);
@@ -582,11 +582,11 @@ impl Hub {
                 events,
             })) {
                 Ok(()) => w.next = rev + 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(crate::buffer::Refused::Full) => {
                     self.stall(id);
                     return;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(crate::buffer::Refused::Closed) => {
                     // The caller dropped the stream; its Close is on the way.
                     self.watches.remove(&id);
                     self.outgoing.push_back(Outgoing::Cancel(id));
@@ -673,7 +673,7 @@ impl Hub {
         }
         // The consumer may have read everything between the full send and the
         // flag: then nobody would ask for the resume.
-        if w.tx.capacity() == w.tx.max_capacity() && w.stalled.swap(false, Ordering::AcqRel) {
+        if w.tx.is_empty() && w.stalled.swap(false, Ordering::AcqRel) {
             self.resume(id);
         }
     }

@@ -1,45 +1,76 @@
-//! A registration's keeper: it follows the instance's key and, after a lost
-//! lease, writes the instance again on a working session.
+//! A registration's keeping: how it judges its key's changes for the
+//! coordinator's keepers, and, after a lost lease, how it writes the instance
+//! again on a working session.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{info, info_span, warn, Instrument};
 
 use super::{with_index, Inner, RegistrationState};
-use crate::backend::{Compare, CompareOp, EventKind, PutRequest, RangeRequest, Txn};
+use crate::backend::{
+    Compare, CompareOp, EventKind, LeaseId, PutRequest, RangeRequest, Revision, Txn,
+};
 use crate::error::{Error, Result};
-use crate::follow::{watch_owned_key, Seen};
+use crate::follow::Seen;
+use crate::registry::keepers::{Ended, Kept};
 use crate::session::Session;
 
-/// What ended a keeper's watch of its key.
-enum Ended {
-    SessionLost,
-    Deleted,
-    Overwritten,
-}
-
-impl Inner {
-    /// Watch the key from our last write on, until it is deleted or overwritten,
-    /// or the session is lost.
-    async fn watch_key(&self, session: &Session) -> Ended {
-        let (ours, lease) = *self.written.lock().await;
-        let judge = |seen: Seen<'_>| match seen {
+impl Kept for Inner {
+    fn judge(&self, seen: Seen<'_>, ours: Revision, lease: LeaseId) -> Option<Ended> {
+        match seen {
             Seen::Event(EventKind::Delete, _) | Seen::Now(None) => Some(Ended::Deleted),
             Seen::Event(EventKind::Put, kv) | Seen::Now(Some(kv)) => (kv.mod_revision != ours
                 && !self.own_writes().is_own(kv, lease))
             .then_some(Ended::Overwritten),
-        };
-        let watch = watch_owned_key(
-            &self.coord.backend,
-            &self.coord.retry,
-            &self.key,
-            ours + 1,
-            judge,
+        }
+    }
+
+    fn ended(self: Arc<Self>, why: Ended) {
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let span = info_span!("coord.registration", key = %self.key);
+        let task = tokio::spawn(recover(self.clone(), why).instrument(span));
+        // A recovery before this one has ended (it joined the table last).
+        drop(
+            self.recovery
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .replace(task),
         );
-        tokio::select! {
-            _ = session.lost() => Ended::SessionLost,
-            ended = watch => ended,
+    }
+}
+
+impl Inner {
+    /// Have the coordinator's keepers follow the key from our write at `ours`
+    /// on `session` (the caller holds `written`, so a deregistration waits).
+    pub(super) fn keep(self: &Arc<Self>, ours: Revision, session: &Session) {
+        let kept: Arc<dyn Kept> = self.clone();
+        let id = self
+            .coord
+            .registrations
+            .join(&self.key, &kept, ours, session);
+        *self.membership.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+
+    /// Stop being kept (a deregistration, a drop).
+    pub(super) fn leave(&self) {
+        if let Some(id) = self
+            .membership
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            self.coord.registrations.leave(&self.key, id);
+        }
+        if let Some(task) = self
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
         }
     }
 
@@ -150,60 +181,64 @@ impl Inner {
     }
 }
 
-/// Keep the registration: follow the key; after a lost lease write it again.
-pub(super) async fn keep(inner: Arc<Inner>, mut session: Session) {
-    loop {
-        let ended = inner.watch_key(&session).await;
-        if inner.stopped.load(Ordering::SeqCst) {
+/// After the key stopped holding our write or the session was lost: stop if
+/// someone else replaced or removed the instance; else write it again on a
+/// working session and be kept from there.
+async fn recover(inner: Arc<Inner>, why: Ended) {
+    let session = inner.current_session();
+    match why {
+        Ended::Overwritten => {
+            warn!("replaced by another registration of the same id; stopping");
+            inner.set_state(RegistrationState::Replaced);
             return;
         }
-        match ended {
-            Ended::Overwritten => {
-                warn!("replaced by another registration of the same id; stopping");
-                inner.set_state(RegistrationState::Replaced);
-                return;
-            }
-            Ended::Deleted if !inner.lease_gone(&session).await => {
-                warn!("removed by someone else; stopping");
-                inner.set_state(RegistrationState::Removed);
-                return;
-            }
-            Ended::Deleted | Ended::SessionLost => {}
+        Ended::Deleted if !inner.lease_gone(&session).await => {
+            warn!("removed by someone else; stopping");
+            inner.set_state(RegistrationState::Removed);
+            return;
         }
+        Ended::Deleted | Ended::SessionLost => {}
+    }
+    if inner.stopped.load(Ordering::SeqCst) {
+        return;
+    }
+    if inner.coord.is_closed() {
+        info!("coordinator closed; registration ended");
+        inner.set_state(RegistrationState::Deregistered);
+        return;
+    }
+    warn!("lease lost; registering again");
+    inner.set_state(RegistrationState::Reregistering);
+    let mut backoff = inner.coord.retry.backoff().capped(inner.ttl / 3);
+    loop {
         if inner.coord.is_closed() {
-            info!("coordinator closed; registration ended");
             inner.set_state(RegistrationState::Deregistered);
             return;
         }
-        warn!("lease lost; registering again");
-        inner.set_state(RegistrationState::Reregistering);
-        let mut backoff = inner.coord.retry.backoff().capped(inner.ttl / 3);
-        loop {
-            if inner.coord.is_closed() {
-                inner.set_state(RegistrationState::Deregistered);
-                return;
-            }
-            match inner.reregister().await {
-                Ok(Some(s)) => {
-                    session = s;
-                    *inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
-                    inner.set_state(RegistrationState::Registered);
-                    info!(lease = %session.lease(), "registered again");
-                    crate::telemetry::reregistered();
-                    break;
-                }
-                Ok(None) => {
-                    if !inner.stopped.load(Ordering::SeqCst) {
-                        warn!("replaced while re-registering; stopping");
-                        inner.set_state(RegistrationState::Replaced);
-                    }
+        match inner.reregister().await {
+            Ok(Some(session)) => {
+                let written = inner.written.lock().await;
+                if inner.stopped.load(Ordering::SeqCst) {
                     return;
                 }
-                Err(e) => {
-                    let wait = backoff.failed();
-                    tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
-                    tokio::time::sleep(wait).await;
+                *inner.session.lock().unwrap_or_else(|e| e.into_inner()) = session.clone();
+                inner.set_state(RegistrationState::Registered);
+                info!(lease = %session.lease(), "registered again");
+                crate::telemetry::reregistered();
+                inner.keep(written.0, &session);
+                return;
+            }
+            Ok(None) => {
+                if !inner.stopped.load(Ordering::SeqCst) {
+                    warn!("replaced while re-registering; stopping");
+                    inner.set_state(RegistrationState::Replaced);
                 }
+                return;
+            }
+            Err(e) => {
+                let wait = backoff.failed();
+                tracing::debug!(error = %e, ?wait, "re-registration failed; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
     }

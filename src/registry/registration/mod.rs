@@ -59,7 +59,6 @@ impl RegistrationState {
 #[must_use = "dropping a Registration deregisters the instance at once"]
 pub struct Registration {
     inner: Arc<Inner>,
-    keeper: Mutex<Option<JoinHandle<()>>>,
     /// The health checker task, if one runs.
     checker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,6 +81,10 @@ struct Inner {
     written: tokio::sync::Mutex<(Revision, LeaseId)>,
     /// The session of the last write.
     session: Mutex<Session>,
+    /// Its entry in the coordinator's keepers, while it has one.
+    membership: Mutex<Option<u64>>,
+    /// Writing the instance again after a lost lease, while that runs.
+    recovery: Mutex<Option<JoinHandle<()>>>,
     stopped: AtomicBool,
     /// A write of the instance (a register put, a re-registration) got no
     /// answer: a copy may still land after the deregistration.
@@ -270,14 +273,14 @@ impl Registration {
             state: watch::Sender::new(RegistrationState::Registered),
             written: tokio::sync::Mutex::new((written, lease)),
             session: Mutex::new(session.clone()),
+            membership: Mutex::new(None),
+            recovery: Mutex::new(None),
             stopped: AtomicBool::new(false),
             in_doubt: AtomicBool::new(doubted.load(Ordering::SeqCst)),
         });
-        let span = info_span!("coord.registration", key = %inner.key);
-        let keeper = tokio::spawn(keeper::keep(inner.clone(), session).instrument(span));
+        inner.keep(written, &session);
         Ok(Registration {
             inner,
-            keeper: Mutex::new(Some(keeper)),
             checker: Mutex::new(None),
         })
     }
@@ -391,8 +394,7 @@ impl Registration {
     /// dropped registration.
     pub async fn deregister(self) -> Result<()> {
         self.stop_checker();
-        let keeper = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take();
-        self.inner.deregister(keeper).await
+        self.inner.deregister().await
     }
 }
 
@@ -412,9 +414,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.stop_checker();
-        if let Some(keeper) = self.keeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            keeper.abort();
-        }
+        // No recovery from here: the cleanup below removes the key.
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.leave();
         if self.state().is_final() {
             return;
         }
@@ -592,13 +594,11 @@ impl Inner {
         });
     }
 
-    async fn deregister(&self, keeper: Option<JoinHandle<()>>) -> Result<()> {
+    async fn deregister(&self) -> Result<()> {
         // Wait for a write in flight, and forbid further ones.
         let written = self.written.lock().await;
         self.stopped.store(true, Ordering::SeqCst);
-        if let Some(keeper) = keeper {
-            keeper.abort();
-        }
+        self.leave();
         if self.state.borrow().is_final() {
             return Ok(());
         }

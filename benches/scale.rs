@@ -1,0 +1,600 @@
+//! The scale group: one process holding N registrations, N config watches (each
+//! on its own key) and a number of service caches at once, at each N of the
+//! run, on a single-member etcd of its own (so that it can be killed and
+//! restarted; started with `--unsafe-no-fsync`, as the test clusters are) and on
+//! the memory backend. What each figure measures:
+//!
+//! - memory per item: the live heap (a counting allocator) and the RSS the
+//!   process gained while the items were made, divided by N;
+//! - tasks per item: tokio's alive tasks gained; etcd watchers per item: etcd's
+//!   `etcd_debugging_mvcc_watcher_total` gained;
+//! - idle: process CPU over the idle window with everything live, and how late
+//!   a 10 ms timer fired meanwhile (p99);
+//! - one write to each watched key (64 writers): write-to-delivery latency;
+//! - reconnect (etcd): the member killed and restarted on its data with
+//!   everything live; from the first answer after the restart, the time until
+//!   every registration is back in the store, and until every watch delivered a
+//!   value written after the restart (the writes themselves, 64 writers, timed
+//!   alone beside it); errors the items surfaced, and the longest gap between
+//!   answers of a `get` loop running throughout.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coordkit::{Backend, BackendExt, Coordinator, RegistrationState, ServiceInfo};
+use coordkit_etcd::{EtcdBackend, EtcdConfig};
+use coordkit_memory::MemoryBackend;
+use coordkit_testkit::Cluster;
+use futures::StreamExt;
+
+use crate::measure::{cpu_time, live_heap, rss_bytes};
+
+/// Sizes of one run.
+pub struct Sizes {
+    /// The values of N.
+    pub counts: Vec<usize>,
+    /// Service caches made at each N (at most N).
+    pub caches: usize,
+    /// The idle window.
+    pub idle: Duration,
+}
+
+const WRITERS: usize = 64;
+
+/// One column of the table: a backend at one N.
+struct Column {
+    title: String,
+    cells: BTreeMap<usize, String>,
+}
+
+impl Column {
+    fn set(&mut self, row: usize, value: String) {
+        self.cells.insert(row, value);
+    }
+}
+
+const ROWS: &[&str] = &[
+    "register N (64 tasks), per s",
+    "heap per registration",
+    "RSS per registration",
+    "tasks per registration",
+    "etcd watchers per registration",
+    "open N config watches, per s",
+    "heap per config watch",
+    "RSS per config watch",
+    "tasks per config watch",
+    "etcd watchers per config watch",
+    "service caches: heap per cache",
+    "service caches: tasks per cache",
+    "store reads per s while idle (all caches)",
+    "idle CPU, % of a core",
+    "10 ms timer late by, p99",
+    "one write to each watched key: delivery p50 / p99",
+    "heap per key of one watch_prefix over N keys",
+    "restart: every registration back after",
+    "restart: every watch got a fresh write after",
+    "restart: the fresh writes alone took",
+    "restart: errors surfaced",
+    "restart: longest gap between answers of a get loop",
+];
+
+fn row(name: &str) -> usize {
+    ROWS.iter().position(|r| *r == name).expect("a known row")
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.2} KiB", bytes / 1024.0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// What the process gained while `make` ran (then settled for 500 ms).
+struct Gain {
+    heap: f64,
+    rss: f64,
+    tasks: f64,
+    watchers: f64,
+}
+
+struct Probe<'a> {
+    etcd: Option<&'a str>,
+}
+
+impl Probe<'_> {
+    async fn watchers(&self) -> f64 {
+        match self.etcd {
+            Some(url) => etcd_metric(url, "etcd_debugging_mvcc_watcher_total").await,
+            None => 0.0,
+        }
+    }
+
+    async fn reads(&self, memory: Option<&MemoryBackend>) -> f64 {
+        match (self.etcd, memory) {
+            (Some(url), _) => etcd_metric(url, "etcd_debugging_mvcc_range_total").await,
+            (None, Some(m)) => m.stats().ranges as f64,
+            (None, None) => 0.0,
+        }
+    }
+
+    async fn gain<T, F: std::future::Future<Output = T>>(&self, n: usize, make: F) -> (T, Gain) {
+        let (heap, rss, tasks, watchers) = (
+            live_heap(),
+            rss_bytes(),
+            alive_tasks(),
+            self.watchers().await,
+        );
+        let made = make.await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = n.max(1) as f64;
+        let gain = Gain {
+            heap: (live_heap() - heap) as f64 / n,
+            rss: rss_bytes().saturating_sub(rss) as f64 / n,
+            tasks: (alive_tasks() as f64 - tasks as f64) / n,
+            watchers: (self.watchers().await - watchers) / n,
+        };
+        (made, gain)
+    }
+}
+
+/// One gauge or counter from etcd's `/metrics` (plain HTTP on the client URL).
+async fn etcd_metric(url: &str, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").to_string();
+    let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await else {
+        return f64::NAN;
+    };
+    let req = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return f64::NAN;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Run the group: a table in Markdown.
+pub async fn run(sizes: &Sizes, etcd_available: bool) -> String {
+    let mut columns = Vec::new();
+    for &n in &sizes.counts {
+        columns.push(memory_column(n, sizes).await);
+        if etcd_available {
+            columns.push(etcd_column(n, sizes).await);
+        }
+    }
+    let mut out = String::from(
+        "\n## Scale: N registrations, N config watches and service caches in one process\n\n",
+    );
+    out.push_str("| |");
+    for c in &columns {
+        out.push_str(&format!(" {} |", c.title));
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---|".repeat(columns.len()));
+    out.push('\n');
+    for (i, name) in ROWS.iter().enumerate() {
+        out.push_str(&format!("| {name} |"));
+        for c in &columns {
+            out.push_str(&format!(
+                " {} |",
+                c.cells.get(&i).map_or("–", |s| s.as_str())
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+async fn memory_column(n: usize, sizes: &Sizes) -> Column {
+    let store = MemoryBackend::new();
+    let backend: Arc<dyn Backend> = Arc::new(store.client());
+    let mut column = Column {
+        title: format!("memory, N = {n}"),
+        cells: BTreeMap::new(),
+    };
+    let probe = Probe { etcd: None };
+    let live = hold(&backend, n, sizes, &probe, &mut column, Some(&store)).await;
+    drop(live);
+    column
+}
+
+async fn etcd_column(n: usize, sizes: &Sizes) -> Column {
+    let mut cluster = Cluster::start(1).await;
+    let url = cluster.members[0].direct_url();
+    let backend: Arc<dyn Backend> = Arc::new(
+        EtcdBackend::connect(EtcdConfig::with_endpoints(vec![url.clone()]))
+            .await
+            .expect("etcd"),
+    );
+    let mut column = Column {
+        title: format!("etcd, N = {n}"),
+        cells: BTreeMap::new(),
+    };
+    let probe = Probe { etcd: Some(&url) };
+    let live = hold(&backend, n, sizes, &probe, &mut column, None).await;
+    restart(&mut cluster, &backend, &live, &mut column).await;
+    drop(live);
+    column
+}
+
+/// Everything a column keeps live.
+struct Live {
+    coordinator: Coordinator,
+    registrations: Vec<coordkit::Registration>,
+    keys: Vec<String>,
+    /// Per watch: the newest value it delivered (a write's nanos), and errors.
+    delivered: Arc<Vec<AtomicU64>>,
+    errors: Arc<AtomicUsize>,
+    _watch_tasks: Vec<tokio::task::JoinHandle<()>>,
+    _caches: Vec<coordkit::ServiceCache>,
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn hold(
+    backend: &Arc<dyn Backend>,
+    n: usize,
+    sizes: &Sizes,
+    probe: &Probe<'_>,
+    column: &mut Column,
+    memory: Option<&MemoryBackend>,
+) -> Live {
+    let coordinator = Coordinator::builder(backend.clone())
+        .namespace("scale/")
+        .build()
+        .expect("coordinator");
+    let ttl = Duration::from_secs(10);
+    coordinator.session(ttl).await.expect("session");
+    // Registrations.
+    let started = Instant::now();
+    let (registrations, gain) = probe
+        .gain(n, async {
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|t| {
+                    let c = coordinator.clone();
+                    tokio::spawn(async move {
+                        let mut held = Vec::new();
+                        for i in (t..n).step_by(WRITERS) {
+                            let info =
+                                ServiceInfo::new(format!("r-{i}"), "fleet", "10.1.0.1", 9000);
+                            held.push(c.registry().register(info, ttl).await.expect("register"));
+                        }
+                        held
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("task"));
+            }
+            all
+        })
+        .await;
+    let took = started.elapsed().saturating_sub(Duration::from_millis(500));
+    column.set(
+        row("register N (64 tasks), per s"),
+        format!("{:.0}", n as f64 / took.as_secs_f64()),
+    );
+    column.set(row("heap per registration"), kib(gain.heap));
+    column.set(row("RSS per registration"), kib(gain.rss));
+    column.set(row("tasks per registration"), format!("{:.3}", gain.tasks));
+    column.set(
+        row("etcd watchers per registration"),
+        format!("{:.3}", gain.watchers),
+    );
+    // Config watches, each on its own key, each polled by one task of the
+    // bench (the bench's own tasks are not counted in the watch's cost: they are
+    // made before the gain is measured).
+    let config = coordinator.config();
+    let keys: Vec<String> = (0..n).map(|i| format!("w/{i}")).collect();
+    for chunk in keys.chunks(WRITERS.max(1) * 16) {
+        futures::future::join_all(chunk.iter().map(|k| config.set(k, &0u64)))
+            .await
+            .into_iter()
+            .for_each(|r| {
+                r.expect("set");
+            });
+    }
+    let delivered: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    let errors = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let (watchers, gain) = probe
+        .gain(n, async {
+            let mut all = Vec::with_capacity(n);
+            for k in &keys {
+                all.push(config.watch::<u64>(k).await.expect("watch"));
+            }
+            all
+        })
+        .await;
+    let took = started.elapsed().saturating_sub(Duration::from_millis(500));
+    column.set(
+        row("open N config watches, per s"),
+        format!("{:.0}", n as f64 / took.as_secs_f64()),
+    );
+    column.set(row("heap per config watch"), kib(gain.heap));
+    column.set(row("RSS per config watch"), kib(gain.rss));
+    column.set(row("tasks per config watch"), format!("{:.3}", gain.tasks));
+    column.set(
+        row("etcd watchers per config watch"),
+        format!("{:.3}", gain.watchers),
+    );
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let watch_tasks: Vec<_> = watchers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut w)| {
+            let (delivered, errors, latencies) =
+                (delivered.clone(), errors.clone(), latencies.clone());
+            tokio::spawn(async move {
+                while let Some(item) = w.next().await {
+                    match item {
+                        Ok(e) => {
+                            let sent = e.value.unwrap_or(0);
+                            if sent > 0 {
+                                latencies
+                                    .lock()
+                                    .unwrap()
+                                    .push(now_nanos().saturating_sub(sent));
+                            }
+                            delivered[i].store(sent, Ordering::SeqCst);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Service caches.
+    let caches_n = sizes.caches.min(n).max(1);
+    let (caches, gain) = probe
+        .gain(caches_n, async {
+            let mut all = Vec::with_capacity(caches_n);
+            for i in 0..caches_n {
+                all.push(
+                    coordinator
+                        .registry()
+                        .cache(&format!("c-{i}"))
+                        .await
+                        .expect("cache"),
+                );
+            }
+            all
+        })
+        .await;
+    column.set(
+        row("service caches: heap per cache"),
+        format!("{} ({caches_n} caches)", kib(gain.heap)),
+    );
+    column.set(
+        row("service caches: tasks per cache"),
+        format!("{:.3}", gain.tasks),
+    );
+    // Idle.
+    let reads = probe.reads(memory).await;
+    let (cpu, window) = (cpu_time(), Instant::now());
+    let late = timer_lateness(sizes.idle).await;
+    let share =
+        cpu_time().saturating_sub(cpu).as_secs_f64() / window.elapsed().as_secs_f64() * 100.0;
+    let reads = (probe.reads(memory).await - reads) / window.elapsed().as_secs_f64();
+    column.set(
+        row("store reads per s while idle (all caches)"),
+        format!("{reads:.1}"),
+    );
+    column.set(
+        row("idle CPU, % of a core"),
+        format!("{share:.2}% over {:?}", sizes.idle),
+    );
+    column.set(row("10 ms timer late by, p99"), ms(late));
+    // One write to each watched key.
+    latencies.lock().unwrap().clear();
+    write_each(&config, &keys).await;
+    let all_delivered = wait_until(Duration::from_secs(120), || {
+        latencies.lock().unwrap().len() >= n
+    })
+    .await;
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort_unstable();
+    let q = |p: f64| {
+        Duration::from_nanos(
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0),
+        )
+    };
+    column.set(
+        row("one write to each watched key: delivery p50 / p99"),
+        format!(
+            "{} / {}{}",
+            ms(q(0.5)),
+            ms(q(0.99)),
+            if all_delivered {
+                ""
+            } else {
+                " (not all delivered in 120 s)"
+            }
+        ),
+    );
+    // A watch_prefix over N keys.
+    let (prefix_watch, gain) = probe
+        .gain(n, async {
+            config
+                .watch_prefix::<u64>("w/")
+                .await
+                .expect("watch_prefix")
+        })
+        .await;
+    drop(prefix_watch);
+    column.set(
+        row("heap per key of one watch_prefix over N keys"),
+        kib(gain.heap),
+    );
+    Live {
+        coordinator,
+        registrations,
+        keys,
+        delivered,
+        errors,
+        _watch_tasks: watch_tasks,
+        _caches: caches,
+    }
+}
+
+/// How late a 10 ms timer fires, p99, over `window`.
+async fn timer_lateness(window: Duration) -> Duration {
+    let mut late = Vec::new();
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        let due = Instant::now() + Duration::from_millis(10);
+        tokio::time::sleep_until(due.into()).await;
+        late.push(Instant::now().saturating_duration_since(due));
+    }
+    late.sort_unstable();
+    late.get(late.len() * 99 / 100).copied().unwrap_or_default()
+}
+
+/// Write the current time (nanos) to each key, 64 writers.
+async fn write_each(config: &coordkit::ConfigCenter, keys: &[String]) {
+    let next = AtomicUsize::new(0);
+    let writers = (0..WRITERS).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(k) = keys.get(i) else { return };
+            while config.set(k, &now_nanos()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+}
+
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+async fn restart(
+    cluster: &mut Cluster,
+    backend: &Arc<dyn Backend>,
+    live: &Live,
+    column: &mut Column,
+) {
+    let n = live.keys.len();
+    let errors_before = live.errors.load(Ordering::SeqCst);
+    // A get loop throughout: the longest gap between answers.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gap = {
+        let (backend, stop) = (backend.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+            while !stop.load(Ordering::SeqCst) {
+                if backend.get("scale/probe").await.is_ok() {
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            longest
+        })
+    };
+    cluster.members[0].kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart(0).await;
+    let answered = Instant::now();
+    while backend.get("scale/probe").await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answered = answered.max(Instant::now() - Duration::from_millis(10));
+    let restarted_at = now_nanos();
+    // Registrations back: every key of the service present, on a live lease.
+    let prefix = "scale/service/fleet/";
+    let registry_back = {
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let count = backend
+                    .range(coordkit::RangeRequest::prefix(prefix).count_only())
+                    .await
+                    .map_or(0, |r| r.count);
+                if count as usize >= n {
+                    return Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let writes_started = Instant::now();
+    write_each(&live.coordinator.config(), &live.keys).await;
+    let writes_took = writes_started.elapsed();
+    let fresh = wait_until(Duration::from_secs(300), || {
+        live.delivered
+            .iter()
+            .all(|d| d.load(Ordering::SeqCst) >= restarted_at)
+    })
+    .await;
+    let watches_back = answered.elapsed();
+    let registrations_back = tokio::time::timeout(Duration::from_secs(300), registry_back)
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|at| at.saturating_duration_since(answered));
+    stop.store(true, Ordering::SeqCst);
+    let longest = gap.await.unwrap_or_default();
+    let not_registered = live
+        .registrations
+        .iter()
+        .filter(|r| r.state() != RegistrationState::Registered)
+        .count();
+    column.set(
+        row("restart: every registration back after"),
+        registrations_back.map_or("not in 300 s".into(), |d| {
+            format!("{:.2} s", d.as_secs_f64())
+        }),
+    );
+    column.set(
+        row("restart: every watch got a fresh write after"),
+        if fresh {
+            format!("{:.2} s", watches_back.as_secs_f64())
+        } else {
+            "not in 300 s".into()
+        },
+    );
+    column.set(
+        row("restart: the fresh writes alone took"),
+        format!("{:.2} s", writes_took.as_secs_f64()),
+    );
+    column.set(
+        row("restart: errors surfaced"),
+        format!(
+            "{} watch errors; {not_registered} registrations not `Registered` at the end",
+            live.errors.load(Ordering::SeqCst) - errors_before
+        ),
+    );
+    column.set(
+        row("restart: longest gap between answers of a get loop"),
+        format!("{:.2} s", longest.as_secs_f64()),
+    );
+}
