@@ -122,6 +122,7 @@ mod coordinator;
 mod error;
 mod follow;
 mod health;
+mod keepers;
 pub mod keys;
 mod queue_name;
 mod recipes;

@@ -7,7 +7,6 @@ mod etcd_naming;
 mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
-pub(crate) mod keepers;
 mod picker;
 mod registration;
 mod view;

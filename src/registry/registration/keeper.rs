@@ -13,7 +13,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::follow::Seen;
-use crate::registry::keepers::{Ended, Kept};
+use crate::keepers::{Ended, Kept};
 use crate::session::Session;
 
 impl Kept for Inner {

@@ -1,10 +1,10 @@
-//! The keepers of one coordinator's registrations. A registration is an entry in
-//! this table, not a task with a watch of its own: one follower per service (the
-//! parent of the registered keys) hands each change of a registered key to its
-//! owner to judge, and one task per session waits for that session's loss. An
-//! owner whose key no longer holds its write (deleted, overwritten), or whose
-//! session is lost, is taken out of the table and told once; it joins again
-//! after writing its key anew.
+//! The keepers of a coordinator's owned keys (its registrations). An owner is an
+//! entry in this table, not a task with a watch of its own: one follower per
+//! parent of the kept keys (for registrations: the service) hands each change of
+//! a kept key to its owner to judge, and one task per session waits for that
+//! session's loss. An owner whose key no longer holds its write (deleted,
+//! overwritten), or whose session is lost, is taken out of the table and told
+//! once; it joins again after writing its key anew.
 //!
 //! An owner joins with the revision of its write. When the service's follower
 //! has already gone past it, the changes since are taken from the follower's
