@@ -43,7 +43,6 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
-mod buffer;
 mod config;
 mod convert;
 mod endpoints;
@@ -270,6 +269,11 @@ impl EtcdBackend {
             keep_alive_streams: self.inner.keep_alive_streams.load(Ordering::Relaxed),
             watch_stalls: self.inner.watch_counters.stalls.load(Ordering::Relaxed),
             observed_reads_resent: self.inner.observed.resent.load(Ordering::Relaxed),
+            watches_brought_forward: self
+                .inner
+                .watch_counters
+                .brought_forward
+                .load(Ordering::Relaxed),
         }
     }
 }
@@ -317,7 +321,7 @@ impl Backend for EtcdBackend {
         let (key, options) = convert::get(request);
         let resp = self
             .call("range", Context::default(), |c| {
-                let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
+                let (mut kv, key, options) = (crate::request::kv(c), key.clone(), options.clone());
                 async move { kv.get(key, Some(options)).await }
             })
             .await;
@@ -372,7 +376,7 @@ impl Backend for EtcdBackend {
         let request = convert::txn(txn, floor.is_some());
         let send = |request: etcd::Txn| {
             self.call("txn", ctx, move |c| {
-                let (mut kv, request) = (c.kv_client(), request.clone());
+                let (mut kv, request) = (crate::request::kv(c), request.clone());
                 async move {
                     if read_only {
                         finished_on_the_server(async move { kv.txn(request).await }).await
@@ -493,7 +497,7 @@ impl Backend for EtcdBackend {
         validate::watch(&request)?;
         let mut start = request.start_revision.map(|s| s - 1);
         let id = self.inner.next_watch.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = buffer::buffer(watch::WATCH_BUFFER);
+        let (tx, rx) = watch::buffer::buffer(watch::WATCH_BUFFER);
         let stalled = Arc::new(AtomicBool::new(false));
         // A watch from now returns once etcd created it: every change committed
         // after this call returns is delivered.
@@ -552,7 +556,7 @@ impl Backend for EtcdBackend {
         let options = etcd::CompactionOptions::new().with_physical();
         let done = self
             .call("compact", Context::default(), |c| {
-                let (mut kv, options) = (c.kv_client(), options.clone());
+                let (mut kv, options) = (crate::request::kv(c), options.clone());
                 async move { kv.compact(revision, Some(options)).await }
             })
             .await;
@@ -604,7 +608,7 @@ fn check_version(version: &str) -> Result<()> {
 
 /// One watch on the shared stream; dropping it cancels the watch.
 struct EtcdWatch {
-    rx: buffer::Receiver,
+    rx: watch::buffer::Receiver,
     id: i64,
     stalled: Arc<AtomicBool>,
     mailbox: Arc<watch::Mailbox>,

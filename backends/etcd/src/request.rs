@@ -11,6 +11,15 @@ use etcd_client as etcd;
 use crate::convert::{self, Context};
 use crate::EtcdBackend;
 
+/// The largest answer taken from etcd (a range over a large prefix, a batch
+/// of watch events): tonic's default of 4 MiB refused a read of 100,000 keys.
+pub(crate) const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+/// The KV client of `c`, taking answers up to [`MAX_ANSWER_BYTES`].
+pub(crate) fn kv(c: &etcd::Client) -> etcd::KvClient {
+    c.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES)
+}
+
 impl EtcdBackend {
     /// Run one etcd call under the request timeout on the first healthy endpoint,
     /// mapping its error.
@@ -125,7 +134,7 @@ impl EtcdBackend {
         let (key, value) = (p.key, p.value);
         let mut resp = self
             .call("put", ctx, |c| {
-                let (mut kv, key, value) = (c.kv_client(), key.clone(), value.clone());
+                let (mut kv, key, value) = (kv(c), key.clone(), value.clone());
                 let options = options.clone();
                 async move { kv.put(key, value, Some(options)).await }
             })
@@ -149,7 +158,7 @@ impl EtcdBackend {
         let (key, options) = convert::delete_options(d);
         let mut resp = self
             .call("delete", ctx, |c| {
-                let (mut kv, key, options) = (c.kv_client(), key.clone(), options.clone());
+                let (mut kv, key, options) = (kv(c), key.clone(), options.clone());
                 async move { kv.delete(key, Some(options)).await }
             })
             .await?;

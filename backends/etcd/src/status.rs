@@ -45,4 +45,7 @@ pub struct StreamStats {
     /// that a member behind this backend's newest observed revision answered,
     /// sent again as linearizable reads.
     pub observed_reads_resent: u64,
+    /// Idle watches of one key that a reconnect resumed just after a read of
+    /// their key rather than from the old revision they were owed.
+    pub watches_brought_forward: u64,
 }

@@ -564,3 +564,73 @@ async fn a_request_refused_before_it_was_sent_is_retried_until_etcd_is_back() {
     let kv = backend.get("after").await.unwrap().expect("written");
     assert_eq!(kv.value, b"2");
 }
+
+/// After its stream broke, an idle watch of one key whose key did not change
+/// resumes just after a read of the key, not from the old revision it was
+/// owed (etcd reads a resumed watch's history from that revision, 512 watches
+/// a pass): a compaction past the old revision costs it nothing. A watch of a
+/// key that changed, and one of a key created and deleted meanwhile, still get
+/// every change — or `Compacted` when that history is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn idle_watches_of_unchanged_keys_resume_near_the_present() {
+    if !etcd_binary_available() {
+        return;
+    }
+    let mut etcd = EtcdProcess::start();
+    let b = EtcdProcess::connect_to(etcd.client_port).await;
+    for compact in [false, true] {
+        let round = if compact { "c" } else { "n" };
+        let (same, changed, flash) = (
+            format!("{round}/same"),
+            format!("{round}/changed"),
+            format!("{round}/flash"),
+        );
+        b.put(same.as_str(), "1").await.unwrap();
+        b.put(changed.as_str(), "1").await.unwrap();
+        let mut w_same = b.watch(WatchRequest::key(same.as_str())).await.unwrap();
+        let mut w_changed = b.watch(WatchRequest::key(changed.as_str())).await.unwrap();
+        let mut w_flash = b.watch(WatchRequest::key(flash.as_str())).await.unwrap();
+        let moved = b.stream_stats().watches_brought_forward;
+        // Changes the backend cannot see: etcd serves its data on another port.
+        let hidden_port = etcd.hide();
+        let other = EtcdProcess::connect_to(hidden_port).await;
+        let changed_at = other.put(changed.as_str(), "2").await.unwrap();
+        let created_at = other.put(flash.as_str(), "x").await.unwrap();
+        assert!(other.delete(flash.as_str()).await.unwrap());
+        let deleted_at = other.current_revision().await.unwrap();
+        for i in 0..5 {
+            other.put(format!("{round}/noise/{i}"), "n").await.unwrap();
+        }
+        let now = other.current_revision().await.unwrap();
+        if compact {
+            other.compact(now).await.unwrap();
+        }
+        drop(other);
+        etcd.kill();
+        etcd.restart_on(etcd.client_port);
+        let writer = EtcdProcess::connect_to(etcd.client_port).await;
+        let fresh = writer.put(same.as_str(), "2").await.unwrap();
+        // The unchanged key's watch: straight to the fresh write, in both rounds.
+        assert_eq!(next(&mut w_same).await.unwrap().revision, fresh);
+        if compact {
+            for w in [&mut w_changed, &mut w_flash] {
+                match next(w).await {
+                    Err(Error::Compacted { compact_revision }) => {
+                        assert_eq!(compact_revision, now)
+                    }
+                    other => panic!("expected Compacted, got {other:?}"),
+                }
+            }
+        } else {
+            assert_eq!(next(&mut w_changed).await.unwrap().revision, changed_at);
+            assert_eq!(next(&mut w_flash).await.unwrap().revision, created_at);
+            assert_eq!(next(&mut w_flash).await.unwrap().revision, deleted_at);
+        }
+        // (A reconnect that fails after the read may move it again.)
+        assert!(
+            b.stream_stats().watches_brought_forward > moved,
+            "the unchanged key's watch was brought forward"
+        );
+    }
+}

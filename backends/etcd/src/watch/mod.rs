@@ -23,6 +23,9 @@
 //! loop for lagging watchers); its creation is confirmed to the caller with the
 //! revision it starts after, which is where a resume would continue.
 
+mod bring_forward;
+pub(crate) mod buffer;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +55,7 @@ pub(crate) enum Command {
         /// For a watch from now: told whether etcd registered it live (see
         /// [`Hub::progressed`]).
         live: Option<oneshot::Sender<bool>>,
-        tx: crate::buffer::Sender,
+        tx: buffer::Sender,
         stalled: Arc<AtomicBool>,
     },
     /// The consumer has read everything buffered since its watch was cut.
@@ -124,7 +127,7 @@ struct Watch {
     /// The revision a progress report sent after this watch's creation gave,
     /// when it came before the creation's confirmation.
     progress_at: Option<Revision>,
-    tx: crate::buffer::Sender,
+    tx: buffer::Sender,
     /// Set by the hub when the buffer filled and the etcd watch was cut; the
     /// handle asks for a `Resume` once it has read the buffer out.
     stalled: Arc<AtomicBool>,
@@ -157,6 +160,7 @@ impl Watch {
 pub(crate) struct Counters {
     pub(crate) streams_opened: AtomicU64,
     pub(crate) stalls: AtomicU64,
+    pub(crate) brought_forward: AtomicU64,
 }
 
 enum Outgoing {
@@ -415,6 +419,7 @@ impl Hub {
     /// does, try again after a backoff with jitter.
     async fn open(&mut self) {
         let bound = self.liveness.bound();
+        self.bring_idle_watches_forward(bound).await;
         let Some((&first, _)) = self
             .watches
             .iter()
@@ -435,7 +440,7 @@ impl Hub {
             };
             let mut wc = client
                 .watch_client()
-                .max_decoding_message_size(64 * 1024 * 1024);
+                .max_decoding_message_size(crate::request::MAX_ANSWER_BYTES);
             let opened =
                 tokio::time::timeout(bound, wc.watch(key.clone(), Some(options.clone()))).await;
             match opened {
@@ -542,7 +547,7 @@ impl Hub {
                 Error::unavailable(format!("etcd canceled the watch: {}", resp.cancel_reason()))
             };
             match w.tx.try_send(Err(err)) {
-                Err(crate::buffer::Refused::Full) => {
+                Err(buffer::Refused::Full) => {
                     // Told once the consumer has caught up: the re-creation is
                     // refused the same way.
                     self.stall(id);
@@ -582,11 +587,11 @@ impl Hub {
                 events,
             })) {
                 Ok(()) => w.next = rev + 1,
-                Err(crate::buffer::Refused::Full) => {
+                Err(buffer::Refused::Full) => {
                     self.stall(id);
                     return;
                 }
-                Err(crate::buffer::Refused::Closed) => {
+                Err(buffer::Refused::Closed) => {
                     // The caller dropped the stream; its Close is on the way.
                     self.watches.remove(&id);
                     self.outgoing.push_back(Outgoing::Cancel(id));
