@@ -12,7 +12,7 @@
 //! follower's position, and the follower's later changes wait for that read:
 //! an owner judges its key's changes in order, once each.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -93,9 +93,9 @@ struct Service {
     _follower: Task,
 }
 
-/// The registrations on one session, and the task waiting for its loss.
+/// How many members are on one session, and the task waiting for its loss.
 struct Lessee {
-    keys: HashSet<(String, Vec<u8>)>,
+    members: usize,
     _watch: Task,
 }
 
@@ -199,17 +199,26 @@ impl Keepers {
             let (key, service) = (key.to_string(), service.to_string());
             tokio::spawn(async move { catch_up(shared, service, key, id, at).await });
         }
+        // Two owners of one key here (two registrations of one id): the older
+        // write was overwritten by the newer.
+        if s.members.get(key.as_bytes()).is_some_and(|m| m.ours > ours) {
+            verdict = verdict.or(Some(Ended::Overwritten));
+        }
         if let Some(why) = verdict {
             told.push((kept.clone(), why));
         } else {
-            s.members.insert(key.as_bytes().to_vec(), member);
-            let lessee = table
+            let replaced = s.members.insert(key.as_bytes().to_vec(), member);
+            table
                 .sessions
                 .entry(lease)
-                .or_insert_with(|| Lessee::start(shared, session));
-            lessee
-                .keys
-                .insert((service.to_string(), key.as_bytes().to_vec()));
+                .or_insert_with(|| Lessee::start(shared, session))
+                .members += 1;
+            if let Some(old) = replaced {
+                table.left_session(old.lease);
+                if let Some(owner) = old.kept.upgrade() {
+                    told.push((owner, Ended::Overwritten));
+                }
+            }
         }
         drop(table);
         tell(told);
@@ -241,13 +250,18 @@ impl Table {
         if s.members.is_empty() {
             self.services.remove(service);
         }
-        if let Some(lessee) = self.sessions.get_mut(&member.lease) {
-            lessee.keys.remove(&(service.to_string(), key.to_vec()));
-            if lessee.keys.is_empty() {
-                self.sessions.remove(&member.lease);
+        self.left_session(member.lease);
+        Some(member)
+    }
+
+    /// A member on `lease` left: the session's watch ends with its last member.
+    fn left_session(&mut self, lease: LeaseId) {
+        if let Some(lessee) = self.sessions.get_mut(&lease) {
+            lessee.members -= 1;
+            if lessee.members == 0 {
+                self.sessions.remove(&lease);
             }
         }
-        Some(member)
     }
 
     /// Take membership `id` of `key` out for `why`, adding its owner to `told`.
@@ -311,21 +325,21 @@ impl Table {
         }
     }
 
-    /// Every member on `lease` ends: its session is lost.
+    /// Every member on `lease` ends: its session is lost. (A session is lost
+    /// rarely: the members are found by going through them all.)
     fn session_lost(&mut self, lease: LeaseId, told: &mut Told) {
-        let Some(lessee) = self.sessions.get(&lease) else {
-            return;
-        };
-        let keys: Vec<(String, Vec<u8>)> = lessee.keys.iter().cloned().collect();
-        for (service, key) in keys {
-            let id = self
-                .services
-                .get(&service)
-                .and_then(|s| s.members.get(&key))
-                .map(|m| m.id);
-            if let Some(id) = id {
-                self.end(&service, &key, id, Ended::SessionLost, told);
-            }
+        let on_lease: Vec<(String, Vec<u8>, u64)> = self
+            .services
+            .iter()
+            .flat_map(|(service, s)| {
+                s.members
+                    .iter()
+                    .filter(|(_, m)| m.lease == lease)
+                    .map(move |(key, m)| (service.clone(), key.clone(), m.id))
+            })
+            .collect();
+        for (service, key, id) in on_lease {
+            self.end(&service, &key, id, Ended::SessionLost, told);
         }
         self.sessions.remove(&lease);
     }
@@ -395,7 +409,7 @@ impl Lessee {
             tell(told);
         });
         Lessee {
-            keys: HashSet::new(),
+            members: 0,
             _watch: Task(watch),
         }
     }

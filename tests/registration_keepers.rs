@@ -176,3 +176,27 @@ async fn joining_late(overwrite: bool, a_first: bool, changes: usize, case: &str
     }
     assert_eq!(a.state(), RegistrationState::Registered, "{case}");
 }
+
+/// Two registrations of one id on one coordinator: the second's write replaces
+/// the first's, which stops as `Replaced`; the second stays kept. The service's
+/// watch lags (as a store's may), so the second joins before the first could
+/// see its write.
+#[tokio::test(start_paused = true)]
+async fn a_second_registration_of_one_id_here_replaces_the_first() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    client.lag_new_watches(Some(Duration::from_secs(1)));
+    let c = Coordinator::new(Arc::new(client.clone()));
+    let info = || ServiceInfo::new("dup", "svc", "10.0.0.1", 7000);
+    let first = c.registry().register(info(), TTL).await.unwrap();
+    let second = c
+        .registry()
+        .register(info().with_weight(2), TTL)
+        .await
+        .unwrap();
+    state_becomes(&first, RegistrationState::Replaced).await;
+    assert_eq!(second.state(), RegistrationState::Registered);
+    // The second is still followed: removed by someone else, it says so.
+    assert_eq!(c.registry().deregister("dup").await.unwrap(), 1);
+    state_becomes(&second, RegistrationState::Removed).await;
+}

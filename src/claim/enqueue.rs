@@ -193,12 +193,12 @@ impl Enqueue<'_> {
         own_writes: &mut OwnWrites,
     ) -> Result<(Revision, Option<Vec<u8>>)> {
         if resp.succeeded {
-            own_writes.written(self.value, resp.revision);
+            own_writes.written(resp.revision);
             return Ok((resp.revision, None));
         }
         match range_responses(resp).first().and_then(|r| r.kvs.first()) {
             Some(kv) if kv.lease == Some(self.lease) => {
-                own_writes.written(&kv.value, kv.mod_revision);
+                own_writes.written(kv.mod_revision);
                 Ok((kv.create_revision, Some(kv.value.clone())))
             }
             Some(_) => Err(Error::LockConflict {

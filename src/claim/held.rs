@@ -188,7 +188,7 @@ impl Claim {
             .run("proclaim", |_| self.backend.txn(put.clone()))
             .await?;
         if r.succeeded {
-            self.own_writes().written(&value, r.revision);
+            self.own_writes().written(r.revision);
         }
         Ok(r.succeeded)
     }

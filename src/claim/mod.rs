@@ -406,7 +406,7 @@ impl Claims {
             .run("proclaim", |_| backend.txn(put.clone()))
             .await?;
         if r.succeeded {
-            own_writes.written(value, r.revision);
+            own_writes.written(r.revision);
         }
         Ok(r.succeeded)
     }
@@ -465,7 +465,7 @@ impl Claims {
             });
         }
         let mut own_writes = OwnWrites::default();
-        own_writes.written(&own.value, own.mod_revision);
+        own_writes.written(own.mod_revision);
         let hold = Some(KeyHold::Turn(turn));
         Ok(Claim::held(
             self, kind, name, key, token, session, hold, own_writes,

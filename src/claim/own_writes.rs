@@ -25,14 +25,14 @@ impl OwnWrites {
         self.entries.push_back((None, value.to_vec()));
     }
 
-    /// A write known to have committed at `revision`. The entry of its send
-    /// stays: an earlier try of the same write may have committed too, at a
-    /// revision nobody was told.
-    pub(crate) fn written(&mut self, value: &[u8], revision: Revision) {
+    /// A write known to have committed at `revision` (known by it: its value is
+    /// not kept). The entry of its send stays: an earlier try of the same write
+    /// may have committed too, at a revision nobody was told.
+    pub(crate) fn written(&mut self, revision: Revision) {
         if self.entries.len() == Self::CAPACITY {
             self.entries.pop_front();
         }
-        self.entries.push_back((Some(revision), value.to_vec()));
+        self.entries.push_back((Some(revision), Vec::new()));
     }
 
     /// Whether a put of `kv` (on the owner's key, create revision checked by the
@@ -73,11 +73,11 @@ mod tests {
     fn own_writes_know_lost_responses_by_value_and_stay_bounded() {
         let mut own = OwnWrites::default();
         own.sending(b"a");
-        own.written(b"a", 5);
+        own.written(5);
         // A proclaim of "b" whose first try committed at 7 but whose response
         // was lost; the retry committed at 8.
         own.sending(b"b");
-        own.written(b"b", 8);
+        own.written(8);
         assert!(own.is_own(&kv("a", 5, 1), LeaseId(1)));
         assert!(
             own.is_own(&kv("b", 7, 1), LeaseId(1)),

@@ -141,7 +141,7 @@ impl Inner {
             .inspect_err(|_| self.in_doubt.store(true, Ordering::SeqCst))?;
         if resp.succeeded {
             *written = (resp.revision, lease);
-            self.own_writes().written(&value, resp.revision);
+            self.own_writes().written(resp.revision);
             return Ok(Some(session));
         }
         // Still there: ours (its lease not yet expired by the store) is taken over;
@@ -151,7 +151,7 @@ impl Inner {
             // Our own create, whose answer was lost: this value on this session's lease.
             Some(kv) if kv.lease == Some(lease) && kv.value == value => {
                 *written = (kv.mod_revision, lease);
-                self.own_writes().written(&value, kv.mod_revision);
+                self.own_writes().written(kv.mod_revision);
                 Ok(Some(session))
             }
             Some(kv) if kv.mod_revision == written.0 => {
@@ -165,7 +165,7 @@ impl Inner {
                 let resp = self.coord.backend.txn(take).await?;
                 if resp.succeeded {
                     *written = (resp.revision, lease);
-                    self.own_writes().written(&value, resp.revision);
+                    self.own_writes().written(resp.revision);
                     Ok(Some(session))
                 } else {
                     Err(Error::unavailable(

@@ -10,6 +10,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, info_span, warn, Instrument};
 
 mod keeper;
+mod state;
+
+pub use state::RegistrationState;
+use state::StateCell;
 
 use super::{Format, InstanceHealth, ServiceInfo};
 use crate::ambiguous::{first_change_after, outcome_unknown};
@@ -21,34 +25,6 @@ use crate::cleanup::Orphan;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::session::Session;
-
-/// Where a [`Registration`] stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RegistrationState {
-    /// The instance is in the store, on a live session.
-    Registered,
-    /// The lease was lost; the instance is being written again on a new session.
-    Reregistering,
-    /// Another registration of the same id took the key; this one stopped.
-    Replaced,
-    /// Someone removed the key (for example `RegistryService::deregister(id)`); this one stopped.
-    Removed,
-    /// Deregistered by its owner (or its coordinator was closed).
-    Deregistered,
-}
-
-impl RegistrationState {
-    /// Whether the registration has stopped for good.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RegistrationState::Replaced
-                | RegistrationState::Removed
-                | RegistrationState::Deregistered
-        )
-    }
-}
 
 /// A registered instance, kept registered until [`Registration::deregister`] or
 /// drop. A drop deregisters in the background: the coordinator's cleanup deletes
@@ -75,7 +51,7 @@ struct Inner {
     /// Keys written and removed with the instance: its id index.
     also: Vec<String>,
     ttl: Duration,
-    state: watch::Sender<RegistrationState>,
+    state: StateCell,
     /// The mod revision and lease of this registration's last write. Held across a
     /// write, so deregistering waits for one in flight.
     written: tokio::sync::Mutex<(Revision, LeaseId)>,
@@ -261,7 +237,7 @@ impl Registration {
         info!(key, lease = %lease, "registered");
         crate::telemetry::registered();
         let mut own_writes = OwnWrites::default();
-        own_writes.written(&value, written);
+        own_writes.written(written);
         let inner = Arc::new(Inner {
             coord,
             info: Mutex::new((info, value)),
@@ -270,7 +246,7 @@ impl Registration {
             key,
             also,
             ttl,
-            state: watch::Sender::new(RegistrationState::Registered),
+            state: StateCell::new(RegistrationState::Registered),
             written: tokio::sync::Mutex::new((written, lease)),
             session: Mutex::new(session.clone()),
             membership: Mutex::new(None),
@@ -336,7 +312,7 @@ impl Registration {
                 let mut stored = Some(inner.info().0.health);
                 loop {
                     let health = check().await;
-                    if inner.state.borrow().is_final() {
+                    if inner.state.get().is_final() {
                         return;
                     }
                     if stored != Some(health) {
@@ -377,7 +353,7 @@ impl Registration {
 
     /// The current state.
     pub fn state(&self) -> RegistrationState {
-        *self.inner.state.borrow()
+        self.inner.state.get()
     }
 
     /// Follow the state as it changes.
@@ -428,7 +404,7 @@ impl Drop for Registration {
                 // Wait for a write in flight, and forbid further ones.
                 let written = inner.written.lock().await;
                 inner.stopped.store(true, Ordering::SeqCst);
-                if inner.state.borrow().is_final() {
+                if inner.state.get().is_final() {
                     return;
                 }
                 let orphan_after = written.0;
@@ -495,14 +471,14 @@ impl Inner {
         )?;
         // Wait for a write in flight (a re-registration), and hold off others.
         let mut written = self.written.lock().await;
-        if self.stopped.load(Ordering::SeqCst) || self.state.borrow().is_final() {
+        if self.stopped.load(Ordering::SeqCst) || self.state.get().is_final() {
             return Err(Error::Closed {
                 what: "the registration",
             });
         }
         // From here a re-registration writes the new value.
         *self.info.lock().unwrap_or_else(|e| e.into_inner()) = (info.clone(), value.clone());
-        if *self.state.borrow() == RegistrationState::Reregistering {
+        if self.state.get() == RegistrationState::Reregistering {
             return Ok(info);
         }
         let (ours, lease) = *written;
@@ -527,7 +503,7 @@ impl Inner {
         let failure = match sent {
             Ok(r) if r.succeeded => {
                 *written = (r.revision, lease);
-                self.own_writes().written(&value, r.revision);
+                self.own_writes().written(r.revision);
                 return Ok(info);
             }
             // Replaced, removed, or its lease lost meanwhile: the keeper says which.
@@ -551,7 +527,7 @@ impl Inner {
                 match then.kvs.first() {
                     Some(kv) if kv.mod_revision == at && kv.value == value && kv.lease == Some(lease) => {
                         *written = (at, lease);
-                        self.own_writes().written(&value, at);
+                        self.own_writes().written(at);
                         Ok(info)
                     }
                     _ => Err(failure),
@@ -584,14 +560,7 @@ impl Inner {
     }
 
     fn set_state(&self, state: RegistrationState) {
-        self.state.send_if_modified(|s| {
-            // A final state stays.
-            let change = *s != state && !s.is_final();
-            if change {
-                *s = state;
-            }
-            change
-        });
+        self.state.set(state);
     }
 
     async fn deregister(&self) -> Result<()> {
@@ -599,7 +568,7 @@ impl Inner {
         let written = self.written.lock().await;
         self.stopped.store(true, Ordering::SeqCst);
         self.leave();
-        if self.state.borrow().is_final() {
+        if self.state.get().is_final() {
             return Ok(());
         }
         let txn = Txn::new()
