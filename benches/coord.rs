@@ -122,11 +122,18 @@ fn main() {
             write_window: Duration::from_millis(200),
         }
     };
-    // COORD_BENCH_SCALE_100K=1 adds N = 100,000 to the scale group.
+    // COORD_BENCH_SCALE_100K=1 adds N = 100,000 to the scale group;
+    // COORD_BENCH_SCALE_COUNTS=100000 measures only those.
     let scale_sizes = if full {
         let mut counts = vec![1_000, 10_000];
         if std::env::var("COORD_BENCH_SCALE_100K").as_deref() == Ok("1") {
             counts.push(100_000);
+        }
+        if let Ok(list) = std::env::var("COORD_BENCH_SCALE_COUNTS") {
+            counts = list
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect();
         }
         scale::Sizes {
             counts,

@@ -205,7 +205,7 @@ async fn memory_column(n: usize, sizes: &Sizes) -> Column {
     };
     let probe = Probe { etcd: None };
     let live = hold(&backend, n, sizes, &probe, &mut column, Some(&store)).await;
-    drop(live);
+    live.end().await;
     column
 }
 
@@ -224,7 +224,7 @@ async fn etcd_column(n: usize, sizes: &Sizes) -> Column {
     let probe = Probe { etcd: Some(&url) };
     let live = hold(&backend, n, sizes, &probe, &mut column, None).await;
     restart(&mut cluster, &backend, &live, &mut column).await;
-    drop(live);
+    live.end().await;
     column
 }
 
@@ -238,6 +238,17 @@ struct Live {
     errors: Arc<AtomicUsize>,
     _watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     _caches: Vec<coordkit::ServiceCache>,
+}
+
+impl Live {
+    /// Close everything while the store is up, so that nothing of this column
+    /// is still running (retrying against a stopped etcd, say) during the next.
+    async fn end(self) {
+        let coordinator = self.coordinator.clone();
+        drop(self);
+        coordinator.close().await.ok();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn now_nanos() -> u64 {
