@@ -257,6 +257,14 @@ fn now_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// What the consumers of the config watches saw: per watch the newest value
+/// delivered (a write's nanos), every write-to-delivery latency, and errors.
+struct Seen {
+    delivered: Arc<Vec<AtomicU64>>,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    errors: Arc<AtomicUsize>,
+}
+
 async fn hold(
     backend: &Arc<dyn Backend>,
     n: usize,
@@ -269,9 +277,50 @@ async fn hold(
         .namespace("scale/")
         .build()
         .expect("coordinator");
-    let ttl = Duration::from_secs(10);
-    coordinator.session(ttl).await.expect("session");
-    // Registrations.
+    coordinator.session(TTL).await.expect("session");
+    let registrations = register_all(&coordinator, n, probe, column).await;
+    let config = coordinator.config();
+    let keys: Vec<String> = (0..n).map(|i| format!("w/{i}")).collect();
+    let watchers = watch_all(&config, &keys, probe, column).await;
+    let seen = Seen {
+        delivered: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+        latencies: Arc::new(Mutex::new(Vec::with_capacity(n))),
+        errors: Arc::new(AtomicUsize::new(0)),
+    };
+    let watch_tasks = consume(watchers, &seen);
+    let caches = cache_all(&coordinator, sizes.caches.min(n).max(1), probe, column).await;
+    idle(sizes.idle, probe, memory, column).await;
+    write_each_once(&config, &keys, &seen, column).await;
+    let (prefix_watch, gain) = probe
+        .gain(n, async { config.watch_prefix::<u64>("w/").await })
+        .await;
+    column.set(
+        row("heap per key of one watch_prefix over N keys"),
+        match prefix_watch {
+            Ok(_) => kib(gain.heap),
+            Err(e) => format!("failed: {e}"),
+        },
+    );
+    Live {
+        coordinator,
+        registrations,
+        keys,
+        delivered: seen.delivered,
+        errors: seen.errors,
+        _watch_tasks: watch_tasks,
+        _caches: caches,
+    }
+}
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// N registrations of one service, 64 registering tasks.
+async fn register_all(
+    coordinator: &Coordinator,
+    n: usize,
+    probe: &Probe<'_>,
+    column: &mut Column,
+) -> Vec<coordkit::Registration> {
     let started = Instant::now();
     let (registrations, gain) = probe
         .gain(n, async {
@@ -283,7 +332,7 @@ async fn hold(
                         for i in (t..n).step_by(WRITERS) {
                             let info =
                                 ServiceInfo::new(format!("r-{i}"), "fleet", "10.1.0.1", 9000);
-                            held.push(c.registry().register(info, ttl).await.expect("register"));
+                            held.push(c.registry().register(info, TTL).await.expect("register"));
                         }
                         held
                     })
@@ -308,27 +357,30 @@ async fn hold(
         row("etcd watchers per registration"),
         format!("{:.3}", gain.watchers),
     );
-    // Config watches, each on its own key.
-    let config = coordinator.config();
-    let keys: Vec<String> = (0..n).map(|i| format!("w/{i}")).collect();
-    for chunk in keys.chunks(WRITERS.max(1) * 16) {
-        futures::future::join_all(chunk.iter().map(|k| config.set(k, &0u64)))
-            .await
-            .into_iter()
-            .for_each(|r| {
-                r.expect("set");
-            });
+    registrations
+}
+
+/// A config watch of each key (written first).
+async fn watch_all(
+    config: &coordkit::ConfigCenter,
+    keys: &[String],
+    probe: &Probe<'_>,
+    column: &mut Column,
+) -> Vec<coordkit::config::Watcher<u64>> {
+    for chunk in keys.chunks(WRITERS * 16) {
+        for r in futures::future::join_all(chunk.iter().map(|k| config.set(k, &0u64))).await {
+            r.expect("set");
+        }
     }
-    let delivered: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let errors = Arc::new(AtomicUsize::new(0));
+    let n = keys.len();
     let started = Instant::now();
     let (watchers, gain) = probe
         .gain(n, async {
             let mut all = Vec::with_capacity(n);
-            for k in &keys {
+            for k in keys {
                 let mut w = config.watch::<u64>(k).await.expect("watch");
                 // A watcher opens its store watch when first polled: poll it
-                // once here (its consumer task, made below, is not counted).
+                // once here (its consumer task, made later, is not counted).
                 let _ = futures::FutureExt::now_or_never(w.next());
                 all.push(w);
             }
@@ -347,13 +399,23 @@ async fn hold(
         row("etcd watchers per config watch"),
         format!("{:.3}", gain.watchers),
     );
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let watch_tasks: Vec<_> = watchers
+    watchers
+}
+
+/// A task per watch, recording what it delivers into `seen`.
+fn consume(
+    watchers: Vec<coordkit::config::Watcher<u64>>,
+    seen: &Seen,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    watchers
         .into_iter()
         .enumerate()
         .map(|(i, mut w)| {
-            let (delivered, errors, latencies) =
-                (delivered.clone(), errors.clone(), latencies.clone());
+            let (delivered, errors, latencies) = (
+                seen.delivered.clone(),
+                seen.errors.clone(),
+                seen.latencies.clone(),
+            );
             tokio::spawn(async move {
                 while let Some(item) = w.next().await {
                     match item {
@@ -374,99 +436,91 @@ async fn hold(
                 }
             })
         })
-        .collect();
-    // Service caches.
-    let caches_n = sizes.caches.min(n).max(1);
+        .collect()
+}
+
+/// `count` service caches, of services with no instance.
+async fn cache_all(
+    coordinator: &Coordinator,
+    count: usize,
+    probe: &Probe<'_>,
+    column: &mut Column,
+) -> Vec<coordkit::ServiceCache> {
     let (caches, gain) = probe
-        .gain(caches_n, async {
-            let mut all = Vec::with_capacity(caches_n);
-            for i in 0..caches_n {
-                all.push(
-                    coordinator
-                        .registry()
-                        .cache(&format!("c-{i}"))
-                        .await
-                        .expect("cache"),
-                );
+        .gain(count, async {
+            let mut all = Vec::with_capacity(count);
+            for i in 0..count {
+                let cache = coordinator.registry().cache(&format!("c-{i}")).await;
+                all.push(cache.expect("cache"));
             }
             all
         })
         .await;
     column.set(
         row("service caches: heap per cache"),
-        format!("{} ({caches_n} caches)", kib(gain.heap)),
+        format!("{} ({count} caches)", kib(gain.heap)),
     );
     column.set(
         row("service caches: tasks per cache"),
         format!("{:.3}", gain.tasks),
     );
-    // Idle: the process's CPU over the window, then (apart, as its own
-    // wake-ups cost CPU) how late a 10 ms timer fires.
+    caches
+}
+
+/// The process's CPU and the store's reads over `window`, then (apart, as its
+/// own wake-ups cost CPU) how late a 10 ms timer fires.
+async fn idle(
+    window: Duration,
+    probe: &Probe<'_>,
+    memory: Option<&MemoryBackend>,
+    column: &mut Column,
+) {
     let reads = probe.reads(memory).await;
-    let (cpu, window) = (cpu_time(), Instant::now());
-    tokio::time::sleep(sizes.idle).await;
-    let share =
-        cpu_time().saturating_sub(cpu).as_secs_f64() / window.elapsed().as_secs_f64() * 100.0;
-    let reads = (probe.reads(memory).await - reads) / window.elapsed().as_secs_f64();
-    let late = timer_lateness(sizes.idle / 3).await;
+    let (cpu, started) = (cpu_time(), Instant::now());
+    tokio::time::sleep(window).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let share = cpu_time().saturating_sub(cpu).as_secs_f64() / elapsed * 100.0;
+    let reads = (probe.reads(memory).await - reads) / elapsed;
+    let late = timer_lateness(window / 3).await;
     column.set(
         row("store reads per s while idle (all caches)"),
         format!("{reads:.1}"),
     );
     column.set(
         row("idle CPU, % of a core"),
-        format!("{share:.2}% over {:?}", sizes.idle),
+        format!("{share:.2}% over {window:?}"),
     );
     column.set(row("10 ms timer late by, p99"), ms(late));
-    // One write to each watched key.
-    latencies.lock().unwrap().clear();
-    write_each(&config, &keys).await;
-    let all_delivered = wait_until(Duration::from_secs(120), || {
-        latencies.lock().unwrap().len() >= n
+}
+
+/// One write to each watched key; write-to-delivery latency.
+async fn write_each_once(
+    config: &coordkit::ConfigCenter,
+    keys: &[String],
+    seen: &Seen,
+    column: &mut Column,
+) {
+    seen.latencies.lock().unwrap().clear();
+    write_each(config, keys).await;
+    let all = wait_until(Duration::from_secs(120), || {
+        seen.latencies.lock().unwrap().len() >= keys.len()
     })
     .await;
-    let mut l = latencies.lock().unwrap().clone();
+    let mut l = seen.latencies.lock().unwrap().clone();
     l.sort_unstable();
     let q = |p: f64| {
-        Duration::from_nanos(
-            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(0),
-        )
+        let i = ((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1));
+        Duration::from_nanos(l.get(i).copied().unwrap_or(0))
+    };
+    let missing = if all {
+        ""
+    } else {
+        " (not all delivered in 120 s)"
     };
     column.set(
         row("one write to each watched key: delivery p50 / p99"),
-        format!(
-            "{} / {}{}",
-            ms(q(0.5)),
-            ms(q(0.99)),
-            if all_delivered {
-                ""
-            } else {
-                " (not all delivered in 120 s)"
-            }
-        ),
+        format!("{} / {}{missing}", ms(q(0.5)), ms(q(0.99))),
     );
-    // A watch_prefix over N keys.
-    let (prefix_watch, gain) = probe
-        .gain(n, async { config.watch_prefix::<u64>("w/").await })
-        .await;
-    column.set(
-        row("heap per key of one watch_prefix over N keys"),
-        match prefix_watch {
-            Ok(_) => kib(gain.heap),
-            Err(e) => format!("failed: {e}"),
-        },
-    );
-    Live {
-        coordinator,
-        registrations,
-        keys,
-        delivered,
-        errors,
-        _watch_tasks: watch_tasks,
-        _caches: caches,
-    }
 }
 
 /// How late a 10 ms timer fires, p99, over `window`.

@@ -121,9 +121,13 @@ struct Shared {
     next_id: AtomicU64,
 }
 
+/// Owners writing their keys again at once, at most (see [`Keepers::recovering`]).
+const RECOVERING_AT_ONCE: usize = 64;
+
 /// The table of one coordinator's registrations.
 pub(crate) struct Keepers {
     shared: Arc<Shared>,
+    recovering: Arc<tokio::sync::Semaphore>,
 }
 
 /// An owner to tell, once the table's lock is released.
@@ -149,7 +153,15 @@ impl Keepers {
                 table: Mutex::new(Table::default()),
                 next_id: AtomicU64::new(1),
             }),
+            recovering: Arc::new(tokio::sync::Semaphore::new(RECOVERING_AT_ONCE)),
         }
+    }
+
+    /// Turns for owners writing their keys again (after a lost session, every
+    /// owner on it does): a few at a time, so that the store keeps serving
+    /// everyone else meanwhile.
+    pub(crate) fn recovering(&self) -> Arc<tokio::sync::Semaphore> {
+        self.recovering.clone()
     }
 
     /// Keep `key`, written by `kept` at revision `ours` on `session`'s lease:

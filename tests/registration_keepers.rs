@@ -200,3 +200,64 @@ async fn a_second_registration_of_one_id_here_replaces_the_first() {
     assert_eq!(c.registry().deregister("dup").await.unwrap(), 1);
     state_becomes(&second, RegistrationState::Removed).await;
 }
+
+/// Counts write transactions in flight (each held 10 ms), and the most at once.
+#[derive(Default)]
+struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Intercept<MemoryBackend> for InFlight {
+    async fn txn(&self, inner: &MemoryBackend, txn: Txn) -> Result<TxnResponse> {
+        if !txn.writes() {
+            return inner.txn(txn).await;
+        }
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let answer = inner.txn(txn).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
+}
+
+/// A lost session takes all its registrations with it; they are written again
+/// a few at a time (at most 64 at once), not all at once.
+#[tokio::test(start_paused = true)]
+async fn registrations_of_a_lost_session_are_written_again_a_few_at_a_time() {
+    let store = MemoryBackend::new();
+    let counting = Arc::new(Intercepted::new(store.client(), InFlight::default()));
+    let backend: Arc<dyn Backend> = counting.clone();
+    let c = Coordinator::new(backend);
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let info = ServiceInfo::new(format!("i-{i}"), "svc", "10.0.0.1", 7000);
+        held.push(c.registry().register(info, TTL).await.unwrap());
+    }
+    let lease = store
+        .get(held[0].key())
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
+    counting.intercept().most.store(0, Ordering::SeqCst);
+    store.expire_lease(lease);
+    for r in &held {
+        state_becomes(r, RegistrationState::Registered).await;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while store.get(r.key()).await.unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("written again");
+    }
+    let most = counting.intercept().most.load(Ordering::SeqCst);
+    assert!(
+        (2..=64).contains(&most),
+        "{most} writes in flight at once while 300 registrations were written again"
+    );
+}

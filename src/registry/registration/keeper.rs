@@ -210,6 +210,11 @@ async fn recover(inner: Arc<Inner>, why: Ended) {
     warn!("lease lost; registering again");
     inner.set_state(RegistrationState::Reregistering);
     let mut backoff = inner.coord.retry.backoff().capped(inner.ttl / 3);
+    // A lost session takes all its registrations with it: they are written
+    // again a few at a time, so the store keeps serving everyone else.
+    let Ok(_turn) = inner.coord.registrations.recovering().acquire_owned().await else {
+        return;
+    };
     loop {
         if inner.coord.is_closed() {
             inner.set_state(RegistrationState::Deregistered);
