@@ -106,6 +106,22 @@ struct Gain {
     watchers: f64,
 }
 
+impl Gain {
+    /// The rows "heap / RSS / tasks / etcd watchers per `what`".
+    fn report(&self, column: &mut Column, what: &str) {
+        column.set(row(&format!("heap per {what}")), kib(self.heap));
+        column.set(row(&format!("RSS per {what}")), kib(self.rss));
+        column.set(
+            row(&format!("tasks per {what}")),
+            format!("{:.3}", self.tasks),
+        );
+        column.set(
+            row(&format!("etcd watchers per {what}")),
+            format!("{:.3}", self.watchers),
+        );
+    }
+}
+
 struct Probe<'a> {
     etcd: Option<&'a str>,
 }
@@ -350,13 +366,7 @@ async fn register_all(
         row("register N (64 tasks), per s"),
         format!("{:.0}", n as f64 / took.as_secs_f64()),
     );
-    column.set(row("heap per registration"), kib(gain.heap));
-    column.set(row("RSS per registration"), kib(gain.rss));
-    column.set(row("tasks per registration"), format!("{:.3}", gain.tasks));
-    column.set(
-        row("etcd watchers per registration"),
-        format!("{:.3}", gain.watchers),
-    );
+    gain.report(column, "registration");
     registrations
 }
 
@@ -392,13 +402,7 @@ async fn watch_all(
         row("open N config watches, per s"),
         format!("{:.0}", n as f64 / took.as_secs_f64()),
     );
-    column.set(row("heap per config watch"), kib(gain.heap));
-    column.set(row("RSS per config watch"), kib(gain.rss));
-    column.set(row("tasks per config watch"), format!("{:.3}", gain.tasks));
-    column.set(
-        row("etcd watchers per config watch"),
-        format!("{:.3}", gain.watchers),
-    );
+    gain.report(column, "config watch");
     watchers
 }
 

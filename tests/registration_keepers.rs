@@ -28,6 +28,12 @@ async fn state_becomes(
     now
 }
 
+/// The lease a key is on now.
+async fn lease_of(store: &MemoryBackend, key: &str) -> coordkit::LeaseId {
+    let kv = store.get(key).await.unwrap().expect("the key is there");
+    kv.lease.expect("on a lease")
+}
+
 #[tokio::test(start_paused = true)]
 async fn registrations_of_one_service_share_one_watch() {
     let store = MemoryBackend::new();
@@ -53,13 +59,7 @@ async fn registrations_of_one_service_share_one_watch() {
         .enumerate()
         .all(|(i, r)| i == 7 || r.state() == RegistrationState::Registered));
     // A lost lease: every registration on it is written again.
-    let lease = store
-        .get(held[0].key())
-        .await
-        .unwrap()
-        .unwrap()
-        .lease
-        .unwrap();
+    let lease = lease_of(&store, held[0].key()).await;
     store.expire_lease(lease);
     for (i, r) in held.iter().enumerate().filter(|(i, _)| *i != 7) {
         tokio::time::timeout(Duration::from_secs(30), async {
@@ -236,13 +236,7 @@ async fn registrations_of_a_lost_session_are_written_again_a_few_at_a_time() {
         let info = ServiceInfo::new(format!("i-{i}"), "svc", "10.0.0.1", 7000);
         held.push(c.registry().register(info, TTL).await.unwrap());
     }
-    let lease = store
-        .get(held[0].key())
-        .await
-        .unwrap()
-        .unwrap()
-        .lease
-        .unwrap();
+    let lease = lease_of(&store, held[0].key()).await;
     counting.intercept().most.store(0, Ordering::SeqCst);
     store.expire_lease(lease);
     for r in &held {
