@@ -37,12 +37,13 @@ struct Idle {
 }
 
 /// The watches of `idle` that may resume later, with the revision to resume
-/// from. A batch whose read fails or takes longer than `bound` moves nothing.
+/// from. A batch whose read fails or takes longer than `bound` moves nothing;
+/// `None` when every batch failed.
 async fn bring_forward(
     client: &etcd::Client,
     idle: Vec<Idle>,
     bound: Duration,
-) -> Vec<(i64, Revision)> {
+) -> Option<Vec<(i64, Revision)>> {
     let batches: Vec<Vec<Idle>> = {
         let mut idle = idle.into_iter().peekable();
         let mut batches = Vec::new();
@@ -51,7 +52,7 @@ async fn bring_forward(
         }
         batches
     };
-    futures::stream::iter(batches)
+    let answers = futures::stream::iter(batches)
         .map(|batch| async move {
             let mut kv = crate::request::kv(client);
             let reads: Vec<etcd::TxnOp> = batch
@@ -60,7 +61,7 @@ async fn bring_forward(
                 .collect();
             let read = tokio::time::timeout(bound, kv.txn(etcd::Txn::new().and_then(reads))).await;
             let Ok(Ok(resp)) = read else {
-                return Vec::new();
+                return None;
             };
             let at = resp.header().map_or(0, |h| h.revision());
             batch
@@ -74,19 +75,22 @@ async fn bring_forward(
                         .map(|_| (w.id, at + 1)),
                     _ => None,
                 })
-                .collect()
+                .collect::<Vec<_>>()
+                .into()
         })
         .buffer_unordered(IN_FLIGHT)
-        .flat_map(futures::stream::iter)
-        .collect()
-        .await
+        .collect::<Vec<Option<Vec<_>>>>()
+        .await;
+    let answered = answers.iter().any(Option::is_some);
+    answered.then(|| answers.into_iter().flatten().flatten().collect())
 }
 
 impl Hub {
     /// Before watches are created again: move those of one key that saw no
     /// change since the revision they are owed to just after a read of their
     /// key (see `bring_forward`).
-    pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) {
+    /// Whether etcd answered (or there was nothing to read).
+    pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
         let idle: Vec<Idle> = self
             .watches
             .iter()
@@ -101,15 +105,21 @@ impl Hub {
             })
             .collect();
         if idle.is_empty() {
-            return;
+            return true;
         }
         let Some(&first) = self.endpoints.order().first() else {
-            return;
+            return true;
         };
+        // One that cannot be reached is left to the stream's own attempts.
         let Ok(client) = self.endpoints.client(first).await.cloned() else {
-            return;
+            return true;
         };
-        for (id, from) in bring_forward(&client, idle, bound).await {
+        let Some(moved) = bring_forward(&client, idle, bound).await else {
+            // The next attempt goes to another member, if there is one.
+            self.endpoints.set_aside(first, "it does not answer reads");
+            return false;
+        };
+        for (id, from) in moved {
             if let Some(w) = self.watches.get_mut(&id) {
                 if from > w.next {
                     w.next = from;
@@ -119,5 +129,6 @@ impl Hub {
                 }
             }
         }
+        true
     }
 }

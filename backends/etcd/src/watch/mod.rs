@@ -419,7 +419,12 @@ impl Hub {
     /// does, try again after a backoff with jitter.
     async fn open(&mut self) {
         let bound = self.liveness.bound();
-        self.bring_idle_watches_forward(bound).await;
+        if !self.bring_idle_watches_forward(bound).await {
+            // etcd does not answer reads yet (no leader after a restart, say):
+            // a stream opened now would replay history the read saves.
+            self.retry_later("etcd does not answer reads yet");
+            return;
+        }
         let Some((&first, _)) = self
             .watches
             .iter()
@@ -488,8 +493,13 @@ impl Hub {
                     .set_aside(i, "opening a watch stream timed out"),
             }
         }
+        self.retry_later("no endpoint takes it");
+    }
+
+    /// Open the stream again after a backoff with jitter.
+    fn retry_later(&mut self, why: &str) {
         let wait = self.backoff.mul_f64(1.0 - 0.5 * fastrand::f64());
-        tracing::warn!(retry_in = ?wait, "etcd watch stream: no endpoint takes it");
+        tracing::warn!(retry_in = ?wait, "etcd watch stream: {why}");
         self.retry_at = Some(Instant::now() + wait);
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
