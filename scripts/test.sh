@@ -94,6 +94,10 @@ stage "doctests"
 cargo test --workspace --all-features --doc
 
 stage "examples, in memory, on etcd (COORD_ETCD_ENDPOINTS) and on postgres (COORD_POSTGRES_URL)"
+# Built here, not inside the listing below: a build that failed there (its
+# errors hidden, its exit status lost in the process substitution) would list
+# only the examples built before the failure.
+cargo build --workspace --examples --all-features
 ran=0
 while read -r _ kind name exe; do
   [ "$kind" = example ] || continue
