@@ -122,7 +122,16 @@ impl Endpoints {
 
     /// The client of endpoint `i`, connecting it first if needed (with credentials,
     /// that is a round trip). Errors are mapped and name the endpoint.
+    /// Once connected, it answers without awaiting anything; the connection's
+    /// future (several KiB) is boxed, out of every request's future.
     pub(crate) async fn client(&self, i: usize) -> Result<&etcd::Client> {
+        match self.members[i].client.get() {
+            Some(client) => Ok(client),
+            None => Box::pin(self.connect(i)).await,
+        }
+    }
+
+    async fn connect(&self, i: usize) -> Result<&etcd::Client> {
         let member = &self.members[i];
         let connect = member.client.get_or_try_init(|| async {
             let connect = etcd::Client::connect([member.url.as_str()], Some(self.options.clone()));

@@ -88,8 +88,8 @@ impl EtcdBackend {
                     }
                     Ok(Err(e)) if convert::auth_revision_old(&e) && !refreshed => {
                         refreshed = true;
-                        client
-                            .refresh_token()
+                        // Boxed: a rare path, kept out of every request's future.
+                        Box::pin(client.refresh_token())
                             .await
                             .map_err(|e| convert::error(e, ctx))?;
                     }
