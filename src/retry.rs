@@ -199,6 +199,11 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// The policy it follows.
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// With no wait longer than `cap`.
     pub(crate) fn capped(mut self, cap: Duration) -> Self {
         self.cap = Some(cap);

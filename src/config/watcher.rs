@@ -92,20 +92,21 @@ impl<T: DeserializeOwned> Watcher<T> {
 
     fn following(follower: Follower, center: ConfigCenter) -> Self {
         let codecs = center.codecs().clone();
-        let events = stream::unfold((follower, center), |(mut f, center)| async move {
+        // Only the root's length: every key followed is under it, and the
+        // state below is held by every idle watcher.
+        let root = center.root().len();
+        let events = stream::unfold((follower, root), |(mut f, root)| async move {
             let item = f.next().await.map(|c| RawEvent {
                 kind: match c.kind {
                     EventKind::Put => ConfigEventKind::Put,
                     EventKind::Delete => ConfigEventKind::Delete,
                 },
-                key: center
-                    .relative(&String::from_utf8_lossy(&c.key))
-                    .to_string(),
+                key: String::from_utf8_lossy(c.key.get(root..).unwrap_or(&c.key)).into_owned(),
                 value: (c.kind == EventKind::Put).then_some(c.value),
                 version: c.version,
                 resync: c.resync,
             });
-            Some((item, (f, center)))
+            Some((item, (f, root)))
         })
         .boxed();
         Watcher {

@@ -3,10 +3,11 @@
 //! watcher and the registry's watch and cache are built on it; the owners of a
 //! single key (a claim, a registration) use [`watch_owned_key`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
 
 use crate::backend::{
@@ -15,6 +16,9 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::retry::{Backoff, RetryPolicy};
+
+mod known;
+pub(crate) use known::RangeState;
 
 /// One change of a key of the range.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,10 +41,9 @@ pub(crate) struct Change {
 /// Follows a key range from a starting snapshot.
 pub(crate) struct Follower {
     backend: Arc<dyn Backend>,
-    retry: RetryPolicy,
     keys: KeyRange,
     /// Every key in the range with its last reported mod revision and value.
-    known: HashMap<Vec<u8>, (Revision, Vec<u8>)>,
+    known: RangeState,
     from: Revision,
     stream: Option<WatchStream>,
     pending: VecDeque<Change>,
@@ -60,9 +63,8 @@ impl Follower {
         let mut follower = Follower {
             backend,
             backoff: retry.backoff(),
-            retry,
             keys,
-            known: HashMap::new(),
+            known: RangeState::default(),
             from: 0,
             stream: None,
             pending: VecDeque::new(),
@@ -74,6 +76,7 @@ impl Follower {
             .drain(..)
             .map(|c| Change { resync: false, ..c })
             .collect();
+        follower.pending.shrink_to_fit();
         Ok((follower, snapshot))
     }
 
@@ -99,7 +102,6 @@ impl Follower {
         Ok(Follower {
             backend,
             backoff: retry.backoff(),
-            retry,
             keys,
             known,
             from: after + 1,
@@ -117,10 +119,11 @@ impl Follower {
         let request = RangeRequest::new(self.keys.clone());
         let backend = &self.backend;
         let now = self
-            .retry
+            .backoff
+            .policy()
             .run("reread", |_| backend.range(request.clone()))
             .await?;
-        let mut current = HashMap::new();
+        let mut current = RangeState::default();
         for kv in now.kvs {
             if self.known.get(&kv.key).map(|(rev, _)| *rev) != Some(kv.mod_revision) {
                 self.pending.push_back(Change {
@@ -137,7 +140,7 @@ impl Follower {
         let mut gone: Vec<_> = self
             .known
             .iter()
-            .filter(|(k, _)| !current.contains_key(*k))
+            .filter(|(k, _)| !current.contains_key(k))
             .map(|(k, (_, v))| (k.clone(), v.clone()))
             .collect();
         gone.sort();
@@ -156,32 +159,58 @@ impl Follower {
         Ok(())
     }
 
+    /// Open the watch from the next revision owed (a resume, if one was open
+    /// before); after a compaction, read the range again instead. Boxed by
+    /// `next`, as the rare paths below are.
+    async fn open(&mut self) -> Result<()> {
+        if self.watched {
+            crate::telemetry::watch_resumed();
+        }
+        self.watched = true;
+        let request = WatchRequest::new(self.keys.clone()).from_revision(self.from);
+        match self.backend.watch(request).await {
+            Ok(s) => self.stream = Some(s),
+            Err(Error::Compacted { .. }) => self.reread_or_wait().await?,
+            Err(e) => return Err(self.wait_after(e).await),
+        }
+        Ok(())
+    }
+
+    /// After a compaction: read the range again, or wait out the backoff and
+    /// return the read's error. Boxed, as are [`Follower::wait_after`] and
+    /// [`Follower::open`]: rare paths kept out of the future of `next`, which
+    /// an idle watcher holds for as long as it waits.
+    fn reread_or_wait(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async {
+            let read = self.reread().await;
+            if read.is_err() {
+                self.backoff.wait().await;
+            }
+            read
+        })
+    }
+
+    /// Wait out the backoff after `e`, then hand it back.
+    fn wait_after(&mut self, e: Error) -> BoxFuture<'_, Error> {
+        Box::pin(async move {
+            self.backoff.wait().await;
+            e
+        })
+    }
+
     /// The next change. Store errors are returned (after a backoff) and following
     /// goes on at the next call.
     pub(crate) async fn next(&mut self) -> Result<Change> {
         loop {
             if let Some(change) = self.pending.pop_front() {
+                if self.pending.is_empty() {
+                    // An idle follower holds no buffer.
+                    self.pending.shrink_to_fit();
+                }
                 return Ok(change);
             }
             let Some(stream) = self.stream.as_mut() else {
-                if self.watched {
-                    crate::telemetry::watch_resumed();
-                }
-                self.watched = true;
-                let request = WatchRequest::new(self.keys.clone()).from_revision(self.from);
-                match self.backend.watch(request).await {
-                    Ok(s) => self.stream = Some(s),
-                    Err(Error::Compacted { .. }) => {
-                        if let Err(e) = self.reread().await {
-                            self.backoff.wait().await;
-                            return Err(e);
-                        }
-                    }
-                    Err(e) => {
-                        self.backoff.wait().await;
-                        return Err(e);
-                    }
-                }
+                Box::pin(self.open()).await?;
                 continue;
             };
             match stream.next().await {
@@ -221,24 +250,17 @@ impl Follower {
                 }
                 Some(Err(Error::Compacted { .. })) => {
                     self.stream = None;
-                    if let Err(e) = self.reread().await {
-                        self.backoff.wait().await;
-                        return Err(e);
-                    }
+                    self.reread_or_wait().await?;
                 }
                 Some(Err(e)) => {
                     self.stream = None;
-                    self.backoff.wait().await;
-                    return Err(e);
+                    return Err(self.wait_after(e).await);
                 }
                 None => self.stream = None,
             }
         }
     }
 }
-
-/// The keys of a followed range as last seen: each key's mod revision and value.
-pub(crate) type RangeState = HashMap<Vec<u8>, (Revision, Vec<u8>)>;
 
 /// Wait until the keys of `keys` reach a state `done` accepts: the one way to
 /// wait for keys (a barrier's key gone, a gate opened after a revision, a
