@@ -228,3 +228,34 @@ async fn proclaim_dropped_at_any_await_fakes_no_loss() {
         leader.resign().await.unwrap();
     }
 }
+
+/// `rollback_if_version` dropped at any await (its first tries failing, one
+/// answer lost) leaves the key either restored once or as it was: never
+/// written twice, never a third value.
+#[tokio::test(start_paused = true)]
+async fn rollback_if_version_dropped_at_any_await_restores_once_or_not_at_all() {
+    for n in 0..POLLS {
+        let (_store, client, a, b) = setup();
+        let config = a.config();
+        let old = config.set("k", &1).await.unwrap();
+        let shown = config.set("k", &2).await.unwrap();
+        client.fail_next(1);
+        client.lose_next_response();
+        let got = poll_times(config.rollback_if_version("k", old, shown), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let history = b.config().history::<i32>("k", 10).await.unwrap();
+        let values: Vec<i32> = history.iter().map(|v| v.value).collect();
+        match got {
+            Some(Ok(v)) => assert_eq!(
+                (values.as_slice(), history[0].version),
+                (&[1, 2, 1][..], v),
+                "after {n} polls"
+            ),
+            Some(Err(coordkit::Error::OutcomeUnknown { .. })) | None => assert!(
+                values == [2, 1] || values == [1, 2, 1],
+                "after {n} polls: {values:?}"
+            ),
+            Some(Err(e)) => panic!("after {n} polls: {e:?} ({values:?})"),
+        }
+    }
+}

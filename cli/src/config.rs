@@ -61,13 +61,17 @@ pub enum ConfigCommand {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
-    /// Write KEY's value of version --to again (a compare-and-set on the
-    /// current version).
-    #[command(after_help = "Example: coordctl config rollback app/limits --to 42")]
+    /// Write KEY's value of version --to again; --if-version N writes it only
+    /// over version N (the one you reviewed), else exits 4 printing the current
+    /// version. Without it, a compare-and-set on the version current at the call.
+    #[command(after_help = "Example: coordctl config rollback app/limits --to 42 --if-version 57")]
     Rollback {
         key: String,
         #[arg(long)]
         to: i64,
+        /// Roll back only if the current version is this one.
+        #[arg(long)]
+        if_version: Option<i64>,
     },
     /// The difference between two versions of KEY (the second defaults to the
     /// current one).
@@ -93,7 +97,11 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
         ConfigCommand::List { prefix } => list(ctx, config, prefix).await,
         ConfigCommand::Watch { key, prefix } => watch(ctx, config, key, prefix).await,
         ConfigCommand::History { key, limit } => history(ctx, config, key, limit).await,
-        ConfigCommand::Rollback { key, to } => rollback(ctx, config, key, to).await,
+        ConfigCommand::Rollback {
+            key,
+            to,
+            if_version,
+        } => rollback(ctx, config, key, to, if_version).await,
         ConfigCommand::Diff { key, from, to } => show_diff(ctx, config, key, from, to).await,
     }
 }
@@ -254,9 +262,21 @@ async fn history(ctx: &Ctx, config: &ConfigCenter, key: String, limit: usize) ->
     Ok(())
 }
 
-/// Write KEY's value of version `to` again.
-async fn rollback(ctx: &Ctx, config: &ConfigCenter, key: String, to: i64) -> Outcome {
-    let version = config.rollback(&key, to).await?;
+/// Write KEY's value of version `to` again (only over `if_version`, if given).
+async fn rollback(
+    ctx: &Ctx,
+    config: &ConfigCenter,
+    key: String,
+    to: i64,
+    if_version: Option<i64>,
+) -> Outcome {
+    let version = match if_version {
+        Some(expected) => config
+            .rollback_if_version(&key, to, expected)
+            .await
+            .map_err(|e| conflict(e, expected))?,
+        None => config.rollback(&key, to).await?,
+    };
     output::record(
         ctx.format,
         &[

@@ -199,6 +199,22 @@ fn config_commands_in_both_formats() {
         0,
     );
     assert!(diff.contains("+  \"burst\": 10"), "{diff}");
+    // A rollback over a version not the current one is a conflict, and writes nothing.
+    let o = run(coordctl(&ns).args([
+        "config",
+        "rollback",
+        "app/limits",
+        "--to",
+        &v1.to_string(),
+        "--if-version",
+        &v1.to_string(),
+    ]));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("at version {v2}")),
+        "{}",
+        stderr(&o)
+    );
     let rolled = json_lines(&ok(
         coordctl(&ns).args([
             "-o",
@@ -208,6 +224,8 @@ fn config_commands_in_both_formats() {
             "app/limits",
             "--to",
             &v1.to_string(),
+            "--if-version",
+            &v2.to_string(),
         ]),
         0,
     ));

@@ -390,7 +390,9 @@ impl ConfigCenter {
     }
 
     /// Write the value `key` had at `version` again, as a compare-and-set on the
-    /// current version; returns the new version.
+    /// version current when it is called; returns the new version. To restore
+    /// only over the version a reader saw, use
+    /// [`ConfigCenter::rollback_if_version`].
     ///
     /// Errors: `InvalidArgument` if `version` is not one of the key's versions;
     /// `Compacted` if the store no longer keeps it; `NotFound` if the key is absent
@@ -398,15 +400,37 @@ impl ConfigCenter {
     #[tracing::instrument(level = "debug", name = "coord.config.rollback", skip_all, fields(key = %key), err(level = "debug"))]
     pub async fn rollback(&self, key: &str, version: Version) -> Result<Version> {
         validate_key(key)?;
-        if version <= 0 {
+        validate_version(version)?;
+        let (_, current) = self.get_bytes_with_version(key).await?;
+        self.rollback_if_version(key, version, current).await
+    }
+
+    /// Write the value `key` had at `version` again, only if its current version
+    /// is `expected` (the one the caller saw); returns the new version.
+    ///
+    /// Errors: `InvalidArgument` if `version` is not one of the key's versions
+    /// (or either version is not positive); `Compacted` if the store no longer
+    /// keeps it; `VersionConflict { current }` if the key is not at `expected`
+    /// (`current` 0: it is absent) — and nothing is written. Lost answers, late
+    /// writes and cancellation as for [`ConfigCenter::compare_and_set_bytes`]: a
+    /// retry that finds this call's own write returns its version, and a
+    /// cancelled call leaves the key either restored once or as it was.
+    #[tracing::instrument(level = "debug", name = "coord.config.rollback_if_version", skip_all, fields(key = %key), err(level = "debug"))]
+    pub async fn rollback_if_version(
+        &self,
+        key: &str,
+        version: Version,
+        expected: Version,
+    ) -> Result<Version> {
+        validate_key(key)?;
+        validate_version(version)?;
+        if expected <= 0 {
             return Err(Error::invalid(
-                "version",
-                format!("must be positive, got {version}"),
+                "expected",
+                format!("the current version is positive, got {expected}"),
             ));
         }
-        let full = self.full(key);
-        let (_, current) = self.get_bytes_with_version(key).await?;
-        let old = RangeRequest::key(full.clone()).at_revision(version);
+        let old = RangeRequest::key(self.full(key)).at_revision(version);
         let then = self
             .retry
             .run("config rollback read", |_| self.backend.range(old.clone()))
@@ -420,7 +444,7 @@ impl ConfigCenter {
                 ))
             }
         };
-        self.compare_and_set_bytes(key, value, current).await
+        self.compare_and_set_bytes(key, value, expected).await
     }
 
     /// Watch `key`: its changes from now on; see [`Watcher`].

@@ -385,6 +385,41 @@ pub async fn ambiguous_a_config_rollback_reports_its_own_write(ctx: Ctx) -> Resu
     Ok(())
 }
 
+/// A rollback on the version the caller saw that applied returns its version
+/// with the old value back; a retry never reports the caller's own write as a
+/// conflict.
+pub async fn ambiguous_a_config_rollback_if_version_reports_its_own_write(ctx: Ctx) -> Result<()> {
+    sweep(
+        &ctx,
+        "config rollback_if_version",
+        |c| {
+            async move {
+                c.config().set("k", &1).await?;
+                c.config().set("k", &2).await.map(drop)
+            }
+            .boxed()
+        },
+        |c| {
+            async move {
+                let history = c.config().history::<i32>("k", 2).await?;
+                let (shown, old) = (history[0].version, history[1].version);
+                c.config().rollback_if_version("k", old, shown).await
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let (now, version) = plain.config().get_with_version::<i32>("k").await.unwrap();
+            match r {
+                Ok(v) => assert_eq!((now, version), (1, v), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => assert!(now == 1 || now == 2, "{label}"),
+                Err(e) => panic!("{label}: {e:?} (k = {now})"),
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Sweep `acquire` then `is_held` then `unlock` of one guard kind: what it
 /// took is held, and nothing is left under `queue` after the release — a late
 /// copy of a claim write included.

@@ -232,6 +232,47 @@ pub async fn config_history_and_rollback(ctx: Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A rollback on the version the caller saw writes the old value only over that
+/// version: behind a newer write it is `VersionConflict` with the current
+/// version, and nothing changes; on an absent key, `current` is 0.
+pub async fn config_rollback_if_version_compares_on_the_version_seen(ctx: Ctx) -> Result<()> {
+    let config = ctx.coordinator().config();
+    let v1 = config.set("r", "a").await?;
+    let v2 = config.set("r", "b").await?;
+    let v3 = config.set("r", "theirs").await?;
+    match config.rollback_if_version("r", v1, v2).await {
+        Err(Error::VersionConflict { key, current }) => {
+            assert_eq!((key.as_str(), current), ("r", v3))
+        }
+        other => panic!("a rollback over a version not shown: {other:?}"),
+    }
+    assert_eq!(
+        config.get_with_version::<String>("r").await?,
+        ("theirs".to_string(), v3),
+        "a refused rollback writes nothing"
+    );
+    let v4 = config.rollback_if_version("r", v1, v3).await?;
+    assert!(v4 > v3);
+    assert_eq!(
+        config.get_with_version::<String>("r").await?,
+        ("a".to_string(), v4)
+    );
+    assert_invalid(config.rollback_if_version("r", v1, 0).await, "expected");
+    assert_invalid(config.rollback_if_version("r", 0, v4).await, "version");
+    let elsewhere = config.set("elsewhere", "x").await?;
+    assert_invalid(
+        config.rollback_if_version("r", elsewhere, v4).await,
+        "version",
+    );
+    config.delete("r").await?;
+    match config.rollback_if_version("r", v1, v4).await {
+        Err(Error::VersionConflict { current: 0, .. }) => {}
+        other => panic!("a rollback of a deleted key: {other:?}"),
+    }
+    assert_invalid(config.rollback_if_version("../r", v1, v4).await, "key");
+    Ok(())
+}
+
 /// After a compaction, history is shorter — never wrong.
 pub async fn config_history_after_compaction_is_shorter(ctx: Ctx) -> Result<()> {
     let config = ctx.coordinator().config();
