@@ -51,6 +51,11 @@ impl KeyLayout {
         self.queues("election")
     }
 
+    /// Every semaphore's holders and waiters: `<ns>semaphore/`.
+    pub fn semaphores(&self) -> String {
+        self.queues("semaphore")
+    }
+
     /// Every queue of one kind (`lock`, `election`, `semaphore`, `rwlock`):
     /// `<ns><segment>/`.
     pub(crate) fn queues(&self, segment: &str) -> String {

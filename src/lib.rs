@@ -165,5 +165,5 @@ pub use registry::{
     RegistryService, ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo,
     ServiceWatch, MAX_WEIGHT,
 };
-pub use retry::RetryPolicy;
+pub use retry::{Backoff, RetryPolicy};
 pub use session::{Session, SessionState};

@@ -170,7 +170,7 @@ impl RetryPolicy {
 impl RetryPolicy {
     /// The waits of a loop that goes on until it succeeds, at this policy's
     /// pace (see [`Backoff`]).
-    pub(crate) fn backoff(&self) -> Backoff {
+    pub fn backoff(&self) -> Backoff {
         Backoff {
             policy: self.clone(),
             failures: 0,
@@ -191,8 +191,11 @@ impl RetryPolicy {
 /// keeper, a cleanup, a keep-alive). Each failure in a row waits the policy's
 /// next jittered delay (up to its `max_delay`, or a tighter cap); a success
 /// starts over from the first.
+///
+/// Made by [`RetryPolicy::backoff`]; for loops outside coordkit that follow
+/// the store the same way (the console's live pages do).
 #[derive(Clone, Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     policy: RetryPolicy,
     failures: u32,
     cap: Option<Duration>,
@@ -200,36 +203,36 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// The policy it follows.
-    pub(crate) fn policy(&self) -> &RetryPolicy {
+    pub fn policy(&self) -> &RetryPolicy {
         &self.policy
     }
 
     /// With no wait longer than `cap`.
-    pub(crate) fn capped(mut self, cap: Duration) -> Self {
+    pub fn capped(mut self, cap: Duration) -> Self {
         self.cap = Some(cap);
         self
     }
 
     /// A failure: the wait before the next try.
-    pub(crate) fn failed(&mut self) -> Duration {
+    pub fn failed(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let delay = self.policy.jittered_delay(self.failures);
         self.cap.map_or(delay, |cap| delay.min(cap))
     }
 
     /// A failure: wait before the next try.
-    pub(crate) async fn wait(&mut self) {
+    pub async fn wait(&mut self) {
         tokio::time::sleep(self.failed()).await;
     }
 
     /// A success: the next failure waits the shortest time again.
-    pub(crate) fn succeeded(&mut self) {
+    pub fn succeeded(&mut self) {
         self.failures = 0;
     }
 
     /// Whether the failures in a row used up the policy's attempts (for a
     /// bounded loop that cannot use [`RetryPolicy::run`]).
-    pub(crate) fn exhausted(&self) -> bool {
+    pub fn exhausted(&self) -> bool {
         self.failures >= self.policy.max_attempts.max(1)
     }
 }
