@@ -83,7 +83,11 @@ impl Guard {
 
 /// Every request passes here: the host, then the login or the cookie, then a
 /// mutation's checks; every response leaves with the hardening headers.
-pub(crate) async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(guard): State<Arc<Guard>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = match admit(&guard, request, next).await {
         Ok(r) | Err(r) => r,
     };
@@ -94,7 +98,10 @@ pub(crate) async fn guard(State(guard): State<Arc<Guard>>, request: Request, nex
 async fn admit(guard: &Guard, request: Request, next: Next) -> Result<Response, Response> {
     let host = host_of(request.headers()).unwrap_or_default().to_string();
     if !guard.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
-        return Err(refuse(StatusCode::MISDIRECTED_REQUEST, "this host name is not served here"));
+        return Err(refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this host name is not served here",
+        ));
     }
     let access = &guard.shared.access;
     if request.uri().path() == "/login" {
@@ -133,7 +140,10 @@ fn login(access: &Access, request: &Request) -> Response {
         .map(|(_, v)| v);
     match given {
         Some(t) if same(t.as_bytes(), access.token().as_bytes()) => {
-            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", access.token());
+            let cookie = format!(
+                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                access.token()
+            );
             let mut response = Redirect::to("/services").into_response();
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -169,16 +179,25 @@ async fn mutation(guard: &Guard, request: Request, host: &str) -> Result<Request
         None => site == Some("same-origin"),
     };
     if !same_origin || site.is_some_and(|s| s != "same-origin") {
-        return Err(refuse(StatusCode::FORBIDDEN, "a change must come from this console's own pages"));
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "a change must come from this console's own pages",
+        ));
     }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| {
-            t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            t.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !is_form {
-        return Err(refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a change is sent as a form"));
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a change is sent as a form",
+        ));
     }
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_FORM)
@@ -186,9 +205,15 @@ async fn mutation(guard: &Guard, request: Request, host: &str) -> Result<Request
         .map_err(|_| refuse(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"))?;
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "the form does not parse"))?;
-    let csrf = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_bytes());
+    let csrf = fields
+        .iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.as_bytes());
     if !csrf.is_some_and(|t| same(t, shared.access.csrf().as_bytes())) {
-        return Err(refuse(StatusCode::FORBIDDEN, "the form's CSRF token is missing or stale: reload the page"));
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or stale: reload the page",
+        ));
     }
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
@@ -222,7 +247,10 @@ mod tests {
         assert_ne!(a.token(), b.token());
         assert_ne!(a.token(), a.csrf());
         assert!(Access::new(Some("short".into())).is_err());
-        assert!(Access::new(Some("sixteen chars ok".into())).is_err(), "whitespace");
+        assert!(
+            Access::new(Some("sixteen chars ok".into())).is_err(),
+            "whitespace"
+        );
         assert!(Access::new(Some("sixteen-chars-ok".into())).is_ok());
     }
 

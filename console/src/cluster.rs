@@ -106,7 +106,7 @@ pub(crate) async fn page(State(shared): State<Shared>) -> Answer {
                             @match &m.status {
                                 Ok(s) => {
                                     td.passing { "healthy" } td { (s.id) } td { @if s.leader { "yes" } }
-                                    td { (s.revision) } td { (format!("{:.1} MiB", s.db_size as f64 / 1048576.0)) }
+                                    td { (s.revision) } td { (size(s.db_size)) }
                                     td { (s.version) } td { (s.detail) }
                                 },
                                 Err(e) => { td.critical colspan="7" { "unhealthy: " (e) } },
@@ -118,4 +118,36 @@ pub(crate) async fn page(State(shared): State<Shared>) -> Answer {
         }
     };
     Ok(shell(&shared, Section::Cluster, "Cluster", body).into_response())
+}
+
+/// A size in bytes as people read it: `512 B`, `20 KiB`, `1.5 MiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let shown = format!("{value:.1}");
+    format!(
+        "{} {}",
+        shown.strip_suffix(".0").unwrap_or(&shown),
+        UNITS[unit]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        let shown: Vec<String> = [0, 512, 20480, 1_572_864, 5 << 30]
+            .into_iter()
+            .map(super::size)
+            .collect();
+        assert_eq!(shown, ["0 B", "512 B", "20 KiB", "1.5 MiB", "5 GiB"]);
+    }
 }

@@ -37,9 +37,9 @@ impl From<Error> for Failure {
             _ => StatusCode::BAD_GATEWAY,
         };
         let message = match &e {
-            Error::OutcomeUnknown { .. } => format!(
-                "{e} — the change may still apply: reload to see the store as it is"
-            ),
+            Error::OutcomeUnknown { .. } => {
+                format!("{e} — the change may still apply: reload to see the store as it is")
+            }
             _ => e.to_string(),
         };
         Failure { status, message }

@@ -24,7 +24,11 @@ const GATHER: Duration = Duration::from_millis(100);
 
 /// The stream of a live part: `render` now, then after every change under
 /// `prefix`, until the client goes or the console shuts down.
-pub(crate) fn part<R, F>(shared: Shared, prefix: String, render: R) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+pub(crate) fn part<R, F>(
+    shared: Shared,
+    prefix: String,
+    render: R,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     R: Fn(Shared) -> F + Send + Sync + 'static,
     F: Future<Output = Markup> + Send,
@@ -39,7 +43,10 @@ where
     let parts = futures::stream::unfold((state, render), |(mut state, render)| async move {
         state.next_change().await;
         let html = render(state.shared.clone()).await.into_string();
-        Some((Ok(Event::default().event("part").data(html)), (state, render)))
+        Some((
+            Ok(Event::default().event("part").data(html)),
+            (state, render),
+        ))
     });
     let mut closed = closing;
     let until_closed = async move {

@@ -78,7 +78,13 @@ pub(crate) async fn index(State(shared): State<Shared>) -> Answer {
             }
         }
     };
-    Ok(shell(&shared, Section::Locks, "Locks, semaphores and elections", body).into_response())
+    Ok(shell(
+        &shared,
+        Section::Locks,
+        "Locks, semaphores and elections",
+        body,
+    )
+    .into_response())
 }
 
 fn capitalized(s: &str) -> String {
@@ -89,8 +95,12 @@ fn capitalized(s: &str) -> String {
 }
 
 /// `/live/queues/{kind}`: one kind's part, sent again at each change.
-pub(crate) async fn live(State(shared): State<Shared>, Path(kind): Path<String>) -> Answer<Response> {
-    let kind = Kind::parse(&kind).ok_or_else(|| Failure::bad_input("locks, semaphores or elections"))?;
+pub(crate) async fn live(
+    State(shared): State<Shared>,
+    Path(kind): Path<String>,
+) -> Answer<Response> {
+    let kind =
+        Kind::parse(&kind).ok_or_else(|| Failure::bad_input("locks, semaphores or elections"))?;
     let prefix = kind.prefix(&shared);
     Ok(live::part(shared, prefix, move |s| kind_part(s, kind)).into_response())
 }

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use coordkit::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, InstanceHealth, KeyValue,
-    RangeRequest, ServiceInfo, Txn, TxnOpResponse,
+    Backend, BackendExt, Compare, CompareOp, DeleteRequest, InstanceHealth, KeyValue, RangeRequest,
+    ServiceInfo, Txn, TxnOpResponse,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -119,7 +119,11 @@ struct Instance {
 async fn instance_of(backend: &dyn Backend, kv: &KeyValue) -> Option<Instance> {
     let info = serde_json::from_slice::<ServiceInfo>(&kv.value).ok()?;
     let ttl_left = match kv.lease {
-        Some(lease) => backend.lease_time_to_live(lease).await.ok().map(|t| t.remaining_ttl),
+        Some(lease) => backend
+            .lease_time_to_live(lease)
+            .await
+            .ok()
+            .map(|t| t.remaining_ttl),
         None => None,
     };
     Some(Instance {
@@ -130,7 +134,11 @@ async fn instance_of(backend: &dyn Backend, kv: &KeyValue) -> Option<Instance> {
 }
 
 async fn instances_part(shared: Shared, name: String) -> Markup {
-    let kvs = match shared.backend().get_prefix(shared.keys().service(&name)).await {
+    let kvs = match shared
+        .backend()
+        .get_prefix(shared.keys().service(&name))
+        .await
+    {
         Ok(kvs) => kvs,
         Err(e) => return unavailable(&e),
     };
@@ -184,14 +192,17 @@ pub(crate) async fn confirm_deregister(
     checked("service name", &name)?;
     checked("instance id", &id)?;
     let key = shared.keys().instance(&name, &id);
-    let kv = shared
-        .backend()
-        .get(key.clone())
-        .await?
-        .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("{name}/{id} is not registered")))?;
+    let kv = shared.backend().get(key.clone()).await?.ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("{name}/{id} is not registered"),
+        )
+    })?;
     let instance = instance_of(shared.backend().as_ref(), &kv)
         .await
-        .ok_or_else(|| Failure::bad_input(format!("{key} is not an instance written by coordkit")))?;
+        .ok_or_else(|| {
+            Failure::bad_input(format!("{key} is not an instance written by coordkit"))
+        })?;
     let action = format!("/services/{}/{}/deregister", segment(&name), segment(&id));
     let body = html! {
         p { "Remove instance " strong { (id) } " (" (instance.info.authority()) ") of " strong { (name) } ", as registered at revision " (instance.revision) "? "
@@ -219,7 +230,11 @@ pub(crate) async fn deregister(
     let keys = shared.keys();
     let key = keys.instance(&name, &id);
     let txn = Txn::new()
-        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, shown.revision)])
+        .when([Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            shown.revision,
+        )])
         .and_then([
             DeleteRequest::key(key.clone()),
             DeleteRequest::key(keys.id_index_entry(&id, &name)),
@@ -232,7 +247,9 @@ pub(crate) async fn deregister(
             _ => None,
         };
         let why = match now {
-            Some(r) => format!("{name}/{id} changed since it was shown (now at revision {r}): nothing was removed"),
+            Some(r) => format!(
+                "{name}/{id} changed since it was shown (now at revision {r}): nothing was removed"
+            ),
             None => format!("{name}/{id} is no longer registered"),
         };
         return Err(Failure::new(StatusCode::CONFLICT, why));

@@ -51,7 +51,10 @@ pub(crate) fn diff(codec: Codec, key: &str, old: &[u8], new: &[u8]) -> Markup {
     let (old, _) = shown(codec, key, old);
     let (new, _) = shown(codec, key, new);
     let text = similar::TextDiff::from_lines(&old, &new);
-    let changed = text.ops().iter().any(|op| op.tag() != similar::DiffTag::Equal);
+    let changed = text
+        .ops()
+        .iter()
+        .any(|op| op.tag() != similar::DiffTag::Equal);
     html! {
         @if !changed { p.same { "No difference." } }
         pre.diff {
@@ -73,9 +76,15 @@ mod tests {
 
     #[test]
     fn json_is_pretty_and_binary_is_hex() {
-        assert_eq!(shown(Codec::Json, "k", br#"{"a":1}"#), ("{\n  \"a\": 1\n}".into(), false));
+        assert_eq!(
+            shown(Codec::Json, "k", br#"{"a":1}"#),
+            ("{\n  \"a\": 1\n}".into(), false)
+        );
         assert_eq!(shown(Codec::Json, "k", b"plain"), ("plain".into(), false));
-        assert_eq!(shown(Codec::Json, "k", &[0xff, 0x00]), ("ff 00".into(), true));
+        assert_eq!(
+            shown(Codec::Json, "k", &[0xff, 0x00]),
+            ("ff 00".into(), true)
+        );
         assert!(validate(Codec::Json, "k", "{\"a\": 1}").is_ok());
         assert!(validate(Codec::Json, "k", "{a: 1}").is_err());
     }
@@ -85,6 +94,9 @@ mod tests {
         let html = diff(Codec::Json, "k", br#"{"a":"<b>"}"#, br#"{"a":"<i>"}"#).into_string();
         assert!(html.contains("<del>- "), "{html}");
         assert!(html.contains("<ins>+ "), "{html}");
-        assert!(html.contains("&lt;i&gt;") && !html.contains("<i>"), "{html}");
+        assert!(
+            html.contains("&lt;i&gt;") && !html.contains("<i>"),
+            "{html}"
+        );
     }
 }

@@ -26,16 +26,24 @@ pub(crate) struct EditQuery {
 
 /// `GET /config/edit?k=KEY` (or `?prefix=P` for a new key): the value in a
 /// text area, with the version it was loaded at.
-pub(crate) async fn edit_form(State(shared): State<Shared>, Query(query): Query<EditQuery>) -> Answer {
+pub(crate) async fn edit_form(
+    State(shared): State<Shared>,
+    Query(query): Query<EditQuery>,
+) -> Answer {
     let shared = &shared;
     if shared.read_only {
-        return Err(Failure::new(StatusCode::FORBIDDEN, "this console is read-only"));
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "this console is read-only",
+        ));
     }
     let (key, text, version) = match &query.k {
         Some(key) => {
             let kv = stored(shared, key).await?;
             let text = values::editable(&kv.value)
-                .ok_or_else(|| Failure::bad_input(format!("{key} is not UTF-8: it is not edited here")))?
+                .ok_or_else(|| {
+                    Failure::bad_input(format!("{key} is not UTF-8: it is not edited here"))
+                })?
                 .to_string();
             (key.clone(), text, kv.mod_revision)
         }
@@ -53,7 +61,11 @@ pub(crate) async fn edit_form(State(shared): State<Shared>, Query(query): Query<
         textarea #editor name="value" rows="16" data-codec=(codec.name()) { (text) }
         p.error #invalid hidden {}
     };
-    let title = if version == 0 { "New key".to_string() } else { format!("Edit {key}") };
+    let title = if version == 0 {
+        "New key".to_string()
+    } else {
+        format!("Edit {key}")
+    };
     let body = html! {
         @if version != 0 { p { "Loaded at version " strong #loaded { (version) } ". Publishing compares on it." } }
         (form(shared, "/config/review", fields, "Review changes"))
@@ -72,8 +84,9 @@ pub(crate) struct Edited {
 /// The value checked in the key's codec.
 fn checked(shared: &Shared, edited: &Edited) -> Answer<()> {
     let codec = shared.config.codec_of(&edited.key);
-    values::validate(codec, &edited.key, &edited.value)
-        .map_err(|why| Failure::bad_input(format!("the value is not valid {}: {why}", codec.name())))
+    values::validate(codec, &edited.key, &edited.value).map_err(|why| {
+        Failure::bad_input(format!("the value is not valid {}: {why}", codec.name()))
+    })
 }
 
 /// The key as stored now, `None` if absent.
@@ -88,7 +101,13 @@ pub(crate) async fn review(State(shared): State<Shared>, Form(edited): Form<Edit
     let current = now(&shared, &edited.key).await?;
     let at = current.as_ref().map_or(0, |kv| kv.mod_revision);
     if at != edited.version {
-        return Ok(conflict(&shared, &edited.key, current.as_ref(), edited.value.as_bytes(), edited.version));
+        return Ok(conflict(
+            &shared,
+            &edited.key,
+            current.as_ref(),
+            edited.value.as_bytes(),
+            edited.version,
+        ));
     }
     let codec = shared.config.codec_of(&edited.key);
     let old = current.map(|kv| kv.value).unwrap_or_default();
@@ -103,7 +122,13 @@ pub(crate) async fn review(State(shared): State<Shared>, Form(edited): Form<Edit
         (form(&shared, "/config/publish", fields, "Publish"))
         p { a href={ "/config/key?k=" (url_part(&edited.key)) } { "Cancel" } }
     };
-    Ok(shell(&shared, Section::Config, &format!("Review {}", edited.key), body).into_response())
+    Ok(shell(
+        &shared,
+        Section::Config,
+        &format!("Review {}", edited.key),
+        body,
+    )
+    .into_response())
 }
 
 /// `POST /config/publish`: a compare-and-set on the version loaded; a
@@ -112,7 +137,11 @@ pub(crate) async fn publish(State(shared): State<Shared>, Form(edited): Form<Edi
     checked(&shared, &edited)?;
     let written = shared
         .config
-        .compare_and_set_bytes(&edited.key, edited.value.clone().into_bytes(), edited.version)
+        .compare_and_set_bytes(
+            &edited.key,
+            edited.value.clone().into_bytes(),
+            edited.version,
+        )
         .await;
     match written {
         Ok(version) => {
@@ -121,7 +150,13 @@ pub(crate) async fn publish(State(shared): State<Shared>, Form(edited): Form<Edi
         }
         Err(Error::VersionConflict { .. }) => {
             let current = now(&shared, &edited.key).await?;
-            Ok(conflict(&shared, &edited.key, current.as_ref(), edited.value.as_bytes(), edited.version))
+            Ok(conflict(
+                &shared,
+                &edited.key,
+                current.as_ref(),
+                edited.value.as_bytes(),
+                edited.version,
+            ))
         }
         Err(e) => Err(e.into()),
     }
@@ -133,7 +168,10 @@ pub(crate) struct KeyQuery {
 }
 
 /// `GET /config/delete?k=KEY`: the value and a confirmation on its version.
-pub(crate) async fn confirm_delete(State(shared): State<Shared>, Query(query): Query<KeyQuery>) -> Answer {
+pub(crate) async fn confirm_delete(
+    State(shared): State<Shared>,
+    Query(query): Query<KeyQuery>,
+) -> Answer {
     let kv = stored(&shared, &query.k).await?;
     let codec = shared.config.codec_of(&query.k);
     let (text, _) = values::shown(codec, &query.k, &kv.value);
@@ -144,7 +182,13 @@ pub(crate) async fn confirm_delete(State(shared): State<Shared>, Query(query): Q
         (form(&shared, "/config/delete", fields, "Delete"))
         p { a href={ "/config/key?k=" (url_part(&query.k)) } { "Cancel" } }
     };
-    Ok(shell(&shared, Section::Config, &format!("Delete {}", query.k), body).into_response())
+    Ok(shell(
+        &shared,
+        Section::Config,
+        &format!("Delete {}", query.k),
+        body,
+    )
+    .into_response())
 }
 
 #[derive(Deserialize)]
@@ -155,7 +199,11 @@ pub(crate) struct Deleted {
 
 /// `POST /config/delete`: delete the key if it is at the version shown.
 pub(crate) async fn delete(State(shared): State<Shared>, Form(form): Form<Deleted>) -> Answer {
-    match shared.config.delete_if_version(&form.key, form.version).await {
+    match shared
+        .config
+        .delete_if_version(&form.key, form.version)
+        .await
+    {
         Ok(()) => {
             tracing::info!(target: "coordkit_console", key = %form.key, version = form.version, "deleted a config key");
             let folder = form.key.rfind('/').map_or("", |i| &form.key[..=i]);
@@ -163,7 +211,13 @@ pub(crate) async fn delete(State(shared): State<Shared>, Form(form): Form<Delete
         }
         Err(Error::VersionConflict { .. }) => {
             let current = now(&shared, &form.key).await?;
-            Ok(conflict(&shared, &form.key, current.as_ref(), b"", form.version))
+            Ok(conflict(
+                &shared,
+                &form.key,
+                current.as_ref(),
+                b"",
+                form.version,
+            ))
         }
         Err(e) => Err(e.into()),
     }

@@ -29,7 +29,10 @@ pub(crate) struct HistoryQuery {
 
 /// `/config/history?k=KEY[&a=V&b=W]`: the versions newest first, the diff of
 /// two chosen, and where the list ends.
-pub(crate) async fn list(State(shared): State<Shared>, Query(query): Query<HistoryQuery>) -> Answer {
+pub(crate) async fn list(
+    State(shared): State<Shared>,
+    Query(query): Query<HistoryQuery>,
+) -> Answer {
     let key = query.k;
     let kv = stored(&shared, &key).await?;
     let versions = shared.config.history_bytes(&key, DEPTH).await?;
@@ -64,7 +67,13 @@ pub(crate) async fn list(State(shared): State<Shared>, Query(query): Query<Histo
     Ok(shell(&shared, Section::Config, &format!("History of {key}"), body).into_response())
 }
 
-fn version_row(shared: &Shared, key: &str, v: &ConfigVersion<Vec<u8>>, i: usize, current: i64) -> Markup {
+fn version_row(
+    shared: &Shared,
+    key: &str,
+    v: &ConfigVersion<Vec<u8>>,
+    i: usize,
+    current: i64,
+) -> Markup {
     let (text, _) = values::shown(shared.config.codec_of(key), key, &v.value);
     let preview: String = text.chars().take(80).collect();
     html! {
@@ -100,11 +109,15 @@ pub(crate) struct RollbackQuery {
 
 /// `GET /config/rollback?k=KEY&to=V&expected=W`: what a rollback restores
 /// (the diff from the current value) and over which version.
-pub(crate) async fn confirm_rollback(State(shared): State<Shared>, Query(q): Query<RollbackQuery>) -> Answer {
+pub(crate) async fn confirm_rollback(
+    State(shared): State<Shared>,
+    Query(q): Query<RollbackQuery>,
+) -> Answer {
     let kv = stored(&shared, &q.k).await?;
     let old = value_at(&shared, &q.k, q.to).await?;
     let codec = shared.config.codec_of(&q.k);
-    let fields = html! { (hidden("key", &q.k)) (hidden("to", q.to)) (hidden("expected", q.expected)) };
+    let fields =
+        html! { (hidden("key", &q.k)) (hidden("to", q.to)) (hidden("expected", q.expected)) };
     let body = html! {
         p #restores { "Write the value of version " strong { (q.to) } " of " strong { (q.k) } " again, as a new version, over version " strong { (q.expected) } "." }
         @if kv.mod_revision != q.expected {
@@ -115,7 +128,13 @@ pub(crate) async fn confirm_rollback(State(shared): State<Shared>, Query(q): Que
         (form(&shared, "/config/rollback", fields, "Roll back"))
         p { a href={ "/config/history?k=" (url_part(&q.k)) } { "Cancel" } }
     };
-    Ok(shell(&shared, Section::Config, &format!("Roll back {}", q.k), body).into_response())
+    Ok(shell(
+        &shared,
+        Section::Config,
+        &format!("Roll back {}", q.k),
+        body,
+    )
+    .into_response())
 }
 
 /// The value `key` had at `version`.
@@ -124,10 +143,15 @@ async fn value_at(shared: &Shared, key: &str, version: i64) -> Answer<Vec<u8>> {
         return Err(Failure::bad_input("a version is positive"));
     }
     let full = format!("{}{key}", shared.config.root());
-    let resp = shared.backend().range(RangeRequest::key(full).at_revision(version)).await?;
+    let resp = shared
+        .backend()
+        .range(RangeRequest::key(full).at_revision(version))
+        .await?;
     match resp.kvs.into_iter().next() {
         Some(kv) if kv.mod_revision == version => Ok(kv.value),
-        _ => Err(Failure::bad_input(format!("{version} is not a version of {key}"))),
+        _ => Err(Failure::bad_input(format!(
+            "{version} is not a version of {key}"
+        ))),
     }
 }
 
@@ -141,7 +165,11 @@ pub(crate) struct Rollback {
 /// `POST /config/rollback`: restore version `to` only over version
 /// `expected`; a conflict shows theirs against the restored value.
 pub(crate) async fn rollback(State(shared): State<Shared>, Form(form): Form<Rollback>) -> Answer {
-    match shared.config.rollback_if_version(&form.key, form.to, form.expected).await {
+    match shared
+        .config
+        .rollback_if_version(&form.key, form.to, form.expected)
+        .await
+    {
         Ok(version) => {
             tracing::info!(target: "coordkit_console", key = %form.key, to = form.to, over = form.expected, version, "rolled a config key back");
             Ok(Redirect::to(&format!("/config/history?k={}", url_part(&form.key))).into_response())
@@ -149,7 +177,13 @@ pub(crate) async fn rollback(State(shared): State<Shared>, Form(form): Form<Roll
         Err(Error::VersionConflict { .. }) => {
             let restored = value_at(&shared, &form.key, form.to).await?;
             let current = read(&shared, &form.key).await?;
-            Ok(conflict(&shared, &form.key, current.as_ref(), &restored, form.expected))
+            Ok(conflict(
+                &shared,
+                &form.key,
+                current.as_ref(),
+                &restored,
+                form.expected,
+            ))
         }
         Err(e) => Err(e.into()),
     }

@@ -48,7 +48,11 @@ pub(crate) async fn tree(State(shared): State<Shared>, Query(query): Query<TreeQ
     let page = query.page.unwrap_or(1).clamp(1, pages);
     let shown = entries.iter().skip((page - 1) * PAGE).take(PAGE);
     let link = |p: usize| {
-        format!("/config?prefix={}&q={}&page={p}", url_part(&prefix), url_part(&query.q))
+        format!(
+            "/config?prefix={}&q={}&page={p}",
+            url_part(&prefix),
+            url_part(&query.q)
+        )
     };
     let body = html! {
         (breadcrumbs(&prefix))
@@ -80,7 +84,11 @@ pub(crate) async fn tree(State(shared): State<Shared>, Query(query): Query<TreeQ
 
 fn entries(prefix: &str, q: &str, keys: Vec<String>) -> Vec<Entry> {
     if !q.is_empty() {
-        return keys.into_iter().filter(|k| k.contains(q)).map(Entry::Key).collect();
+        return keys
+            .into_iter()
+            .filter(|k| k.contains(q))
+            .map(Entry::Key)
+            .collect();
     }
     let mut folders: BTreeMap<String, usize> = BTreeMap::new();
     let mut leaves = Vec::new();
@@ -98,13 +106,20 @@ fn entries(prefix: &str, q: &str, keys: Vec<String>) -> Vec<Entry> {
 }
 
 fn breadcrumbs(prefix: &str) -> Markup {
-    let mut at = String::new();
+    // Each folder on the way down, with the prefix that opens it.
+    let folders: Vec<(&str, &str)> = prefix
+        .match_indices('/')
+        .map(|(end, _)| {
+            let start = prefix[..end].rfind('/').map_or(0, |i| i + 1);
+            (&prefix[start..end], &prefix[..=end])
+        })
+        .filter(|(name, _)| !name.is_empty())
+        .collect();
     html! {
         p.crumbs {
             a href="/config" { "config" } " / "
-            @for part in prefix.split('/').filter(|p| !p.is_empty()) {
-                @let _ = { at.push_str(part); at.push('/'); };
-                a href={ "/config?prefix=" (url_part(&at)) } { (part) } " / "
+            @for (name, at) in folders {
+                a href={ "/config?prefix=" (url_part(at)) } { (name) } " / "
             }
         }
     }
@@ -130,16 +145,25 @@ pub(crate) async fn read(shared: &Shared, key: &str) -> coordkit::Result<Option<
 
 /// The stored key-value of config key `key`, or `NotFound`.
 pub(crate) async fn stored(shared: &Shared, key: &str) -> Answer<KeyValue> {
-    read(shared, key)
-        .await?
-        .ok_or_else(|| coordkit::Error::NotFound { key: key.to_string() }.into())
+    read(shared, key).await?.ok_or_else(|| {
+        coordkit::Error::NotFound {
+            key: key.to_string(),
+        }
+        .into()
+    })
 }
 
 /// `/config/key?k=KEY`: the value in its codec, its version and revisions.
 pub(crate) async fn view(State(shared): State<Shared>, Query(query): Query<KeyQuery>) -> Answer {
     let key = query.k;
     let kv = stored(&shared, &key).await?;
-    Ok(shell(&shared, Section::Config, &key, value_view(&shared, &key, &kv)).into_response())
+    Ok(shell(
+        &shared,
+        Section::Config,
+        &key,
+        value_view(&shared, &key, &kv),
+    )
+    .into_response())
 }
 
 fn value_view(shared: &Shared, key: &str, kv: &KeyValue) -> Markup {
@@ -170,10 +194,17 @@ fn parent(key: &str) -> &str {
 
 /// A conflict: the key changed behind the page. Theirs (what the store holds
 /// now, `None` if absent) against yours; nothing was written.
-pub(crate) fn conflict(shared: &Shared, key: &str, theirs: Option<&KeyValue>, yours: &[u8], loaded: i64) -> Response {
+pub(crate) fn conflict(
+    shared: &Shared,
+    key: &str,
+    theirs: Option<&KeyValue>,
+    yours: &[u8],
+    loaded: i64,
+) -> Response {
     let codec = shared.config.codec_of(key);
     let empty = Vec::new();
-    let (their_bytes, their_version) = theirs.map_or((&empty, 0), |kv| (&kv.value, kv.mod_revision));
+    let (their_bytes, their_version) =
+        theirs.map_or((&empty, 0), |kv| (&kv.value, kv.mod_revision));
     let body = html! {
         p.error #conflict {
             (key) " changed since the page was loaded (version " (loaded) "): "
@@ -209,5 +240,8 @@ mod tests {
         assert_eq!(names(&entries("a/", "y/", keys())), ["a/y/z", "a/y/w"]);
         assert_eq!(parent("a/b/c"), "a/b/");
         assert_eq!(parent("c"), "");
+        let crumbs = breadcrumbs("a/b/").into_string();
+        assert!(crumbs.contains(r#"href="/config?prefix=a/">a</a>"#), "{crumbs}");
+        assert!(crumbs.contains(r#"href="/config?prefix=a/b/">b</a>"#), "{crumbs}");
     }
 }
