@@ -8,6 +8,7 @@
 //! listed by `coordctl --help` (see `exit.rs`).
 
 mod config;
+mod console;
 mod exit;
 mod hold;
 mod output;
@@ -142,6 +143,10 @@ enum Command {
         after_help = "Example: coordctl status --endpoints http://10.0.0.1:2379,http://10.0.0.2:2379"
     )]
     Status,
+    /// Serve the web console (services, config, locks, cluster) on
+    /// 127.0.0.1 until SIGINT/SIGTERM; prints the address to open once.
+    #[command(after_help = "Example: coordctl console --listen 127.0.0.1:8090 --read-only")]
+    Console(console::ConsoleArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example: coordctl completions bash > /etc/bash_completion.d/coordctl")]
     Completions {
@@ -274,6 +279,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Outcome<u8> {
         Command::Deregister(args) => services::deregister(ctx, args).await.map(|()| exit::OK)?,
         Command::Config(command) => config::run(ctx, command).await.map(|()| exit::OK)?,
         Command::Status => status::show(ctx).await.map(|()| exit::OK)?,
+        Command::Console(args) => console::run(ctx, args).await?,
         Command::Completions { .. } => exit::OK,
     };
     Ok(code)

@@ -7,6 +7,7 @@ use coordkit_etcd::EtcdBackend;
 use coordkit_postgres::PostgresBackend;
 
 /// The store, for what only one kind can answer (`coordctl status`).
+#[derive(Clone)]
 pub enum Store {
     /// An etcd cluster.
     Etcd(Arc<EtcdBackend>),

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod common;
+use common::console::{form_field, http, ConsoleProcess};
+
 #[path = "../../backends/etcd/tests/common/process.rs"]
 #[allow(dead_code)]
 mod process;
@@ -769,4 +772,139 @@ fn bad_input_gives_one_line_and_its_exit_code() {
         .env_remove("COORD_POSTGRES_URL")
         .args(["config", "get", "k"]));
     assert_eq!(o.status.code(), Some(2), "no endpoints: {}", stderr(&o));
+}
+
+/// Every key under namespace `ns` with its last write's revision, as etcdctl
+/// reports them (other tests write to the same etcd meanwhile).
+fn writes_under(ns: &str) -> Vec<(String, i64)> {
+    let out = ok(etcdctl().args(["get", "--prefix", ns, "-w", "json"]), 0);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let kvs = doc["kvs"].as_array().cloned().unwrap_or_default();
+    kvs.iter()
+        .map(|kv| {
+            (
+                kv["key"].as_str().unwrap().to_string(),
+                kv["mod_revision"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn console_serves_edits_on_version_and_refuses_what_it_must() {
+    let ns = namespace();
+    ok(
+        coordctl(&ns).args(["config", "set", "app/db", r#"{"pool": 5}"#]),
+        0,
+    );
+    let console = ConsoleProcess::start(coordctl(&ns).arg("console"), None);
+    let origin = format!("http://{}", console.addr);
+    let anonymous = format!(
+        "GET /services HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        console.addr
+    );
+    assert_eq!(http(&console.addr, &anonymous).0, 401);
+    let foreign = format!(
+        "GET /services HTTP/1.1\r\nHost: evil.example\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        console.cookie
+    );
+    assert_eq!(http(&console.addr, &foreign).0, 421);
+    let (status, view) = console.get("/config/key?k=app/db");
+    assert_eq!(status, 200);
+    assert!(view.contains("&quot;pool&quot;: 5"), "{view}");
+    let (_, cluster) = console.get("/cluster");
+    assert!(
+        cluster.contains(&endpoints().split(',').next().unwrap().to_string()),
+        "{cluster}"
+    );
+    assert!(
+        cluster.contains("healthy") && cluster.contains("id=\"backend\">etcd"),
+        "{cluster}"
+    );
+    let (_, edit) = console.get("/config/edit?k=app/db");
+    let csrf = form_field(&edit, "csrf");
+    let loaded = form_field(&edit, "version");
+    let form = format!("key=app%2Fdb&version={loaded}&value=%7B%22pool%22%3A9%7D&csrf={csrf}");
+    let before = writes_under(&ns);
+    assert_eq!(
+        console
+            .post("/config/publish", "http://evil.example", &form)
+            .0,
+        403
+    );
+    assert_eq!(
+        console
+            .post("/config/publish", &origin, &form.replace(&csrf, "0"))
+            .0,
+        403
+    );
+    assert_eq!(writes_under(&ns), before, "refused changes write nothing");
+    assert_eq!(console.post("/config/publish", &origin, &form).0, 303);
+    let got = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "app/db"]),
+        0,
+    ));
+    assert_eq!(got[0]["value"]["pool"], 9);
+    let (status, conflict) = console.post("/config/publish", &origin, &form);
+    assert_eq!(status, 409, "the version loaded has moved on: {conflict}");
+    assert!(conflict.contains("Nothing was written"));
+    console.stop();
+}
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn a_read_only_console_with_a_token_file_moves_nothing() {
+    let ns = namespace();
+    ok(
+        coordctl(&ns).args(["config", "set", "app/db", r#"{"pool": 5}"#]),
+        0,
+    );
+    let token_file = temp("console-token");
+    std::fs::write(&token_file, "a-fixed-console-token-0001\n").unwrap();
+    let token_arg = token_file.to_str().unwrap();
+    let console = ConsoleProcess::start(
+        coordctl(&ns).args(["console", "--read-only", "--token-file", token_arg]),
+        Some("a-fixed-console-token-0001"),
+    );
+    let origin = format!("http://{}", console.addr);
+    let (_, view) = console.get("/config/key?k=app/db");
+    assert!(
+        view.contains("read-only") && !view.contains("method=\"post\""),
+        "{view}"
+    );
+    let before = writes_under(&ns);
+    let version = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "app/db"]),
+        0,
+    ))[0]["version"]
+        .clone();
+    for (path, form) in [
+        (
+            "/config/publish",
+            format!("key=app%2Fdb&version={version}&value=1&csrf=x"),
+        ),
+        (
+            "/config/delete",
+            format!("key=app%2Fdb&version={version}&csrf=x"),
+        ),
+        (
+            "/config/rollback",
+            format!("key=app%2Fdb&to={version}&expected={version}&csrf=x"),
+        ),
+    ] {
+        assert_eq!(console.post(path, &origin, &form).0, 403, "{path}");
+    }
+    assert_eq!(writes_under(&ns), before, "the store did not move");
+    console.stop();
+    let o = run(coordctl(&ns).args(["console", "--listen", "0.0.0.0:0"]));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "non-loopback needs --allow-remote: {}",
+        stderr(&o)
+    );
+    std::fs::write(&token_file, "short\n").unwrap();
+    let o = run(coordctl(&ns).args(["console", "--token-file", token_arg]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

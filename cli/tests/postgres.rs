@@ -183,3 +183,50 @@ fn a_flag_names_the_store_over_the_environment_and_two_of_a_kind_are_refused() {
         "{o:?}"
     );
 }
+
+#[path = "common/console.rs"]
+mod console;
+
+#[test]
+#[ignore = "needs PostgreSQL (./scripts/test.sh runs it)"]
+fn the_console_runs_on_postgres_and_never_shows_the_password() {
+    let ns = namespace();
+    ok(
+        coordctl(&ns).args(["config", "set", "app/db", r#"{"pool": 5}"#]),
+        0,
+    );
+    // A password in the URL (the test server trusts loopback and ignores it):
+    // the Cluster page shows the URL without it.
+    let with_password = url().replacen("://postgres@", "://postgres:hunter2-secret@", 1);
+    assert_ne!(with_password, url(), "the test URL has the expected shape");
+    let console = console::ConsoleProcess::start(
+        coordctl(&ns).args(["console", "--postgres-url", &with_password]),
+        None,
+    );
+    let (status, view) = console.get("/config/key?k=app/db");
+    assert_eq!(status, 200, "{view}");
+    assert!(view.contains("&quot;pool&quot;: 5"), "{view}");
+    let (status, cluster) = console.get("/cluster");
+    assert_eq!(status, 200);
+    assert!(cluster.contains("id=\"backend\">PostgreSQL"), "{cluster}");
+    assert!(
+        cluster.contains("cli_tests") && cluster.contains("healthy"),
+        "{cluster}"
+    );
+    assert!(!cluster.contains("hunter2"), "{cluster}");
+    let (_, edit) = console.get("/config/edit?k=app/db");
+    let form = format!(
+        "key=app%2Fdb&version={}&value=%7B%22pool%22%3A6%7D&csrf={}",
+        console::form_field(&edit, "version"),
+        console::form_field(&edit, "csrf")
+    );
+    let origin = format!("http://{}", console.addr);
+    assert_eq!(console.post("/config/publish", &origin, &form).0, 303);
+    assert_eq!(console.post("/config/publish", &origin, &form).0, 409);
+    let got = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "app/db"]),
+        0,
+    ));
+    assert_eq!(got[0]["value"]["pool"], 6);
+    console.stop();
+}

@@ -241,7 +241,13 @@ mod tests {
         assert_eq!(parent("a/b/c"), "a/b/");
         assert_eq!(parent("c"), "");
         let crumbs = breadcrumbs("a/b/").into_string();
-        assert!(crumbs.contains(r#"href="/config?prefix=a/">a</a>"#), "{crumbs}");
-        assert!(crumbs.contains(r#"href="/config?prefix=a/b/">b</a>"#), "{crumbs}");
+        assert!(
+            crumbs.contains(r#"href="/config?prefix=a/">a</a>"#),
+            "{crumbs}"
+        );
+        assert!(
+            crumbs.contains(r#"href="/config?prefix=a/b/">b</a>"#),
+            "{crumbs}"
+        );
     }
 }
