@@ -13,8 +13,11 @@ function countdowns(root) {
 function tick() {
   const now = Date.now();
   for (const el of document.querySelectorAll("[data-deadline]")) {
-    const left = Math.max(0, Math.round((Number(el.dataset.deadline) - now) / 1000));
-    el.textContent = left + "s";
+    const left = Math.round((Number(el.dataset.deadline) - now) / 1000);
+    // Past the time left at the last render: a lease that ended takes its
+    // row away (the server sends the part again), so one still shown was
+    // renewed by its keep-alives since.
+    el.textContent = left > 0 ? left + "s" : "renewed";
   }
 }
 

@@ -26,7 +26,7 @@
 //! - **Rendering**: keys and values are escaped (markup renders inert), values
 //!   that are not UTF-8 are shown as hex; every response carries a strict
 //!   Content-Security-Policy (no inline script), `nosniff`, `no-store` and
-//!   `no-referrer`.
+//!   `Referrer-Policy: same-origin`.
 //!
 //! The console speaks plain HTTP: beyond loopback, put it behind a TLS proxy.
 //!

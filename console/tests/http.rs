@@ -390,7 +390,7 @@ async fn a_mutation_from_elsewhere_is_refused_and_changes_nothing() {
         ("csrf", &csrf),
     ];
     type Shape = fn(axum::http::request::Builder) -> axum::http::request::Builder;
-    let refused: [(&str, Shape); 5] = [
+    let refused: [(&str, Shape); 6] = [
         ("a foreign Origin", |r| {
             r.header(header::ORIGIN, "http://evil.example")
         }),
@@ -400,6 +400,7 @@ async fn a_mutation_from_elsewhere_is_refused_and_changes_nothing() {
         ("https instead of http", |r| {
             r.header(header::ORIGIN, "https://127.0.0.1:4999")
         }),
+        ("an opaque origin", |r| r.header(header::ORIGIN, "null")),
         ("no Origin and no Sec-Fetch-Site", |r| r),
         ("a cross-site fetch with this Origin", |r| {
             r.header(header::ORIGIN, ORIGIN)
@@ -607,6 +608,8 @@ async fn every_answer_carries_the_hardening_headers() {
         assert_eq!(reply.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store");
         assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY");
+        // Not no-referrer: under it a browser's form post says `Origin: null`.
+        assert_eq!(reply.headers[header::REFERRER_POLICY], "same-origin");
     }
     let page = h.get("/services").await;
     assert!(!page.body.contains("<script>"), "no inline script");
