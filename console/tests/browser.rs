@@ -10,8 +10,8 @@
 //! `COORD_CONSOLE_SCREENSHOTS=docs/console`), else to a temporary directory.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use coordkit::Error;
 use maud::html;
 use serde::Deserialize;
 
-use super::{conflict, read, stored};
+use super::{conflict, read, stored, KeyQuery};
 use crate::failure::{Answer, Failure};
 use crate::page::{form, hidden, shell, url_part, Section};
 use crate::{values, Shared};
@@ -160,11 +160,6 @@ pub(crate) async fn publish(State(shared): State<Shared>, Form(edited): Form<Edi
         }
         Err(e) => Err(e.into()),
     }
-}
-
-#[derive(Deserialize)]
-pub(crate) struct KeyQuery {
-    k: String,
 }
 
 /// `GET /config/delete?k=KEY`: the value and a confirmation on its version.

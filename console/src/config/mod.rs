@@ -125,9 +125,10 @@ fn breadcrumbs(prefix: &str) -> Markup {
     }
 }
 
+/// `?k=KEY`: one config key.
 #[derive(Deserialize)]
 pub(crate) struct KeyQuery {
-    k: String,
+    pub(crate) k: String,
 }
 
 /// The stored key-value of config key `key`, `None` if absent. The config
