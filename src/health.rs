@@ -26,6 +26,8 @@ pub(crate) struct SyncStatus {
 }
 
 struct SyncState {
+    /// A service cache holding instances that left: since, serving, live.
+    holding: Option<(Instant, usize, usize)>,
     last_ok: Option<Instant>,
     last_error: Option<(Instant, String)>,
     stale_reported: bool,
@@ -36,6 +38,7 @@ impl SyncStatus {
         Arc::new(SyncStatus {
             what,
             state: Mutex::new(SyncState {
+                holding: None,
                 last_ok: Some(Instant::now()),
                 last_error: None,
                 stale_reported: false,
@@ -56,6 +59,11 @@ impl SyncStatus {
             s.stale_reported = false;
             info!(follower = %self.what, "following the store again");
         }
+    }
+
+    /// A service cache's empty-push protection now (`None`: not holding).
+    pub(crate) fn holding(&self, holding: Option<(Instant, usize, usize)>) {
+        self.lock().holding = holding;
     }
 
     /// The follower could not read or watch its keys.
@@ -89,6 +97,13 @@ impl SyncStatus {
             stale: since.is_none_or(|d| d > STALE_AFTER)
                 || (failing && since.is_none_or(|d| d > SYNC_PROBE_INTERVAL)),
             last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
+            protected: s
+                .holding
+                .map(|(since, serving, live)| crate::registry::Protected {
+                    since: now.saturating_duration_since(since),
+                    serving,
+                    live,
+                }),
         }
     }
 }
@@ -107,6 +122,10 @@ pub struct SyncHealth {
     pub stale: bool,
     /// The last failure, if any since the last sync.
     pub last_error: Option<String>,
+    /// A service cache holding on to instances that left, rather than serve
+    /// too few (empty-push protection, [`CacheOptions`](crate::CacheOptions));
+    /// `None` otherwise. It does not make the coordinator unready.
+    pub protected: Option<crate::registry::Protected>,
 }
 
 /// One session of the coordinator.

@@ -106,6 +106,7 @@
 //! | `coordkit_reregistrations_total` | counter | | a registration writes itself again after a lost lease |
 //! | `coordkit_service_cache_instances` | gauge | `service` | a cache's instance count changes |
 //! | `coordkit_follower_stale` | gauge | `follower` (`service <name>`, `config <key>`) | 1 while a cache or config manager cannot follow the store, else 0 |
+//! | `coordkit_service_cache_protected` | gauge | `service` | 1 while a service cache holds instances that left (empty-push protection), else 0 |
 //! | `coordkit_config_changes_total` | counter | `result` (`applied`, `rejected`, `undecodable`, `panicked`) | a config manager sees a new value |
 //! | `coordkit_backend_request_seconds` | histogram | `op` (`range`, `txn`, `lease_grant`, `lease_keep_alive`, `lease_revoke`, `lease_time_to_live`, `watch`, `compact`) | every request a coordinator sends |
 //! | `coordkit_backend_errors_total` | counter | `op`, `kind` ([`Error::kind`]) | a request fails |
@@ -161,9 +162,9 @@ pub use recipes::semaphore::SemaphoreService;
 #[cfg(feature = "grpc")]
 pub use registry::EndpointTemplate;
 pub use registry::{
-    EtcdNaming, InstanceHealth, PickStrategy, Picked, Picker, Registration, RegistrationState,
-    RegistryService, ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo,
-    ServiceWatch, MAX_WEIGHT,
+    CacheOptions, EmptyPushProtection, EtcdNaming, InstanceHealth, PickStrategy, Picked, Picker,
+    Protected, Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent,
+    ServiceEventKind, ServiceFilter, ServiceInfo, ServiceWatch, MAX_WEIGHT,
 };
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{Session, SessionState};

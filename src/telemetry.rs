@@ -56,6 +56,11 @@ mod imp {
             .set(instances as f64);
     }
 
+    pub fn cache_protected(service: &str, holding: bool) {
+        gauge!("coordkit_service_cache_protected", "service" => service.to_string())
+            .set(if holding { 1.0 } else { 0.0 });
+    }
+
     pub fn follower_stale(follower: &str, stale: bool) {
         gauge!("coordkit_follower_stale", "follower" => follower.to_string()).set(if stale {
             1.0
@@ -91,6 +96,7 @@ mod imp {
     pub fn registered() {}
     pub fn reregistered() {}
     pub fn cache_size(_: &str, _: usize) {}
+    pub fn cache_protected(_: &str, _: bool) {}
     pub fn follower_stale(_: &str, _: bool) {}
     pub fn config_change(_: &'static str) {}
     pub fn backend_request(_: &'static str, _: Duration, _: Option<&'static str>) {}

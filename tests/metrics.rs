@@ -171,6 +171,27 @@ async fn each_documented_metric_moves_with_its_event() {
         ) >= 1
     );
 
+    // Empty-push protection: the last instance of a service leaves; the cache
+    // holds it (gauge 1) until one is back (gauge 0).
+    let pay = |id: &str| ServiceInfo::new(id, "pay", "127.0.0.1", 81);
+    let protected = || {
+        gauge(
+            &s,
+            "coordkit_service_cache_protected",
+            &[("service", "pay")],
+        )
+    };
+    let only = a.registry().register(pay("p-1"), ttl).await.unwrap();
+    let pay_cache = b.registry().cache("pay").await.unwrap();
+    only.deregister().await.unwrap();
+    settle().await;
+    assert_eq!(protected(), 1.0);
+    assert_eq!(pay_cache.instances().len(), 1, "held");
+    let _back = a.registry().register(pay("p-2"), ttl).await.unwrap();
+    settle().await;
+    assert_eq!(protected(), 0.0);
+    assert_eq!(pay_cache.instances()[0].id, "p-2");
+
     // Config changes: applied, rejected, undecodable, panicked.
     let manager = ConfigManager::builder(&a.config(), "prod", "shop", "n", 1u32)
         .validator(|n| if *n == 0 { Err("zero".into()) } else { Ok(()) })

@@ -199,6 +199,7 @@ macro_rules! conformance_tests {
             registry_least_outstanding_remembers_requests_across_a_flap,
             registry_etcd_naming_matches_the_grpc_go_format,
             registry_deregister_by_id_uses_the_id_index,
+            registry_cache_holds_the_last_instances_when_a_service_empties,
             // Every write survives an answer it never got (AmbiguousWrites).
             ambiguous_a_counter_add_counts_once,
             ambiguous_a_counter_compare_and_set_reports_its_own_write,
@@ -260,6 +261,7 @@ macro_rules! fault_tests {
             partitioned_registration_returns_within_a_keep_alive_interval,
             cache_converges_after_compaction_while_cut_off,
             cache_converges_after_a_partition,
+            every_session_of_a_service_lost_at_once_is_served_from_the_last_set,
             ambiguous_random_runs_under_partitions_compaction_and_expiry,
             // Nothing left behind.
             dropped_guard_during_an_outage_is_released_after_it,

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::protection::{CacheOptions, Guard};
 use super::view::ServiceView;
 use super::ServiceInfo;
 use crate::error::Result;
@@ -90,6 +91,17 @@ impl std::fmt::Debug for ServiceWatch {
 /// difference as events ([`ServiceCache::subscribe`]), so no instance lingers after
 /// it is gone. Dropping the cache stops the watch.
 ///
+/// **Empty-push protection** (on by default, [`CacheOptions`]): when a change
+/// would leave the service with no instance (or fewer than a chosen fraction
+/// of those seen within the departures window), the cache keeps serving the
+/// instances it last saw — to [`ServiceCache::instances`], pickers, channels
+/// and subscribers alike — says so in [`ServiceCache::health`]
+/// ([`SyncHealth::protected`](crate::SyncHealth::protected)) and the gauge
+/// `coordkit_service_cache_protected`, logs a warning once, and follows the
+/// store again as soon as enough instances are back. A service scaled to zero
+/// on purpose is therefore still served its last instances: turn it off with
+/// [`EmptyPushProtection::Off`](super::EmptyPushProtection::Off) where that matters.
+///
 /// While it cannot follow the store (a partition, a failing watch), it serves the
 /// instances it last knew; [`ServiceCache::health`] (and
 /// [`Coordinator::health`](crate::Coordinator::health)) then says it is stale, and
@@ -109,8 +121,8 @@ impl ServiceCache {
     pub(crate) fn start(
         name: &str,
         mut view: ServiceView,
-        mut follower: Follower,
-        snapshot: Vec<Change>,
+        (mut follower, snapshot): (Follower, Vec<Change>),
+        options: CacheOptions,
         coord: &crate::context::Context,
     ) -> Self {
         let status = crate::health::SyncStatus::new(format!("service {name}"));
@@ -118,7 +130,8 @@ impl ServiceCache {
         for change in &snapshot {
             view.apply(change);
         }
-        let instances = Arc::new(ArcSwap::from_pointee(view.instances()));
+        let mut guard = Guard::new(name, options, &view.instances());
+        let instances = Arc::new(ArcSwap::from_pointee(guard.served()));
         crate::telemetry::cache_size(name, instances.load().len());
         let service = name.to_string();
         let events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>> = Arc::default();
@@ -131,10 +144,18 @@ impl ServiceCache {
                     match follower.next().await {
                         Ok(change) => {
                             status.synced();
-                            if let Some(event) = view.apply(&change) {
-                                instances.store(Arc::new(view.instances()));
-                                crate::telemetry::cache_size(&service, instances.load().len());
-                                if let Some(events) = events.get() {
+                            let Some(event) = view.apply(&change) else {
+                                continue;
+                            };
+                            let served = guard.apply(event, &view.instances());
+                            status.holding(guard.holding());
+                            if served.is_empty() {
+                                continue;
+                            }
+                            instances.store(Arc::new(guard.served()));
+                            crate::telemetry::cache_size(&service, instances.load().len());
+                            if let Some(events) = events.get() {
+                                for event in served {
                                     let _ = events.send(event);
                                 }
                             }
@@ -161,7 +182,8 @@ impl ServiceCache {
         &self.name
     }
 
-    /// The instances now, by id, from memory.
+    /// The instances served now, by id, from memory (with empty-push
+    /// protection holding, the ones last seen: see the type's docs).
     pub fn instances(&self) -> Arc<Vec<ServiceInfo>> {
         self.instances.load_full()
     }

@@ -217,7 +217,9 @@ impl EtcdNaming {
 
     /// A local, watch-backed view of the target, listed before this returns.
     pub async fn cache(&self) -> Result<ServiceCache> {
-        self.registry.cache_in(&self.source()).await
+        self.registry
+            .cache_in(&self.source(), super::CacheOptions::default())
+            .await
     }
 
     /// A balanced tonic channel over the target's instances (feature `grpc`), as

@@ -167,6 +167,18 @@ impl RegistryService {
         Ok(balance(self.cache(name).await?, template, filter))
     }
 
+    /// [`RegistryService::channel_with`] fed by `cache` (made with the
+    /// [`CacheOptions`](super::CacheOptions) of your choice, e.g. another
+    /// empty-push protection); the channel owns it.
+    pub fn channel_over(
+        &self,
+        cache: super::ServiceCache,
+        template: EndpointTemplate,
+        filter: ServiceFilter,
+    ) -> Channel {
+        balance(cache, template, filter)
+    }
+
     /// The instances of `name` as `tower::discover` changes: an `Insert` per
     /// current instance, then `Insert` / `Remove` as they come and go.
     pub async fn discover_changes(&self, name: &str) -> Result<DiscoverStream> {

@@ -8,6 +8,7 @@ mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod picker;
+mod protection;
 mod registration;
 mod view;
 
@@ -31,6 +32,7 @@ pub use grpc::DiscoverStream;
 #[cfg(feature = "grpc")]
 pub use grpc::EndpointTemplate;
 pub use picker::{PickStrategy, Picked, Picker};
+pub use protection::{CacheOptions, EmptyPushProtection, Protected};
 pub use registration::{Registration, RegistrationState};
 use view::ServiceView;
 
@@ -479,17 +481,27 @@ impl RegistryService {
     /// A local, watch-backed view of `name`, listed before this returns.
     #[tracing::instrument(level = "debug", name = "coord.registry.cache", skip_all, fields(service = %name), err(level = "debug"))]
     pub async fn cache(&self, name: &str) -> Result<ServiceCache> {
-        segment("name", name)?;
-        self.cache_in(&self.source(name)).await
+        self.cache_with(name, CacheOptions::default()).await
     }
 
-    pub(crate) async fn cache_in(&self, source: &Source) -> Result<ServiceCache> {
-        let (follower, snapshot) = self.follower(source).await?;
+    /// [`RegistryService::cache`] with `options` (empty-push protection).
+    /// `InvalidArgument` for options that [`CacheOptions::validate`] refuses.
+    pub async fn cache_with(&self, name: &str, options: CacheOptions) -> Result<ServiceCache> {
+        segment("name", name)?;
+        options.validate()?;
+        self.cache_in(&self.source(name), options).await
+    }
+
+    pub(crate) async fn cache_in(
+        &self,
+        source: &Source,
+        options: CacheOptions,
+    ) -> Result<ServiceCache> {
         Ok(ServiceCache::start(
             &source.name,
             ServiceView::new(source, self.coord.clone()),
-            follower,
-            snapshot,
+            self.follower(source).await?,
+            options,
             &self.coord,
         ))
     }
