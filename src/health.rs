@@ -28,6 +28,9 @@ pub(crate) struct SyncStatus {
 struct SyncState {
     /// A service cache holding instances that left: since, serving, live.
     holding: Option<(Instant, usize, usize)>,
+    /// Serving a snapshot written at this time (a warm start), until the
+    /// follower has read the store: the probe's answers do not count.
+    snapshot: Option<std::time::SystemTime>,
     last_ok: Option<Instant>,
     last_error: Option<(Instant, String)>,
     stale_reported: bool,
@@ -39,6 +42,7 @@ impl SyncStatus {
             what,
             state: Mutex::new(SyncState {
                 holding: None,
+                snapshot: None,
                 last_ok: Some(Instant::now()),
                 last_error: None,
                 stale_reported: false,
@@ -46,13 +50,36 @@ impl SyncStatus {
         })
     }
 
+    /// A follower that serves a snapshot written at `saved_at`, the store
+    /// not read yet: stale until [`SyncStatus::caught_up`].
+    pub(crate) fn from_snapshot(what: String, saved_at: std::time::SystemTime) -> Arc<Self> {
+        let status = Self::new(what);
+        {
+            let mut s = status.lock();
+            s.snapshot = Some(saved_at);
+            s.last_ok = None;
+        }
+        status
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The follower read its keys or received a change just now.
+    /// The follower read the store after a warm start.
+    pub(crate) fn caught_up(&self) {
+        self.lock().snapshot = None;
+        self.synced();
+    }
+
+    /// The follower read its keys or received a change just now (ignored
+    /// while it serves a snapshot: the store answering does not make the
+    /// snapshot fresh).
     pub(crate) fn synced(&self) {
         let mut s = self.lock();
+        if s.snapshot.is_some() {
+            return;
+        }
         s.last_ok = Some(Instant::now());
         s.last_error = None;
         if s.stale_reported {
@@ -97,6 +124,7 @@ impl SyncStatus {
             stale: since.is_none_or(|d| d > STALE_AFTER)
                 || (failing && since.is_none_or(|d| d > SYNC_PROBE_INTERVAL)),
             last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
+            snapshot_age: s.snapshot.map(|at| at.elapsed().unwrap_or_default()),
             protected: s
                 .holding
                 .map(|(since, serving, live)| crate::registry::Protected {
@@ -122,6 +150,10 @@ pub struct SyncHealth {
     pub stale: bool,
     /// The last failure, if any since the last sync.
     pub last_error: Option<String>,
+    /// A service cache started from its snapshot with the store down (a warm
+    /// start): how old that snapshot is; `None` once the store was read (or
+    /// for a follower that did not start so). Such a follower is stale.
+    pub snapshot_age: Option<Duration>,
     /// A service cache holding on to instances that left, rather than serve
     /// too few (empty-push protection, [`CacheOptions`](crate::CacheOptions));
     /// `None` otherwise. It does not make the coordinator unready.

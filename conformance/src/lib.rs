@@ -262,6 +262,7 @@ macro_rules! fault_tests {
             cache_converges_after_compaction_while_cut_off,
             cache_converges_after_a_partition,
             every_session_of_a_service_lost_at_once_is_served_from_the_last_set,
+            service_cache_starts_warm_from_its_snapshot_with_the_store_down,
             ambiguous_random_runs_under_partitions_compaction_and_expiry,
             // Nothing left behind.
             dropped_guard_during_an_outage_is_released_after_it,

@@ -10,13 +10,17 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::protection::{CacheOptions, Guard};
 use super::view::ServiceView;
+use super::warm::{Saved, Snapshot};
 use super::ServiceInfo;
+use crate::backend::{Backend, KeyRange};
 use crate::error::Result;
 use crate::follow::{Change, Follower};
+use crate::health::SyncStatus;
+use crate::retry::RetryPolicy;
 
 /// Whether an instance came or went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +106,13 @@ impl std::fmt::Debug for ServiceWatch {
 /// on purpose is therefore still served its last instances: turn it off with
 /// [`EmptyPushProtection::Off`](super::EmptyPushProtection::Off) where that matters.
 ///
+/// **Warm start** ([`CacheOptions::snapshot`]): the cache writes what it serves
+/// to a file (atomically) at each change; made while the store does not
+/// answer, it starts from that file instead of failing, says so in
+/// [`ServiceCache::health`] (stale, [`SyncHealth::snapshot_age`](crate::SyncHealth::snapshot_age)),
+/// and replaces it with what the store holds as soon as the store answers —
+/// the snapshot never stands over a fresher view of the store.
+///
 /// While it cannot follow the store (a partition, a failing watch), it serves the
 /// instances it last knew; [`ServiceCache::health`] (and
 /// [`Coordinator::health`](crate::Coordinator::health)) then says it is stale, and
@@ -113,61 +124,84 @@ pub struct ServiceCache {
     /// Made by the first `subscribe`: a cache nobody subscribes to holds no
     /// event buffer.
     events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>>,
-    status: Arc<crate::health::SyncStatus>,
+    status: Arc<SyncStatus>,
     task: JoinHandle<()>,
+}
+
+/// How a cache begins: from the store, or (a warm start) from its snapshot
+/// while the store does not answer.
+pub(crate) enum Start {
+    /// The store answered: its follower and the current entries.
+    Store(Follower, Vec<Change>),
+    /// It did not: the snapshot, and how to reach the store later.
+    Snapshot(Saved, Reach),
+}
+
+/// What a cache started from a snapshot needs to follow the store later.
+pub(crate) struct Reach {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) keys: KeyRange,
 }
 
 impl ServiceCache {
     pub(crate) fn start(
         name: &str,
         mut view: ServiceView,
-        (mut follower, snapshot): (Follower, Vec<Change>),
+        start: Start,
         options: CacheOptions,
         coord: &crate::context::Context,
     ) -> Self {
-        let status = crate::health::SyncStatus::new(format!("service {name}"));
+        let snapshot = options.snapshot.clone().map(Snapshot::new);
+        let (status, live) = match &start {
+            Start::Store(_, changes) => {
+                for change in changes {
+                    view.apply(change);
+                }
+                let status = SyncStatus::new(format!("service {name}"));
+                (status, view.instances())
+            }
+            Start::Snapshot(saved, _) => {
+                warn!(
+                    service = name,
+                    "the store does not answer: serving the service snapshot"
+                );
+                let status = SyncStatus::from_snapshot(format!("service {name}"), saved.saved_at);
+                (status, saved.instances.clone())
+            }
+        };
         coord.followers.add(&status);
-        for change in &snapshot {
-            view.apply(change);
+        let guard = Guard::new(name, options, &live);
+        if let (Some(s), Start::Store(..)) = (&snapshot, &start) {
+            s.save(name, &guard.served());
         }
-        let mut guard = Guard::new(name, options, &view.instances());
         let instances = Arc::new(ArcSwap::from_pointee(guard.served()));
         crate::telemetry::cache_size(name, instances.load().len());
-        let service = name.to_string();
         let events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>> = Arc::default();
-        let task = {
-            let instances = instances.clone();
-            let events = events.clone();
-            let status = status.clone();
-            tokio::spawn(async move {
-                loop {
-                    match follower.next().await {
-                        Ok(change) => {
-                            status.synced();
-                            let Some(event) = view.apply(&change) else {
-                                continue;
-                            };
-                            let served = guard.apply(event, &view.instances());
-                            status.holding(guard.holding());
-                            if served.is_empty() {
-                                continue;
-                            }
-                            instances.store(Arc::new(guard.served()));
-                            crate::telemetry::cache_size(&service, instances.load().len());
-                            if let Some(events) = events.get() {
-                                for event in served {
-                                    let _ = events.send(event);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            status.failed(&e);
-                            warn!(error = %e, "service cache: watch failed; resuming");
-                        }
+        let mut feed = Feed {
+            service: name.to_string(),
+            view,
+            guard,
+            instances: instances.clone(),
+            events: events.clone(),
+            status: status.clone(),
+            snapshot,
+        };
+        let task = tokio::spawn(async move {
+            let mut follower = match start {
+                Start::Store(follower, _) => follower,
+                Start::Snapshot(_, reach) => feed.catch_up(reach).await,
+            };
+            loop {
+                match follower.next().await {
+                    Ok(change) => feed.apply(&change),
+                    Err(e) => {
+                        feed.status.failed(&e);
+                        warn!(error = %e, "service cache: watch failed; resuming");
                     }
                 }
-            })
-        };
+            }
+        });
         ServiceCache {
             name: name.to_string(),
             instances,
@@ -216,6 +250,81 @@ impl ServiceCache {
 impl Drop for ServiceCache {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// What a cache's task keeps: the store's view, what is served from it, and
+/// where the served instances go (readers, subscribers, the snapshot).
+struct Feed {
+    service: String,
+    view: ServiceView,
+    guard: Guard,
+    instances: Arc<ArcSwap<Vec<ServiceInfo>>>,
+    events: Arc<OnceLock<broadcast::Sender<ServiceEvent>>>,
+    status: Arc<SyncStatus>,
+    snapshot: Option<Snapshot>,
+}
+
+impl Feed {
+    /// Take in a change of the store.
+    fn apply(&mut self, change: &Change) {
+        self.status.synced();
+        let Some(event) = self.view.apply(change) else {
+            return;
+        };
+        let served = self.guard.apply(event, &self.view.instances());
+        self.status.holding(self.guard.holding());
+        self.publish(served);
+    }
+
+    /// Started from a snapshot: read the store until it answers (backing off
+    /// between tries), then serve what it holds — through the empty-push
+    /// protection, as any change — and follow it from there.
+    async fn catch_up(&mut self, reach: Reach) -> Follower {
+        let mut backoff = reach.retry.backoff();
+        loop {
+            let started = Follower::start(
+                reach.backend.clone(),
+                reach.retry.clone(),
+                reach.keys.clone(),
+            )
+            .await;
+            match started {
+                Ok((follower, changes)) => {
+                    for change in &changes {
+                        self.view.apply(change);
+                    }
+                    let served = self.guard.replace(&self.view.instances());
+                    self.status.caught_up();
+                    self.status.holding(self.guard.holding());
+                    info!(service = %self.service, "the store answers: the service snapshot is replaced by what it holds");
+                    self.publish(served);
+                    return follower;
+                }
+                Err(e) => {
+                    self.status.failed(&e);
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// Changes to what is served: to readers, the snapshot and subscribers.
+    fn publish(&self, served: Vec<ServiceEvent>) {
+        if served.is_empty() {
+            return;
+        }
+        let now = self.guard.served();
+        if let Some(snapshot) = &self.snapshot {
+            snapshot.save(&self.service, &now);
+        }
+        self.instances.store(Arc::new(now));
+        crate::telemetry::cache_size(&self.service, self.instances.load().len());
+        if let Some(events) = self.events.get() {
+            for event in served {
+                let _ = events.send(event);
+            }
+        }
     }
 }
 

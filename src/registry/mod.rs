@@ -11,6 +11,7 @@ mod picker;
 mod protection;
 mod registration;
 mod view;
+mod warm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -497,13 +498,42 @@ impl RegistryService {
         source: &Source,
         options: CacheOptions,
     ) -> Result<ServiceCache> {
+        let start = match self.follower(source).await {
+            Ok((follower, changes)) => cache::Start::Store(follower, changes),
+            Err(e) => match self.warm_start(source, &options, &e) {
+                Some(saved) => cache::Start::Snapshot(
+                    saved,
+                    cache::Reach {
+                        backend: self.coord.backend.clone(),
+                        retry: self.coord.retry.clone(),
+                        keys: KeyRange::prefix(source.prefix.clone()),
+                    },
+                ),
+                None => return Err(e),
+            },
+        };
         Ok(ServiceCache::start(
             &source.name,
             ServiceView::new(source, self.coord.clone()),
-            self.follower(source).await?,
+            start,
             options,
             &self.coord,
         ))
+    }
+
+    /// The snapshot to start from, when the store did not answer (`error` is
+    /// retryable) and the options name a snapshot of this service.
+    fn warm_start(
+        &self,
+        source: &Source,
+        options: &CacheOptions,
+        error: &Error,
+    ) -> Option<warm::Saved> {
+        if !error.is_retryable() {
+            return None;
+        }
+        let path = options.snapshot.clone()?;
+        warm::Snapshot::new(path).load(&source.name)
     }
 
     async fn follower(&self, source: &Source) -> Result<(Follower, Vec<crate::follow::Change>)> {

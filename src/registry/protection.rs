@@ -40,6 +40,10 @@ pub struct CacheOptions {
     /// (so that leases ending one after the other within it are one drop, not
     /// many small ones). Default 60 s; while holding, nothing is forgotten.
     pub departures_window: Duration,
+    /// Where to keep what the cache serves, for a warm start with the store
+    /// down (see [`ServiceCache`](super::ServiceCache)); `None` (the default):
+    /// no file.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 impl Default for CacheOptions {
@@ -47,6 +51,7 @@ impl Default for CacheOptions {
         CacheOptions {
             protection: EmptyPushProtection::WhenEmpty,
             departures_window: Duration::from_secs(60),
+            snapshot: None,
         }
     }
 }
@@ -66,6 +71,14 @@ impl CacheOptions {
     /// With departures counted for `window`.
     pub fn departures_window(mut self, window: Duration) -> Self {
         self.departures_window = window;
+        self
+    }
+
+    /// Keep what the cache serves in the file `path` (written atomically at
+    /// each change), and start from it when the store does not answer at
+    /// creation. A file of another service, or unreadable, is ignored.
+    pub fn snapshot(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.snapshot = Some(path.into());
         self
     }
 
@@ -166,32 +179,62 @@ impl Guard {
                 self.departed.remove(&id);
             }
         }
-        if self.hold.is_none() {
-            let window = self.options.departures_window;
-            self.departed
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) <= window);
-        }
-        let seen = live.len() + self.departed.len();
-        let enough = match &self.hold {
-            Some(hold) => self.options.enough(live.len(), hold.set.len()),
-            None => self.options.enough(live.len(), seen),
-        };
+        self.forget_old_departures(now);
+        let enough = self.enough(live.len());
         match (enough, self.hold.is_some()) {
             (true, false) => {
                 // Following: what is served is what the store holds.
                 self.apply_to_served(&event);
                 vec![event]
             }
-            (false, false) => {
-                self.start_holding(now, live);
-                self.serve(live)
-            }
-            (false, true) => self.serve(live),
-            (true, true) => {
-                self.stop_holding(live.len());
-                self.serve(live)
+            _ => self.settle(enough, now, live),
+        }
+    }
+
+    /// Serve `live` (the store's whole view, read anew after a warm start)
+    /// in place of what is served: the instances that are not in it count as
+    /// departures, as if each had left now.
+    pub(crate) fn replace(&mut self, live: &[ServiceInfo]) -> Vec<ServiceEvent> {
+        let now = Instant::now();
+        self.live = live.len();
+        for (id, info) in &self.served {
+            if !live.iter().any(|i| &i.id == id) {
+                self.departed.insert(id.clone(), (info.clone(), now));
             }
         }
+        for info in live {
+            self.departed.remove(&info.id);
+        }
+        let enough = self.enough(live.len());
+        self.settle(enough, now, live)
+    }
+
+    fn forget_old_departures(&mut self, now: Instant) {
+        if self.hold.is_none() {
+            let window = self.options.departures_window;
+            self.departed
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) <= window);
+        }
+    }
+
+    /// Whether `live` instances are enough: against the held set while
+    /// holding, else against those seen (live and departed).
+    fn enough(&self, live: usize) -> bool {
+        match &self.hold {
+            Some(hold) => self.options.enough(live, hold.set.len()),
+            None => self.options.enough(live, live + self.departed.len()),
+        }
+    }
+
+    /// Start, go on or stop holding, and serve accordingly; the changes to
+    /// what was served.
+    fn settle(&mut self, enough: bool, now: Instant, live: &[ServiceInfo]) -> Vec<ServiceEvent> {
+        match (enough, self.hold.is_some()) {
+            (false, false) => self.start_holding(now, live),
+            (true, true) => self.stop_holding(live.len()),
+            _ => {}
+        }
+        self.serve(live)
     }
 
     fn apply_to_served(&mut self, event: &ServiceEvent) {
@@ -357,6 +400,27 @@ mod tests {
         assert_eq!((serving, live_now), (4, 1));
         come(&mut guard, &mut live, "e");
         assert_eq!(ids(&guard), ["d", "e"], "2 of the 4 held: enough");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_start_replaced_by_an_empty_store_holds_the_snapshot() {
+        let snapshot: Vec<_> = ["a", "b"].map(info).to_vec();
+        let mut guard = Guard::new("api", CacheOptions::new(), &snapshot);
+        assert!(guard.replace(&[]).is_empty(), "nothing leaves: held");
+        assert_eq!(ids(&guard), ["a", "b"]);
+        let changes = guard.replace(&[info("b"), info("c")]);
+        assert_eq!(ids(&guard), ["b", "c"]);
+        let kinds: Vec<_> = changes
+            .iter()
+            .map(|e| (e.kind, e.service.id.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ServiceEventKind::Delete, "a"),
+                (ServiceEventKind::Put, "c")
+            ]
+        );
     }
 
     #[test]

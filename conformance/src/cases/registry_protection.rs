@@ -186,3 +186,95 @@ pub async fn every_session_of_a_service_lost_at_once_is_served_from_the_last_set
     drop(regs);
     Ok(())
 }
+
+/// A cache with a snapshot file writes what it serves; made again with the
+/// store unreachable (partitioned) it starts from the file — stale, saying
+/// how old the snapshot is — instead of failing; when the store answers, what
+/// the store holds replaces the snapshot (an instance that left meanwhile is
+/// gone, one that came is there) and the file is rewritten. With the store up,
+/// a snapshot never stands over the store's view; without a file, creating a
+/// cache with the store down fails.
+pub async fn service_cache_starts_warm_from_its_snapshot_with_the_store_down(
+    ctx: Ctx,
+) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!(
+        "coordkit-warm-{}-{}",
+        std::process::id(),
+        crate::context::text(ctx.namespace())
+            .trim_end_matches('/')
+            .replace('/', "-")
+    ));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let path = dir.join("api.json");
+    let ttl = ctx.recipe_ttl();
+    let options = || CacheOptions::new().snapshot(&path);
+    let registering = ctx.other_coordinator().await;
+    let mut regs = Vec::new();
+    for (id, port) in [("i-1", 8001), ("i-2", 8002)] {
+        regs.push(
+            registering
+                .registry()
+                .register(instance(id, port), ttl)
+                .await?,
+        );
+    }
+    // The store answers: a stale file (a ghost instance) is not served, and
+    // is rewritten with what the store holds.
+    std::fs::write(
+        &path,
+        br#"{"service":"api","saved_at_ms":0,"instances":[{"id":"ghost","name":"api","address":"127.0.0.1","port":9}]}"#,
+    )
+    .expect("a file");
+    let observer = ctx.coordinator();
+    let first = observer.registry().cache_with("api", options()).await?;
+    assert_eq!(
+        ids(&first),
+        ["i-1", "i-2"],
+        "the store's view, not the file's"
+    );
+    assert!(first.health().snapshot_age.is_none());
+    drop(first);
+    let written = std::fs::read_to_string(&path).expect("the snapshot");
+    assert!(
+        written.contains("i-2") && !written.contains("ghost"),
+        "{written}"
+    );
+
+    ctx.faults().partition();
+    let no_file = observer
+        .registry()
+        .cache_with("api", CacheOptions::new().snapshot(dir.join("absent.json")))
+        .await;
+    assert!(no_file.is_err(), "no snapshot, no store: an error");
+    let warm = observer.registry().cache_with("api", options()).await?;
+    assert_eq!(ids(&warm), ["i-1", "i-2"], "started from the snapshot");
+    let health = warm.health();
+    assert!(health.stale && health.snapshot_age.is_some(), "{health:?}");
+    // Meanwhile the store moves on: i-1 leaves, i-3 comes.
+    regs.remove(0).deregister().await?;
+    regs.push(
+        registering
+            .registry()
+            .register(instance("i-3", 8003), ttl)
+            .await?,
+    );
+    ctx.faults().heal();
+    wait_until("the cache serves what the store holds", || async {
+        Ok(ids(&warm) == ["i-2", "i-3"])
+    })
+    .await?;
+    wait_until("the cache follows the store", || async {
+        let h = warm.health();
+        Ok(h.snapshot_age.is_none() && !h.stale)
+    })
+    .await?;
+    let written = std::fs::read_to_string(&path).expect("the snapshot");
+    assert!(
+        written.contains("i-3") && !written.contains("i-1"),
+        "{written}"
+    );
+    drop(warm);
+    drop(regs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
