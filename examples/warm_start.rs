@@ -53,7 +53,10 @@ async fn main() -> coordkit::Result<()> {
     let cache = caller.registry().cache_with("search", options()).await?;
     println!("following the store: {:?}", ids(&cache));
     drop(cache);
-    println!("the snapshot: {}", std::fs::read_to_string(&path).unwrap_or_default());
+    println!(
+        "the snapshot: {}",
+        std::fs::read_to_string(&path).unwrap_or_default()
+    );
 
     if let Some(link) = &link {
         link.partition();
@@ -67,7 +70,10 @@ async fn main() -> coordkit::Result<()> {
         );
         s1.deregister().await?; // the store moves on meanwhile
         link.heal();
-        until("the cache serves the store's view", || ids(&warm) == ["s-2"]).await;
+        until("the cache serves the store's view", || {
+            ids(&warm) == ["s-2"]
+        })
+        .await;
         println!("the store answers: {:?} (snapshot replaced)", ids(&warm));
     } else {
         println!("(the store-down part needs the memory backend's fault injection: skipped)");

@@ -152,6 +152,9 @@ macro_rules! conformance_tests {
             config_codecs_apply_per_center_and_per_key,
             config_manager_composes_a_value_from_a_prefix,
             registry_lists_service_names_with_counts,
+            config_export_and_import_round_trip_exactly,
+            config_import_compares_on_what_it_planned,
+            config_import_refuses_a_bad_document,
             // Barriers.
             barrier_holds_waiters_until_removed,
             double_barrier_starts_and_finishes_together,

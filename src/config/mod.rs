@@ -7,6 +7,7 @@ mod conditional;
 mod key;
 mod manager;
 mod snapshot;
+mod transfer;
 mod watcher;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use codec::Codec;
 pub(crate) use codec::Codecs;
 pub(crate) use key::{validate_key, validate_prefix};
 pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
+pub use transfer::{ConfigExport, ExportedKey, ImportPlan, ImportReport, PlannedChange};
 pub use watcher::{ConfigEvent, ConfigEventKind, Watcher};
 
 /// A version of a config value: the key's mod revision in the store. Every write
