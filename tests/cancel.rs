@@ -259,3 +259,38 @@ async fn rollback_if_version_dropped_at_any_await_restores_once_or_not_at_all() 
         }
     }
 }
+
+/// `apply_import` dropped at any await (its first tries failing, one answer
+/// lost) leaves each batch applied whole or not at all: with two batches,
+/// the keys of the first all new or all old, and the second never applied
+/// before the first.
+#[tokio::test(start_paused = true)]
+async fn apply_import_dropped_at_any_await_leaves_each_batch_whole() {
+    for n in 0..POLLS {
+        let (store, client, a, b) = setup();
+        let config = a.config();
+        let per_txn = store.limits().max_txn_ops;
+        let keys: Vec<serde_json::Value> = (0..per_txn + 2)
+            .map(|i| serde_json::json!({"key": format!("imp/k-{i:04}"), "codec": "json", "version": 0, "text": "1"}))
+            .collect();
+        let document: coordkit::config::ConfigExport = serde_json::from_value(
+            serde_json::json!({"prefix": "imp/", "revision": 0, "keys": keys}),
+        )
+        .unwrap();
+        let plan = config.plan_import(&document, false).await.unwrap();
+        client.fail_next(1);
+        client.lose_next_response();
+        let report = poll_times(config.apply_import(&plan), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let present = b.config().list("imp/").await.unwrap().len();
+        assert!(
+            present == 0 || present == per_txn || present == per_txn + 2,
+            "after {n} polls: {present} keys ({report:?})"
+        );
+        if let Some(report) = report {
+            if report.failed.is_none() {
+                assert_eq!(present, per_txn + 2, "after {n} polls: reported applied");
+            }
+        }
+    }
+}

@@ -73,6 +73,19 @@ pub enum ConfigCommand {
         #[arg(long)]
         if_version: Option<i64>,
     },
+    /// Write the keys under PREFIX (all without it) to a reviewable file: each
+    /// key with its codec, version and exact value (text, or base64 when not
+    /// UTF-8), in key order, read at one revision.
+    #[command(
+        after_help = "Examples: coordctl config export app/ -f app.yaml\n          coordctl config export --format json --codec-for app/toml/=toml > all.json"
+    )]
+    Export(crate::transfer::ExportArgs),
+    /// Show what FILE (from `config export`) would change here, as a diff per
+    /// key, then apply it with compare-and-set on what was diffed against: all
+    /// in one transaction when it fits, else in ordered batches (exit 4 on a key
+    /// changed meanwhile, saying what was applied); --dry-run shows only.
+    #[command(after_help = "Example: coordctl config import app.yaml --dry-run")]
+    Import(crate::transfer::ImportArgs),
     /// The difference between two versions of KEY (the second defaults to the
     /// current one).
     #[command(after_help = "Example: coordctl config diff app/limits 42")]
@@ -103,6 +116,8 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
             if_version,
         } => rollback(ctx, config, key, to, if_version).await,
         ConfigCommand::Diff { key, from, to } => show_diff(ctx, config, key, from, to).await,
+        ConfigCommand::Export(args) => crate::transfer::export(ctx, args).await,
+        ConfigCommand::Import(args) => crate::transfer::import(ctx, args).await,
     }
 }
 
@@ -342,7 +357,13 @@ fn as_json(bytes: &[u8]) -> Value {
 fn pretty(bytes: &[u8]) -> String {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Err(_) => match std::str::from_utf8(bytes) {
+            Ok(text) => text.to_string(),
+            Err(_) => {
+                let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                format!("({} bytes, not UTF-8) {}", bytes.len(), hex.join(" "))
+            }
+        },
     }
 }
 
@@ -364,6 +385,11 @@ fn diff(old: &[u8], new: &[u8]) -> String {
         }
     }
     out
+}
+
+/// [`diff`] with each line indented, for a list of keys.
+pub fn indented_diff(old: &[u8], new: &[u8]) -> String {
+    indent(&diff(old, new))
 }
 
 fn indent(text: &str) -> String {

@@ -16,6 +16,7 @@ mod queue;
 mod services;
 mod status;
 mod store;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

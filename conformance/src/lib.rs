@@ -217,6 +217,7 @@ macro_rules! conformance_tests {
             ambiguous_random_runs_keep_every_invariant,
             ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict,
             ambiguous_a_config_compare_and_set_reports_its_own_write,
+            ambiguous_an_import_is_reported_applied_or_unknown,
             ambiguous_a_config_delete_if_version_reports_its_own_delete,
             ambiguous_a_config_rollback_reports_its_own_write,
             ambiguous_a_config_rollback_if_version_reports_its_own_write,

@@ -55,7 +55,7 @@ fn settle_time(ctx: &Ctx) -> Duration {
 /// are not counted); `check` gets the call's result and the plain coordinator
 /// once every late or held write has reached the store. Returns the number of
 /// runs with a fault.
-async fn sweep<T, Setup, Op, Check, CheckFut>(
+pub(crate) async fn sweep<T, Setup, Op, Check, CheckFut>(
     ctx: &Ctx,
     name: &str,
     setup: Setup,

@@ -3,8 +3,11 @@
 //! transaction), prune, and refused documents.
 
 use coordkit::config::{ConfigExport, ExportedKey};
-use coordkit::{BackendExt, Codec, ConfigCenter, Coordinator, Error, Result};
+use coordkit::{Codec, ConfigCenter, Coordinator, Error, Result};
 
+use futures::FutureExt;
+
+use crate::cases::ambiguous::sweep;
 use crate::context::assert_invalid;
 use crate::Ctx;
 
@@ -177,6 +180,46 @@ pub async fn config_import_refuses_a_bad_document(ctx: Ctx) -> Result<()> {
         "value",
     );
     assert!(config.list("").await?.is_empty(), "nothing written");
+    Ok(())
+}
+
+/// An import whose batch's answer is lost, late or held is reported applied
+/// (every key at the document's value, sharing the version returned) or
+/// unknown (all or nothing), never as a conflict against its own write.
+pub async fn ambiguous_an_import_is_reported_applied_or_unknown(ctx: Ctx) -> Result<()> {
+    sweep(
+        &ctx,
+        "config apply_import",
+        |c| async move { c.config().set("a", &1).await.map(drop) }.boxed(),
+        |c| {
+            async move {
+                let doc = document("", vec![exported("a", "2"), exported("b", "3")]);
+                let plan = c.config().plan_import(&doc, false).await?;
+                let report = c.config().apply_import(&plan).await;
+                match report.failed {
+                    Some((_, e)) => Err(e),
+                    None => Ok(report.applied.last().map(|(_, v)| *v)),
+                }
+            }
+            .boxed()
+        },
+        |r, plain, label| async move {
+            let a = plain.config().get_with_version::<i32>("a").await.ok();
+            let b = plain.config().get_with_version::<i32>("b").await.ok();
+            match r {
+                Ok(Some(v)) => assert_eq!((a, b), (Some((2, v)), Some((3, v))), "{label}"),
+                Err(Error::OutcomeUnknown { .. }) => {
+                    let values = (a.map(|(x, _)| x), b.map(|(x, _)| x));
+                    assert!(
+                        values == (Some(1), None) || values == (Some(2), Some(3)),
+                        "{label}: all or nothing, got {values:?}"
+                    )
+                }
+                other => panic!("{label}: {other:?}"),
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
 
