@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use coordkit::config::ConfigVersion;
+use coordkit::config::{ConfigVersion, Keyring};
 use coordkit::{ConfigCenter, ConfigEventKind, Error};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -15,9 +15,18 @@ use crate::{output, Ctx};
 /// `coordctl config`.
 #[derive(clap::Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Print KEY's value and version.
-    #[command(after_help = "Example: coordctl config get app/limits")]
-    Get { key: String },
+    /// Print KEY's value and version. An encrypted value prints as stored
+    /// (sealed) unless --keyring opens it.
+    #[command(
+        after_help = "Examples: coordctl config get app/limits\n          coordctl config get secrets/db --keyring keys.txt"
+    )]
+    Get {
+        key: String,
+        /// Open the value with these keys: a file of lines `ID BASE64-KEY`
+        /// (32-byte AES-256 keys), the first the current one.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+    },
     /// Write KEY: the value (JSON) from the argument, --file, or stdin ("-" or
     /// nothing); --if-version N writes only if the current version is N (0: only
     /// if absent), else exits 4 printing the current version.
@@ -33,6 +42,9 @@ pub enum ConfigCommand {
         /// Compare-and-set on this version.
         #[arg(long)]
         if_version: Option<i64>,
+        /// Encrypt the value with the first key of this file (see `get`).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
     },
     /// Delete KEY (exit 3 if it does not exist); --if-version N deletes only
     /// that version, else exits 4 printing the current one.
@@ -99,13 +111,20 @@ pub enum ConfigCommand {
 pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
     let config = &ctx.coordinator.config();
     match command {
-        ConfigCommand::Get { key } => get(ctx, config, key).await,
+        ConfigCommand::Get { key, keyring } => {
+            let config = &sealed(config, &key, keyring.as_deref())?;
+            get(ctx, config, key).await
+        }
         ConfigCommand::Set {
             key,
             value,
             file,
             if_version,
-        } => set(ctx, config, key, value, file, if_version).await,
+            keyring,
+        } => {
+            let config = &sealed(config, &key, keyring.as_deref())?;
+            set(ctx, config, key, value, file, if_version).await
+        }
         ConfigCommand::Delete { key, if_version } => delete(ctx, config, key, if_version).await,
         ConfigCommand::List { prefix } => list(ctx, config, prefix).await,
         ConfigCommand::Watch { key, prefix } => watch(ctx, config, key, prefix).await,
@@ -121,9 +140,54 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
     }
 }
 
-/// Print KEY's value and version.
+/// `config` with `key` encrypted by the keyring in `path`, if given.
+fn sealed(
+    config: &ConfigCenter,
+    key: &str,
+    path: Option<&std::path::Path>,
+) -> Outcome<ConfigCenter> {
+    let Some(path) = path else {
+        return Ok(config.clone());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::bad_input(format!("cannot read {}: {e}", path.display())))?;
+    let mut ring: Option<Keyring> = None;
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (id, b64) = line.split_once(char::is_whitespace).ok_or_else(|| {
+            Failure::bad_input(format!("{}: a line is `ID BASE64-KEY`", path.display()))
+        })?;
+        let bytes = base64_key(b64.trim())?;
+        ring = Some(match ring {
+            None => Keyring::new(id, bytes)?,
+            Some(r) => r.with_previous(id, bytes)?,
+        });
+    }
+    let ring = ring.ok_or_else(|| Failure::bad_input(format!("{}: no key", path.display())))?;
+    Ok(config.with_encryption_for(key, ring)?)
+}
+
+fn base64_key(b64: &str) -> Outcome<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| Failure::bad_input(format!("a key is base64: {e}")))?;
+    bytes
+        .try_into()
+        .map_err(|_| Failure::bad_input("a key is 32 bytes"))
+}
+
+/// Print KEY's value and version (opened, when the center encrypts it).
 async fn get(ctx: &Ctx, config: &ConfigCenter, key: String) -> Outcome {
-    let (bytes, version) = config.get_bytes_with_version(&key).await?;
+    let (bytes, version) = if config.is_encrypted(&key) {
+        let (value, version) = config.get_with_version::<Value>(&key).await?;
+        (value.to_string().into_bytes(), version)
+    } else {
+        config.get_bytes_with_version(&key).await?
+    };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     output::record(
         ctx.format,
@@ -156,14 +220,19 @@ async fn set(
             buf
         }
     };
-    if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
-        return Err(Failure::bad_input(format!(
-            "the value of {key} is not JSON: {e}"
-        )));
-    }
-    let version = match if_version {
-        Some(expected) => config.compare_and_set_bytes(&key, bytes, expected).await,
-        None => config.set_bytes(&key, bytes).await,
+    let value = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(Failure::bad_input(format!(
+                "the value of {key} is not JSON: {e}"
+            )))
+        }
+    };
+    let version = match (if_version, config.is_encrypted(&key)) {
+        (Some(expected), true) => config.compare_and_set(&key, &value, expected).await,
+        (None, true) => config.set(&key, &value).await,
+        (Some(expected), false) => config.compare_and_set_bytes(&key, bytes, expected).await,
+        (None, false) => config.set_bytes(&key, bytes).await,
     }
     .map_err(|e| conflict(e, if_version.unwrap_or(0)))?;
     output::record(

@@ -1002,3 +1002,66 @@ fn json_pick(value: &Value, fields: &[&str]) -> Value {
         .collect();
     Value::Object(picked)
 }
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn config_set_and_get_with_a_keyring_seal_and_open() {
+    let ns = namespace();
+    let keys = temp("keys.txt");
+    // Two keys: k2 seals, k1 (rotated out) still opens.
+    std::fs::write(
+        &keys,
+        "# id key\nk2 AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\nk1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n",
+    )
+    .unwrap();
+    let keys_arg = keys.to_str().unwrap();
+    ok(
+        coordctl(&ns).args([
+            "config",
+            "set",
+            "secrets/db",
+            r#""hunter2""#,
+            "--keyring",
+            keys_arg,
+        ]),
+        0,
+    );
+    let stored = ok(coordctl(&ns).args(["config", "get", "secrets/db"]), 0);
+    assert!(
+        stored.contains("coordkit-sealed:v1:k2:") && !stored.contains("hunter2"),
+        "{stored}"
+    );
+    let raw = ok(
+        etcdctl().args([
+            "get",
+            &format!("{ns}config/secrets/db"),
+            "--print-value-only",
+        ]),
+        0,
+    );
+    assert!(!raw.contains("hunter2"), "{raw}");
+    let opened = json_lines(&ok(
+        coordctl(&ns).args([
+            "-o",
+            "json",
+            "config",
+            "get",
+            "secrets/db",
+            "--keyring",
+            keys_arg,
+        ]),
+        0,
+    ));
+    assert_eq!(opened[0]["value"], "hunter2");
+    let wrong = temp("wrong.txt");
+    std::fs::write(&wrong, "k2 CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=\n").unwrap();
+    let o = run(coordctl(&ns).args([
+        "config",
+        "get",
+        "secrets/db",
+        "--keyring",
+        wrong.to_str().unwrap(),
+    ]));
+    assert_eq!(o.status.code(), Some(2), "a wrong key: {}", stderr(&o));
+    assert!(stderr(&o).contains("does not open") && !stdout(&o).contains("hunter2"));
+}

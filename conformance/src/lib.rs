@@ -155,6 +155,7 @@ macro_rules! conformance_tests {
             config_export_and_import_round_trip_exactly,
             config_import_compares_on_what_it_planned,
             config_import_refuses_a_bad_document,
+            config_values_under_an_encrypted_prefix_are_sealed_in_the_store,
             // Barriers.
             barrier_holds_waiters_until_removed,
             double_barrier_starts_and_finishes_together,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::sealed::Keyring;
 use crate::error::{Error, Result};
 
 /// A format for config values.
@@ -103,20 +104,51 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
-/// A center's codecs: a default, and per key prefix (the longest match wins).
+/// A center's codecs: a default, and per key prefix (the longest match wins);
+/// and the keyrings that encrypt the values under some prefixes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Codecs {
     pub(crate) default: Codec,
     pub(crate) by_prefix: Arc<Vec<(String, Codec)>>,
+    pub(crate) sealed: Arc<Vec<(String, Keyring)>>,
 }
 
 impl Codecs {
     /// The codec of `key` (relative to the config root).
     pub(crate) fn of(&self, key: &str) -> Codec {
-        self.by_prefix
-            .iter()
-            .filter(|(p, _)| key.starts_with(p.as_str()))
-            .max_by_key(|(p, _)| p.len())
-            .map_or(self.default, |(_, c)| *c)
+        longest(&self.by_prefix, key).map_or(self.default, |c| *c)
     }
+
+    /// The keyring that encrypts `key`'s values, if any.
+    pub(crate) fn keyring_of(&self, key: &str) -> Option<&Keyring> {
+        longest(&self.sealed, key)
+    }
+
+    /// `value` as stored at `key`: in its codec, then sealed if its prefix
+    /// is encrypted.
+    pub(crate) fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Vec<u8>> {
+        let bytes = self.of(key).encode(key, value)?;
+        match self.keyring_of(key) {
+            Some(ring) => ring.seal(key, &bytes),
+            None => Ok(bytes),
+        }
+    }
+
+    /// The value stored as `bytes` at `key`: opened if its prefix is
+    /// encrypted, then decoded in its codec.
+    pub(crate) fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
+        match self.keyring_of(key) {
+            Some(ring) => self.of(key).decode(key, &ring.open(key, bytes)?),
+            None => self.of(key).decode(key, bytes),
+        }
+    }
+}
+
+/// The rule of the longest prefix of `key` in `rules`.
+fn longest<'a, R>(rules: &'a [(String, R)], key: &str) -> Option<&'a R> {
+    rules
+        .iter()
+        .filter(|(p, _)| key.starts_with(p.as_str()))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, r)| r)
 }

@@ -74,7 +74,7 @@ impl ConfigCenter {
         expected: Version,
     ) -> Result<Version> {
         validate_key(key)?;
-        let bytes = self.codec_of(key).encode(key, value)?;
+        let bytes = self.codecs().encode(key, value)?;
         self.compare_and_set_bytes(key, bytes, expected).await
     }
 

@@ -6,6 +6,7 @@ mod codec;
 mod conditional;
 mod key;
 mod manager;
+mod sealed;
 mod snapshot;
 mod transfer;
 mod watcher;
@@ -24,6 +25,7 @@ pub use codec::Codec;
 pub(crate) use codec::Codecs;
 pub(crate) use key::{validate_key, validate_prefix};
 pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
+pub use sealed::Keyring;
 pub use transfer::{ConfigExport, ExportedKey, ImportPlan, ImportReport, PlannedChange};
 pub use watcher::{ConfigEvent, ConfigEventKind, Watcher};
 
@@ -212,12 +214,43 @@ impl ConfigCenter {
         validate_key(key)?;
         Ok(ConfigChange::set_bytes(
             key,
-            self.codec_of(key).encode(key, value)?,
+            self.codecs.encode(key, value)?,
         ))
     }
 
+    /// This center with the values under `prefix` encrypted with `keyring`
+    /// (AES-256-GCM, a fresh nonce per write, the sealing key's id stored
+    /// with the value; the longest matching prefix wins). The typed calls
+    /// (`get`, `set`, `compare_and_set`, `history`, `change`, watches,
+    /// [`ConfigManager`]) seal after encoding in the key's codec and open
+    /// before decoding; the `_bytes` calls store and return the sealed bytes
+    /// as they are. A value that is not sealed, sealed by a key not in the
+    /// keyring, or that does not open (a wrong key, a changed value, one moved
+    /// from another key) is a `Codec` error — never garbage.
+    ///
+    /// Errors: `InvalidArgument` for a bad prefix.
+    pub fn with_encryption_for(&self, prefix: &str, keyring: Keyring) -> Result<ConfigCenter> {
+        validate_prefix(prefix)?;
+        let mut center = self.clone();
+        let mut rules: Vec<(String, Keyring)> = center
+            .codecs
+            .sealed
+            .iter()
+            .filter(|(p, _)| p != prefix)
+            .cloned()
+            .collect();
+        rules.push((prefix.to_string(), keyring));
+        center.codecs.sealed = Arc::new(rules);
+        Ok(center)
+    }
+
+    /// Whether the typed calls encrypt `key`'s values.
+    pub fn is_encrypted(&self, key: &str) -> bool {
+        self.codecs.keyring_of(key).is_some()
+    }
+
     pub(crate) fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Result<T> {
-        self.codecs.of(key).decode(key, bytes)
+        self.codecs.decode(key, bytes)
     }
 
     pub(crate) fn codecs(&self) -> &Codecs {
@@ -290,7 +323,7 @@ impl ConfigCenter {
     /// Write `value` at `key` in its codec (JSON unless set otherwise); returns the new version.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Version> {
         validate_key(key)?;
-        let bytes = self.codec_of(key).encode(key, value)?;
+        let bytes = self.codecs.encode(key, value)?;
         self.backend.put(self.full(key), bytes).await
     }
 

@@ -33,6 +33,10 @@ pub struct ExportedKey {
     pub codec: String,
     /// Its version when exported.
     pub version: Version,
+    /// Whether the value is encrypted ([`ConfigCenter::with_encryption_for`]):
+    /// then it is exported sealed, as stored, and opens only with the keyring.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
     /// The value, when it is UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
@@ -119,6 +123,7 @@ impl ConfigCenter {
                 };
                 ExportedKey {
                     codec: self.codec_of(&key).name().to_string(),
+                    encrypted: self.is_encrypted(&key),
                     key,
                     version: kv.mod_revision,
                     text,
@@ -139,8 +144,10 @@ impl ConfigCenter {
     ///
     /// `InvalidArgument` (and nothing planned) for a key named twice, a bad
     /// key or one outside the document's prefix, a value that is not given
-    /// exactly once, a key whose codec here differs from the document's, or a
-    /// text value that does not decode in it (a base64 value is taken as is).
+    /// exactly once, a key whose codec or encryption here differs from the
+    /// document's; `Codec` for a text value that does not decode in it (or,
+    /// encrypted, does not open with this center's keyring). A base64 value
+    /// is taken as is.
     pub async fn plan_import(&self, export: &ConfigExport, prune: bool) -> Result<ImportPlan> {
         validate_prefix(&export.prefix)?;
         let mut wanted = std::collections::BTreeMap::new();
@@ -167,11 +174,24 @@ impl ConfigCenter {
                     ),
                 ));
             }
+            if entry.encrypted != self.is_encrypted(&entry.key) {
+                let (doc, here) = if entry.encrypted {
+                    ("encrypted", "not")
+                } else {
+                    ("not encrypted", "encrypted")
+                };
+                return Err(Error::invalid(
+                    "encrypted",
+                    format!("{} is {doc} in the document, {here} here", entry.key),
+                ));
+            }
             let bytes = entry.bytes()?;
             if entry.text.is_some() {
-                // Text is what a reviewer may have edited: it must decode. A
-                // base64 value is opaque bytes, imported as exported.
-                codec.decode::<serde::de::IgnoredAny>(&entry.key, &bytes)?;
+                // Text is what a reviewer may have edited: it must decode (an
+                // encrypted value must open with this keyring). A base64
+                // value is opaque bytes, imported as exported.
+                self.codecs()
+                    .decode::<serde::de::IgnoredAny>(&entry.key, &bytes)?;
             }
             if wanted.insert(entry.key.clone(), bytes).is_some() {
                 return Err(Error::invalid(

@@ -135,7 +135,7 @@ impl<T: DeserializeOwned> Stream for Watcher<T> {
             item.map(|raw| {
                 let raw = raw?;
                 let value = match raw.value {
-                    Some(bytes) => Some(codecs.of(&raw.key).decode(&raw.key, &bytes)?),
+                    Some(bytes) => Some(codecs.decode(&raw.key, &bytes)?),
                     None => None,
                 };
                 Ok(ConfigEvent {
