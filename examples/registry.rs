@@ -84,8 +84,18 @@ async fn main() -> coordkit::Result<()> {
         ),
     }
 
+    // A persistent instance: an endpoint that runs no client (a database).
+    // It needs no keep-alive and outlives the process that wrote it.
+    client
+        .registry()
+        .register_persistent(ServiceInfo::new("legacy", "orders", "10.0.0.9", 7001))
+        .await?;
+    show(&cache, "a persistent instance registered").await;
+
     a2.deregister().await?;
     show(&cache, "a deregistered").await;
+    client.registry().deregister("legacy").await?;
+    show(&cache, "the persistent instance deregistered by id").await;
     while let Ok(e) = events.try_recv() {
         println!("  cache event: {:?} {}", e.kind, e.service.id);
     }

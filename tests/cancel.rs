@@ -294,3 +294,24 @@ async fn apply_import_dropped_at_any_await_leaves_each_batch_whole() {
         }
     }
 }
+
+/// `register_persistent` dropped at any await (its first try failing, one
+/// answer lost) leaves the instance and its index entry both written or
+/// neither.
+#[tokio::test(start_paused = true)]
+async fn register_persistent_dropped_at_any_await_writes_whole_or_nothing() {
+    for n in 0..POLLS {
+        let (store, client, a, _b) = setup();
+        client.fail_next(1);
+        client.lose_next_response();
+        let info = ServiceInfo::new("db-1", "api", "10.0.0.9", 5432);
+        let got = poll_times(a.registry().register_persistent(info), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let instances = keys(&store, "coord/service/api/").await;
+        let index = keys(&store, "coord/service-id/db-1/").await;
+        assert_eq!(instances, index, "after {n} polls: whole or nothing");
+        if let Some(Ok(_)) = got {
+            assert_eq!(instances, 1, "after {n} polls: reported written");
+        }
+    }
+}

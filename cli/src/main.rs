@@ -127,9 +127,11 @@ enum Command {
     /// left); --watch prints each change after.
     #[command(after_help = "Example: coordctl service api --watch -o json")]
     Service(services::ServiceArgs),
-    /// Register an instance and keep it registered until SIGINT/SIGTERM.
+    /// Register an instance and keep it registered until SIGINT/SIGTERM; with
+    /// --persistent, register it without a lease and exit (it stays until
+    /// `deregister`).
     #[command(
-        after_help = "Example: coordctl register api api-1 10.0.0.5 8080 --meta zone=a --ttl 10s"
+        after_help = "Examples: coordctl register api api-1 10.0.0.5 8080 --meta zone=a --ttl 10s\n          coordctl register db db-1 10.0.0.9 5432 --persistent"
     )]
     Register(services::RegisterArgs),
     /// Remove instance ID of service NAME.

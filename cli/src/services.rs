@@ -43,6 +43,11 @@ pub struct RegisterArgs {
     /// The registration's TTL: how long it outlives this process if it dies.
     #[arg(long, value_parser = duration, default_value = "10s")]
     ttl: Duration,
+    /// Register without a lease and exit at once: the instance stays until
+    /// `coordctl deregister` (for a database, a legacy host, an external
+    /// endpoint that runs no client).
+    #[arg(long, conflicts_with = "ttl")]
+    persistent: bool,
 }
 
 /// `coordctl deregister`.
@@ -177,6 +182,20 @@ pub async fn register(ctx: &Ctx, args: RegisterArgs) -> Outcome<u8> {
     info.tags.extend(args.tags);
     for (k, v) in args.meta {
         info = info.with_metadata(k, v);
+    }
+    if args.persistent {
+        let key = ctx.keys.instance(&info.name, &info.id);
+        let revision = ctx.coordinator.registry().register_persistent(info).await?;
+        output::record(
+            ctx.format,
+            &[
+                ("registered", key.clone()),
+                ("persistent", "yes".into()),
+                ("revision", revision.to_string()),
+            ],
+            json!({"registered": key, "persistent": true, "revision": revision}),
+        );
+        return Ok(exit::OK);
     }
     let registration = ctx.coordinator.registry().register(info, args.ttl).await?;
     let key = registration.key().to_string();

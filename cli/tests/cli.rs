@@ -1065,3 +1065,46 @@ fn config_set_and_get_with_a_keyring_seal_and_open() {
     assert_eq!(o.status.code(), Some(2), "a wrong key: {}", stderr(&o));
     assert!(stderr(&o).contains("does not open") && !stdout(&o).contains("hunter2"));
 }
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn a_persistent_registration_stays_until_deregistered() {
+    let ns = namespace();
+    let out = json_lines(&ok(
+        coordctl(&ns).args([
+            "-o",
+            "json",
+            "register",
+            "db",
+            "db-1",
+            "10.0.0.9",
+            "5432",
+            "--persistent",
+        ]),
+        0,
+    ));
+    assert_eq!(out[0]["persistent"], true, "{out:?}");
+    // The process has exited: the instance stays, with no lease.
+    let raw = ok(
+        etcdctl().args(["get", &format!("{ns}service/db/db-1"), "-w", "json"]),
+        0,
+    );
+    let doc: Value = serde_json::from_str(&raw).unwrap();
+    assert!(doc["kvs"][0].get("lease").is_none(), "no lease: {raw}");
+    let shown = json_lines(&ok(coordctl(&ns).args(["-o", "json", "service", "db"]), 0));
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    ok(coordctl(&ns).args(["deregister", "db", "db-1"]), 0);
+    let listed = ok(coordctl(&ns).args(["-o", "json", "service", "db"]), 0);
+    assert!(listed.trim().is_empty(), "{listed}");
+    let o = run(coordctl(&ns).args([
+        "register",
+        "db",
+        "db-2",
+        "10.0.0.9",
+        "5432",
+        "--persistent",
+        "--ttl",
+        "5s",
+    ]));
+    assert_eq!(o.status.code(), Some(2), "--persistent has no TTL");
+}

@@ -204,6 +204,7 @@ macro_rules! conformance_tests {
             registry_etcd_naming_matches_the_grpc_go_format,
             registry_deregister_by_id_uses_the_id_index,
             registry_cache_holds_the_last_instances_when_a_service_empties,
+            registry_persistent_instances_stay_until_deregistered,
             // Every write survives an answer it never got (AmbiguousWrites).
             ambiguous_a_counter_add_counts_once,
             ambiguous_a_counter_compare_and_set_reports_its_own_write,
@@ -219,6 +220,7 @@ macro_rules! conformance_tests {
             ambiguous_a_config_batch_is_reported_as_applied_or_unknown_never_as_a_conflict,
             ambiguous_a_config_compare_and_set_reports_its_own_write,
             ambiguous_an_import_is_reported_applied_or_unknown,
+            ambiguous_a_persistent_registration_is_written_whole,
             ambiguous_a_config_delete_if_version_reports_its_own_delete,
             ambiguous_a_config_rollback_reports_its_own_write,
             ambiguous_a_config_rollback_if_version_reports_its_own_write,

@@ -66,6 +66,12 @@ pub struct ServiceInfo {
     /// [`ServiceFilter`] take only [`InstanceHealth::Passing`] instances.
     #[serde(default)]
     pub health: InstanceHealth,
+    /// Registered without a lease ([`RegistryService::register_persistent`]):
+    /// it stays until deregistered (by id, by `coordctl deregister`, or by a
+    /// prober). Set by the registry: [`RegistryService::register`] writes it
+    /// false, `register_persistent` true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
 }
 
 fn default_weight() -> u32 {
@@ -92,6 +98,7 @@ impl ServiceInfo {
             tags: BTreeSet::new(),
             weight: 1,
             health: InstanceHealth::Passing,
+            persistent: false,
         }
     }
 
@@ -315,7 +322,8 @@ impl RegistryService {
     /// runs as a task of its own, and what it wrote is removed once nobody can
     /// take its handle.
     #[tracing::instrument(level = "debug", name = "coord.registry.register", skip_all, fields(service = %info.name, id = %info.id), err(level = "debug"))]
-    pub async fn register(&self, info: ServiceInfo, ttl: Duration) -> Result<Registration> {
+    pub async fn register(&self, mut info: ServiceInfo, ttl: Duration) -> Result<Registration> {
+        info.persistent = false;
         let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
         let key = self.coord.keys.instance(&info.name, &info.id);
         let index = self.coord.keys.id_index_entry(&info.id, &info.name);
@@ -329,6 +337,49 @@ impl RegistryService {
             ttl,
         )
         .await
+    }
+
+    /// Register `info` without a lease, for an endpoint that runs no client
+    /// (a database, a legacy host, an external service): it stays until
+    /// deregistered — [`RegistryService::deregister`] by id, `coordctl
+    /// deregister`, or a prober — whatever happens to this process. Marked
+    /// [`ServiceInfo::persistent`]; caches, filters, pickers and channels take
+    /// it like any instance. Its id-index entry is written with it, without a
+    /// lease too. Registering the id again replaces it (a live
+    /// [`Registration`] of the same id sees the foreign write and stops, as
+    /// `Replaced`). Returns the write's revision.
+    ///
+    /// Errors: `InvalidArgument` as for [`RegistryService::register`];
+    /// `OutcomeUnknown` when no try's answer came (the write may still apply;
+    /// writing again is safe: the same value); other store errors. The write
+    /// is one transaction: cancelling leaves it written whole or not at all.
+    #[tracing::instrument(level = "debug", name = "coord.registry.register_persistent", skip_all, fields(service = %info.name, id = %info.id), err(level = "debug"))]
+    pub async fn register_persistent(
+        &self,
+        mut info: ServiceInfo,
+    ) -> Result<crate::backend::Revision> {
+        info.persistent = true;
+        let value = validate(&info, self.coord.backend.limits().max_value_bytes)?;
+        let key = self.coord.keys.instance(&info.name, &info.id);
+        let index = self.coord.keys.id_index_entry(&info.id, &info.name);
+        let txn = Txn::new().and_then([
+            crate::backend::PutRequest::new(key, value),
+            crate::backend::PutRequest::new(index, Vec::new()),
+        ]);
+        let backend = &self.coord.backend;
+        match self
+            .coord
+            .retry
+            .run("registry register persistent", |_| backend.txn(txn.clone()))
+            .await
+        {
+            Ok(resp) => Ok(resp.revision),
+            Err(e) if e.is_retryable() => Err(crate::ambiguous::outcome_unknown(
+                "registry register persistent",
+                e,
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// The old name of [`RegistryService::deregister`].
