@@ -176,7 +176,15 @@ async fn main() -> coordkit::Result<()> {
     manager.stop();
 
     // 9. Registry: a service instance comes and goes in a watching cache.
-    let cache = node_b.registry().cache("search").await?;
+    // Protection off: the default cache would keep serving the last instance
+    // of a service when it goes (empty-push protection, see docs/registry.md).
+    let cache = node_b
+        .registry()
+        .cache_with(
+            "search",
+            coordkit::CacheOptions::new().protection(coordkit::EmptyPushProtection::Off),
+        )
+        .await?;
     let mut seen = cache.subscribe();
     let instance = coordkit::ServiceInfo::new("search-1", "search", "10.0.0.7", 9200);
     let registration = node_a
