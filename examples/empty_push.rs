@@ -72,9 +72,10 @@ async fn main() -> coordkit::Result<()> {
             }
         }
     }
-    until("the unprotected cache empties", || {
-        unprotected.instances().is_empty()
-    })
+    until(
+        "the unprotected cache empties and the protected one holds",
+        || unprotected.instances().is_empty() && protected.health().protected.is_some(),
+    )
     .await;
     let held = protected.health().protected.expect("holding");
     println!(

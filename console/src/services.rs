@@ -173,6 +173,7 @@ fn instance_row(shared: &Shared, name: &str, i: &Instance) -> Markup {
             td {
                 @match i.ttl_left {
                     Some(t) => span.ttl data-ttl=(t) { (t) "s" },
+                    None if info.persistent => span.persistent title="registered without a lease: stays until deregistered" { "persistent" },
                     None => "—",
                 }
             }

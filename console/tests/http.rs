@@ -982,6 +982,16 @@ async fn services_show_instances_and_deregister_on_the_revision_shown() {
         assert!(api.body.contains(shown), "{shown}: {}", api.body);
     }
     assert!(!api.body.contains("data-instance=\"w1\""));
+    registry
+        .register_persistent(ServiceInfo::new("db-1", "api", "10.0.0.9", 5432))
+        .await
+        .unwrap();
+    let with_db = h.get("/services/api").await;
+    assert!(
+        with_db.body.contains("<span class=\"persistent\""),
+        "a persistent instance is marked: {}",
+        with_db.body
+    );
     let confirm = h.get("/services/api/a1/deregister").await;
     let shown = field(&confirm.body, "revision").unwrap();
     _a1.update(|i| i.weight = 4).await.unwrap();

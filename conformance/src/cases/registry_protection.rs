@@ -61,8 +61,11 @@ pub async fn registry_cache_holds_the_last_instances_when_a_service_empties(
     )
     .await?;
     regs.next().unwrap().deregister().await?;
-    wait_until("i-2 left all but the 0.5 cache", || async {
-        Ok(off.instances().len() == 1 && cache.instances().len() == 1)
+    wait_until("i-2 left all but the 0.5 cache, which holds", || async {
+        Ok(off.instances().len() == 1
+            && cache.instances().len() == 1
+            && picker.cache().instances().len() == 1
+            && half.health().protected.is_some())
     })
     .await?;
     assert_eq!(
@@ -77,8 +80,8 @@ pub async fn registry_cache_holds_the_last_instances_when_a_service_empties(
         Ok(registry.discover("api").await?.is_empty() && off.instances().is_empty())
     })
     .await?;
-    wait_until("the default cache holds", || async {
-        Ok(cache.health().protected.is_some())
+    wait_until("the default cache and the picker's hold", || async {
+        Ok(cache.health().protected.is_some() && picker.cache().health().protected.is_some())
     })
     .await?;
     assert_eq!(
@@ -155,6 +158,10 @@ pub async fn every_session_of_a_service_lost_at_once_is_served_from_the_last_set
     .await?;
     wait_until("the unprotected cache empties", || async {
         Ok(off.instances().is_empty())
+    })
+    .await?;
+    wait_until("the protected cache holds", || async {
+        Ok(cache.health().protected.is_some())
     })
     .await?;
     assert_eq!(ids(&cache), ["i-1", "i-2", "i-3"], "the whole last set");
