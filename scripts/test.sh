@@ -115,7 +115,7 @@ while read -r _ kind name exe; do
 done < <(built_examples | sort)
 # Every example but memory_throughput ran (a list that came back short would
 # otherwise pass by running nothing).
-[ "$ran" -ge 22 ] || { echo "only $ran examples ran" >&2; exit 1; }
+[ "$ran" -ge 23 ] || { echo "only $ran examples ran" >&2; exit 1; }
 
 stage "etcd 3.5.1: the etcd backend's conformance, fault, error, interop, TLS and cluster tests"
 stop_etcd

@@ -123,6 +123,12 @@ impl KeyLayout {
         format!("{}config/", self.namespace)
     }
 
+    /// The config values' gray releases: `<ns>config-gray/` (each at its
+    /// config key under it).
+    pub fn config_gray(&self) -> String {
+        format!("{}config-gray/", self.namespace)
+    }
+
     /// The key a health probe reads (never written): `<ns>health`.
     pub(crate) fn health_probe(&self) -> String {
         format!("{}health", self.namespace)

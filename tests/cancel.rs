@@ -315,3 +315,46 @@ async fn register_persistent_dropped_at_any_await_writes_whole_or_nothing() {
         }
     }
 }
+
+/// `set_gray`, `promote_gray` and `drop_gray` dropped at any await (a first
+/// try failing, one answer lost) leave each whole or undone: a release with
+/// its value or none; after a promotion, the main value the gray one and the
+/// release gone, or both as they were.
+#[tokio::test(start_paused = true)]
+async fn gray_release_writes_dropped_at_any_await_are_whole() {
+    let zone = || coordkit::config::Labels::from([("zone".to_string(), "eu-1".to_string())]);
+    for n in 0..POLLS {
+        let (_store, client, a, b) = setup();
+        let config = a.config();
+        config.set("k", &1).await.unwrap();
+        client.fail_next(1);
+        client.lose_next_response();
+        let _ = poll_times(config.set_gray("k", &2, zone()), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let gray = b.config().gray("k").await.unwrap();
+        assert!(
+            gray.as_ref().is_none_or(|g| g.value == b"2"),
+            "after {n} polls: {gray:?}"
+        );
+        let Some(gray) = gray else { continue };
+        client.lose_next_response();
+        let _ = poll_times(config.promote_gray("k", gray.version), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let main = b.config().get::<i32>("k").await.unwrap();
+        let left = b.config().gray("k").await.unwrap();
+        assert!(
+            (main == 2 && left.is_none()) || (main == 1 && left.is_some()),
+            "after {n} polls: main {main}, release {left:?}"
+        );
+        if let Some(left) = left {
+            client.lose_next_response();
+            let _ = poll_times(config.drop_gray("k", left.version), n).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(
+                b.config().get::<i32>("k").await.unwrap(),
+                1,
+                "after {n} polls"
+            );
+        }
+    }
+}

@@ -98,6 +98,9 @@ pub enum ConfigCommand {
     /// changed meanwhile, saying what was applied); --dry-run shows only.
     #[command(after_help = "Example: coordctl config import app.yaml --dry-run")]
     Import(crate::transfer::ImportArgs),
+    /// A key's gray release: set, show, promote, drop.
+    #[command(subcommand)]
+    Gray(crate::gray::GrayCommand),
     /// The difference between two versions of KEY (the second defaults to the
     /// current one).
     #[command(after_help = "Example: coordctl config diff app/limits 42")]
@@ -136,6 +139,7 @@ pub async fn run(ctx: &Ctx, command: ConfigCommand) -> Outcome {
         } => rollback(ctx, config, key, to, if_version).await,
         ConfigCommand::Diff { key, from, to } => show_diff(ctx, config, key, from, to).await,
         ConfigCommand::Export(args) => crate::transfer::export(ctx, args).await,
+        ConfigCommand::Gray(command) => crate::gray::run(ctx, config, command).await,
         ConfigCommand::Import(args) => crate::transfer::import(ctx, args).await,
     }
 }

@@ -10,6 +10,7 @@
 mod config;
 mod console;
 mod exit;
+mod gray;
 mod hold;
 mod output;
 mod queue;

@@ -1108,3 +1108,96 @@ fn a_persistent_registration_stays_until_deregistered() {
     ]));
     assert_eq!(o.status.code(), Some(2), "--persistent has no TTL");
 }
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn config_gray_set_show_promote_and_drop() {
+    let ns = namespace();
+    ok(
+        coordctl(&ns).args(["config", "set", "prod/shop/limit", "100"]),
+        0,
+    );
+    ok(
+        coordctl(&ns).args([
+            "config",
+            "gray",
+            "set",
+            "prod/shop/limit",
+            "200",
+            "--selector",
+            "zone=eu-1",
+        ]),
+        0,
+    );
+    let shown = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "gray", "show", "prod/shop/limit"]),
+        0,
+    ));
+    assert_eq!(shown[0]["selector"]["zone"], "eu-1");
+    assert_eq!(shown[0]["value"], 200);
+    let version = shown[0]["version"].as_i64().unwrap();
+    let main = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "prod/shop/limit"]),
+        0,
+    ));
+    assert_eq!(main[0]["value"], 100, "the main value stays");
+    let stale = run(coordctl(&ns).args([
+        "config",
+        "gray",
+        "promote",
+        "prod/shop/limit",
+        "--if-version",
+        &(version - 1).to_string(),
+    ]));
+    assert_eq!(stale.status.code(), Some(4), "{}", stderr(&stale));
+    ok(
+        coordctl(&ns).args([
+            "config",
+            "gray",
+            "promote",
+            "prod/shop/limit",
+            "--if-version",
+            &version.to_string(),
+        ]),
+        0,
+    );
+    let main = json_lines(&ok(
+        coordctl(&ns).args(["-o", "json", "config", "get", "prod/shop/limit"]),
+        0,
+    ));
+    assert_eq!(main[0]["value"], 200, "promoted");
+    let none = run(coordctl(&ns).args(["config", "gray", "show", "prod/shop/limit"]));
+    assert_eq!(none.status.code(), Some(3), "the release is gone");
+    ok(
+        coordctl(&ns).args([
+            "config",
+            "gray",
+            "set",
+            "prod/shop/limit",
+            "300",
+            "--selector",
+            "zone=eu-1",
+        ]),
+        0,
+    );
+    ok(
+        coordctl(&ns).args(["config", "gray", "drop", "prod/shop/limit"]),
+        0,
+    );
+    assert_eq!(
+        run(coordctl(&ns).args(["config", "gray", "show", "prod/shop/limit"]))
+            .status
+            .code(),
+        Some(3)
+    );
+    let bad = run(coordctl(&ns).args([
+        "config",
+        "gray",
+        "set",
+        "prod/shop/limit",
+        "1",
+        "--selector",
+        "zone",
+    ]));
+    assert_eq!(bad.status.code(), Some(2));
+}

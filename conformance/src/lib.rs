@@ -156,6 +156,7 @@ macro_rules! conformance_tests {
             config_import_compares_on_what_it_planned,
             config_import_refuses_a_bad_document,
             config_values_under_an_encrypted_prefix_are_sealed_in_the_store,
+            config_gray_release_reaches_exactly_the_matching_managers,
             // Barriers.
             barrier_holds_waiters_until_removed,
             double_barrier_starts_and_finishes_together,
@@ -221,6 +222,8 @@ macro_rules! conformance_tests {
             ambiguous_a_config_compare_and_set_reports_its_own_write,
             ambiguous_an_import_is_reported_applied_or_unknown,
             ambiguous_a_persistent_registration_is_written_whole,
+            ambiguous_a_gray_promotion_is_whole,
+            ambiguous_a_gray_release_is_set_and_dropped_once,
             ambiguous_a_config_delete_if_version_reports_its_own_delete,
             ambiguous_a_config_rollback_reports_its_own_write,
             ambiguous_a_config_rollback_if_version_reports_its_own_write,

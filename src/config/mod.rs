@@ -4,6 +4,7 @@
 
 mod codec;
 mod conditional;
+mod gray;
 mod key;
 mod manager;
 mod sealed;
@@ -23,6 +24,7 @@ use crate::retry::RetryPolicy;
 
 pub use codec::Codec;
 pub(crate) use codec::Codecs;
+pub use gray::{GrayRelease, Labels};
 pub(crate) use key::{validate_key, validate_prefix};
 pub use manager::{ConfigManager, ConfigManagerBuilder, ConfigManagerError};
 pub use sealed::Keyring;
@@ -155,6 +157,8 @@ pub struct ConfigCenter {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
     root: String,
+    /// Where gray releases are (`<namespace>config-gray/`).
+    gray_root: String,
     followers: Arc<crate::health::Followers>,
     codecs: Codecs,
 }
@@ -169,6 +173,7 @@ impl ConfigCenter {
             backend: coord.backend.clone(),
             retry: coord.retry.clone(),
             root: coord.keys.config(),
+            gray_root: coord.keys.config_gray(),
             followers: coord.followers.clone(),
             codecs: Codecs::default(),
         }

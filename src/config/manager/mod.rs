@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::snapshot::Snapshot;
+
+mod compose;
+mod gray;
 use super::{ConfigCenter, ConfigEventKind, Version};
 use crate::error::{Error, Result};
 
@@ -112,6 +115,12 @@ struct ManagerInner<T> {
     updater: Option<Updater<T>>,
     status: Arc<crate::health::SyncStatus>,
     snapshot: Option<Snapshot<T>>,
+    /// This instance's labels: a gray release that matches them is served
+    /// over the main value ([`ConfigManagerBuilder::labels`]).
+    labels: Option<super::Labels>,
+    /// With labels: the main value's and the gray release's versions of what
+    /// was last offered (a reread of the same is not a change).
+    served_from: Mutex<Option<(Version, Version)>>,
 }
 
 /// Options for a [`ConfigManager`]; see [`ConfigManager::builder`].
@@ -125,6 +134,7 @@ pub struct ConfigManagerBuilder<T> {
     validator: Option<Validator<T>>,
     updater: Option<Updater<T>>,
     snapshot: Option<Snapshot<T>>,
+    labels: Option<super::Labels>,
 }
 
 impl<T> ConfigManagerBuilder<T>
@@ -163,6 +173,19 @@ where
         self
     }
 
+    /// This instance's labels (`zone`, `version`, …): when the key has a gray
+    /// release ([`ConfigCenter::set_gray`](super::ConfigCenter::set_gray))
+    /// whose selector they match, the manager serves the gray value instead
+    /// of the main one, and the main one again when the release is dropped or
+    /// promoted. A manager without labels never serves a gray value. With
+    /// labels, [`ConfigManager::version`] is the store revision at which the
+    /// value served was read (it still only grows). Not for a composed
+    /// manager (`InvalidArgument` at `start`).
+    pub fn labels(mut self, labels: super::Labels) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
     /// Call `updater(old, new)` once per applied change.
     pub fn updater(mut self, updater: impl Fn(&T, &T) + Send + Sync + 'static) -> Self {
         self.updater = Some(Box::new(updater));
@@ -183,6 +206,12 @@ where
                     return Err(Error::invalid(
                         "prefix",
                         format!("must be non-empty and end in '/', got {prefix:?}"),
+                    ));
+                }
+                if self.labels.is_some() {
+                    return Err(Error::invalid(
+                        "labels",
+                        "a composed manager serves no gray release",
                     ));
                 }
                 prefix.clone()
@@ -221,6 +250,8 @@ where
             validator: self.validator,
             updater: self.updater,
             snapshot: self.snapshot,
+            labels: self.labels,
+            served_from: Mutex::new(None),
         });
         inner.serve_snapshot();
         let watcher = inner.load().await;
@@ -256,6 +287,7 @@ where
             validator: None,
             updater: None,
             snapshot: None,
+            labels: None,
         }
     }
 
@@ -301,6 +333,7 @@ where
             validator: None,
             updater: None,
             snapshot: None,
+            labels: None,
         }
     }
 
@@ -493,6 +526,9 @@ where
 
     /// Read the value and open a watch; on failure, record it and return `None`.
     async fn load(&self) -> Option<Changes<T>> {
+        if let Some(labels) = &self.labels {
+            return self.load_labeled(labels).await;
+        }
         if self.composed.is_some() {
             let watcher = match self
                 .center
@@ -533,92 +569,14 @@ where
         }
         Some(Changes::Key(watcher))
     }
-
-    /// A composed manager: read every key under the prefix, assemble them and
-    /// offer the result; whether the store answered.
-    async fn reread(&self) -> bool {
-        let full = self.center.full(&self.key);
-        let backend = self.center.backend();
-        let read = self
-            .center
-            .retry()
-            .run("config prefix read", |_| {
-                backend.range(crate::backend::RangeRequest::prefix(full.clone()))
-            })
-            .await;
-        let resp = match read {
-            Ok(r) => r,
-            Err(e) => {
-                self.record_error(ConfigManagerError::Store(Arc::new(e)));
-                return false;
-            }
-        };
-        self.status.synced();
-        let Some(last) = &self.composed else {
-            return true;
-        };
-        if resp.kvs.is_empty() {
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            self.revert_to_default();
-            return true;
-        }
-        let assembled = self.assemble(&full, &resp.kvs);
-        let value = match assembled {
-            Ok(v) => v,
-            Err(e) => {
-                self.offer(resp.revision, Some(Err(e)));
-                return true;
-            }
-        };
-        if last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&value) {
-            // The store holds the value in force again (after a refused one).
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            return true;
-        }
-        let decoded = serde_json::from_value::<T>(value.clone()).map_err(|e| Error::Codec {
-            key: self.key.clone(),
-            reason: e.to_string(),
-        });
-        self.offer(resp.revision, Some(decoded));
-        if self.version.load(Ordering::SeqCst) == resp.revision {
-            *last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        }
-        true
-    }
-
-    /// The keys under the prefix as one JSON object, each at its path.
-    fn assemble(&self, full: &str, kvs: &[crate::backend::KeyValue]) -> Result<serde_json::Value> {
-        let mut root = serde_json::Map::new();
-        for kv in kvs {
-            let store_key = kv.key_str();
-            let rest = store_key.strip_prefix(full).unwrap_or(&store_key);
-            let key = format!("{}{rest}", self.key);
-            let value: serde_json::Value = self.center.decode(&key, &kv.value)?;
-            let clash = || Error::Codec {
-                key: key.clone(),
-                reason: "a key under the prefix is both a value and a folder".to_string(),
-            };
-            let mut segments: Vec<&str> = rest.split('/').collect();
-            let leaf = segments.pop().unwrap_or_default();
-            let mut node = &mut root;
-            for segment in segments {
-                let next = node
-                    .entry(segment.to_string())
-                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
-                node = next.as_object_mut().ok_or_else(clash)?;
-            }
-            if node.insert(leaf.to_string(), value).is_some() {
-                return Err(clash());
-            }
-        }
-        Ok(serde_json::Value::Object(root))
-    }
 }
 
 /// What a manager follows: its key's values, or any change under its prefix.
 enum Changes<T> {
     Key(super::Watcher<T>),
     Prefix(super::Watcher<serde::de::IgnoredAny>),
+    /// A manager with labels: the main key's watch and its gray release's.
+    Gray(gray::Watches),
 }
 
 /// Keep the value current: follow the watch, and reload whenever it cannot be had.
@@ -638,6 +596,12 @@ where
         };
         let events = match changes {
             Changes::Key(events) => events,
+            Changes::Gray(watches) => {
+                if !inner.follow_labeled(watches).await {
+                    watcher = None;
+                }
+                continue;
+            }
             Changes::Prefix(events) => {
                 match events.next().await {
                     // Any change (one that does not decode too): read them all.
