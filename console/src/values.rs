@@ -20,6 +20,14 @@ pub(crate) fn shown(codec: Codec, key: &str, bytes: &[u8]) -> (String, bool) {
     }
 }
 
+/// The key id an encrypted value was sealed with, if it is one
+/// (`coordkit-sealed:v1:<id>:…`).
+pub(crate) fn sealed_by(bytes: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let rest = text.strip_prefix("coordkit-sealed:v1:")?;
+    rest.split_once(':').map(|(id, _)| id)
+}
+
 /// A value for editing: its text, or `None` if it is not UTF-8 (such a value
 /// is not edited in a text area).
 pub(crate) fn editable(bytes: &[u8]) -> Option<&str> {

@@ -1303,3 +1303,52 @@ async fn a_store_that_does_not_answer_gives_a_page_that_says_so() {
     h.store.heal();
     assert_eq!(h.get("/config/key?k=app/db").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_gray_release_is_shown_and_an_encrypted_value_is_not_edited() {
+    let h = Harness::new();
+    let config = h.coordinator.config();
+    config.set("prod/shop/limit", &100).await.unwrap();
+    let zone = coordkit::config::Labels::from([("zone".to_string(), "eu-1".to_string())]);
+    let v = config
+        .set_gray("prod/shop/limit", &200, zone)
+        .await
+        .unwrap();
+    let page = h.get("/config/key?k=prod/shop/limit").await;
+    assert!(page.body.contains("id=\"gray\""), "{}", page.body);
+    assert!(
+        page.body.contains("<strong>zone=eu-1</strong>")
+            && page.body.contains(&format!("version {v}"))
+    );
+    let ring = coordkit::config::Keyring::new("k1", [7; 32]).unwrap();
+    let sealed = config.with_encryption_for("secrets/", ring).unwrap();
+    sealed.set("secrets/db", "hunter2").await.unwrap();
+    let page = h.get("/config/key?k=secrets/db").await;
+    assert!(
+        page.body.contains("id=\"sealed\"") && page.body.contains("with key k1"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("hunter2") && !page.body.contains("id=\"edit\""));
+    let edit = h.get("/config/edit?k=secrets/db").await;
+    assert_eq!(edit.status, StatusCode::BAD_REQUEST, "{}", edit.body);
+    let (_, version) = config.get_bytes_with_version("secrets/db").await.unwrap();
+    let version = version.to_string();
+    let clear = [
+        ("key", "secrets/db"),
+        ("version", version.as_str()),
+        ("value", "\"plain\""),
+    ];
+    for path in ["/config/review", "/config/publish"] {
+        assert_eq!(
+            h.post(path, &clear).await.status,
+            StatusCode::BAD_REQUEST,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        sealed.get::<String>("secrets/db").await.unwrap(),
+        "hunter2",
+        "still sealed"
+    );
+}

@@ -40,6 +40,11 @@ pub(crate) async fn edit_form(
     let (key, text, version) = match &query.k {
         Some(key) => {
             let kv = stored(shared, key).await?;
+            if values::sealed_by(&kv.value).is_some() {
+                return Err(Failure::bad_input(format!(
+                    "{key} is encrypted: it is not edited here (the console has no keyring)"
+                )));
+            }
             let text = values::editable(&kv.value)
                 .ok_or_else(|| {
                     Failure::bad_input(format!("{key} is not UTF-8: it is not edited here"))
@@ -89,6 +94,16 @@ fn checked(shared: &Shared, edited: &Edited) -> Answer<()> {
     })
 }
 
+/// Refuse to write over an encrypted value (it would be written in clear).
+fn not_sealed(key: &str, current: Option<&coordkit::KeyValue>) -> Answer<()> {
+    match current.and_then(|kv| values::sealed_by(&kv.value)) {
+        Some(id) => Err(Failure::bad_input(format!(
+            "{key} is encrypted (key {id}): it is not edited here (the console has no keyring)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The key as stored now, `None` if absent.
 async fn now(shared: &Shared, key: &str) -> Answer<Option<coordkit::KeyValue>> {
     Ok(read(shared, key).await?)
@@ -99,6 +114,7 @@ async fn now(shared: &Shared, key: &str) -> Answer<Option<coordkit::KeyValue>> {
 pub(crate) async fn review(State(shared): State<Shared>, Form(edited): Form<Edited>) -> Answer {
     checked(&shared, &edited)?;
     let current = now(&shared, &edited.key).await?;
+    not_sealed(&edited.key, current.as_ref())?;
     let at = current.as_ref().map_or(0, |kv| kv.mod_revision);
     if at != edited.version {
         return Ok(conflict(
@@ -135,6 +151,9 @@ pub(crate) async fn review(State(shared): State<Shared>, Form(edited): Form<Edit
 /// conflict shows theirs against yours and writes nothing.
 pub(crate) async fn publish(State(shared): State<Shared>, Form(edited): Form<Edited>) -> Answer {
     checked(&shared, &edited)?;
+    // The compare-and-set below is on the version shown: a value sealed at
+    // that version is caught here, one sealed since fails the compare.
+    not_sealed(&edited.key, now(&shared, &edited.key).await?.as_ref())?;
     let written = shared
         .config
         .compare_and_set_bytes(

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use coordkit::config::GrayRelease;
 use coordkit::{BackendExt, KeyValue};
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -158,18 +159,22 @@ pub(crate) async fn stored(shared: &Shared, key: &str) -> Answer<KeyValue> {
 pub(crate) async fn view(State(shared): State<Shared>, Query(query): Query<KeyQuery>) -> Answer {
     let key = query.k;
     let kv = stored(&shared, &key).await?;
+    let gray = shared.config.gray(&key).await?;
     Ok(shell(
         &shared,
         Section::Config,
         &key,
-        value_view(&shared, &key, &kv),
+        value_view(&shared, &key, &kv, gray.as_ref()),
     )
     .into_response())
 }
 
-fn value_view(shared: &Shared, key: &str, kv: &KeyValue) -> Markup {
+fn value_view(shared: &Shared, key: &str, kv: &KeyValue, gray: Option<&GrayRelease>) -> Markup {
     let codec = shared.config.codec_of(key);
     let (text, binary) = values::shown(codec, key, &kv.value);
+    // An encrypted value is shown as stored (the console has no keyring) and
+    // not edited: a value typed here would be written in clear.
+    let sealed = values::sealed_by(&kv.value);
     let k = url_part(key);
     html! {
         (breadcrumbs(parent(key)))
@@ -178,12 +183,31 @@ fn value_view(shared: &Shared, key: &str, kv: &KeyValue) -> Markup {
             dt { "Created at" } dd { (kv.create_revision) }
             dt { "Writes since" } dd { (kv.version) }
             dt { "Codec" } dd { (codec.name()) @if binary { " (not UTF-8: shown as hex)" } }
+            @if let Some(id) = sealed { dt { "Encrypted" } dd #sealed { "with key " (id) " (shown as stored; opened only by a program with the keyring)" } }
         }
         pre #value class=[binary.then_some("binary")] { (text) }
+        @if let Some(gray) = gray { (gray_view(shared, key, gray)) }
         p.actions {
-            @if !shared.read_only && !binary { a.action #edit href={ "/config/edit?k=" (k) } { "Edit" } " " }
+            @if !shared.read_only && !binary && sealed.is_none() { a.action #edit href={ "/config/edit?k=" (k) } { "Edit" } " " }
             a.action #history href={ "/config/history?k=" (k) } { "History" } " "
             @if !shared.read_only { a.action #delete href={ "/config/delete?k=" (k) } { "Delete…" } }
+        }
+    }
+}
+
+/// A key's gray release: its selector, version and value.
+fn gray_view(shared: &Shared, key: &str, gray: &GrayRelease) -> Markup {
+    let (text, _) = values::shown(shared.config.codec_of(key), key, &gray.value);
+    let selector: Vec<String> = gray
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    html! {
+        section #gray {
+            h2 { "Gray release" }
+            p { "Served instead of the value above to the instances labelled " strong { (selector.join(", ")) } " — version " (gray.version) ". Promote or drop it with " code { "coordctl config gray" } "." }
+            pre { (text) }
         }
     }
 }
