@@ -2,24 +2,11 @@
 //! promoted to every instance (or dropped).
 //! Run with `cargo run --example config_gray`.
 
-use std::time::Duration;
-
 use coordkit::config::Labels;
 use coordkit::ConfigManager;
 
 fn zone(name: &str) -> Labels {
     Labels::from([("zone".to_string(), name.to_string())])
-}
-
-/// Wait until `done` holds, checking every 20 ms (at most 30 s).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting until {what}");
 }
 
 #[tokio::main]
@@ -38,7 +25,7 @@ async fn main() -> coordkit::Result<()> {
     println!("before: eu {} ms, us {} ms", eu.current(), us.current());
 
     let release = config.set_gray(key, &500u32, zone("eu-1")).await?;
-    until("eu serves the gray value", || *eu.current() == 500).await;
+    coordkit_examples::until("eu serves the gray value", || *eu.current() == 500).await;
     println!(
         "gray release (zone=eu-1) at version {release}: eu {} ms, us {} ms",
         eu.current(),
@@ -46,7 +33,7 @@ async fn main() -> coordkit::Result<()> {
     );
 
     let promoted = config.promote_gray(key, release).await?;
-    until("every zone serves it", || *us.current() == 500).await;
+    coordkit_examples::until("every zone serves it", || *us.current() == 500).await;
     println!(
         "promoted as version {promoted}: eu {} ms, us {} ms",
         eu.current(),

@@ -16,17 +16,6 @@ fn ids(cache: &ServiceCache) -> Vec<String> {
     cache.instances().iter().map(|i| i.id.clone()).collect()
 }
 
-/// Wait until `done` holds, checking every 20 ms (at most 30 s).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting until {what}");
-}
-
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
     let store = coordkit_examples::Store::from_env();
@@ -51,7 +40,7 @@ async fn main() -> coordkit::Result<()> {
         let info = ServiceInfo::new(id, "payments", "10.0.0.9", port);
         registrations.push(registering.registry().register(info, ttl).await?);
     }
-    until("both caches see three", || {
+    coordkit_examples::until("both caches see three", || {
         protected.instances().len() == 3 && unprotected.instances().len() == 3
     })
     .await;
@@ -72,7 +61,7 @@ async fn main() -> coordkit::Result<()> {
             }
         }
     }
-    until(
+    coordkit_examples::until(
         "the unprotected cache empties and the protected one holds",
         || unprotected.instances().is_empty() && protected.health().protected.is_some(),
     )
@@ -94,12 +83,12 @@ async fn main() -> coordkit::Result<()> {
             registrations.push(registering.registry().register(info, ttl).await?);
         }
     }
-    until("the protected cache follows the store again", || {
+    coordkit_examples::until("the protected cache follows the store again", || {
         protected.health().protected.is_none()
     })
     .await;
     if link.is_some() {
-        until("all three are back", || protected.instances().len() == 3).await;
+        coordkit_examples::until("all three are back", || protected.instances().len() == 3).await;
     }
     println!(
         "back: protected {:?}, unprotected {:?}",

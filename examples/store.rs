@@ -130,3 +130,15 @@ impl Store {
         }
     }
 }
+
+/// Wait until `done` holds, looking every 20 ms; panics after 30 s (an
+/// example that waits longer is broken).
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("gave up waiting until {what}");
+}

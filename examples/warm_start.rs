@@ -16,17 +16,6 @@ fn ids(cache: &ServiceCache) -> Vec<String> {
     cache.instances().iter().map(|i| i.id.clone()).collect()
 }
 
-/// Wait until `done` holds, checking every 20 ms (at most 30 s).
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..1500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("gave up waiting until {what}");
-}
-
 #[tokio::main]
 async fn main() -> coordkit::Result<()> {
     let store = coordkit_examples::Store::from_env();
@@ -70,7 +59,7 @@ async fn main() -> coordkit::Result<()> {
         );
         s1.deregister().await?; // the store moves on meanwhile
         link.heal();
-        until("the cache serves the store's view", || {
+        coordkit_examples::until("the cache serves the store's view", || {
             ids(&warm) == ["s-2"]
         })
         .await;

@@ -130,6 +130,7 @@ mod recipes;
 pub mod registry;
 mod retry;
 mod session;
+mod snapshot_file;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

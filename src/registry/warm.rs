@@ -45,15 +45,7 @@ impl Snapshot {
             saved_at_ms,
             instances: instances.to_vec(),
         };
-        let write = || -> std::io::Result<()> {
-            let tmp = self.path.with_extension("tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&file).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = crate::snapshot_file::write_json(&self.path, &file) {
             warn!(service, path = %self.path.display(), error = %e, "service snapshot not written");
         }
     }

@@ -17,6 +17,18 @@ fn labels(zone: &str) -> Labels {
     Labels::from([("zone".to_string(), zone.to_string())])
 }
 
+/// The sweeps' setup: the key at 1, a release of 2 for zone eu-1.
+fn with_release(c: coordkit::Coordinator) -> futures::future::BoxFuture<'static, Result<()>> {
+    async move {
+        c.config().set(KEY, &1u32).await?;
+        c.config()
+            .set_gray(KEY, &2u32, labels("eu-1"))
+            .await
+            .map(drop)
+    }
+    .boxed()
+}
+
 /// A manager that records every value it applies.
 async fn manager(
     config: &ConfigCenter,
@@ -126,16 +138,7 @@ pub async fn ambiguous_a_gray_promotion_is_whole(ctx: Ctx) -> Result<()> {
     sweep(
         &ctx,
         "config promote_gray",
-        |c| {
-            async move {
-                c.config().set(KEY, &1u32).await?;
-                c.config()
-                    .set_gray(KEY, &2u32, labels("eu-1"))
-                    .await
-                    .map(drop)
-            }
-            .boxed()
-        },
+        with_release,
         |c| {
             async move {
                 let gray = c.config().gray(KEY).await?.expect("a release");
@@ -185,16 +188,7 @@ pub async fn ambiguous_a_gray_release_is_set_and_dropped_once(ctx: Ctx) -> Resul
     sweep(
         &ctx,
         "config drop_gray",
-        |c| {
-            async move {
-                c.config().set(KEY, &1u32).await?;
-                c.config()
-                    .set_gray(KEY, &2u32, labels("eu-1"))
-                    .await
-                    .map(drop)
-            }
-            .boxed()
-        },
+        with_release,
         |c| {
             async move {
                 let gray = c.config().gray(KEY).await?.expect("a release");
