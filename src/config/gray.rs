@@ -76,6 +76,7 @@ impl ConfigCenter {
     /// Errors: `InvalidArgument` for a bad key or an empty selector (that is
     /// a plain `set`); `OutcomeUnknown` when the answer never came (it is not
     /// retried: writing again is safe, the same value, but moves the version).
+    /// Cancelling it leaves the release written whole or not at all.
     pub async fn set_gray<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -115,7 +116,7 @@ impl ConfigCenter {
         }
     }
 
-    /// `key`'s gray release, if it has one.
+    /// `key`'s gray release, if it has one (a read: cancelling leaves nothing).
     pub async fn gray(&self, key: &str) -> Result<Option<GrayRelease>> {
         validate_key(key)?;
         let full = self.gray_key(key);
@@ -154,7 +155,8 @@ impl ConfigCenter {
     /// Remove `key`'s gray release, only if it is still at `expected`: every
     /// manager serves the main value again.
     ///
-    /// Errors as for [`ConfigCenter::promote_gray`].
+    /// Errors as for [`ConfigCenter::promote_gray`]. Cancelling it leaves the
+    /// release there or gone, nothing else changed.
     pub async fn drop_gray(&self, key: &str, expected: Version) -> Result<()> {
         self.expected_gray(key, expected).await?;
         let txn = Txn::new()

@@ -99,7 +99,8 @@ pub struct ImportReport {
 
 impl ConfigCenter {
     /// Every key under `prefix` (empty: all) read at one revision, with its
-    /// codec, version and exact value. One read of the store.
+    /// codec, version and exact value. One read of the store (cancelling
+    /// leaves nothing).
     pub async fn export(&self, prefix: &str) -> Result<ConfigExport> {
         validate_prefix(prefix)?;
         let full = self.full(prefix);
@@ -147,7 +148,7 @@ impl ConfigCenter {
     /// exactly once, a key whose codec or encryption here differs from the
     /// document's; `Codec` for a text value that does not decode in it (or,
     /// encrypted, does not open with this center's keyring). A base64 value
-    /// is taken as is.
+    /// is taken as is. Only reads: cancelling leaves nothing.
     pub async fn plan_import(&self, export: &ConfigExport, prune: bool) -> Result<ImportPlan> {
         validate_prefix(&export.prefix)?;
         let mut wanted = std::collections::BTreeMap::new();

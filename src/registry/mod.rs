@@ -536,8 +536,10 @@ impl RegistryService {
         self.cache_with(name, CacheOptions::default()).await
     }
 
-    /// [`RegistryService::cache`] with `options` (empty-push protection).
-    /// `InvalidArgument` for options that [`CacheOptions::validate`] refuses.
+    /// [`RegistryService::cache`] with `options` (empty-push protection, a
+    /// snapshot for a warm start). `InvalidArgument` for options that
+    /// [`CacheOptions::validate`] refuses. Dropping the future leaves nothing
+    /// (no cache, no task; a snapshot file is only read).
     pub async fn cache_with(&self, name: &str, options: CacheOptions) -> Result<ServiceCache> {
         segment("name", name)?;
         options.validate()?;
