@@ -163,6 +163,14 @@ pub struct ConfigCenter {
     codecs: Codecs,
 }
 
+/// `rules` with `prefix`'s rule set to `rule` (an earlier rule of the same
+/// prefix replaced): per-prefix codecs and keyrings alike.
+fn with_rule<R: Clone>(rules: &[(String, R)], prefix: &str, rule: R) -> Arc<Vec<(String, R)>> {
+    let mut next: Vec<(String, R)> = rules.iter().filter(|(p, _)| p != prefix).cloned().collect();
+    next.push((prefix.to_string(), rule));
+    Arc::new(next)
+}
+
 fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Vec<u8>> {
     Codec::Json.encode(key, value)
 }
@@ -196,15 +204,7 @@ impl ConfigCenter {
     pub fn with_codec_for(&self, prefix: &str, codec: Codec) -> Result<ConfigCenter> {
         validate_prefix(prefix)?;
         let mut center = self.clone();
-        let mut rules: Vec<(String, Codec)> = center
-            .codecs
-            .by_prefix
-            .iter()
-            .filter(|(p, _)| p != prefix)
-            .cloned()
-            .collect();
-        rules.push((prefix.to_string(), codec));
-        center.codecs.by_prefix = Arc::new(rules);
+        center.codecs.by_prefix = with_rule(&center.codecs.by_prefix, prefix, codec);
         Ok(center)
     }
 
@@ -237,15 +237,7 @@ impl ConfigCenter {
     pub fn with_encryption_for(&self, prefix: &str, keyring: Keyring) -> Result<ConfigCenter> {
         validate_prefix(prefix)?;
         let mut center = self.clone();
-        let mut rules: Vec<(String, Keyring)> = center
-            .codecs
-            .sealed
-            .iter()
-            .filter(|(p, _)| p != prefix)
-            .cloned()
-            .collect();
-        rules.push((prefix.to_string(), keyring));
-        center.codecs.sealed = Arc::new(rules);
+        center.codecs.sealed = with_rule(&center.codecs.sealed, prefix, keyring);
         Ok(center)
     }
 

@@ -10,6 +10,18 @@ use crate::cases::registry::instance;
 use crate::context::wait_until;
 use crate::Ctx;
 
+/// Instances i-1, i-2 and i-3 of `api`, registered by `c`.
+async fn register_three(
+    c: &coordkit::Coordinator,
+    ttl: std::time::Duration,
+) -> Result<Vec<coordkit::Registration>> {
+    let mut regs = Vec::new();
+    for (id, port) in [("i-1", 8001), ("i-2", 8002), ("i-3", 8003)] {
+        regs.push(c.registry().register(instance(id, port), ttl).await?);
+    }
+    Ok(regs)
+}
+
 fn ids(cache: &ServiceCache) -> Vec<String> {
     cache.instances().iter().map(|i| i.id.clone()).collect()
 }
@@ -44,10 +56,7 @@ pub async fn registry_cache_holds_the_last_instances_when_a_service_empties(
             CacheOptions::new().protection(EmptyPushProtection::BelowFraction(0.5)),
         )
         .await?;
-    let mut regs = Vec::new();
-    for (id, port) in [("i-1", 8001), ("i-2", 8002), ("i-3", 8003)] {
-        regs.push(c.registry().register(instance(id, port), ttl).await?);
-    }
+    let regs = register_three(&c, ttl).await?;
     let all = [&cache, picker.cache(), &off, &half];
     wait_until("every cache sees three", || async {
         Ok(all.iter().all(|c| c.instances().len() == 3))
@@ -143,10 +152,7 @@ pub async fn every_session_of_a_service_lost_at_once_is_served_from_the_last_set
             CacheOptions::new().protection(EmptyPushProtection::Off),
         )
         .await?;
-    let mut regs = Vec::new();
-    for (id, port) in [("i-1", 8001), ("i-2", 8002), ("i-3", 8003)] {
-        regs.push(c.registry().register(instance(id, port), ttl).await?);
-    }
+    let regs = register_three(&c, ttl).await?;
     wait_until("both caches see three", || async {
         Ok(cache.instances().len() == 3 && off.instances().len() == 3)
     })
