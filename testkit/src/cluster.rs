@@ -101,8 +101,26 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Start an `n`-member cluster and wait until every member answers.
+    /// Start an `n`-member cluster and wait until every member answers. A
+    /// member that exits while starting (its port taken between the pick and
+    /// the bind) makes it start again on other ports, up to three times.
     pub async fn start(n: usize) -> Cluster {
+        for attempt in 1..=3 {
+            let mut cluster = Self::launch(n).await;
+            match cluster.wait_started().await {
+                Ok(()) => return cluster,
+                Err(i) => eprintln!(
+                    "cluster start {attempt}: member {i} exited while starting; log: {}",
+                    std::fs::read_to_string(cluster.members[i].dir.join("etcd.log"))
+                        .unwrap_or_default()
+                ),
+            }
+        }
+        panic!("no cluster of {n} started in three attempts");
+    }
+
+    /// New members on new ports, spawned.
+    async fn launch(n: usize) -> Cluster {
         let base = std::env::temp_dir().join(format!(
             "coordkit-cluster-{}-{}",
             std::process::id(),
@@ -137,10 +155,31 @@ impl Cluster {
         for i in 0..n {
             cluster.spawn(i, "new");
         }
-        for i in 0..n {
-            cluster.wait_healthy(i).await;
-        }
         cluster
+    }
+
+    /// Wait until every member answers; `Err(i)` as soon as member `i` has
+    /// exited instead.
+    async fn wait_started(&mut self) -> Result<(), usize> {
+        for i in 0..self.members.len() {
+            for _ in 0..300 {
+                let exited = self.members[i]
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
+                if exited {
+                    return Err(i);
+                }
+                if self.etcdctl(i, &["endpoint", "health"]).await.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i).await;
+        }
+        Ok(())
     }
 
     fn spawn(&mut self, i: usize, state: &str) {
