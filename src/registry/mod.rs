@@ -347,7 +347,11 @@ impl RegistryService {
     /// it like any instance. Its id-index entry is written with it, without a
     /// lease too. Registering the id again replaces it (a live
     /// [`Registration`] of the same id sees the foreign write and stops, as
-    /// `Replaced`). Returns the write's revision.
+    /// `Replaced`). Returns the write's revision. A try whose answer was lost
+    /// is tried again (the same value): an earlier try held in the network
+    /// may still land after it, rewriting the same instance at a later
+    /// revision — the content is the same, the revision returned may not be
+    /// the last.
     ///
     /// Errors: `InvalidArgument` as for [`RegistryService::register`];
     /// `OutcomeUnknown` when no try's answer came (the write may still apply;
