@@ -12,6 +12,7 @@
 //! | `<ns>barrier/<name>` | a barrier |
 //! | `<ns>double-barrier/<name>/waiters/<lease hex>-<n hex>`, `…/ready` | a double barrier |
 //! | `<ns>service/<name>/<id>`, `<ns>service-id/<id>/<name>` | an instance, and its id index |
+//! | `<ns>service/<name>/<id>/probe` | a prober's verdict on the instance (on its lease) |
 //! | `<ns>config/<path>` | a config value |
 //!
 //! `<n hex>` is the lowest number the session's other keys of the same name
@@ -19,6 +20,9 @@
 //! waiters (see the claim machinery's `key_hold`).
 
 use crate::backend::LeaseId;
+
+/// What follows an instance's key in the key of a prober's verdict on it.
+pub(crate) const PROBE_SUFFIX: &str = "/probe";
 
 /// Where the recipes of a coordinator with namespace `namespace` keep their
 /// keys (see the module docs for the table).
@@ -107,6 +111,13 @@ impl KeyLayout {
         format!("{}{id}", self.service(name))
     }
 
+    /// A prober's verdict on instance `id` of service `name`:
+    /// `<ns>service/<name>/<id>/probe`. Under the service's prefix, so one read
+    /// or watch of the service sees instances and verdicts together.
+    pub fn probe_verdict(&self, name: &str, id: &str) -> String {
+        format!("{}{PROBE_SUFFIX}", self.instance(name, id))
+    }
+
     /// The services instance `id` is registered in: `<ns>service-id/<id>/`.
     pub fn id_index(&self, id: &str) -> String {
         format!("{}service-id/{id}/", self.namespace)
@@ -171,6 +182,7 @@ mod tests {
         assert_eq!(keys.double_barrier_ready("d"), "ns/double-barrier/d/ready");
         assert_eq!(keys.instance("svc", "i-1"), "ns/service/svc/i-1");
         assert_eq!(keys.id_index_entry("i-1", "svc"), "ns/service-id/i-1/svc");
+        assert_eq!(keys.probe_verdict("svc", "i-1"), "ns/service/svc/i-1/probe");
         assert_eq!(keys.config(), "ns/config/");
         let lease = LeaseId(0x2a);
         assert_eq!(exclusive_claim("ns/lock/l/", lease), "ns/lock/l/2a");

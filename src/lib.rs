@@ -164,8 +164,11 @@ pub use recipes::semaphore::SemaphoreService;
 pub use registry::EndpointTemplate;
 pub use registry::{
     CacheOptions, EmptyPushProtection, EtcdNaming, InstanceHealth, PickStrategy, Picked, Picker,
-    Protected, Registration, RegistrationState, RegistryService, ServiceCache, ServiceEvent,
-    ServiceEventKind, ServiceFilter, ServiceInfo, ServiceWatch, MAX_WEIGHT,
+    ProbeTarget, ProbeVerdict, Protected, Registration, RegistrationState, RegistryService,
+    ServiceCache, ServiceEvent, ServiceEventKind, ServiceFilter, ServiceInfo, ServiceWatch,
+    MAX_WEIGHT,
 };
+#[cfg(feature = "probe")]
+pub use registry::{Check, Prober, ProberConfig, ProberEvent};
 pub use retry::{Backoff, RetryPolicy};
 pub use session::{Session, SessionState};

@@ -8,6 +8,7 @@ mod filter;
 #[cfg(feature = "grpc")]
 mod grpc;
 mod picker;
+mod probe;
 mod protection;
 mod registration;
 mod view;
@@ -33,6 +34,9 @@ pub use grpc::DiscoverStream;
 #[cfg(feature = "grpc")]
 pub use grpc::EndpointTemplate;
 pub use picker::{PickStrategy, Picked, Picker};
+#[cfg(feature = "probe")]
+pub use probe::{Check, Prober, ProberConfig, ProberEvent};
+pub use probe::{ProbeTarget, ProbeVerdict};
 pub use protection::{CacheOptions, EmptyPushProtection, Protected};
 pub use registration::{Registration, RegistrationState};
 use view::ServiceView;
@@ -72,6 +76,13 @@ pub struct ServiceInfo {
     /// false, `register_persistent` true.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub persistent: bool,
+    /// A prober's verdict on this registration, as read (see
+    /// [`RegistryService::prober`] and [`RegistryService::record_verdict`]):
+    /// when there is one, [`ServiceInfo::health`] as read is the worse of the
+    /// instance's own health and the verdict's. Never written with the
+    /// instance: a registration's own value carries `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeVerdict>,
 }
 
 fn default_weight() -> u32 {
@@ -99,6 +110,7 @@ impl ServiceInfo {
             weight: 1,
             health: InstanceHealth::Passing,
             persistent: false,
+            probe: None,
         }
     }
 
@@ -241,8 +253,15 @@ fn validate(info: &ServiceInfo, max_value_bytes: usize) -> Result<Vec<u8>> {
             ));
         }
     }
-    let json = to_json(&info.id, info, max_value_bytes)?;
-    Ok(json)
+    if info.probe.is_some() {
+        // A verdict is read beside the instance, never written into it.
+        let own = ServiceInfo {
+            probe: None,
+            ..info.clone()
+        };
+        return to_json(&own.id, &own, max_value_bytes);
+    }
+    to_json(&info.id, info, max_value_bytes)
 }
 
 /// Service registry and discovery of one [`Coordinator`](crate::Coordinator) (see
@@ -438,6 +457,7 @@ impl RegistryService {
                     .and_then([
                         DeleteRequest::key(key.clone()),
                         DeleteRequest::key(entry_key.clone()),
+                        DeleteRequest::key(self.coord.keys.probe_verdict(name, id)),
                     ]),
                 // An index entry whose instance is gone: remove it.
                 None => Txn::new()
@@ -470,8 +490,11 @@ impl RegistryService {
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         for kv in &resp.kvs {
             let key = kv.key_str();
-            if let Some((name, _)) = key[prefix.len()..].split_once('/') {
-                *counts.entry(name.to_string()).or_default() += 1;
+            // `<name>/<id>`: an instance (a verdict, `<name>/<id>/probe`, is not).
+            if let Some((name, id)) = key[prefix.len()..].split_once('/') {
+                if !id.is_empty() && !id.contains('/') {
+                    *counts.entry(name.to_string()).or_default() += 1;
+                }
             }
         }
         Ok(counts.into_iter().collect())
@@ -491,13 +514,9 @@ impl RegistryService {
             .retry
             .run("discover", |_| backend.get_prefix(source.prefix.clone()))
             .await?;
-        let view = ServiceView::new(source, self.coord.clone());
-        let mut found: Vec<_> = resp
-            .iter()
-            .filter_map(|kv| view.parse(&kv.key, &kv.value))
-            .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        let mut view = ServiceView::new(source, self.coord.clone());
+        view.load(&resp);
+        Ok(view.instances())
     }
 
     /// The instances of `name` now that `filter` matches, by id.

@@ -7,14 +7,20 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use super::{validate, Format, ServiceEvent, ServiceEventKind, ServiceInfo, Source};
-use crate::backend::EventKind;
+use super::probe::verdict::{self, Entry};
+use super::{validate, Format, ProbeVerdict, ServiceEvent, ServiceEventKind, ServiceInfo, Source};
+use crate::backend::{EventKind, KeyValue, Revision};
 use crate::context::Context;
 use crate::follow::Change;
 
 pub(crate) struct ServiceView {
     source: Source,
     coord: Arc<Context>,
+    /// Each instance key's entry as registered, with the key's create revision.
+    registered: BTreeMap<Vec<u8>, (ServiceInfo, Revision)>,
+    /// Each instance key's verdict, by the instance's key (native format only).
+    verdicts: BTreeMap<Vec<u8>, ProbeVerdict>,
+    /// The instances as read: each registered one with its verdict folded in.
     instances: BTreeMap<Vec<u8>, ServiceInfo>,
 }
 
@@ -23,13 +29,15 @@ impl ServiceView {
         ServiceView {
             source: source.clone(),
             coord,
+            registered: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
             instances: BTreeMap::new(),
         }
     }
 
     /// The instance an entry describes, if it is a valid one for its key; a
     /// malformed entry is logged, counted and skipped.
-    pub(crate) fn parse(&self, key: &[u8], value: &[u8]) -> Option<ServiceInfo> {
+    fn parse(&self, key: &[u8], value: &[u8]) -> Option<ServiceInfo> {
         let key = String::from_utf8_lossy(key);
         let problem = match self.source.format {
             Format::Native => {
@@ -59,22 +67,70 @@ impl ServiceView {
         None
     }
 
+    /// Take in every key of a read of the service's prefix.
+    pub(crate) fn load(&mut self, kvs: &[KeyValue]) {
+        for kv in kvs {
+            self.apply(&Change {
+                kind: EventKind::Put,
+                key: kv.key.clone(),
+                value: kv.value.clone(),
+                version: kv.mod_revision,
+                create_revision: kv.create_revision,
+                resync: false,
+            });
+        }
+    }
+
     /// Apply a change; the event it makes for users, if the instance set changed.
     pub(crate) fn apply(&mut self, change: &Change) -> Option<ServiceEvent> {
-        let parsed = match change.kind {
-            EventKind::Put => self.parse(&change.key, &change.value),
-            EventKind::Delete => None,
+        let entry = match self.source.format {
+            Format::Native => verdict::entry(self.source.prefix.as_bytes(), &change.key),
+            Format::EtcdNaming { .. } => Entry::Instance,
         };
-        match parsed {
-            Some(info) => {
-                let previous = self.instances.insert(change.key.clone(), info.clone());
+        let instance_key = match entry {
+            Entry::Instance => {
+                let parsed = match change.kind {
+                    EventKind::Put => self.parse(&change.key, &change.value),
+                    EventKind::Delete => None,
+                };
+                match parsed {
+                    Some(info) => self
+                        .registered
+                        .insert(change.key.clone(), (info, change.create_revision)),
+                    // Deleted, or overwritten by something that is not an instance.
+                    None => self.registered.remove(&change.key),
+                };
+                change.key.clone()
+            }
+            Entry::Verdict { instance_key } => {
+                let verdict = match change.kind {
+                    EventKind::Put => ProbeVerdict::decode(&change.value),
+                    EventKind::Delete => None,
+                };
+                match verdict {
+                    Some(v) => self.verdicts.insert(instance_key.to_vec(), v),
+                    None => self.verdicts.remove(instance_key),
+                };
+                instance_key.to_vec()
+            }
+            Entry::Other => return None,
+        };
+        self.refresh(instance_key)
+    }
+
+    /// Fold `key`'s verdict into its instance again; the event, if the
+    /// instance as read changed.
+    fn refresh(&mut self, key: Vec<u8>) -> Option<ServiceEvent> {
+        match self.registered.get(&key) {
+            Some((info, created)) => {
+                let info = verdict::merged(info, *created, self.verdicts.get(&key));
+                let previous = self.instances.insert(key, info.clone());
                 (previous.as_ref() != Some(&info)).then_some(ServiceEvent {
                     kind: ServiceEventKind::Put,
                     service: info,
                 })
             }
-            // Deleted, or overwritten by something that is not an instance.
-            None => self.instances.remove(&change.key).map(|info| ServiceEvent {
+            None => self.instances.remove(&key).map(|info| ServiceEvent {
                 kind: ServiceEventKind::Delete,
                 service: info,
             }),

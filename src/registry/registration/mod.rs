@@ -410,7 +410,7 @@ impl Drop for Registration {
                 let orphan_after = written.0;
                 let orphan = Orphan {
                     key: inner.key.clone(),
-                    also: inner.also.clone(),
+                    also: inner.removed_keys().skip(1).collect(),
                     guards: vec![Compare::mod_revision(
                         inner.key.clone(),
                         CompareOp::Equal,
@@ -446,6 +446,16 @@ impl std::fmt::Debug for Registration {
 impl Inner {
     fn info(&self) -> (ServiceInfo, Vec<u8>) {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The keys removed with the instance: its own, its id index, and a
+    /// prober's verdict on it (native entries).
+    fn removed_keys(&self) -> impl Iterator<Item = String> + '_ {
+        let verdict = matches!(self.format, Format::Native)
+            .then(|| format!("{}{}", self.key, crate::keys::PROBE_SUFFIX));
+        std::iter::once(self.key.clone())
+            .chain(self.also.iter().cloned())
+            .chain(verdict)
     }
 
     fn own_writes(&self) -> std::sync::MutexGuard<'_, OwnWrites> {
@@ -577,11 +587,7 @@ impl Inner {
                 CompareOp::Equal,
                 written.0,
             )])
-            .and_then(
-                std::iter::once(self.key.clone())
-                    .chain(self.also.iter().cloned())
-                    .map(DeleteRequest::key),
-            );
+            .and_then(self.removed_keys().map(DeleteRequest::key));
         let backend = &self.coord.backend;
         let resp = self
             .coord
@@ -628,11 +634,7 @@ impl Inner {
                     CompareOp::Equal,
                     kv.mod_revision,
                 )])
-                .and_then(
-                    std::iter::once(self.key.clone())
-                        .chain(self.also.iter().cloned())
-                        .map(DeleteRequest::key),
-                );
+                .and_then(self.removed_keys().map(DeleteRequest::key));
             let resp = self
                 .coord
                 .retry
