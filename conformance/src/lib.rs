@@ -206,6 +206,8 @@ macro_rules! conformance_tests {
             registry_deregister_by_id_uses_the_id_index,
             registry_cache_holds_the_last_instances_when_a_service_empties,
             registry_persistent_instances_stay_until_deregistered,
+            registry_verdicts_are_compared_and_folded_into_reads,
+            registry_a_prober_removes_only_persistent_instances,
             // Every write survives an answer it never got (AmbiguousWrites).
             ambiguous_a_counter_add_counts_once,
             ambiguous_a_counter_compare_and_set_reports_its_own_write,
@@ -222,6 +224,8 @@ macro_rules! conformance_tests {
             ambiguous_a_config_compare_and_set_reports_its_own_write,
             ambiguous_an_import_is_reported_applied_or_unknown,
             ambiguous_a_persistent_registration_is_written_whole,
+            ambiguous_a_verdict_is_recorded_once,
+            ambiguous_a_probed_removal_is_whole,
             ambiguous_a_gray_promotion_is_whole,
             ambiguous_a_gray_release_is_set_and_dropped_once,
             ambiguous_a_config_delete_if_version_reports_its_own_delete,
