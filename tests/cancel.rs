@@ -316,6 +316,58 @@ async fn register_persistent_dropped_at_any_await_writes_whole_or_nothing() {
     }
 }
 
+/// `record_verdict` and `remove_probed` dropped at any await (a first try
+/// failing, one answer lost) leave the verdict written or not, and the
+/// instance with its index entry and verdict whole or removed whole.
+#[tokio::test(start_paused = true)]
+async fn probe_writes_dropped_at_any_await_are_whole() {
+    use coordkit::{InstanceHealth, ProbeVerdict};
+    for n in 0..POLLS {
+        let (store, client, a, b) = setup();
+        let info = ServiceInfo::new("db-1", "db", "10.0.0.9", 5432);
+        b.registry().register_persistent(info).await.unwrap();
+        let target = b.registry().probe_targets("db").await.unwrap().remove(0);
+        let verdict = ProbeVerdict::new(
+            InstanceHealth::Critical,
+            target.create_revision,
+            1,
+            "refused",
+            "p",
+        );
+        client.fail_next(1);
+        client.lose_next_response();
+        let got = poll_times(a.registry().record_verdict(&target, &verdict, None), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let read = b.registry().discover("db").await.unwrap();
+        assert_eq!(read.len(), 1, "after {n} polls: the instance stays");
+        assert!(
+            read[0].probe.as_ref().is_none_or(|p| p == &verdict),
+            "after {n} polls"
+        );
+        if let Some(Ok(true)) = got {
+            assert_eq!(
+                read[0].health,
+                InstanceHealth::Critical,
+                "after {n} polls: reported recorded"
+            );
+        }
+        let target = b.registry().probe_targets("db").await.unwrap().remove(0);
+        client.fail_next(1);
+        client.lose_next_response();
+        let got = poll_times(a.registry().remove_probed(&target, None), n).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let instance = keys(&store, "coord/service/db/").await;
+        let index = keys(&store, "coord/service-id/db-1/").await;
+        assert_eq!(instance.min(1), index, "after {n} polls: whole or nothing");
+        if let Some(Ok(true)) = got {
+            assert_eq!(
+                instance, 0,
+                "after {n} polls: reported removed, verdict included"
+            );
+        }
+    }
+}
+
 /// `set_gray`, `promote_gray` and `drop_gray` dropped at any await (a first
 /// try failing, one answer lost) leave each whole or undone: a release with
 /// its value or none; after a promotion, the main value the gray one and the
