@@ -13,6 +13,7 @@ mod exit;
 mod gray;
 mod hold;
 mod output;
+mod probe;
 mod queue;
 mod services;
 mod status;
@@ -135,6 +136,13 @@ enum Command {
         after_help = "Examples: coordctl register api api-1 10.0.0.5 8080 --meta zone=a --ttl 10s\n          coordctl register db db-1 10.0.0.9 5432 --persistent"
     )]
     Register(services::RegisterArgs),
+    /// Check the instances of services from outside (HTTP, TCP, gRPC health)
+    /// and record their health, until SIGINT/SIGTERM; one prober of a service
+    /// set is active, the others take over when it goes.
+    #[command(
+        after_help = "Example: coordctl probe api=http:/healthz db=tcp --interval 5s --fall 3 --remove-after 10m"
+    )]
+    Probe(probe::ProbeArgs),
     /// Remove instance ID of service NAME.
     #[command(after_help = "Example: coordctl deregister api api-1")]
     Deregister(services::DeregisterArgs),
@@ -280,6 +288,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> Outcome<u8> {
         Command::Services => services::list(ctx).await.map(|()| exit::OK)?,
         Command::Service(args) => services::show(ctx, args).await.map(|()| exit::OK)?,
         Command::Register(args) => services::register(ctx, args).await?,
+        Command::Probe(args) => probe::run(ctx, args).await?,
         Command::Deregister(args) => services::deregister(ctx, args).await.map(|()| exit::OK)?,
         Command::Config(command) => config::run(ctx, command).await.map(|()| exit::OK)?,
         Command::Status => status::show(ctx).await.map(|()| exit::OK)?,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use coordkit::{Backend, BackendExt, Error, ServiceEventKind, ServiceInfo};
+use coordkit::{Backend, Error, ServiceEventKind, ServiceInfo};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
@@ -100,14 +100,11 @@ fn meta(info: &ServiceInfo) -> String {
 
 pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
     segment("service name", &args.name)?;
-    let prefix = ctx.keys.service(&args.name);
-    let kvs = ctx.backend.get_prefix(prefix).await?;
+    // Each instance as every read shows it: a prober's verdict folded in.
+    let targets = ctx.coordinator.registry().probe_targets(&args.name).await?;
     let mut instances = Vec::new();
-    for kv in &kvs {
-        let Ok(info) = serde_json::from_slice::<ServiceInfo>(&kv.value) else {
-            continue; // not an instance written by coordkit
-        };
-        let ttl = match kv.lease {
+    for t in &targets {
+        let ttl = match t.lease {
             Some(l) => ctx
                 .backend
                 .lease_time_to_live(l)
@@ -116,7 +113,7 @@ pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
                 .map(|i| i.remaining_ttl),
             None => None,
         };
-        instances.push((info, ttl));
+        instances.push((t.as_read(), ttl));
     }
     let rows: Vec<Vec<String>> = instances
         .iter()
@@ -141,7 +138,7 @@ pub async fn show(ctx: &Ctx, args: ServiceArgs) -> Outcome {
         &rows,
         |i| {
             let (info, ttl) = &instances[i];
-            json!({"service": info.name, "id": info.id, "address": info.address, "port": info.port, "health": info.health, "weight": info.weight, "tags": info.tags, "metadata": info.metadata, "ttl_left_secs": ttl})
+            json!({"service": info.name, "id": info.id, "address": info.address, "port": info.port, "health": info.health, "probe": info.probe, "weight": info.weight, "tags": info.tags, "metadata": info.metadata, "ttl_left_secs": ttl})
         },
     );
     if !args.watch {
@@ -224,6 +221,7 @@ pub async fn deregister(ctx: &Ctx, args: DeregisterArgs) -> Outcome {
     let txn = coordkit::Txn::new().and_then([
         coordkit::DeleteRequest::key(key.clone()),
         coordkit::DeleteRequest::key(index),
+        coordkit::DeleteRequest::key(ctx.keys.probe_verdict(&args.name, &args.id)),
     ]);
     let deleted = backend.txn(txn).await?.responses.first().is_some_and(
         |r| matches!(r, coordkit::TxnOpResponse::Delete { deleted, .. } if *deleted > 0),

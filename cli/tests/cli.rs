@@ -1201,3 +1201,112 @@ fn config_gray_set_show_promote_and_drop() {
     ]));
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// A prober's JSON lines, read in a thread as they come.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<Value> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The next line of `rx` with `event` (others skipped), within 30 s.
+fn next_event(rx: &std::sync::mpsc::Receiver<Value>, event: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if v["event"] == event => return v,
+            Ok(_) => {}
+            Err(e) => panic!("no {event:?} line: {e}"),
+        }
+    }
+}
+
+/// The health and prober `coordctl service` shows for the only instance.
+fn probed(ns: &str, service: &str) -> (String, String) {
+    let shown = json_lines(&ok(
+        coordctl(ns).args(["-o", "json", "service", service]),
+        0,
+    ));
+    let i = &shown[0];
+    (
+        i["health"].as_str().unwrap_or_default().to_string(),
+        i["probe"]["prober"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[test]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+fn probers_take_turns_and_follow_an_instance_stopped_and_started() {
+    let ns = namespace();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut registered =
+        spawn(coordctl(&ns).args(["register", "web", "web-1", "127.0.0.1", &port]));
+    assert!(first_line(&mut registered).contains("registered"));
+    let prober = |name: &str| {
+        spawn(coordctl(&ns).args([
+            "-o",
+            "json",
+            "probe",
+            "web=tcp",
+            "--name",
+            name,
+            "--interval",
+            "200ms",
+            "--rise",
+            "2",
+            "--fall",
+            "2",
+            "--ttl",
+            "2s",
+        ]))
+    };
+    let mut a = prober("a");
+    let a_lines = lines_of(&mut a);
+    next_event(&a_lines, "active");
+    let mut b = prober("b");
+    let b_lines = lines_of(&mut b);
+    let v = next_event(&a_lines, "verdict");
+    assert_eq!(
+        (v["id"].as_str(), v["health"].as_str()),
+        (Some("web-1"), Some("passing"))
+    );
+    assert_eq!(probed(&ns, "web"), ("passing".into(), "a".into()));
+    // The instance stops: critical, from the active prober only.
+    drop(listener);
+    let v = next_event(&a_lines, "verdict");
+    assert_eq!(v["health"], "critical", "{v}");
+    assert_eq!(probed(&ns, "web"), ("critical".into(), "a".into()));
+    assert!(b_lines
+        .try_iter()
+        .all(|v| v["event"] != "active" && v["event"] != "verdict"));
+    // The active prober dies without a word: the other takes over after its TTL.
+    signal(&a, "KILL");
+    let _ = a.wait();
+    next_event(&b_lines, "active");
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+    let v = next_event(&b_lines, "verdict");
+    assert_eq!(v["health"], "passing", "{v}");
+    assert_eq!(probed(&ns, "web"), ("passing".into(), "b".into()));
+    drop(listener);
+    signal(&b, "TERM");
+    assert_eq!(b.wait().unwrap().code(), Some(0));
+    signal(&registered, "TERM");
+    assert_eq!(registered.wait().unwrap().code(), Some(0));
+    let o = run(coordctl(&ns).args(["probe", "web=udp"]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

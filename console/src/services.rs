@@ -2,15 +2,15 @@
 //! instances with their lease time left (live), and deregistering one on the
 //! revision shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use coordkit::{
-    Backend, BackendExt, Compare, CompareOp, DeleteRequest, InstanceHealth, KeyValue, RangeRequest,
-    ServiceInfo, Txn, TxnOpResponse,
+    BackendExt, Compare, CompareOp, DeleteRequest, InstanceHealth, KeyValue, ProbeVerdict,
+    RangeRequest, ServiceInfo, Txn, TxnOpResponse,
 };
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -38,9 +38,10 @@ async fn services_part(shared: Shared) -> Markup {
         Ok(kvs) => kvs,
         Err(e) => return unavailable(&e),
     };
+    let verdicts = verdicts_of(&kvs);
     let mut services: BTreeMap<String, [usize; 3]> = BTreeMap::new();
     for kv in &kvs {
-        if let Ok(info) = serde_json::from_slice::<ServiceInfo>(&kv.value) {
+        if let Some(info) = as_read(&shared, kv, &verdicts) {
             let counts = services.entry(info.name.clone()).or_default();
             counts[health_index(info.health)] += 1;
         }
@@ -109,6 +110,29 @@ pub(crate) async fn live_service(State(shared): State<Shared>, Path(name): Path<
     Ok(live::part(shared, prefix, move |s| instances_part(s, name.clone())).into_response())
 }
 
+/// The verdicts among `kvs`, by key.
+fn verdicts_of(kvs: &[KeyValue]) -> HashMap<&[u8], &KeyValue> {
+    kvs.iter()
+        .filter(|kv| kv.key.ends_with(b"/probe"))
+        .map(|kv| (kv.key.as_slice(), kv))
+        .collect()
+}
+
+/// The instance `kv` holds, if it is one, as every read shows it: with the
+/// prober's verdict stored beside it (among `verdicts`) folded in.
+fn as_read(
+    shared: &Shared,
+    kv: &KeyValue,
+    verdicts: &HashMap<&[u8], &KeyValue>,
+) -> Option<ServiceInfo> {
+    let info = serde_json::from_slice::<ServiceInfo>(&kv.value).ok()?;
+    let key = shared.keys().probe_verdict(&info.name, &info.id);
+    let verdict = verdicts
+        .get(key.as_bytes())
+        .and_then(|v| serde_json::from_slice::<ProbeVerdict>(&v.value).ok());
+    Some(info.with_verdict(kv.create_revision, verdict.as_ref()))
+}
+
 /// One instance as stored: what it says, its key's revision, its lease's time left.
 struct Instance {
     info: ServiceInfo,
@@ -116,8 +140,13 @@ struct Instance {
     ttl_left: Option<i64>,
 }
 
-async fn instance_of(backend: &dyn Backend, kv: &KeyValue) -> Option<Instance> {
-    let info = serde_json::from_slice::<ServiceInfo>(&kv.value).ok()?;
+async fn instance_of(
+    shared: &Shared,
+    kv: &KeyValue,
+    verdicts: &HashMap<&[u8], &KeyValue>,
+) -> Option<Instance> {
+    let backend = shared.backend();
+    let info = as_read(shared, kv, verdicts)?;
     let ttl_left = match kv.lease {
         Some(lease) => backend
             .lease_time_to_live(lease)
@@ -142,9 +171,10 @@ async fn instances_part(shared: Shared, name: String) -> Markup {
         Ok(kvs) => kvs,
         Err(e) => return unavailable(&e),
     };
+    let verdicts = verdicts_of(&kvs);
     let mut instances = Vec::new();
     for kv in &kvs {
-        if let Some(i) = instance_of(shared.backend().as_ref(), kv).await {
+        if let Some(i) = instance_of(&shared, kv, &verdicts).await {
             instances.push(i);
         }
     }
@@ -166,7 +196,12 @@ fn instance_row(shared: &Shared, name: &str, i: &Instance) -> Markup {
     html! {
         tr data-instance=(info.id) {
             td { (info.id) } td { (info.address) } td { (info.port) }
-            td class=(health_name(info.health)) { (health_name(info.health)) }
+            @match &info.probe {
+                Some(p) => td class=(health_name(info.health)) title={ "probed by " (p.prober) ": " (p.detail) } {
+                    (health_name(info.health)) " " span.probed { "(probed)" }
+                },
+                None => td class=(health_name(info.health)) { (health_name(info.health)) },
+            }
             td { (info.weight) }
             td { (info.tags.iter().cloned().collect::<Vec<_>>().join(", ")) }
             td { @for (k, v) in &info.metadata { span.pair { (k) "=" (v) } " " } }
@@ -199,11 +234,14 @@ pub(crate) async fn confirm_deregister(
             format!("{name}/{id} is not registered"),
         )
     })?;
-    let instance = instance_of(shared.backend().as_ref(), &kv)
-        .await
-        .ok_or_else(|| {
-            Failure::bad_input(format!("{key} is not an instance written by coordkit"))
-        })?;
+    let verdict = shared
+        .backend()
+        .get(shared.keys().probe_verdict(&name, &id))
+        .await?;
+    let verdicts = verdicts_of(verdict.as_slice());
+    let instance = instance_of(&shared, &kv, &verdicts).await.ok_or_else(|| {
+        Failure::bad_input(format!("{key} is not an instance written by coordkit"))
+    })?;
     let action = format!("/services/{}/{}/deregister", segment(&name), segment(&id));
     let body = html! {
         p { "Remove instance " strong { (id) } " (" (instance.info.authority()) ") of " strong { (name) } ", as registered at revision " (instance.revision) "? "
@@ -239,6 +277,7 @@ pub(crate) async fn deregister(
         .and_then([
             DeleteRequest::key(key.clone()),
             DeleteRequest::key(keys.id_index_entry(&id, &name)),
+            DeleteRequest::key(keys.probe_verdict(&name, &id)),
         ])
         .or_else([RangeRequest::key(key.clone())]);
     let resp = shared.backend().txn(txn).await?;

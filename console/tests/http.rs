@@ -1004,6 +1004,25 @@ async fn services_show_instances_and_deregister_on_the_revision_shown() {
         h.store.get(key.clone()).await.unwrap().is_some(),
         "still registered"
     );
+    // A prober's verdict is folded in: a1 reads critical, probed.
+    let target = registry.probe_targets("api").await.unwrap();
+    let a1 = target.iter().find(|t| t.info.id == "a1").unwrap();
+    let verdict = coordkit::ProbeVerdict::new(
+        coordkit::InstanceHealth::Critical,
+        a1.create_revision,
+        1,
+        "connection refused",
+        "prober-x",
+    );
+    assert!(registry.record_verdict(a1, &verdict, None).await.unwrap());
+    let probed = h.get("/services/api").await.body;
+    assert!(
+        probed.contains("title=\"probed by prober-x: connection refused\">critical <span class=\"probed\">"),
+        "{probed}"
+    );
+    let counts = h.get("/services").await.body;
+    // One critical by its own word, a1 by its verdict.
+    assert!(counts.contains("<td class=\"critical\">2</td>"), "{counts}");
     let confirm = h.get("/services/api/a1/deregister").await;
     let now = field(&confirm.body, "revision").unwrap();
     let reply = h
@@ -1019,6 +1038,8 @@ async fn services_show_instances_and_deregister_on_the_revision_shown() {
             .is_none(),
         "id index entry gone"
     );
+    let verdict_key = h.coordinator.keys().probe_verdict("api", "a1");
+    assert!(h.store.get(verdict_key).await.unwrap().is_none(), "verdict gone");
     assert_eq!(
         h.get("/services/api/zz/deregister").await.status,
         StatusCode::NOT_FOUND

@@ -123,7 +123,7 @@ impl ServiceView {
     fn refresh(&mut self, key: Vec<u8>) -> Option<ServiceEvent> {
         match self.registered.get(&key) {
             Some((info, created)) => {
-                let info = verdict::merged(info, *created, self.verdicts.get(&key));
+                let info = info.clone().with_verdict(*created, self.verdicts.get(&key));
                 let previous = self.instances.insert(key, info.clone());
                 (previous.as_ref() != Some(&info)).then_some(ServiceEvent {
                     kind: ServiceEventKind::Put,

@@ -61,6 +61,14 @@ pub struct ProbeTarget {
 }
 
 impl ProbeTarget {
+    /// The instance as every read of the registry shows it: the stored
+    /// verdict folded in, if it judged this registration.
+    pub fn as_read(&self) -> ServiceInfo {
+        self.info
+            .clone()
+            .with_verdict(self.create_revision, self.verdict.as_ref())
+    }
+
     /// The stored verdict, if it judged this registration.
     pub fn current_verdict(&self) -> Option<&ProbeVerdict> {
         self.verdict

@@ -62,21 +62,24 @@ impl ProbeVerdict {
     }
 }
 
-/// Instance `registered` (its key created at `created`) as read with
-/// `verdict`: the verdict attached and the health the worse of the two, if the
-/// verdict judged this registration; as registered otherwise.
-pub(crate) fn merged(
-    registered: &ServiceInfo,
-    created: Revision,
-    verdict: Option<&ProbeVerdict>,
-) -> ServiceInfo {
-    let mut info = registered.clone();
-    info.probe = None;
-    if let Some(v) = verdict.filter(|v| v.instance == created) {
-        info.health = info.health.max(v.health);
-        info.probe = Some(v.clone());
+impl ServiceInfo {
+    /// This instance, as registered with its key created at `created`, as
+    /// read with `verdict` (the verdict stored beside it, if any): the verdict
+    /// attached and the health the worse of the two if the verdict judged this
+    /// registration (its [`ProbeVerdict::instance`] is `created`); as
+    /// registered otherwise. What every read of the registry shows.
+    pub fn with_verdict(
+        mut self,
+        created: Revision,
+        verdict: Option<&ProbeVerdict>,
+    ) -> ServiceInfo {
+        self.probe = None;
+        if let Some(v) = verdict.filter(|v| v.instance == created) {
+            self.health = self.health.max(v.health);
+            self.probe = Some(v.clone());
+        }
+        self
     }
-    info
 }
 
 /// What a key under a service's prefix names: an instance (`<id>`), a verdict
@@ -134,16 +137,16 @@ mod tests {
     fn a_verdict_applies_only_to_the_registration_it_judged() {
         let info = ServiceInfo::new("i-1", "api", "10.0.0.1", 80);
         let critical = ProbeVerdict::new(InstanceHealth::Critical, 7, 0, "refused", "p");
-        let read = merged(&info, 7, Some(&critical));
+        let read = info.clone().with_verdict(7, Some(&critical));
         assert_eq!(read.health, InstanceHealth::Critical);
         assert_eq!(read.probe.as_ref(), Some(&critical));
-        let later = merged(&info, 9, Some(&critical));
+        let later = info.clone().with_verdict(9, Some(&critical));
         assert_eq!((later.health, later.probe), (InstanceHealth::Passing, None));
         // The instance's own worse health stands over a passing verdict.
         let own = info.with_health(InstanceHealth::Warning);
         let passing = ProbeVerdict::new(InstanceHealth::Passing, 7, 0, "HTTP 200", "p");
         assert_eq!(
-            merged(&own, 7, Some(&passing)).health,
+            own.with_verdict(7, Some(&passing)).health,
             InstanceHealth::Warning
         );
     }
