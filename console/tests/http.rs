@@ -1017,7 +1017,9 @@ async fn services_show_instances_and_deregister_on_the_revision_shown() {
     assert!(registry.record_verdict(a1, &verdict, None).await.unwrap());
     let probed = h.get("/services/api").await.body;
     assert!(
-        probed.contains("title=\"probed by prober-x: connection refused\">critical <span class=\"probed\">"),
+        probed.contains(
+            "title=\"probed by prober-x: connection refused\">critical <span class=\"probed\">"
+        ),
         "{probed}"
     );
     let counts = h.get("/services").await.body;
@@ -1039,7 +1041,10 @@ async fn services_show_instances_and_deregister_on_the_revision_shown() {
         "id index entry gone"
     );
     let verdict_key = h.coordinator.keys().probe_verdict("api", "a1");
-    assert!(h.store.get(verdict_key).await.unwrap().is_none(), "verdict gone");
+    assert!(
+        h.store.get(verdict_key).await.unwrap().is_none(),
+        "verdict gone"
+    );
     assert_eq!(
         h.get("/services/api/zz/deregister").await.status,
         StatusCode::NOT_FOUND

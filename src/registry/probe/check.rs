@@ -100,7 +100,11 @@ async fn http(authority: &str, path: &str) -> Outcome {
             Ok(pair) => pair,
             Err(e) => return Outcome::failed(format!("HTTP: {e}")),
         };
-    // The connection is driven while the request runs, and dropped with it.
+    // The connection is driven by a task of its own (it may close as soon as
+    // the answer is in: an HTTP/1.0 server), ended with this check.
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::USER_AGENT, "coordkit-prober")
@@ -109,13 +113,8 @@ async fn http(authority: &str, path: &str) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::failed(format!("HTTP: {e}")),
     };
-    let answer = tokio::select! {
-        r = sender.send_request(request) => r,
-        c = connection => return Outcome::failed(match c {
-            Ok(()) => "HTTP: the connection closed before an answer".to_string(),
-            Err(e) => format!("HTTP: {e}"),
-        }),
-    };
+    let answer = sender.send_request(request).await;
+    drop(driver);
     match answer {
         Ok(resp) => Outcome {
             passed: resp.status().is_success(),
@@ -148,6 +147,15 @@ async fn grpc(authority: &str, service: &str) -> Outcome {
             }
         }
         Err(status) => Outcome::failed(format!("gRPC {:?}: {}", status.code(), status.message())),
+    }
+}
+
+/// A task aborted when this is dropped (a check that ends, or times out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -213,6 +221,36 @@ mod tests {
         assert_eq!("http".parse::<Check>().unwrap(), Check::http("/"));
         for bad in ["", "udp", "http:health", "tcp:80"] {
             assert!(bad.parse::<Check>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// A server that answers and closes at once (HTTP/1.0, as Python's
+    /// `http.server`): the answer counts, however the close races it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_followed_by_a_close_passes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        for _ in 0..50 {
+            let outcome = Check::http("/")
+                .run("127.0.0.1", port, Duration::from_secs(5))
+                .await;
+            assert_eq!(
+                outcome,
+                Outcome {
+                    passed: true,
+                    detail: "HTTP 200".into()
+                }
+            );
         }
     }
 
