@@ -17,7 +17,7 @@ pub struct ProbeArgs {
     /// `grpc:SERVICE`; repeat for more services.
     #[arg(required = true, value_parser = service_check)]
     services: Vec<(String, Check)>,
-    /// The prober's name, written in its verdicts (default: coordctl-<pid>).
+    /// The prober's name, written in its verdicts (default: `coordctl-<pid>`).
     #[arg(long)]
     name: Option<String>,
     /// The group whose probers take turns (default: the services, sorted,
