@@ -52,19 +52,32 @@ pub struct ServiceWatch {
 }
 
 impl ServiceWatch {
-    pub(crate) fn new(view: ServiceView, follower: Follower, snapshot: Vec<Change>) -> Self {
-        let state = (view, follower, VecDeque::from(snapshot));
-        let events = stream::unfold(state, |(mut view, mut follower, mut queued)| async move {
+    pub(crate) fn new(mut view: ServiceView, follower: Follower, snapshot: Vec<Change>) -> Self {
+        // The snapshot whole first (an instance and a verdict beside it are
+        // one instance), then one `Put` per instance.
+        for change in &snapshot {
+            view.apply(change);
+        }
+        let present: VecDeque<ServiceEvent> = view
+            .instances()
+            .into_iter()
+            .map(|service| ServiceEvent {
+                kind: ServiceEventKind::Put,
+                service,
+            })
+            .collect();
+        let state = (view, follower, present);
+        let events = stream::unfold(state, |(mut view, mut follower, mut present)| async move {
+            if let Some(event) = present.pop_front() {
+                return Some((Ok(event), (view, follower, present)));
+            }
             loop {
-                let change = match queued.pop_front() {
-                    Some(c) => c,
-                    None => match follower.next().await {
-                        Ok(c) => c,
-                        Err(e) => return Some((Err(e), (view, follower, queued))),
-                    },
+                let change = match follower.next().await {
+                    Ok(c) => c,
+                    Err(e) => return Some((Err(e), (view, follower, present))),
                 };
                 if let Some(event) = view.apply(&change) {
-                    return Some((Ok(event), (view, follower, queued)));
+                    return Some((Ok(event), (view, follower, present)));
                 }
             }
         })

@@ -9,7 +9,7 @@ use coordkit::{
 };
 use futures::FutureExt;
 
-use crate::cases::registry::instance;
+use crate::cases::registry::{instance, next_service_event};
 use crate::context::{assert_invalid, wait_until};
 use crate::Ctx;
 
@@ -25,7 +25,7 @@ async fn only_target(c: &coordkit::Coordinator, service: &str) -> Result<ProbeTa
 
 /// A verdict is written only over the instance and verdict as read (a stale
 /// read, an updated instance, a failed fence: not written), on the instance's
-/// lease; every read (discover, cache, `services`) folds it in with the worse
+/// lease; every read (discover, watch, cache, `services`) folds it in with the worse
 /// health winning, without disturbing the registration; it goes with the
 /// instance, and a registration made again is not judged by it.
 pub async fn registry_verdicts_are_compared_and_folded_into_reads(ctx: Ctx) -> Result<()> {
@@ -63,6 +63,10 @@ pub async fn registry_verdicts_are_compared_and_folded_into_reads(ctx: Ctx) -> R
         [("api".to_string(), 1)],
         "a verdict is no instance"
     );
+    // A watch begins with one Put per instance, its verdict folded in.
+    let mut watch = registry.watch("api").await?;
+    let first = next_service_event(&mut watch, "the instance").await?;
+    assert_eq!(first.service.health, InstanceHealth::Critical);
     // On the instance's lease.
     let key = observer.keys().probe_verdict("api", "i-1");
     let stored = observer
@@ -84,6 +88,12 @@ pub async fn registry_verdicts_are_compared_and_folded_into_reads(ctx: Ctx) -> R
     // The instance updated since the read: nothing written.
     let target = only_target(&observer, "api").await?;
     registration.update(|i| i.weight = 3).await?;
+    let next = next_service_event(&mut watch, "the update").await?;
+    assert_eq!(
+        (next.service.weight, next.service.health),
+        (3, InstanceHealth::Critical),
+        "one Put per instance at the start, then the update, verdict kept"
+    );
     assert!(!registry.record_verdict(&target, &passing, None).await?);
     // A fence that does not hold: nothing written.
     let target = only_target(&observer, "api").await?;
