@@ -62,6 +62,7 @@ cargo check -p coordkit --no-default-features
 cargo check -p coordkit --no-default-features --features metrics
 cargo check -p coordkit --no-default-features --features toml,yaml
 cargo check -p coordkit --no-default-features --features testing
+cargo check -p coordkit --no-default-features --features probe
 cargo check -p coordkit-memory # without its feature testing, so without coordkit/testing
 
 stage "cargo publish --dry-run (every crate, in dependency order)"
