@@ -18,6 +18,15 @@ impl OwnWrites {
     /// Writes remembered at most; older ones are forgotten first.
     const CAPACITY: usize = 64;
 
+    /// Writes of which one is known, committed at `revision`: the start of a
+    /// registration, which most often never writes again (room for that one
+    /// alone, where a first push would make room for four).
+    pub(crate) fn known(revision: Revision) -> Self {
+        let mut entries = VecDeque::with_capacity(1);
+        entries.push_back((Some(revision), Vec::new()));
+        OwnWrites { entries }
+    }
+
     pub(crate) fn sending(&mut self, value: &[u8]) {
         if self.entries.len() == Self::CAPACITY {
             self.entries.pop_front();

@@ -118,7 +118,7 @@ impl Inner {
         if self.stopped.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let value = self.info().1;
+        let value = self.value()?;
         self.own_writes().sending(&value);
         let put = with_index(
             PutRequest::new(self.key.clone(), value.clone()).with_lease(lease),

@@ -41,8 +41,9 @@ pub struct Registration {
 
 struct Inner {
     coord: Arc<Context>,
-    /// The instance as last written (or being written), and its encoding.
-    info: Mutex<(ServiceInfo, Vec<u8>)>,
+    /// The instance as last written (or being written); encoded again when
+    /// written again (the same bytes: it was checked when set).
+    info: Mutex<ServiceInfo>,
     format: Format,
     /// Values this registration wrote to its key, so its keeper does not take an
     /// update of its own for a replacement.
@@ -236,11 +237,10 @@ impl Registration {
         let written = answer.take().await?;
         info!(key, lease = %lease, "registered");
         crate::telemetry::registered();
-        let mut own_writes = OwnWrites::default();
-        own_writes.written(written);
+        let own_writes = OwnWrites::known(written);
         let inner = Arc::new(Inner {
             coord,
-            info: Mutex::new((info, value)),
+            info: Mutex::new(info),
             format,
             own_writes: Mutex::new(own_writes),
             key,
@@ -263,7 +263,7 @@ impl Registration {
 
     /// The registered instance, as last written.
     pub fn info(&self) -> ServiceInfo {
-        self.inner.info().0
+        self.inner.info()
     }
 
     /// Change what the instance advertises (health, weight, tags, metadata,
@@ -309,14 +309,14 @@ impl Registration {
                 // The health known to be in the store; `None` after a failed
                 // write (the local copy already says the new health, the store
                 // may not), so the next check writes again.
-                let mut stored = Some(inner.info().0.health);
+                let mut stored = Some(inner.info().health);
                 loop {
                     let health = check().await;
                     if inner.state.get().is_final() {
                         return;
                     }
                     if stored != Some(health) {
-                        let mut info = inner.info().0;
+                        let mut info = inner.info();
                         info.health = health;
                         match inner.update(info).await {
                             Ok(_) => {
@@ -444,8 +444,17 @@ impl std::fmt::Debug for Registration {
 }
 
 impl Inner {
-    fn info(&self) -> (ServiceInfo, Vec<u8>) {
+    fn info(&self) -> ServiceInfo {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The stored value of the instance as last set.
+    fn value(&self) -> Result<Vec<u8>> {
+        super::encode(
+            self.format,
+            &self.info(),
+            self.coord.backend.limits().max_value_bytes,
+        )
     }
 
     /// The keys removed with the instance: its own, its id index, and a
@@ -464,7 +473,7 @@ impl Inner {
 
     /// Write `info` over this registration's own last write.
     async fn update(&self, info: ServiceInfo) -> Result<ServiceInfo> {
-        let current = self.info().0;
+        let current = self.info();
         if info.id != current.id || info.name != current.name {
             return Err(Error::invalid(
                 "info",
@@ -487,7 +496,7 @@ impl Inner {
             });
         }
         // From here a re-registration writes the new value.
-        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = (info.clone(), value.clone());
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = info.clone();
         if self.state.get() == RegistrationState::Reregistering {
             return Ok(info);
         }
