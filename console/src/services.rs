@@ -110,12 +110,9 @@ pub(crate) async fn live_service(State(shared): State<Shared>, Path(name): Path<
     Ok(live::part(shared, prefix, move |s| instances_part(s, name.clone())).into_response())
 }
 
-/// The verdicts among `kvs`, by key.
+/// `kvs` by key, to find the verdict beside each instance.
 fn verdicts_of(kvs: &[KeyValue]) -> HashMap<&[u8], &KeyValue> {
-    kvs.iter()
-        .filter(|kv| kv.key.ends_with(b"/probe"))
-        .map(|kv| (kv.key.as_slice(), kv))
-        .collect()
+    kvs.iter().map(|kv| (kv.key.as_slice(), kv)).collect()
 }
 
 /// The instance `kv` holds, if it is one, as every read shows it: with the

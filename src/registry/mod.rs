@@ -413,7 +413,8 @@ impl RegistryService {
 
     /// Remove every instance with this `id`, whatever its service, for a process
     /// that no longer holds the [`Registration`] (the owner calls
-    /// [`Registration::deregister`]); returns how many were removed. The removed
+    /// [`Registration::deregister`]); returns how many were removed, each with
+    /// its id-index entry and a prober's verdict on it. The removed
     /// registrations stop (state [`RegistrationState::Removed`]).
     ///
     /// It reads the id's index (`<namespace>service-id/<id>/`, one key per
