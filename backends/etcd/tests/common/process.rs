@@ -77,15 +77,55 @@ impl EtcdProcess {
         std::fs::create_dir_all(&dir).expect("a data dir");
         let always = prepare(&dir);
         let mut p = EtcdProcess {
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port: 0,
+            peer_port: 0,
             dir,
             scheme,
             always,
             child: None,
         };
-        p.restart_with(p.client_port, extra);
-        p
+        // A port picked free may be taken before etcd binds it (another test,
+        // another process): etcd then exits at once. Start again on others.
+        for _ in 0..3 {
+            p.client_port = free_port();
+            p.peer_port = free_port();
+            p.restart_with(p.client_port, extra);
+            if p.wait_listening() {
+                return p;
+            }
+            p.kill();
+            let _ = std::fs::remove_dir_all(p.dir.join("data"));
+        }
+        panic!(
+            "etcd did not start three times; its log ends:\n{}",
+            p.log_tail()
+        );
+    }
+
+    /// Wait until the client port takes a TCP connection (`true`), or the
+    /// process exits (`false`).
+    fn wait_listening(&mut self) -> bool {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.client_port));
+        for _ in 0..600 {
+            if !self.is_running() {
+                return false;
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                // Someone else's listener answers too: etcd, failing to bind,
+                // exits within moments.
+                std::thread::sleep(Duration::from_millis(200));
+                return self.is_running();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// The last lines etcd wrote to its log (`<dir>/etcd.log`).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn endpoint(&self) -> String {
@@ -123,10 +163,19 @@ impl EtcdProcess {
             .args(&self.always)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log())
             .spawn()
             .expect("etcd starts");
         self.child = Some(child);
+    }
+
+    /// Where etcd's log goes: `<dir>/etcd.log`, appended at each (re)start.
+    fn log(&self) -> Stdio {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("etcd.log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from)
     }
 
     /// Kill the process and serve the same data on another port, out of reach of
