@@ -264,8 +264,9 @@ impl Prober {
         self.events.subscribe()
     }
 
-    /// Stop probing and resign the lead; waits for the resignation (cancelling
-    /// leaves it to the background).
+    /// Stop probing and resign the lead; waits for a round in progress to end
+    /// (its checks, each bounded by the timeout, and its writes) and for the
+    /// resignation (cancelling leaves it to the background).
     pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
