@@ -252,7 +252,7 @@ struct Live {
     /// Per watch: the newest value it delivered (a write's nanos), and errors.
     delivered: Arc<Vec<AtomicU64>>,
     errors: Arc<AtomicUsize>,
-    _watch_tasks: Vec<tokio::task::JoinHandle<()>>,
+    watch_tasks: Vec<tokio::task::JoinHandle<()>>,
     _caches: Vec<coordkit::ServiceCache>,
 }
 
@@ -261,6 +261,12 @@ impl Live {
     /// is still running (retrying against a stopped etcd, say) during the next.
     async fn end(self) {
         let coordinator = self.coordinator.clone();
+        // A dropped JoinHandle leaves its task running: the consumers would
+        // keep their watches, and the backend re-creating them against a
+        // stopped etcd, through every later column's idle window.
+        for task in &self.watch_tasks {
+            task.abort();
+        }
         drop(self);
         coordinator.close().await.ok();
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -323,7 +329,7 @@ async fn hold(
         keys,
         delivered: seen.delivered,
         errors: seen.errors,
-        _watch_tasks: watch_tasks,
+        watch_tasks,
         _caches: caches,
     }
 }
