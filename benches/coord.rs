@@ -38,6 +38,13 @@ fn machine() -> String {
 }
 
 fn main() {
+    // RUST_LOG=coordkit=debug, say: coordkit's logs on stderr while it runs.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     // A child process of the failover benchmark: hold a lock until killed.
     if let Ok(spec) = std::env::var(coordkit_bench::recipes::HOLD_ENV) {
         coordkit_bench::recipes::hold_until_killed(&spec);
@@ -138,13 +145,18 @@ fn main() {
         scale::Sizes {
             counts,
             caches: 1_000,
-            idle: Duration::from_secs(30),
+            idle: std::env::var("COORD_BENCH_SCALE_IDLE_S")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(Duration::from_secs(30), Duration::from_secs),
+            etcd_only: std::env::var("COORD_BENCH_SCALE_ETCD_ONLY").as_deref() == Ok("1"),
         }
     } else {
         scale::Sizes {
             counts: vec![50],
             caches: 5,
             idle: Duration::from_millis(200),
+            etcd_only: false,
         }
     };
     let only = std::env::var("COORD_BENCH_ONLY").unwrap_or_default();

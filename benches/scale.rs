@@ -39,6 +39,8 @@ pub struct Sizes {
     pub caches: usize,
     /// The idle window.
     pub idle: Duration,
+    /// Only the etcd columns (`COORD_BENCH_SCALE_ETCD_ONLY=1`).
+    pub etcd_only: bool,
 }
 
 const WRITERS: usize = 64;
@@ -75,7 +77,7 @@ const ROWS: &[&str] = &[
     "heap per key of one watch_prefix over N keys",
     "restart: every registration back after",
     "restart: every watch got a fresh write after",
-    "restart: the fresh writes alone took",
+    "restart: the fresh writes alone took (128 keys per txn)",
     "restart: errors surfaced",
     "restart: longest gap between answers of a get loop",
 ];
@@ -184,7 +186,9 @@ async fn etcd_metric(url: &str, name: &str) -> f64 {
 pub async fn run(sizes: &Sizes, etcd_available: bool) -> String {
     let mut columns = Vec::new();
     for &n in &sizes.counts {
-        columns.push(memory_column(n, sizes).await);
+        if !sizes.etcd_only {
+            columns.push(memory_column(n, sizes).await);
+        }
         if etcd_available {
             columns.push(etcd_column(n, sizes).await);
         }
@@ -247,7 +251,7 @@ async fn etcd_column(n: usize, sizes: &Sizes) -> Column {
 /// Everything a column keeps live.
 struct Live {
     coordinator: Coordinator,
-    registrations: Vec<coordkit::Registration>,
+    registrations: Arc<Vec<coordkit::Registration>>,
     keys: Vec<String>,
     /// Per watch: the newest value it delivered (a write's nanos), and errors.
     delivered: Arc<Vec<AtomicU64>>,
@@ -325,7 +329,7 @@ async fn hold(
     );
     Live {
         coordinator,
-        registrations,
+        registrations: Arc::new(registrations),
         keys,
         delivered: seen.delivered,
         errors: seen.errors,
@@ -561,6 +565,34 @@ async fn write_each(config: &coordkit::ConfigCenter, keys: &[String]) {
     futures::future::join_all(writers).await;
 }
 
+/// Write the current time (nanos) to each key in batches of [`BATCH`] keys per
+/// transaction, 64 writers: the restart row measures the watches, not how fast
+/// one process can send 100k single puts.
+async fn write_each_batched(config: &coordkit::ConfigCenter, keys: &[String]) {
+    const BATCH: usize = 128;
+    let batches: Vec<&[String]> = keys.chunks(BATCH).collect();
+    let next = AtomicUsize::new(0);
+    let writers = (0..WRITERS).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(batch) = batches.get(i) else { return };
+            loop {
+                let now = now_nanos();
+                let changes = batch
+                    .iter()
+                    .map(|k| coordkit::ConfigChange::set(k.as_str(), &now))
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("a number encodes");
+                if config.update_many(changes).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+}
+
 async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
@@ -622,8 +654,38 @@ async fn restart(
             }
         })
     };
+    // COORD_BENCH_SCALE_PROGRESS=1: twice a second, watches with a fresh write,
+    // etcd's watchers and lagging ("slow") watchers, registration states.
+    let progress = std::env::var("COORD_BENCH_SCALE_PROGRESS").as_deref() == Ok("1");
+    let progress = progress.then(|| {
+        let (delivered, regs, url) = (
+            live.delivered.clone(),
+            live.registrations.clone(),
+            cluster.members[0].direct_url(),
+        );
+        tokio::spawn(async move {
+            let t = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let fresh = delivered
+                    .iter()
+                    .filter(|d| d.load(Ordering::SeqCst) >= restarted_at)
+                    .count();
+                let mut states = BTreeMap::new();
+                for r in regs.iter() {
+                    *states.entry(format!("{:?}", r.state())).or_insert(0) += 1;
+                }
+                let w = etcd_metric(&url, "etcd_debugging_mvcc_watcher_total").await;
+                let slow = etcd_metric(&url, "etcd_debugging_mvcc_slow_watcher_total").await;
+                eprintln!(
+                    "[{:6.1}s] fresh {fresh}; etcd watchers {w}, slow {slow}; {states:?}",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        })
+    });
     let writes_started = Instant::now();
-    write_each(&live.coordinator.config(), &live.keys).await;
+    write_each_batched(&live.coordinator.config(), &live.keys).await;
     let writes_took = writes_started.elapsed();
     let fresh = wait_until(Duration::from_secs(300), || {
         live.delivered
@@ -632,6 +694,9 @@ async fn restart(
     })
     .await;
     let watches_back = answered.elapsed();
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     let registrations_back = tokio::time::timeout(Duration::from_secs(300), registry_back)
         .await
         .ok()
@@ -659,7 +724,7 @@ async fn restart(
         },
     );
     column.set(
-        row("restart: the fresh writes alone took"),
+        row("restart: the fresh writes alone took (128 keys per txn)"),
         format!("{:.2} s", writes_took.as_secs_f64()),
     );
     column.set(
