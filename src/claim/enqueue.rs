@@ -72,13 +72,12 @@ impl Enqueue<'_> {
     /// Write the claim (see the module docs). The write, while in flight, is
     /// `pending`'s, so a cancelled call hands it to the cleanup.
     pub(super) async fn run(&self, pending: &mut Pending) -> Result<Enqueued> {
-        let txn = self.txn();
         let mut own_writes = OwnWrites::default();
         own_writes.sending(self.value);
         let mut leftovers = 0;
         let mut in_doubt = false;
         let resp = loop {
-            let (resp, attempt) = self.send(&txn, pending).await?;
+            let (resp, attempt) = self.send(self.txn(), pending).await?;
             in_doubt |= attempt > 1;
             // Found on the first try, our key predates this call: an earlier
             // claim of this session whose removal did not finish. Re-adopting
@@ -141,13 +140,9 @@ impl Enqueue<'_> {
     /// A cancelled call cannot leave the write in flight unseen: `pending`
     /// hands it to the cleanup, which lets it finish before deleting (else the
     /// write could land after the delete and orphan the key).
-    async fn send(&self, txn: &Txn, pending: &mut Pending) -> Result<(TxnResponse, u32)> {
+    async fn send(&self, txn: Txn, pending: &mut Pending) -> Result<(TxnResponse, u32)> {
         let write: ClaimWrite = {
-            let (backend, retry, txn) = (
-                self.claims.backend.clone(),
-                self.claims.retry.clone(),
-                txn.clone(),
-            );
+            let (backend, retry) = (self.claims.backend.clone(), self.claims.retry.clone());
             Box::pin(async move {
                 retry
                     .run("claim", |attempt| {
