@@ -645,3 +645,125 @@ async fn idle_watches_of_unchanged_keys_resume_near_the_present() {
         );
     }
 }
+
+/// After a reconnect, a watch of one key that changed exactly once meanwhile
+/// (one put in the same life of the key as the last change it delivered) gets
+/// that put from a read and resumes near the present: even with etcd's
+/// history compacted past it (round "c"). A key changed twice, or deleted and
+/// created again, still gets every change from the history (or `Compacted`).
+/// More watches than one chunk are read and created a chunk at a time; a put
+/// to every key made while they are (round "n") reaches each watch once, after
+/// the one it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn watches_of_keys_changed_once_resume_from_a_read() {
+    if !etcd_binary_available() {
+        return;
+    }
+    // More than one chunk (1,024), so that later chunks are read with the
+    // stream up and the round's fresh writes under way.
+    const N: usize = 2_500;
+    let mut etcd = EtcdProcess::start();
+    let b = Arc::new(EtcdProcess::connect_to(etcd.client_port).await);
+    for compact in [true, false] {
+        let round = if compact { "c" } else { "n" };
+        let keys: Vec<String> = (0..N).map(|i| format!("{round}/once/{i}")).collect();
+        let (twice, reborn) = (format!("{round}/twice"), format!("{round}/reborn"));
+        let mut watches = Vec::new();
+        for k in keys.iter().chain([&twice, &reborn]) {
+            b.put(k.as_str(), "0").await.unwrap();
+            watches.push(b.watch(WatchRequest::key(k.as_str())).await.unwrap());
+        }
+        // Every watch delivers a change: the key's life and version are known.
+        for (k, w) in keys.iter().chain([&twice, &reborn]).zip(watches.iter_mut()) {
+            let at = b.put(k.as_str(), "1").await.unwrap();
+            assert_eq!(next(w).await.unwrap().revision, at);
+        }
+        let before = b.stream_stats();
+        let hidden_port = etcd.hide();
+        let other = EtcdProcess::connect_to(hidden_port).await;
+        let mut missed = Vec::new();
+        for k in &keys {
+            missed.push(other.put(k.as_str(), "2").await.unwrap());
+        }
+        let twice_at = [
+            other.put(twice.as_str(), "2").await.unwrap(),
+            other.put(twice.as_str(), "3").await.unwrap(),
+        ];
+        assert!(other.delete(reborn.as_str()).await.unwrap());
+        let reborn_deleted = other.current_revision().await.unwrap();
+        let reborn_at = other.put(reborn.as_str(), "2").await.unwrap();
+        let now = other.current_revision().await.unwrap();
+        if compact {
+            other.compact(now).await.unwrap();
+        }
+        drop(other);
+        etcd.kill();
+        etcd.restart_on(etcd.client_port);
+        let reopened = tokio::time::timeout(Duration::from_secs(60), async {
+            while b.stream_stats().watch_streams == before.watch_streams {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        assert!(reopened.await.is_ok(), "the watch stream was opened again");
+        // Round "n": one more put to every key while the chunks are read.
+        let fresh = (!compact).then(|| {
+            let (b, keys) = (b.clone(), keys.clone());
+            tokio::spawn(async move {
+                let mut at = Vec::new();
+                for k in &keys {
+                    at.push(b.put(k.as_str(), "3").await.unwrap());
+                }
+                at
+            })
+        });
+        let mut watches = watches.into_iter();
+        for (i, w) in watches.by_ref().take(N).enumerate() {
+            let mut w = w;
+            let got = next(&mut w).await.unwrap();
+            assert_eq!(got.revision, missed[i], "key {i}: the put it missed");
+            assert_eq!(got.events.len(), 1);
+            assert_eq!(got.events[0].kv.value, b"2");
+            if !compact {
+                let got = next(&mut w).await.unwrap();
+                assert_eq!(
+                    got.events[0].kv.value, b"3",
+                    "key {i}: then the fresh put, once"
+                );
+            }
+        }
+        let fresh_at = match fresh {
+            Some(task) => task.await.unwrap(),
+            None => Vec::new(),
+        };
+        assert!(fresh_at.iter().all(|&at| at > now));
+        let (mut w_twice, mut w_reborn) = (watches.next().unwrap(), watches.next().unwrap());
+        if compact {
+            for w in [&mut w_twice, &mut w_reborn] {
+                match next(w).await {
+                    Err(Error::Compacted { compact_revision }) => {
+                        assert_eq!(compact_revision, now)
+                    }
+                    other => panic!("expected Compacted, got {other:?}"),
+                }
+            }
+        } else {
+            for at in twice_at {
+                assert_eq!(next(&mut w_twice).await.unwrap().revision, at);
+            }
+            assert_eq!(next(&mut w_reborn).await.unwrap().revision, reborn_deleted);
+            assert_eq!(next(&mut w_reborn).await.unwrap().revision, reborn_at);
+        }
+        let brought = b.stream_stats().watches_brought_forward - before.watches_brought_forward;
+        if compact {
+            assert_eq!(brought, N as u64, "every key changed once, and only those");
+        } else {
+            // The first chunk is read before the stream opens, before the
+            // fresh puts; later ones may find a key changed twice.
+            assert!(
+                brought >= 1024 && brought <= N as u64,
+                "brought forward: {brought}"
+            );
+        }
+    }
+}

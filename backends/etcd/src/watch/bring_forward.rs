@@ -3,30 +3,52 @@
 //! A watch re-created on a new stream resumes from the next revision it is
 //! owed. For a watch that has seen nothing for long, that revision is old, and
 //! etcd serves a watch from an old revision by reading its history from there,
-//! 512 lagging watches per pass: a reconnect with 100,000 idle watches kept
-//! every watch of the stream waiting for minutes. etcd's progress reports
-//! cannot move such a watch forward before 3.4.25 / 3.5.8 (a report could
-//! overtake events still to be sent: etcd-io/etcd#15220).
+//! 512 lagging watches per pass, holding its store's lock meanwhile: a
+//! reconnect with 100,000 idle watches kept every watch of the stream waiting
+//! for minutes. etcd's progress reports cannot move such a watch forward
+//! before 3.4.25 / 3.5.8 (a report could overtake events still to be sent:
+//! etcd-io/etcd#15220).
 //!
-//! For a watch of one key, a read settles it: the key present with its last
-//! change before the revision owed means no change since (a delete, or a
-//! delete and a new create, would show as absent or as a newer change), so the
-//! watch may resume just after the read. A key absent (it may have been
-//! created and deleted meanwhile) or changed keeps its revision.
+//! For a watch of one key, a read settles it:
+//! - the key present with its last change before the revision owed: no change
+//!   since (a delete, or a delete and a new create, would show as absent or as
+//!   a newer change), so the watch may resume just after the read;
+//! - the key present in the same life (create revision) as the last change the
+//!   watch delivered, one version further: exactly one put since, and the read
+//!   shows it — it is delivered from the read (for a watch without previous
+//!   values), and the watch resumes just after the read;
+//! - anything else (absent, which a create and a delete would also show; more
+//!   than one change; no change delivered yet to compare with) keeps the
+//!   revision owed, and etcd's history serves the watch.
+//!
+//! The reads are paced with the creations: the watches are read a chunk at a
+//! time, and a chunk is created on the stream before the next one is read, so
+//! a burst of writes while thousands of watches are created again leaves each
+//! chunk's watches a short history to catch up on, not the whole burst.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use coordkit::{KeyRange, Revision};
+use coordkit::{Event, EventKind, KeyRange, KeyValue, Revision, WatchResponse};
 use etcd_client as etcd;
 use futures::StreamExt;
 
-use super::Hub;
+use super::{Hub, Outgoing};
+use crate::endpoints::Endpoints;
 
 /// Keys read per transaction (etcd's default `--max-txn-ops`).
 const BATCH: usize = 128;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 8;
+/// Watches read, then created, at a time.
+pub(super) const CHUNK: usize = BATCH * IN_FLIGHT;
+
+/// A key's life and version as a watch last saw it: (create revision, version),
+/// `(0, 0)` when it saw the key deleted.
+pub(super) type Seen = (Revision, i64);
 
 /// A watch of one key that may resume later than it would.
 struct Idle {
@@ -34,16 +56,52 @@ struct Idle {
     key: Vec<u8>,
     /// The revision it is owed next.
     next: Revision,
+    /// The key as the watch last saw it, if it saw a change.
+    last: Option<Seen>,
+    prev_kv: bool,
 }
 
-/// The watches of `idle` that may resume later, with the revision to resume
-/// from. A batch whose read fails or takes longer than `bound` moves nothing;
-/// `None` when every batch failed.
+/// What a read settled for one watch: resume from `from`, after delivering
+/// `missed` (the one put it had not seen), and the key as read.
+pub(super) struct Settled {
+    id: i64,
+    from: Revision,
+    missed: Option<KeyValue>,
+    seen: Seen,
+}
+
+/// A chunk's read in flight: the ids of its watches, and what it settled
+/// (`None` when no read was answered).
+pub(super) type Bringing = Pin<Box<dyn Future<Output = (Vec<i64>, Option<Vec<Settled>>)> + Send>>;
+
+/// What the read of `w`'s key at revision `at` settles (see the module's doc).
+fn settle(w: &Idle, kv: &etcd::KeyValue, at: Revision) -> Option<Settled> {
+    if at < w.next {
+        return None;
+    }
+    let seen = (kv.create_revision(), kv.version());
+    let missed = if kv.mod_revision() < w.next {
+        None
+    } else if !w.prev_kv && w.last == Some((seen.0, seen.1 - 1)) && seen.0 > 0 {
+        Some(crate::convert::kv(kv))
+    } else {
+        return None;
+    };
+    Some(Settled {
+        id: w.id,
+        from: at + 1,
+        missed,
+        seen,
+    })
+}
+
+/// What reads of the keys of `idle` settle. A batch whose read fails or takes
+/// longer than `bound` settles nothing; `None` when every batch failed.
 async fn bring_forward(
     client: &etcd::Client,
     idle: Vec<Idle>,
     bound: Duration,
-) -> Option<Vec<(i64, Revision)>> {
+) -> Option<Vec<Settled>> {
     let batches: Vec<Vec<Idle>> = {
         let mut idle = idle.into_iter().peekable();
         let mut batches = Vec::new();
@@ -68,11 +126,9 @@ async fn bring_forward(
                 .iter()
                 .zip(resp.op_responses())
                 .filter_map(|(w, op)| match op {
-                    etcd::TxnOpResponse::Get(get) => get
-                        .kvs()
-                        .first()
-                        .filter(|kv| kv.mod_revision() < w.next && at >= w.next)
-                        .map(|_| (w.id, at + 1)),
+                    etcd::TxnOpResponse::Get(get) => {
+                        get.kvs().first().and_then(|kv| settle(w, kv, at))
+                    }
                     _ => None,
                 })
                 .collect::<Vec<_>>()
@@ -85,25 +141,53 @@ async fn bring_forward(
     answered.then(|| answers.into_iter().flatten().flatten().collect())
 }
 
+/// The read of one chunk on member `i`, as a future the hub polls beside its
+/// stream.
+fn read_chunk(
+    endpoints: Arc<Endpoints>,
+    i: usize,
+    ids: Vec<i64>,
+    idle: Vec<Idle>,
+    bound: Duration,
+) -> Bringing {
+    Box::pin(async move {
+        let Ok(client) = endpoints.client(i).await.cloned() else {
+            return (ids, None);
+        };
+        let settled = bring_forward(&client, idle, bound).await;
+        (ids, settled)
+    })
+}
+
 impl Hub {
-    /// Before watches are created again: move those of one key that saw no
-    /// change since the revision they are owed to just after a read of their
-    /// key (see `bring_forward`).
+    /// The watches among `ids` that a read may bring forward: of one key,
+    /// owed a revision, not stalled, not on the stream.
+    fn idle(&self, ids: &[i64]) -> Vec<Idle> {
+        ids.iter()
+            .filter_map(|id| {
+                let w = self.watches.get(id)?;
+                let idle = w.next > 0 && !w.on_stream && !w.stalled.load(Ordering::Acquire);
+                match &w.keys {
+                    KeyRange::Key(key) if idle => Some(Idle {
+                        id: *id,
+                        key: key.clone(),
+                        next: w.next,
+                        last: w.last,
+                        prev_kv: w.prev_kv,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Before the stream opens again: read the first chunk of the watches of
+    /// one key now, and set the rest aside to be read, a chunk at a time,
+    /// once the stream is up (see [`Hub::next_chunk`]).
     /// Whether etcd answered (or there was nothing to read).
     pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
-        let idle: Vec<Idle> = self
-            .watches
-            .iter()
-            .filter(|(_, w)| w.next > 0 && !w.stalled.load(Ordering::Acquire))
-            .filter_map(|(id, w)| match &w.keys {
-                KeyRange::Key(key) => Some(Idle {
-                    id: *id,
-                    key: key.clone(),
-                    next: w.next,
-                }),
-                KeyRange::Prefix(_) => None,
-            })
-            .collect();
+        let ids: Vec<i64> = self.watches.keys().copied().collect();
+        let mut idle = self.idle(&ids);
         if idle.is_empty() {
             return true;
         }
@@ -114,21 +198,90 @@ impl Hub {
         let Ok(client) = self.endpoints.client(first).await.cloned() else {
             return true;
         };
-        let Some(moved) = bring_forward(&client, idle, bound).await else {
+        let later = idle.split_off(idle.len().min(CHUNK));
+        let Some(settled) = bring_forward(&client, idle, bound).await else {
             // The next attempt goes to another member, if there is one.
             self.endpoints.set_aside(first, "it does not answer reads");
             return false;
         };
-        for (id, from) in moved {
-            if let Some(w) = self.watches.get_mut(&id) {
-                if from > w.next {
-                    w.next = from;
-                    self.counters
-                        .brought_forward
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+        self.settle(settled);
+        self.to_bring.clear();
+        for w in later {
+            if let Some(watch) = self.watches.get_mut(&w.id) {
+                watch.waiting_read = true;
+                self.to_bring.push_back(w.id);
             }
         }
         true
+    }
+
+    /// The next chunk's read, when the stream is up, no read is out and every
+    /// creation queued before has gone out.
+    pub(super) fn next_chunk(&mut self) -> Option<Bringing> {
+        let endpoint = self.stream.as_ref()?.endpoint;
+        if self.bringing.is_some() || !self.outgoing.is_empty() || self.to_bring.is_empty() {
+            return None;
+        }
+        let n = self.to_bring.len().min(CHUNK);
+        let ids: Vec<i64> = self.to_bring.drain(..n).collect();
+        let idle = self.idle(&ids);
+        let bound = self.liveness.bound();
+        Some(read_chunk(
+            self.endpoints.clone(),
+            endpoint,
+            ids,
+            idle,
+            bound,
+        ))
+    }
+
+    /// A chunk's read came back: settle its watches, then queue their creation.
+    pub(super) fn brought(&mut self, ids: Vec<i64>, settled: Option<Vec<Settled>>) {
+        self.settle(settled.unwrap_or_default());
+        let has_stream = self.stream.is_some();
+        for id in ids {
+            let Some(w) = self.watches.get_mut(&id) else {
+                continue;
+            };
+            if !std::mem::take(&mut w.waiting_read) || w.on_stream || !has_stream {
+                continue;
+            }
+            if !w.stalled.load(Ordering::Acquire) {
+                w.on_stream = true;
+                self.outgoing.push_back(Outgoing::Create(id));
+            }
+        }
+    }
+
+    /// Move each settled watch forward, delivering the put it missed first.
+    fn settle(&mut self, settled: Vec<Settled>) {
+        for s in settled {
+            let Some(w) = self.watches.get_mut(&s.id) else {
+                continue;
+            };
+            if w.on_stream || s.from <= w.next {
+                continue;
+            }
+            if let Some(kv) = s.missed {
+                let missed = WatchResponse {
+                    revision: kv.mod_revision,
+                    events: vec![Event {
+                        kind: EventKind::Put,
+                        kv,
+                        prev_kv: None,
+                    }],
+                };
+                // A consumer that is behind or gone keeps the revision owed:
+                // etcd's history serves it, or its Close is on the way.
+                if w.tx.try_send(Ok(missed)).is_err() {
+                    continue;
+                }
+            }
+            w.next = s.from;
+            w.last = Some(s.seen);
+            self.counters
+                .brought_forward
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

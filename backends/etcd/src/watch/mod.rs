@@ -5,7 +5,10 @@
 //! remembers the next revision it is owed; when the stream breaks or goes silent,
 //! the hub opens a new one (on the next healthy endpoint) and re-creates every watch
 //! from that revision, so the caller sees no gap and no duplicate, or `Compacted` if
-//! etcd compacted past that point meanwhile.
+//! etcd compacted past that point meanwhile. Watches of one key are read first, a
+//! chunk at a time, each chunk created before the next is read: a read moves a watch
+//! near the present when its key did not change, or changed by exactly one put,
+//! delivered from the read (`bring_forward`), so etcd has little history to replay.
 //!
 //! Liveness: a stream quiet for half the liveness bound is asked for its progress
 //! (etcd answers at once, even with nothing to report); a stream that then says
@@ -25,6 +28,7 @@
 
 mod bring_forward;
 pub(crate) mod buffer;
+mod stream;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +40,7 @@ use etcd_client as etcd;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::convert::{self, Context};
+use crate::convert;
 use crate::endpoints::Endpoints;
 use crate::keepalive::Liveness;
 use crate::observed::Observed;
@@ -136,6 +140,11 @@ struct Watch {
     /// Cancels of ours on the current stream not yet confirmed: their
     /// confirmations are not the store's cancellation.
     cancels: u32,
+    /// For a watch of one key: the key as the last change it delivered left it
+    /// (see `bring_forward`).
+    last: Option<bring_forward::Seen>,
+    /// Set aside after a reconnect until a read brings it forward.
+    waiting_read: bool,
 }
 
 impl Watch {
@@ -198,6 +207,10 @@ struct Hub {
     /// The progress requests sent and not answered, oldest first, each with the
     /// watches it tells about.
     progress_out: VecDeque<Vec<i64>>,
+    /// Watches waiting for their chunk's read before they are created again.
+    to_bring: VecDeque<i64>,
+    /// The read of a chunk of them, while out.
+    bringing: Option<bring_forward::Bringing>,
     /// Reconnect backoff, grown on each failed open, with jitter.
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -224,6 +237,8 @@ pub(crate) async fn run(
         outgoing: VecDeque::new(),
         unverified: Vec::new(),
         progress_out: VecDeque::new(),
+        to_bring: VecDeque::new(),
+        bringing: None,
         backoff: BACKOFF_MIN,
         retry_at: None,
     };
@@ -257,6 +272,13 @@ pub(crate) async fn run(
         let retry_at = hub
             .retry_at
             .filter(|_| hub.stream.is_none() && hub.wants_stream());
+        if hub.bringing.is_none() {
+            hub.bringing = hub.next_chunk();
+        }
+        let bring = match &mut hub.bringing {
+            Some(read) => Either::Left(read.as_mut()),
+            None => Either::Right(std::future::pending()),
+        };
         let (message, send) = match &mut hub.stream {
             Some(s) => (
                 Either::Left(s.responses.message()),
@@ -286,6 +308,10 @@ pub(crate) async fn run(
             },
             _ = sleep_until(check_at) => hub.check_liveness(bound),
             _ = sleep_until(retry_at) => hub.retry_at = None,
+            (ids, settled) = bring => {
+                hub.bringing = None;
+                hub.brought(ids, settled);
+            }
         }
     }
 }
@@ -352,6 +378,8 @@ impl Hub {
                         stalled,
                         on_stream,
                         cancels: 0,
+                        last: None,
+                        waiting_read: false,
                     },
                 );
                 if on_stream {
@@ -377,131 +405,6 @@ impl Hub {
                 self.outgoing.push_back(Outgoing::Create(id));
             }
         }
-    }
-
-    fn check_liveness(&mut self, bound: Duration) {
-        let now = Instant::now();
-        let Some(s) = &mut self.stream else { return };
-        match s.probed {
-            Some(at) if now >= at + bound => {
-                self.abandon("the watch stream was silent past its liveness bound");
-            }
-            Some(_) => {}
-            None if now >= s.heard + bound / 2 => {
-                s.probed = Some(now);
-                self.outgoing.push_back(Outgoing::Progress(Vec::new()));
-            }
-            None => {}
-        }
-    }
-
-    fn abandon(&mut self, why: &str) {
-        if let Some(s) = self.stream.take() {
-            tracing::warn!(endpoint = %self.endpoints.url(s.endpoint), reason = why, "leaving the etcd watch stream; resuming every watch");
-            self.endpoints.set_aside(s.endpoint, why);
-        }
-        self.outgoing.clear();
-        self.unverified.clear();
-        self.progress_out.clear();
-        for w in self.watches.values_mut() {
-            w.on_stream = false;
-            w.cancels = 0;
-            // Re-created from a revision, it may catch up first.
-            if let Some(live) = w.live.take() {
-                let _ = live.send(false);
-            }
-        }
-        self.retry_at = None;
-    }
-
-    /// Open a stream on the first endpoint that takes it within the liveness
-    /// bound, and queue the creation of every watch not stalled on it. When none
-    /// does, try again after a backoff with jitter.
-    async fn open(&mut self) {
-        let bound = self.liveness.bound();
-        if !self.bring_idle_watches_forward(bound).await {
-            // etcd does not answer reads yet (no leader after a restart, say):
-            // a stream opened now would replay history the read saves.
-            self.retry_later("etcd does not answer reads yet");
-            return;
-        }
-        let Some((&first, _)) = self
-            .watches
-            .iter()
-            .find(|(_, w)| !w.stalled.load(Ordering::Acquire))
-        else {
-            return;
-        };
-        let (key, options) = self.watches[&first].options(first);
-        for i in self.endpoints.order() {
-            let url = self.endpoints.url(i).to_string();
-            let client = match self.endpoints.client(i).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(endpoint = %url, error = %e, "etcd watch stream: cannot connect");
-                    self.endpoints.set_aside(i, "cannot connect");
-                    continue;
-                }
-            };
-            let mut wc = client
-                .watch_client()
-                .max_decoding_message_size(crate::request::MAX_ANSWER_BYTES);
-            let opened =
-                tokio::time::timeout(bound, wc.watch(key.clone(), Some(options.clone()))).await;
-            match opened {
-                Ok(Ok(s)) => {
-                    let (sender, responses) = s.split();
-                    self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(endpoint = %url, watches = self.watches.len(), "etcd watch stream opened");
-                    let now = Instant::now();
-                    self.stream = Some(Stream {
-                        endpoint: i,
-                        sender,
-                        responses,
-                        heard: now,
-                        probed: None,
-                    });
-                    self.backoff = BACKOFF_MIN;
-                    self.retry_at = None;
-                    for (id, w) in self.watches.iter_mut() {
-                        if w.stalled.load(Ordering::Acquire) {
-                            continue;
-                        }
-                        w.on_stream = true;
-                        if *id != first {
-                            self.outgoing.push_back(Outgoing::Create(*id));
-                        }
-                    }
-                    // The first went out with the stream: a progress request
-                    // follows it (after the other creations, if any).
-                    if self.watches.get(&first).is_some_and(|w| w.live.is_some()) {
-                        self.unverified.push(first);
-                        if self.outgoing.is_empty() {
-                            let ids = std::mem::take(&mut self.unverified);
-                            self.outgoing.push_back(Outgoing::Progress(ids));
-                        }
-                    }
-                    return;
-                }
-                Ok(Err(e)) => {
-                    let err = convert::error(e, Context::at(&url));
-                    tracing::debug!(endpoint = %url, error = %err, "etcd watch stream: cannot open");
-                    self.endpoints.set_aside(i, "cannot open a watch stream");
-                }
-                Err(_) => self
-                    .endpoints
-                    .set_aside(i, "opening a watch stream timed out"),
-            }
-        }
-        self.retry_later("no endpoint takes it");
-    }
-
-    /// Open the stream again after a backoff with jitter.
-    fn retry_later(&mut self, why: &str) {
-        let wait = self.backoff.mul_f64(1.0 - 0.5 * fastrand::f64());
-        tracing::warn!(retry_in = ?wait, "etcd watch stream: {why}");
-        self.retry_at = Some(Instant::now() + wait);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
     fn handle(&mut self, resp: etcd::WatchResponse) {
@@ -590,13 +493,21 @@ impl Hub {
             }
             by_revision.entry(rev).or_default().push(event);
         }
+        let one_key = matches!(w.keys, KeyRange::Key(_));
         for rev in order {
             let events = by_revision.remove(&rev).unwrap_or_default();
+            let seen = events.last().filter(|_| one_key).map(|e| match e.kind {
+                EventKind::Put => (e.kv.create_revision, e.kv.version),
+                EventKind::Delete => (0, 0),
+            });
             match w.tx.try_send(Ok(WatchResponse {
                 revision: rev,
                 events,
             })) {
-                Ok(()) => w.next = rev + 1,
+                Ok(()) => {
+                    w.next = rev + 1;
+                    w.last = seen.or(w.last);
+                }
                 Err(buffer::Refused::Full) => {
                     self.stall(id);
                     return;
