@@ -225,6 +225,11 @@ impl Hub {
         let n = self.to_bring.len().min(CHUNK);
         let ids: Vec<i64> = self.to_bring.drain(..n).collect();
         let idle = self.idle(&ids);
+        tracing::debug!(
+            watches = ids.len(),
+            left = self.to_bring.len(),
+            "reading a chunk of watches"
+        );
         let bound = self.liveness.bound();
         Some(read_chunk(
             self.endpoints.clone(),
@@ -237,6 +242,11 @@ impl Hub {
 
     /// A chunk's read came back: settle its watches, then queue their creation.
     pub(super) fn brought(&mut self, ids: Vec<i64>, settled: Option<Vec<Settled>>) {
+        tracing::debug!(
+            watches = ids.len(),
+            settled = settled.as_ref().map(Vec::len),
+            "a chunk of watches read; creating them"
+        );
         self.settle(settled.unwrap_or_default());
         let has_stream = self.stream.is_some();
         for id in ids {
