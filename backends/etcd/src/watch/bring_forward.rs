@@ -43,6 +43,8 @@ use crate::endpoints::Endpoints;
 const BATCH: usize = 128;
 /// Transactions in flight at once.
 const IN_FLIGHT: usize = 8;
+/// Tries of one batch's read.
+const TRIES: usize = 3;
 /// Watches read, then created, at a time.
 pub(super) const CHUNK: usize = BATCH * IN_FLIGHT;
 
@@ -96,7 +98,8 @@ fn settle(w: &Idle, kv: &etcd::KeyValue, at: Revision) -> Option<Settled> {
 }
 
 /// What reads of the keys of `idle` settle. A batch whose read fails or takes
-/// longer than `bound` settles nothing; `None` when every batch failed.
+/// longer than `bound` [`TRIES`] times settles nothing; `None` when every batch
+/// failed.
 async fn bring_forward(
     client: &etcd::Client,
     idle: Vec<Idle>,
@@ -117,10 +120,17 @@ async fn bring_forward(
                 .iter()
                 .map(|w| etcd::TxnOp::get(w.key.clone(), None))
                 .collect();
-            let read = tokio::time::timeout(bound, kv.txn(etcd::Txn::new().and_then(reads))).await;
-            let Ok(Ok(resp)) = read else {
-                return None;
-            };
+            // A read only: tried again when slow (a just restarted etcd
+            // answers late while it catches up).
+            let mut resp = None;
+            for _ in 0..TRIES {
+                let read = etcd::Txn::new().and_then(reads.clone());
+                if let Ok(Ok(r)) = tokio::time::timeout(bound, kv.txn(read)).await {
+                    resp = Some(r);
+                    break;
+                }
+            }
+            let resp = resp?;
             let at = resp.header().map_or(0, |h| h.revision());
             batch
                 .iter()
