@@ -274,7 +274,6 @@ impl EtcdBackend {
                 .watch_counters
                 .brought_forward
                 .load(Ordering::Relaxed),
-            watches_grouped: self.inner.watch_counters.grouped.load(Ordering::Relaxed),
         }
     }
 }

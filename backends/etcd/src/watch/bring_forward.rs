@@ -196,9 +196,8 @@ impl Hub {
     /// once the stream is up (see [`Hub::next_chunk`]).
     /// Whether etcd answered (or there was nothing to read).
     pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
-        self.dissolve_groups();
         let ids: Vec<i64> = self.watches.keys().copied().collect();
-        let idle = self.idle(&ids);
+        let mut idle = self.idle(&ids);
         if idle.is_empty() {
             return true;
         }
@@ -209,26 +208,13 @@ impl Hub {
         let Ok(client) = self.endpoints.client(first).await.cloned() else {
             return true;
         };
-        // Those to be served by a watch of their directory are all read now
-        // (their group starts from the earliest revision any is owed); of the
-        // others, the first chunk.
-        let idle_ids: Vec<i64> = idle.iter().map(|w| w.id).collect();
-        let grouped: Vec<i64> = self.groupable(&idle_ids);
-        let in_group: std::collections::HashSet<i64> = grouped.iter().copied().collect();
-        let (mut now, mut alone): (Vec<Idle>, Vec<Idle>) =
-            idle.into_iter().partition(|w| in_group.contains(&w.id));
-        let later = alone.split_off(alone.len().min(CHUNK));
-        now.extend(alone);
-        let Some(settled) = bring_forward(&client, now, bound).await else {
+        let later = idle.split_off(idle.len().min(CHUNK));
+        let Some(settled) = bring_forward(&client, idle, bound).await else {
             // The next attempt goes to another member, if there is one.
             self.endpoints.set_aside(first, "it does not answer reads");
             return false;
         };
         self.settle(settled);
-        self.form_groups(&grouped);
-        self.counters
-            .grouped
-            .fetch_add(grouped.len() as u64, Ordering::Relaxed);
         self.to_bring.clear();
         for w in later {
             if let Some(watch) = self.watches.get_mut(&w.id) {

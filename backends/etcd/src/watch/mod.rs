@@ -28,7 +28,6 @@
 
 mod bring_forward;
 pub(crate) mod buffer;
-mod group;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -146,8 +145,6 @@ struct Watch {
     last: Option<bring_forward::Seen>,
     /// Set aside after a reconnect until a read brings it forward.
     waiting_read: bool,
-    /// The group whose watch serves this one, if any (see `group`).
-    group: Option<i64>,
 }
 
 impl Watch {
@@ -173,7 +170,6 @@ pub(crate) struct Counters {
     pub(crate) streams_opened: AtomicU64,
     pub(crate) stalls: AtomicU64,
     pub(crate) brought_forward: AtomicU64,
-    pub(crate) grouped: AtomicU64,
 }
 
 enum Outgoing {
@@ -215,9 +211,6 @@ struct Hub {
     to_bring: VecDeque<i64>,
     /// The read of a chunk of them, while out.
     bringing: Option<bring_forward::Bringing>,
-    /// Watches of directories serving the watches of their keys, by id.
-    groups: HashMap<i64, group::Group>,
-    next_group: i64,
     /// Reconnect backoff, grown on each failed open, with jitter.
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -246,8 +239,6 @@ pub(crate) async fn run(
         progress_out: VecDeque::new(),
         to_bring: VecDeque::new(),
         bringing: None,
-        groups: HashMap::new(),
-        next_group: group::FIRST_GROUP_ID,
         backoff: BACKOFF_MIN,
         retry_at: None,
     };
@@ -262,12 +253,7 @@ pub(crate) async fn run(
         // The next request to send, built now (a watch closed meanwhile needs none).
         while let Some(out) = hub.outgoing.front() {
             if let Outgoing::Create(id) = out {
-                let wanted = hub.groups.contains_key(id)
-                    || hub
-                        .watches
-                        .get(id)
-                        .is_some_and(|w| w.on_stream && w.group.is_none());
-                if !wanted {
+                if !hub.watches.get(id).is_some_and(|w| w.on_stream) {
                     hub.outgoing.pop_front();
                     continue;
                 }
@@ -275,7 +261,7 @@ pub(crate) async fn run(
             break;
         }
         let head = hub.outgoing.front().map(|out| match out {
-            Outgoing::Create(id) => Request::Create(hub.create_request(*id)),
+            Outgoing::Create(id) => Request::Create(hub.watches[id].options(*id)),
             Outgoing::Cancel(id) => Request::Cancel(*id),
             Outgoing::Progress(_) => Request::Progress,
         });
@@ -394,7 +380,6 @@ impl Hub {
                         cancels: 0,
                         last: None,
                         waiting_read: false,
-                        group: None,
                     },
                 );
                 if on_stream {
@@ -402,25 +387,14 @@ impl Hub {
                 }
             }
             Command::Resume { id } => self.resume(id),
-            Command::Close { id } => self.drop_watch(id),
-        }
-    }
-
-    /// Watch `id` is gone (closed, or its consumer dropped): out of its group,
-    /// or its etcd watch cancelled.
-    fn drop_watch(&mut self, id: i64) {
-        self.leave_group(id);
-        if let Some(w) = self.watches.remove(&id) {
-            if w.on_stream && self.stream.is_some() {
-                self.outgoing.push_back(Outgoing::Cancel(id));
+            Command::Close { id } => {
+                if let Some(w) = self.watches.remove(&id) {
+                    if w.on_stream && self.stream.is_some() {
+                        self.outgoing.push_back(Outgoing::Cancel(id));
+                    }
+                }
             }
         }
-    }
-
-    /// The creation request of watch or group `id`.
-    fn create_request(&self, id: i64) -> (Vec<u8>, etcd::WatchOptions) {
-        self.group_options(id)
-            .unwrap_or_else(|| self.watches[&id].options(id))
     }
 
     fn resume(&mut self, id: i64) {
@@ -447,10 +421,6 @@ impl Hub {
         let id = resp.watch_id();
         if id == -1 && !resp.created() && !resp.canceled() {
             self.progressed(resp.header().map_or(0, |h| h.revision()));
-            return;
-        }
-        if self.groups.contains_key(&id) {
-            self.handle_group(id, resp);
             return;
         }
         let Some(w) = self.watches.get_mut(&id) else {
@@ -501,19 +471,10 @@ impl Hub {
             }
             return;
         }
-        self.deliver(id, resp.events().iter().collect());
-    }
-
-    /// Hand `events` (of one response) to watch `id`, one response per
-    /// revision, from the revision it is owed.
-    fn deliver(&mut self, id: i64, events: Vec<&etcd::Event>) {
-        let Some(w) = self.watches.get_mut(&id) else {
-            return;
-        };
         // One response per revision: etcd may batch several revisions in one message.
         let mut by_revision: HashMap<Revision, Vec<Event>> = HashMap::new();
         let mut order = Vec::new();
-        for e in events {
+        for e in resp.events() {
             let Some(kv) = e.kv() else { continue };
             let rev = kv.mod_revision();
             if rev < w.next {
@@ -553,7 +514,8 @@ impl Hub {
                 }
                 Err(buffer::Refused::Closed) => {
                     // The caller dropped the stream; its Close is on the way.
-                    self.drop_watch(id);
+                    self.watches.remove(&id);
+                    self.outgoing.push_back(Outgoing::Cancel(id));
                     return;
                 }
             }
@@ -623,11 +585,6 @@ impl Hub {
         let Some(w) = self.watches.get_mut(&id) else {
             return;
         };
-        let member = w.group.is_some();
-        self.leave_group(id);
-        let Some(w) = self.watches.get_mut(&id) else {
-            return;
-        };
         self.counters.stalls.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             watch = id,
@@ -636,8 +593,7 @@ impl Hub {
         );
         w.on_stream = false;
         w.stalled.store(true, Ordering::Release);
-        // A member had no etcd watch of its own to cancel.
-        if self.stream.is_some() && !member {
+        if self.stream.is_some() {
             w.cancels += 1;
             self.outgoing.push_back(Outgoing::Cancel(id));
         }
