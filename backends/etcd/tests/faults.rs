@@ -22,6 +22,16 @@ async fn next(w: &mut coordkit::WatchStream) -> coordkit::Result<coordkit::Watch
         .expect("the watch stays open")
 }
 
+/// Wait (at most 60 s) until `b` opened a watch stream after `before`.
+async fn stream_reopened(b: &EtcdBackend, before: coordkit_etcd::StreamStats) {
+    let reopened = tokio::time::timeout(Duration::from_secs(60), async {
+        while b.stream_stats().watch_streams == before.watch_streams {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(reopened.await.is_ok(), "the watch stream was opened again");
+}
+
 /// A watch survives etcd being killed and restarted: it resumes from the last
 /// delivered revision + 1, so every write arrives once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,12 +622,7 @@ async fn idle_watches_of_unchanged_keys_resume_near_the_present() {
         // The stream opens again only after the read that brings idle watches
         // forward: a write before that read would show the key changed and
         // (rightly) keep its watch's old revision.
-        let reopened = tokio::time::timeout(Duration::from_secs(60), async {
-            while b.stream_stats().watch_streams == before.watch_streams {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        assert!(reopened.await.is_ok(), "the watch stream was opened again");
+        stream_reopened(&b, before).await;
         let writer = EtcdProcess::connect_to(etcd.client_port).await;
         let fresh = writer.put(same.as_str(), "2").await.unwrap();
         // The unchanged key's watch: straight to the fresh write, in both rounds.
@@ -700,12 +705,7 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
         drop(other);
         etcd.kill();
         etcd.restart_on(etcd.client_port);
-        let reopened = tokio::time::timeout(Duration::from_secs(60), async {
-            while b.stream_stats().watch_streams == before.watch_streams {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-        assert!(reopened.await.is_ok(), "the watch stream was opened again");
+        stream_reopened(&b, before).await;
         // Round "n": one more put to every key while the chunks are read.
         let fresh = (!compact).then(|| {
             let (b, keys) = (b.clone(), keys.clone());
