@@ -196,6 +196,12 @@ impl Hub {
     /// once the stream is up (see [`Hub::next_chunk`]).
     /// Whether etcd answered (or there was nothing to read).
     pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
+        // Afresh on each attempt: one that failed to open a stream may have
+        // set watches aside.
+        self.to_bring.clear();
+        for w in self.watches.values_mut() {
+            w.waiting_read = false;
+        }
         let ids: Vec<i64> = self.watches.keys().copied().collect();
         let mut idle = self.idle(&ids);
         if idle.is_empty() {
@@ -215,7 +221,6 @@ impl Hub {
             return false;
         };
         self.settle(settled);
-        self.to_bring.clear();
         for w in later {
             if let Some(watch) = self.watches.get_mut(&w.id) {
                 watch.waiting_read = true;
