@@ -667,7 +667,7 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
     }
     // More than one chunk (1,024), so that later chunks are read with the
     // stream up and the round's fresh writes under way.
-    const N: usize = 2_500;
+    const N: usize = 1_100;
     let mut etcd = EtcdProcess::start();
     let b = Arc::new(EtcdProcess::connect_to(etcd.client_port).await);
     for compact in [true, false] {
