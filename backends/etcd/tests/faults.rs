@@ -22,6 +22,14 @@ async fn next(w: &mut coordkit::WatchStream) -> coordkit::Result<coordkit::Watch
         .expect("the watch stays open")
 }
 
+/// The next answer of `w` is `Compacted` at `revision`.
+async fn expect_compacted(w: &mut coordkit::WatchStream, revision: i64) {
+    match next(w).await {
+        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, revision),
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+}
+
 /// Wait (at most 60 s) until `b` opened a watch stream after `before`.
 async fn stream_reopened(b: &EtcdBackend, before: coordkit_etcd::StreamStats) {
     let reopened = tokio::time::timeout(Duration::from_secs(60), async {
@@ -629,12 +637,7 @@ async fn idle_watches_of_unchanged_keys_resume_near_the_present() {
         assert_eq!(next(&mut w_same).await.unwrap().revision, fresh);
         if compact {
             for w in [&mut w_changed, &mut w_flash] {
-                match next(w).await {
-                    Err(Error::Compacted { compact_revision }) => {
-                        assert_eq!(compact_revision, now)
-                    }
-                    other => panic!("expected Compacted, got {other:?}"),
-                }
+                expect_compacted(w, now).await;
             }
         } else {
             assert_eq!(next(&mut w_changed).await.unwrap().revision, changed_at);
@@ -740,12 +743,7 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
         let (mut w_twice, mut w_reborn) = (watches.next().unwrap(), watches.next().unwrap());
         if compact {
             for w in [&mut w_twice, &mut w_reborn] {
-                match next(w).await {
-                    Err(Error::Compacted { compact_revision }) => {
-                        assert_eq!(compact_revision, now)
-                    }
-                    other => panic!("expected Compacted, got {other:?}"),
-                }
+                expect_compacted(w, now).await;
             }
         } else {
             for at in twice_at {
