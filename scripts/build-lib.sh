@@ -42,3 +42,43 @@ built_examples() {
 built_target() {
   built_targets | awk -v p="$1" -v k="$2" -v n="$3" '!found && $1 == p && $2 == k && $3 == n {print $4; found = 1}'
 }
+
+# Run one test executable beside the stages that follow, in DIR, in its own
+# process group (so that whatever it starts, etcd members included, stops with
+# it), its output kept until `finish_beside`: start_beside DIR EXE [ARGS...].
+# Only for tests that use no shared server and wait far more than they compute:
+# the 3-member cluster tests start their own members. One at a time.
+start_beside() {
+  local dir="$1"
+  shift
+  BESIDE_LOG=$(mktemp /tmp/coordkit-beside.XXXXXX)
+  BESIDE_NAME="$*"
+  (cd "$dir" && exec setsid "$@") >"$BESIDE_LOG" 2>&1 </dev/null &
+  BESIDE_PID=$!
+  echo "-- beside the next stages: $BESIDE_NAME (pid $BESIDE_PID)"
+}
+
+# Wait for the executable `start_beside` started, print its output, and fail
+# (exit) if it failed.
+finish_beside() {
+  local status=0
+  wait "$BESIDE_PID" || status=$?
+  BESIDE_PID=""
+  echo "-- ran beside: $BESIDE_NAME"
+  cat "$BESIDE_LOG"
+  rm -f "$BESIDE_LOG"
+  [ "$status" -eq 0 ] || { echo "$BESIDE_NAME failed (exit $status)" >&2; exit 1; }
+}
+
+# Stop what `start_beside` started, with everything it started (the exit traps
+# of scripts/etcd-lib.sh and scripts/postgres-lib.sh call this).
+stop_beside() {
+  if [ -n "${BESIDE_PID:-}" ]; then
+    kill -- -"$BESIDE_PID" 2>/dev/null || true
+    sleep 0.5
+    kill -KILL -- -"$BESIDE_PID" 2>/dev/null || true
+    wait "$BESIDE_PID" 2>/dev/null || true
+    BESIDE_PID=""
+    rm -f "$BESIDE_LOG"
+  fi
+}

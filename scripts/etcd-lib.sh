@@ -71,7 +71,7 @@ start_etcd() {
     --initial-cluster "coord-test=http://127.0.0.1:${peer_port}" \
     "${flags[@]}" >"$ETCD_DIR/etcd.log" 2>&1 &
   ETCD_PID=$!
-  trap 'stop_etcd; declare -F stop_postgres >/dev/null && stop_postgres; true' EXIT INT TERM
+  trap 'declare -F stop_beside >/dev/null && stop_beside; stop_etcd; declare -F stop_postgres >/dev/null && stop_postgres; true' EXIT INT TERM
   for _ in $(seq 1 100); do
     if ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINT" endpoint health >/dev/null 2>&1; then
       echo "== etcd $(etcd --version | head -1 | awk '{print $3}') up at $ETCD_ENDPOINT (pid $ETCD_PID)"

@@ -34,7 +34,7 @@ start_postgres() {
   PG_PORT=$(free_port)
   as_postgres "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres -A trust --no-sync >"$PG_DIR/initdb.log" 2>&1 \
     || { echo "initdb failed:" >&2; cat "$PG_DIR/initdb.log" >&2; exit 1; }
-  trap 'stop_postgres; declare -F stop_etcd >/dev/null && stop_etcd; true' EXIT INT TERM
+  trap 'declare -F stop_beside >/dev/null && stop_beside; stop_postgres; declare -F stop_etcd >/dev/null && stop_etcd; true' EXIT INT TERM
   as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
     -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 ${settings[*]}" start >/dev/null \
     || { echo "postgres did not start:" >&2; cat "$PG_DIR/server.log" >&2; exit 1; }

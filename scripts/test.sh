@@ -90,8 +90,15 @@ export COORD_POSTGRES_DATA="$PG_DIR/data"
 stage "cargo test, every target and feature (etcd at $COORD_ETCD_ENDPOINTS, postgres at $COORD_POSTGRES_URL)"
 # The etcd tests are #[ignore]d (a plain `cargo test` shows them as ignored);
 # here they run, and fail if etcd is missing. With every feature on, the metrics
-# and TLS tests run here too. The chaos report is for scripts/chaos.sh.
-cargo test "${TEST_BUILD[@]}" -- --include-ignored --skip chaos_report
+# and TLS tests run here too. The chaos report is for scripts/chaos.sh. The
+# 3-member cluster tests start their own members and mostly wait: they run beside
+# the others, which skip them. Four test threads, not one per core: the tests
+# against servers wait far more than they compute (the conformance suites take
+# two thirds of the time with two).
+cargo test "${TEST_BUILD[@]}" --no-run
+start_beside backends/etcd "$(built_target coordkit-etcd test cluster)" --include-ignored
+cargo test "${TEST_BUILD[@]}" -- --include-ignored --skip chaos_report --skip three_members:: --test-threads=4
+finish_beside
 stage "the suite's sensitivity: every planted bug of the memory backend caught"
 ./scripts/sensitivity.sh >/dev/null
 stage "doctests"
@@ -125,11 +132,14 @@ PATH="$etcd35_dir:$PATH"
 export PATH
 start_etcd
 export COORD_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
+start_beside backends/etcd "$(built_target coordkit-etcd test cluster)" --include-ignored
 while read -r package kind name exe; do
   [ "$package" = coordkit-etcd ] || continue
+  [ "$kind $name" != "test cluster" ] || continue # beside
   echo "-- coordkit-etcd $kind $name"
-  (cd backends/etcd && "$exe" --include-ignored --skip chaos_report)
+  (cd backends/etcd && "$exe" --include-ignored --skip chaos_report --test-threads=4)
 done < <(built_targets | sort)
+finish_beside
 
 stage "done"
 echo "stage times:"

@@ -290,253 +290,261 @@ fn kind(e: &Error) -> String {
         .to_string()
 }
 
-/// Each member in turn SIGSTOPped (a member that stops answering with its
-/// sockets open): followers for 10 s, as long as the TTL, the leader for
-/// [`LEADER_PAUSE`]. No session, lock or registration lost, every acknowledged
-/// write watched once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn each_member_paused_in_turn_costs_nothing() {
-    let Some(Setup {
-        cluster,
-        a,
-        b,
-        _serial,
-    }) = setup().await
-    else {
-        return;
-    };
-    let load = Load::start(&a, &b).await;
-    for i in 0..cluster.members.len() {
-        let leader = cluster.leader().await;
-        eprintln!(
-            "{:?} pausing member {i} (leader: {leader:?})",
-            std::time::SystemTime::now(),
-        );
-        cluster.members[i].pause();
-        let pause = if leader == Some(i) {
-            LEADER_PAUSE
-        } else {
-            SICK
+/// The cases, under one name: `scripts/test.sh` runs this binary beside the
+/// other tests (it starts its own members and uses no shared server) and skips
+/// `three_members::` where it runs the others.
+mod three_members {
+    use super::*;
+
+    /// Each member in turn SIGSTOPped (a member that stops answering with its
+    /// sockets open): followers for 10 s, as long as the TTL, the leader for
+    /// [`LEADER_PAUSE`]. No session, lock or registration lost, every acknowledged
+    /// write watched once, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn each_member_paused_in_turn_costs_nothing() {
+        let Some(Setup {
+            cluster,
+            a,
+            b,
+            _serial,
+        }) = setup().await
+        else {
+            return;
         };
-        tokio::time::sleep(pause).await;
-        cluster.members[i].resume();
-        cluster.wait_healthy(i).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    load.finish("members paused in turn").await;
-}
-
-/// Each member's proxy in turn blackholed for 10 s (accepts TCP, holds every
-/// byte): the same promises.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn each_proxy_blackholed_in_turn_costs_nothing() {
-    let Some(Setup {
-        cluster,
-        a,
-        b,
-        _serial,
-    }) = setup().await
-    else {
-        return;
-    };
-    let load = Load::start(&a, &b).await;
-    for m in &cluster.members {
-        m.proxy.set(Mode::Blackhole);
-        tokio::time::sleep(SICK).await;
-        m.proxy.set(Mode::Pass);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    load.finish("proxies blackholed in turn").await;
-}
-
-/// The leader SIGKILLed under load and restarted: the same promises.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn leader_killed_and_restarted_costs_nothing() {
-    let Some(Setup {
-        mut cluster,
-        a,
-        b,
-        _serial,
-    }) = setup().await
-    else {
-        return;
-    };
-    let load = Load::start(&a, &b).await;
-    let leader = cluster.leader().await.expect("a leader");
-    cluster.members[leader].kill();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    cluster.restart(leader).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    load.finish("leader killed").await;
-}
-
-/// Two of three members killed for ~10 s: every call returns (nothing hangs) with
-/// a retryable error, and once they are back, writes work again and the
-/// registration is in the store.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn quorum_lost_fails_retryably_then_recovers() {
-    let Some(Setup {
-        mut cluster,
-        a,
-        _serial,
-        ..
-    }) = setup().await
-    else {
-        return;
-    };
-    let config = a.config();
-    config.set("q/x", &0u64).await.unwrap();
-    let registration = a
-        .registry()
-        .register(ServiceInfo::new("q1", "quorum-svc", "127.0.0.1", 8080), TTL)
-        .await
-        .unwrap();
-    cluster.members[0].kill();
-    cluster.members[1].kill();
-    let mut kinds = BTreeMap::new();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < until {
-        let set = tokio::time::timeout(Duration::from_secs(20), config.set("q/x", &1u64))
-            .await
-            .expect("a write hung with the quorum lost");
-        let err = set.expect_err("a write succeeded without a quorum");
-        assert!(
-            err.is_retryable(),
-            "not retryable without a quorum: {err:?}"
-        );
-        *kinds.entry(kind(&err)).or_insert(0) += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("errors without a quorum: {kinds:?}");
-    cluster.restart(0).await;
-    cluster.restart(1).await;
-    let written = eventually(100, || async { config.set("q/x", &2u64).await.is_ok() }).await;
-    assert!(written, "no write went through after the quorum came back");
-    let back = eventually(200, || present(&a, registration.key())).await;
-    assert!(back, "the registration is not back in the store");
-}
-
-/// Every proxy blackholed longer than the TTL, then healed: the holder learns of
-/// the loss (`lost()` fires), its fenced write fails afterwards, the registration
-/// comes back, and the watcher resumes with no gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn all_members_cut_off_past_the_ttl_loses_then_recovers() {
-    let Some(Setup {
-        cluster,
-        a,
-        b,
-        _serial,
-    }) = setup().await
-    else {
-        return;
-    };
-    let ttl = Duration::from_secs(4);
-    let guard = a.lock().acquire("cut", ttl).await.unwrap();
-    let registration = a
-        .registry()
-        .register(ServiceInfo::new("c1", "cut-svc", "127.0.0.1", 8080), ttl)
-        .await
-        .unwrap();
-    let mut watcher = b.config().watch_prefix::<u64>("cut/").await.unwrap();
-    b.config().set("cut/x", &1u64).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), watcher.next())
-        .await
-        .expect("the first event")
-        .unwrap()
-        .unwrap();
-    for m in &cluster.members {
-        m.proxy.set(Mode::Blackhole);
-    }
-    let why = tokio::time::timeout(ttl * 3, guard.lost())
-        .await
-        .expect("the holder was never told of the loss");
-    eprintln!("lost: {why:?}");
-    tokio::time::sleep(ttl).await;
-    for m in &cluster.members {
-        m.proxy.set(Mode::Pass);
-    }
-    // A write fenced by the old guard fails: its key is gone.
-    let fenced = Txn::new()
-        .when([guard.compare()])
-        .and_then([TxnOp::Put(PutRequest::new("cut/fenced", "old holder"))]);
-    let mut answered = None;
-    for _ in 0..100 {
-        match a.backend().txn(fenced.clone()).await {
-            Ok(r) => {
-                answered = Some(r.succeeded);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        let load = Load::start(&a, &b).await;
+        for i in 0..cluster.members.len() {
+            let leader = cluster.leader().await;
+            eprintln!(
+                "{:?} pausing member {i} (leader: {leader:?})",
+                std::time::SystemTime::now(),
+            );
+            cluster.members[i].pause();
+            let pause = if leader == Some(i) {
+                LEADER_PAUSE
+            } else {
+                SICK
+            };
+            tokio::time::sleep(pause).await;
+            cluster.members[i].resume();
+            cluster.wait_healthy(i).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        load.finish("members paused in turn").await;
     }
-    assert_eq!(answered, Some(false), "the old holder's fenced write");
-    // The registration comes back on a new session.
-    let back = eventually(200, || present(&a, registration.key())).await;
-    assert!(back, "the registration did not come back");
-    // The watcher resumes: the next write is its next event, nothing in between lost.
-    let v = b.config().set("cut/x", &2u64).await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(20), watcher.next())
-        .await
-        .expect("the watcher resumed")
-        .unwrap()
-        .unwrap();
-    assert!(next.version > first.version);
-    assert_eq!(next.version, v, "the watcher skipped or repeated a change");
-    assert_eq!(next.value, Some(2));
-}
 
-/// Four clients (each with all three endpoints) run random gets, puts, deletes
-/// and compare-and-sets while the leader is killed and restarted: the history is
-/// linearizable (calls that failed count as "may or may not have applied").
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs etcd (./scripts/test.sh runs it)"]
-async fn history_stays_linearizable_while_the_leader_is_killed() {
-    let Some(Setup {
-        mut cluster,
-        _serial,
-        ..
-    }) = setup().await
-    else {
-        return;
-    };
-    let mut clients: Vec<Arc<dyn coordkit::Backend>> = Vec::new();
-    for _ in 0..4 {
-        let mut config = EtcdConfig::with_endpoints(cluster.proxy_urls());
-        config.request_timeout = Duration::from_secs(3);
-        let backend = coordkit_etcd::EtcdBackend::connect(config)
-            .await
-            .expect("connect");
-        clients.push(Arc::new(coordkit::Namespaced::new(
-            Arc::new(backend),
-            "linearizability/",
-        )));
-    }
-    let leader = cluster.leader().await.expect("a leader");
-    let history = {
-        let run = coordkit_conformance::linearizability::run_history(clients, 3, 150, 31, |_| {});
-        let fault = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            cluster.members[leader].kill();
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            cluster.restart(leader).await;
+    /// Each member's proxy in turn blackholed for 10 s (accepts TCP, holds every
+    /// byte): the same promises.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn each_proxy_blackholed_in_turn_costs_nothing() {
+        let Some(Setup {
+            cluster,
+            a,
+            b,
+            _serial,
+        }) = setup().await
+        else {
+            return;
         };
-        let (history, ()) = tokio::join!(run, fault);
-        history
-    };
-    let unknown = history
-        .iter()
-        .filter(|o| o.outcome == coordkit_conformance::linearizability::Outcome::Unknown)
-        .count();
-    eprintln!(
-        "{} operations, {unknown} with an unknown outcome",
-        history.len()
-    );
-    if let Err(violation) = coordkit_conformance::linearizability::check(&history) {
-        panic!("not linearizable with the leader killed: {violation}");
+        let load = Load::start(&a, &b).await;
+        for m in &cluster.members {
+            m.proxy.set(Mode::Blackhole);
+            tokio::time::sleep(SICK).await;
+            m.proxy.set(Mode::Pass);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        load.finish("proxies blackholed in turn").await;
+    }
+
+    /// The leader SIGKILLed under load and restarted: the same promises.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn leader_killed_and_restarted_costs_nothing() {
+        let Some(Setup {
+            mut cluster,
+            a,
+            b,
+            _serial,
+        }) = setup().await
+        else {
+            return;
+        };
+        let load = Load::start(&a, &b).await;
+        let leader = cluster.leader().await.expect("a leader");
+        cluster.members[leader].kill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        cluster.restart(leader).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        load.finish("leader killed").await;
+    }
+
+    /// Two of three members killed for ~10 s: every call returns (nothing hangs) with
+    /// a retryable error, and once they are back, writes work again and the
+    /// registration is in the store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn quorum_lost_fails_retryably_then_recovers() {
+        let Some(Setup {
+            mut cluster,
+            a,
+            _serial,
+            ..
+        }) = setup().await
+        else {
+            return;
+        };
+        let config = a.config();
+        config.set("q/x", &0u64).await.unwrap();
+        let registration = a
+            .registry()
+            .register(ServiceInfo::new("q1", "quorum-svc", "127.0.0.1", 8080), TTL)
+            .await
+            .unwrap();
+        cluster.members[0].kill();
+        cluster.members[1].kill();
+        let mut kinds = BTreeMap::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < until {
+            let set = tokio::time::timeout(Duration::from_secs(20), config.set("q/x", &1u64))
+                .await
+                .expect("a write hung with the quorum lost");
+            let err = set.expect_err("a write succeeded without a quorum");
+            assert!(
+                err.is_retryable(),
+                "not retryable without a quorum: {err:?}"
+            );
+            *kinds.entry(kind(&err)).or_insert(0) += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("errors without a quorum: {kinds:?}");
+        cluster.restart(0).await;
+        cluster.restart(1).await;
+        let written = eventually(100, || async { config.set("q/x", &2u64).await.is_ok() }).await;
+        assert!(written, "no write went through after the quorum came back");
+        let back = eventually(200, || present(&a, registration.key())).await;
+        assert!(back, "the registration is not back in the store");
+    }
+
+    /// Every proxy blackholed longer than the TTL, then healed: the holder learns of
+    /// the loss (`lost()` fires), its fenced write fails afterwards, the registration
+    /// comes back, and the watcher resumes with no gap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn all_members_cut_off_past_the_ttl_loses_then_recovers() {
+        let Some(Setup {
+            cluster,
+            a,
+            b,
+            _serial,
+        }) = setup().await
+        else {
+            return;
+        };
+        let ttl = Duration::from_secs(4);
+        let guard = a.lock().acquire("cut", ttl).await.unwrap();
+        let registration = a
+            .registry()
+            .register(ServiceInfo::new("c1", "cut-svc", "127.0.0.1", 8080), ttl)
+            .await
+            .unwrap();
+        let mut watcher = b.config().watch_prefix::<u64>("cut/").await.unwrap();
+        b.config().set("cut/x", &1u64).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .expect("the first event")
+            .unwrap()
+            .unwrap();
+        for m in &cluster.members {
+            m.proxy.set(Mode::Blackhole);
+        }
+        let why = tokio::time::timeout(ttl * 3, guard.lost())
+            .await
+            .expect("the holder was never told of the loss");
+        eprintln!("lost: {why:?}");
+        tokio::time::sleep(ttl).await;
+        for m in &cluster.members {
+            m.proxy.set(Mode::Pass);
+        }
+        // A write fenced by the old guard fails: its key is gone.
+        let fenced = Txn::new()
+            .when([guard.compare()])
+            .and_then([TxnOp::Put(PutRequest::new("cut/fenced", "old holder"))]);
+        let mut answered = None;
+        for _ in 0..100 {
+            match a.backend().txn(fenced.clone()).await {
+                Ok(r) => {
+                    answered = Some(r.succeeded);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(answered, Some(false), "the old holder's fenced write");
+        // The registration comes back on a new session.
+        let back = eventually(200, || present(&a, registration.key())).await;
+        assert!(back, "the registration did not come back");
+        // The watcher resumes: the next write is its next event, nothing in between lost.
+        let v = b.config().set("cut/x", &2u64).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(20), watcher.next())
+            .await
+            .expect("the watcher resumed")
+            .unwrap()
+            .unwrap();
+        assert!(next.version > first.version);
+        assert_eq!(next.version, v, "the watcher skipped or repeated a change");
+        assert_eq!(next.value, Some(2));
+    }
+
+    /// Four clients (each with all three endpoints) run random gets, puts, deletes
+    /// and compare-and-sets while the leader is killed and restarted: the history is
+    /// linearizable (calls that failed count as "may or may not have applied").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs etcd (./scripts/test.sh runs it)"]
+    async fn history_stays_linearizable_while_the_leader_is_killed() {
+        let Some(Setup {
+            mut cluster,
+            _serial,
+            ..
+        }) = setup().await
+        else {
+            return;
+        };
+        let mut clients: Vec<Arc<dyn coordkit::Backend>> = Vec::new();
+        for _ in 0..4 {
+            let mut config = EtcdConfig::with_endpoints(cluster.proxy_urls());
+            config.request_timeout = Duration::from_secs(3);
+            let backend = coordkit_etcd::EtcdBackend::connect(config)
+                .await
+                .expect("connect");
+            clients.push(Arc::new(coordkit::Namespaced::new(
+                Arc::new(backend),
+                "linearizability/",
+            )));
+        }
+        let leader = cluster.leader().await.expect("a leader");
+        let history = {
+            let run =
+                coordkit_conformance::linearizability::run_history(clients, 3, 150, 31, |_| {});
+            let fault = async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cluster.members[leader].kill();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                cluster.restart(leader).await;
+            };
+            let (history, ()) = tokio::join!(run, fault);
+            history
+        };
+        let unknown = history
+            .iter()
+            .filter(|o| o.outcome == coordkit_conformance::linearizability::Outcome::Unknown)
+            .count();
+        eprintln!(
+            "{} operations, {unknown} with an unknown outcome",
+            history.len()
+        );
+        if let Err(violation) = coordkit_conformance::linearizability::check(&history) {
+            panic!("not linearizable with the leader killed: {violation}");
+        }
     }
 }
