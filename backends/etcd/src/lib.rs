@@ -274,6 +274,7 @@ impl EtcdBackend {
                 .watch_counters
                 .brought_forward
                 .load(Ordering::Relaxed),
+            watches_grouped: self.inner.watch_counters.grouped.load(Ordering::Relaxed),
         }
     }
 }

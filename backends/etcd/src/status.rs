@@ -48,4 +48,7 @@ pub struct StreamStats {
     /// Idle watches of one key that a reconnect resumed just after a read of
     /// their key rather than from the old revision they were owed.
     pub watches_brought_forward: u64,
+    /// Watches of one key that a reconnect served by one watch of their
+    /// directory (read a page at a time) instead of one of their own.
+    pub watches_grouped: u64,
 }

@@ -675,7 +675,8 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
     let b = Arc::new(EtcdProcess::connect_to(etcd.client_port).await);
     for compact in [true, false] {
         let round = if compact { "c" } else { "n" };
-        let keys: Vec<String> = (0..N).map(|i| format!("{round}/once/{i}")).collect();
+        // Each key in a directory of its own, so that none is grouped.
+        let keys: Vec<String> = (0..N).map(|i| format!("{round}/once/{i}/v")).collect();
         let (twice, reborn) = (format!("{round}/twice"), format!("{round}/reborn"));
         let mut watches = Vec::new();
         for k in keys.iter().chain([&twice, &reborn]) {
@@ -752,7 +753,12 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
             assert_eq!(next(&mut w_reborn).await.unwrap().revision, reborn_deleted);
             assert_eq!(next(&mut w_reborn).await.unwrap().revision, reborn_at);
         }
-        let brought = b.stream_stats().watches_brought_forward - before.watches_brought_forward;
+        let stats = b.stream_stats();
+        assert_eq!(
+            stats.watches_grouped, before.watches_grouped,
+            "none grouped"
+        );
+        let brought = stats.watches_brought_forward - before.watches_brought_forward;
         if compact {
             assert_eq!(brought, N as u64, "every key changed once, and only those");
         } else {
@@ -763,5 +769,145 @@ async fn watches_of_keys_changed_once_resume_from_a_read() {
                 "brought forward: {brought}"
             );
         }
+    }
+}
+
+/// After a reconnect, the watches of one key of a directory holding at least 32
+/// of them (and few other keys) come back as one watch of the directory, read a
+/// page at a time: each still gets every change of its key once, in order — a
+/// put it missed, two it missed, a delete and a new create, puts made while the
+/// pages are read, later puts; one closed gets nothing more; one whose consumer falls a
+/// full buffer behind leaves the group and catches up on its own. With the
+/// history compacted past the revision owed (round "c"), the watches of keys
+/// changed more than once are told `Compacted` and the others go on. The
+/// watches of a directory with five times as many keys as watches are not
+/// grouped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs etcd (./scripts/test.sh runs it)"]
+async fn watches_of_one_directory_come_back_as_one_watch() {
+    if !etcd_binary_available() {
+        return;
+    }
+    // Three pages.
+    const PAGE: usize = 500;
+    const N: usize = 1_200;
+    const SPARSE: usize = 40;
+    let mut etcd = EtcdProcess::start();
+    let b = Arc::new(EtcdProcess::connect_to(etcd.client_port).await);
+    for compact in [false, true] {
+        let round = if compact { "c" } else { "n" };
+        let keys: Vec<String> = (0..N).map(|i| format!("{round}/dir/{i:04}")).collect();
+        let sparse: Vec<String> = (0..SPARSE * 5)
+            .map(|i| format!("{round}/sparse/{i:03}"))
+            .collect();
+        let mut watches = Vec::new();
+        for k in &sparse {
+            b.put(k.as_str(), "0").await.unwrap();
+        }
+        let mut sparse_watches = Vec::new();
+        for k in sparse.iter().take(SPARSE) {
+            sparse_watches.push(b.watch(WatchRequest::key(k.as_str())).await.unwrap());
+        }
+        for k in &keys {
+            b.put(k.as_str(), "0").await.unwrap();
+            watches.push(b.watch(WatchRequest::key(k.as_str())).await.unwrap());
+        }
+        // Values of 48 KiB: each page takes a while to read.
+        let big = "1".repeat(48 << 10);
+        for (k, w) in keys.iter().zip(watches.iter_mut()) {
+            let at = b.put(k.as_str(), big.as_str()).await.unwrap();
+            assert_eq!(next(w).await.unwrap().revision, at);
+        }
+        let before = b.stream_stats();
+        let hidden_port = etcd.hide();
+        let other = EtcdProcess::connect_to(hidden_port).await;
+        // 0..40 once, 40..45 twice, 45 deleted and created again, the rest untouched.
+        let mut missed: Vec<Vec<(i64, String)>> = vec![Vec::new(); N];
+        for (i, k) in keys.iter().enumerate().take(45) {
+            missed[i].push((other.put(k.as_str(), "2").await.unwrap(), "2".into()));
+            if i >= 40 {
+                missed[i].push((other.put(k.as_str(), "3").await.unwrap(), "3".into()));
+            }
+        }
+        assert!(other.delete(keys[45].as_str()).await.unwrap());
+        missed[45].push((other.current_revision().await.unwrap(), String::new()));
+        missed[45].push((other.put(keys[45].as_str(), "2").await.unwrap(), "2".into()));
+        let now = other.current_revision().await.unwrap();
+        if compact {
+            other.compact(now).await.unwrap();
+        }
+        drop(other);
+        etcd.kill();
+        etcd.restart_on(etcd.client_port);
+        // Puts to the keys of the later pages while the hub comes back: some
+        // land after the first page's read and before their own page's, and
+        // are held for their watches meanwhile.
+        let writer = EtcdProcess::connect_to(etcd.client_port).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writes = tokio::spawn({
+            let (keys, stop) = (keys.clone(), stop.clone());
+            async move {
+                let mut written = Vec::new();
+                for (n, i) in (PAGE..N).cycle().enumerate() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let value = format!("w{n}");
+                    written.push((
+                        i,
+                        writer.put(keys[i].as_str(), value.clone()).await.unwrap(),
+                        value,
+                    ));
+                }
+                written
+            }
+        });
+        stream_reopened(&b, before).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (i, at, value) in writes.await.unwrap() {
+            missed[i].push((at, value));
+        }
+        // The last watch is closed; then a put to every key.
+        drop(watches.pop());
+        for (i, k) in keys.iter().enumerate() {
+            let at = b.put(k.as_str(), format!("f{i}")).await.unwrap();
+            missed[i].push((at, format!("f{i}")));
+        }
+        for (i, w) in watches.iter_mut().enumerate() {
+            if compact && (40..46).contains(&i) {
+                expect_compacted(w, now).await;
+                continue;
+            }
+            for (at, value) in &missed[i] {
+                let got = next(w).await.unwrap();
+                assert_eq!(got.revision, *at, "key {i}");
+                assert_eq!(got.events[0].kv.value, value.as_bytes(), "key {i}");
+            }
+        }
+        // The closed one counts if its page was read before it closed.
+        let grouped = b.stream_stats().watches_grouped - before.watches_grouped;
+        assert!(
+            (N as u64 - 7..=N as u64 - 6).contains(&grouped),
+            "every watch of the directory grouped but those its read cannot settle: {grouped}"
+        );
+        for (k, w) in sparse.iter().zip(sparse_watches.iter_mut()) {
+            let at = b.put(k.as_str(), "s").await.unwrap();
+            assert_eq!(next(w).await.unwrap().revision, at, "{k}");
+        }
+        // A consumer that falls behind: key 0's watch, not read while its
+        // key is written more than a buffer's worth of times.
+        let stalls = b.stream_stats().watch_stalls;
+        let mut written = Vec::new();
+        for n in 0..1_100 {
+            written.push(b.put(keys[0].as_str(), format!("s{n}")).await.unwrap());
+        }
+        for at in written {
+            assert_eq!(next(&mut watches[0]).await.unwrap().revision, at);
+        }
+        assert!(b.stream_stats().watch_stalls > stalls, "the watch was cut");
+        // The others still hear their keys.
+        let at = b.put(keys[1].as_str(), "5").await.unwrap();
+        assert_eq!(next(&mut watches[1]).await.unwrap().revision, at);
     }
 }

@@ -24,7 +24,10 @@
 //! The reads are paced with the creations: the watches are read a chunk at a
 //! time, and a chunk is created on the stream before the next one is read, so
 //! a burst of writes while thousands of watches are created again leaves each
-//! chunk's watches a short history to catch up on, not the whole burst.
+//! chunk's watches a short history to catch up on, not the whole burst. The
+//! watches of a busy directory are settled the same way by pages of the
+//! directory instead, and served by one watch of it (`group`); one read is out
+//! at a time, pages first.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,15 +39,15 @@ use coordkit::{Event, EventKind, KeyRange, KeyValue, Revision, WatchResponse};
 use etcd_client as etcd;
 use futures::StreamExt;
 
-use super::{Hub, Outgoing};
+use super::{group, Hub, Outgoing, Watch};
 use crate::endpoints::Endpoints;
 
 /// Keys read per transaction (etcd's default `--max-txn-ops`).
 const BATCH: usize = 128;
-/// Transactions in flight at once.
-const IN_FLIGHT: usize = 8;
-/// Tries of one batch's read.
-const TRIES: usize = 3;
+/// Reads in flight at once.
+pub(super) const IN_FLIGHT: usize = 8;
+/// Tries of one read.
+pub(super) const TRIES: usize = 3;
 /// Watches read, then created, at a time.
 pub(super) const CHUNK: usize = BATCH * IN_FLIGHT;
 
@@ -53,14 +56,30 @@ pub(super) const CHUNK: usize = BATCH * IN_FLIGHT;
 pub(super) type Seen = (Revision, i64);
 
 /// A watch of one key that may resume later than it would.
-struct Idle {
-    id: i64,
-    key: Vec<u8>,
+pub(super) struct Idle {
+    pub(super) id: i64,
+    pub(super) key: Vec<u8>,
     /// The revision it is owed next.
     next: Revision,
     /// The key as the watch last saw it, if it saw a change.
     last: Option<Seen>,
-    prev_kv: bool,
+    pub(super) prev_kv: bool,
+}
+
+impl Idle {
+    /// Watch `id` as one to bring forward, if it is of one key and owed a revision.
+    pub(super) fn of(id: i64, w: &Watch) -> Option<Idle> {
+        match &w.keys {
+            KeyRange::Key(key) if w.next > 0 => Some(Idle {
+                id,
+                key: key.clone(),
+                next: w.next,
+                last: w.last,
+                prev_kv: w.prev_kv,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// What a read settled for one watch: resume from `from`, after delivering
@@ -72,12 +91,25 @@ pub(super) struct Settled {
     seen: Seen,
 }
 
-/// A chunk's read in flight: the ids of its watches, and what it settled
-/// (`None` when no read was answered).
-pub(super) type Bringing = Pin<Box<dyn Future<Output = (Vec<i64>, Option<Vec<Settled>>)> + Send>>;
+/// What a read out brought back.
+pub(super) enum Brought {
+    /// A chunk's: the ids of its watches, and what it settled (`None` when no
+    /// read was answered).
+    Chunk(Vec<i64>, Option<Vec<Settled>>),
+    /// A page of group `gid`'s directory, from key `from` (`None` when it could
+    /// not be read; see `group`).
+    Page {
+        gid: i64,
+        from: Vec<u8>,
+        page: Option<group::Page>,
+    },
+}
+
+/// A read in flight, polled by the hub beside its stream.
+pub(super) type Bringing = Pin<Box<dyn Future<Output = Brought> + Send>>;
 
 /// What the read of `w`'s key at revision `at` settles (see the module's doc).
-fn settle(w: &Idle, kv: &etcd::KeyValue, at: Revision) -> Option<Settled> {
+pub(super) fn settle(w: &Idle, kv: &etcd::KeyValue, at: Revision) -> Option<Settled> {
     if at < w.next {
         return None;
     }
@@ -162,10 +194,10 @@ fn read_chunk(
 ) -> Bringing {
     Box::pin(async move {
         let Ok(client) = endpoints.client(i).await.cloned() else {
-            return (ids, None);
+            return Brought::Chunk(ids, None);
         };
         let settled = bring_forward(&client, idle, bound).await;
-        (ids, settled)
+        Brought::Chunk(ids, settled)
     })
 }
 
@@ -174,36 +206,29 @@ impl Hub {
     /// owed a revision, not stalled, not on the stream.
     fn idle(&self, ids: &[i64]) -> Vec<Idle> {
         ids.iter()
-            .filter_map(|id| {
-                let w = self.watches.get(id)?;
-                let idle = w.next > 0 && !w.on_stream && !w.stalled.load(Ordering::Acquire);
-                match &w.keys {
-                    KeyRange::Key(key) if idle => Some(Idle {
-                        id: *id,
-                        key: key.clone(),
-                        next: w.next,
-                        last: w.last,
-                        prev_kv: w.prev_kv,
-                    }),
-                    _ => None,
-                }
+            .filter_map(|&id| {
+                let w = self.watches.get(&id)?;
+                let idle = !w.on_stream && !w.stalled.load(Ordering::Acquire) && w.group.is_none();
+                idle.then(|| Idle::of(id, w)).flatten()
             })
             .collect()
     }
 
-    /// Before the stream opens again: read the first chunk of the watches of
+    /// Before the stream opens again: form the groups of watches of one
+    /// directory (see `group`), read the first chunk of the other watches of
     /// one key now, and set the rest aside to be read, a chunk at a time,
     /// once the stream is up (see [`Hub::next_chunk`]).
     /// Whether etcd answered (or there was nothing to read).
     pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
         // Afresh on each attempt: one that failed to open a stream may have
-        // set watches aside.
+        // set watches aside, or formed groups.
         self.to_bring.clear();
+        self.dissolve_groups();
         for w in self.watches.values_mut() {
             w.waiting_read = false;
         }
         let ids: Vec<i64> = self.watches.keys().copied().collect();
-        let mut idle = self.idle(&ids);
+        let idle = self.idle(&ids);
         if idle.is_empty() {
             return true;
         }
@@ -214,6 +239,10 @@ impl Hub {
         let Ok(client) = self.endpoints.client(first).await.cloned() else {
             return true;
         };
+        let mut idle = self.form_groups(&client, idle, bound).await;
+        if idle.is_empty() {
+            return true;
+        }
         let later = idle.split_off(idle.len().min(CHUNK));
         let Some(settled) = bring_forward(&client, idle, bound).await else {
             // The next attempt goes to another member, if there is one.
@@ -230,11 +259,18 @@ impl Hub {
         true
     }
 
-    /// The next chunk's read, when the stream is up, no read is out and every
-    /// creation queued before has gone out.
-    pub(super) fn next_chunk(&mut self) -> Option<Bringing> {
+    /// The next read, when the stream is up, no read is out and every
+    /// creation queued before has gone out: a group's next page first, else
+    /// the next chunk of watches of one key.
+    pub(super) fn next_read(&mut self) -> Option<Bringing> {
         let endpoint = self.stream.as_ref()?.endpoint;
-        if self.bringing.is_some() || !self.outgoing.is_empty() || self.to_bring.is_empty() {
+        if self.bringing.is_some() || !self.outgoing.is_empty() {
+            return None;
+        }
+        if let Some(page) = self.next_page(endpoint) {
+            return Some(page);
+        }
+        if self.to_bring.is_empty() {
             return None;
         }
         let n = self.to_bring.len().min(CHUNK);
@@ -255,8 +291,16 @@ impl Hub {
         ))
     }
 
+    /// A read came back.
+    pub(super) fn brought(&mut self, brought: Brought) {
+        match brought {
+            Brought::Chunk(ids, settled) => self.chunk_read(ids, settled),
+            Brought::Page { gid, from, page } => self.page_read(gid, from, page),
+        }
+    }
+
     /// A chunk's read came back: settle its watches, then queue their creation.
-    pub(super) fn brought(&mut self, ids: Vec<i64>, settled: Option<Vec<Settled>>) {
+    fn chunk_read(&mut self, ids: Vec<i64>, settled: Option<Vec<Settled>>) {
         tracing::debug!(
             watches = ids.len(),
             settled = settled.as_ref().map(Vec::len),
@@ -279,7 +323,7 @@ impl Hub {
     }
 
     /// Move each settled watch forward, delivering the put it missed first.
-    fn settle(&mut self, settled: Vec<Settled>) {
+    pub(super) fn settle(&mut self, settled: Vec<Settled>) {
         for s in settled {
             let Some(w) = self.watches.get_mut(&s.id) else {
                 continue;

@@ -9,6 +9,9 @@
 //! chunk at a time, each chunk created before the next is read: a read moves a watch
 //! near the present when its key did not change, or changed by exactly one put,
 //! delivered from the read (`bring_forward`), so etcd has little history to replay.
+//! Watches of many keys of one directory come back as one watch of the directory,
+//! the directory read a page at a time (`group`): etcd creates one watch, not
+//! thousands.
 //!
 //! Liveness: a stream quiet for half the liveness bound is asked for its progress
 //! (etcd answers at once, even with nothing to report); a stream that then says
@@ -28,6 +31,7 @@
 
 mod bring_forward;
 pub(crate) mod buffer;
+mod group;
 mod stream;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -145,6 +149,8 @@ struct Watch {
     last: Option<bring_forward::Seen>,
     /// Set aside after a reconnect until a read brings it forward.
     waiting_read: bool,
+    /// The group whose watch serves this one, if any (see `group`).
+    group: Option<i64>,
 }
 
 impl Watch {
@@ -170,6 +176,7 @@ pub(crate) struct Counters {
     pub(crate) streams_opened: AtomicU64,
     pub(crate) stalls: AtomicU64,
     pub(crate) brought_forward: AtomicU64,
+    pub(crate) grouped: AtomicU64,
 }
 
 enum Outgoing {
@@ -209,8 +216,11 @@ struct Hub {
     progress_out: VecDeque<Vec<i64>>,
     /// Watches waiting for their chunk's read before they are created again.
     to_bring: VecDeque<i64>,
-    /// The read of a chunk of them, while out.
+    /// The read of a chunk of them, or of a group's page, while out.
     bringing: Option<bring_forward::Bringing>,
+    /// Watches of directories serving the watches of their keys, by id.
+    groups: HashMap<i64, group::Group>,
+    next_group: i64,
     /// Reconnect backoff, grown on each failed open, with jitter.
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -239,6 +249,8 @@ pub(crate) async fn run(
         progress_out: VecDeque::new(),
         to_bring: VecDeque::new(),
         bringing: None,
+        groups: HashMap::new(),
+        next_group: group::FIRST_GROUP_ID,
         backoff: BACKOFF_MIN,
         retry_at: None,
     };
@@ -253,7 +265,12 @@ pub(crate) async fn run(
         // The next request to send, built now (a watch closed meanwhile needs none).
         while let Some(out) = hub.outgoing.front() {
             if let Outgoing::Create(id) = out {
-                if !hub.watches.get(id).is_some_and(|w| w.on_stream) {
+                let wanted = hub.groups.contains_key(id)
+                    || hub
+                        .watches
+                        .get(id)
+                        .is_some_and(|w| w.on_stream && w.group.is_none());
+                if !wanted {
                     hub.outgoing.pop_front();
                     continue;
                 }
@@ -261,7 +278,7 @@ pub(crate) async fn run(
             break;
         }
         let head = hub.outgoing.front().map(|out| match out {
-            Outgoing::Create(id) => Request::Create(hub.watches[id].options(*id)),
+            Outgoing::Create(id) => Request::Create(hub.create_request(*id)),
             Outgoing::Cancel(id) => Request::Cancel(*id),
             Outgoing::Progress(_) => Request::Progress,
         });
@@ -273,7 +290,7 @@ pub(crate) async fn run(
             .retry_at
             .filter(|_| hub.stream.is_none() && hub.wants_stream());
         if hub.bringing.is_none() {
-            hub.bringing = hub.next_chunk();
+            hub.bringing = hub.next_read();
         }
         let bring = match &mut hub.bringing {
             Some(read) => Either::Left(read.as_mut()),
@@ -308,9 +325,9 @@ pub(crate) async fn run(
             },
             _ = sleep_until(check_at) => hub.check_liveness(bound),
             _ = sleep_until(retry_at) => hub.retry_at = None,
-            (ids, settled) = bring => {
+            brought = bring => {
                 hub.bringing = None;
-                hub.brought(ids, settled);
+                hub.brought(brought);
             }
         }
     }
@@ -380,6 +397,7 @@ impl Hub {
                         cancels: 0,
                         last: None,
                         waiting_read: false,
+                        group: None,
                     },
                 );
                 if on_stream {
@@ -387,14 +405,26 @@ impl Hub {
                 }
             }
             Command::Resume { id } => self.resume(id),
-            Command::Close { id } => {
-                if let Some(w) = self.watches.remove(&id) {
-                    if w.on_stream && self.stream.is_some() {
-                        self.outgoing.push_back(Outgoing::Cancel(id));
-                    }
-                }
+            Command::Close { id } => self.drop_watch(id),
+        }
+    }
+
+    /// Watch `id` is gone (closed, or its consumer dropped): out of its group,
+    /// or its etcd watch cancelled.
+    fn drop_watch(&mut self, id: i64) {
+        let member = self.watches.get(&id).is_some_and(|w| w.group.is_some());
+        self.leave_group(id);
+        if let Some(w) = self.watches.remove(&id) {
+            if w.on_stream && !member && self.stream.is_some() {
+                self.outgoing.push_back(Outgoing::Cancel(id));
             }
         }
+    }
+
+    /// The creation request of watch or group `id`.
+    fn create_request(&self, id: i64) -> (Vec<u8>, etcd::WatchOptions) {
+        self.group_options(id)
+            .unwrap_or_else(|| self.watches[&id].options(id))
     }
 
     fn resume(&mut self, id: i64) {
@@ -421,6 +451,10 @@ impl Hub {
         let id = resp.watch_id();
         if id == -1 && !resp.created() && !resp.canceled() {
             self.progressed(resp.header().map_or(0, |h| h.revision()));
+            return;
+        }
+        if self.groups.contains_key(&id) {
+            self.handle_group(id, resp);
             return;
         }
         let Some(w) = self.watches.get_mut(&id) else {
@@ -471,10 +505,19 @@ impl Hub {
             }
             return;
         }
+        self.deliver(id, resp.events().iter().collect());
+    }
+
+    /// Hand `events` (of one response) to watch `id`, one response per
+    /// revision, from the revision it is owed.
+    fn deliver(&mut self, id: i64, events: Vec<&etcd::Event>) {
+        let Some(w) = self.watches.get_mut(&id) else {
+            return;
+        };
         // One response per revision: etcd may batch several revisions in one message.
         let mut by_revision: HashMap<Revision, Vec<Event>> = HashMap::new();
         let mut order = Vec::new();
-        for e in resp.events() {
+        for e in events {
             let Some(kv) = e.kv() else { continue };
             let rev = kv.mod_revision();
             if rev < w.next {
@@ -514,8 +557,7 @@ impl Hub {
                 }
                 Err(buffer::Refused::Closed) => {
                     // The caller dropped the stream; its Close is on the way.
-                    self.watches.remove(&id);
-                    self.outgoing.push_back(Outgoing::Cancel(id));
+                    self.drop_watch(id);
                     return;
                 }
             }
@@ -582,6 +624,8 @@ impl Hub {
     /// The consumer of watch `id` fell [`WATCH_BUFFER`] responses behind: cut its
     /// etcd watch and wait for the consumer to read what is buffered.
     fn stall(&mut self, id: i64) {
+        let member = self.watches.get(&id).is_some_and(|w| w.group.is_some());
+        self.leave_group(id);
         let Some(w) = self.watches.get_mut(&id) else {
             return;
         };
@@ -593,7 +637,8 @@ impl Hub {
         );
         w.on_stream = false;
         w.stalled.store(true, Ordering::Release);
-        if self.stream.is_some() {
+        // A member had no etcd watch of its own to cancel.
+        if self.stream.is_some() && !member {
             w.cancels += 1;
             self.outgoing.push_back(Outgoing::Cancel(id));
         }

@@ -37,6 +37,7 @@ impl Hub {
         self.progress_out.clear();
         self.to_bring.clear();
         self.bringing = None;
+        self.dissolve_groups();
         for w in self.watches.values_mut() {
             w.on_stream = false;
             w.cancels = 0;
@@ -60,14 +61,16 @@ impl Hub {
             self.retry_later("etcd does not answer reads yet");
             return;
         }
-        let Some((&first, _)) = self
-            .watches
-            .iter()
-            .find(|(_, w)| !w.stalled.load(Ordering::Acquire) && !w.waiting_read)
-        else {
+        // The first creation goes out with the stream: a watch of its own, or
+        // else a group's.
+        let alone = self.watches.iter().find(|(_, w)| {
+            !w.stalled.load(Ordering::Acquire) && !w.waiting_read && w.group.is_none()
+        });
+        let groups = self.group_ids();
+        let Some(first) = alone.map(|(&id, _)| id).or(groups.first().copied()) else {
             return;
         };
-        let (key, options) = self.watches[&first].options(first);
+        let (key, options) = self.create_request(first);
         for i in self.endpoints.order() {
             let url = self.endpoints.url(i).to_string();
             let client = match self.endpoints.client(i).await {
@@ -99,13 +102,18 @@ impl Hub {
                     self.backoff = BACKOFF_MIN;
                     self.retry_at = None;
                     for (id, w) in self.watches.iter_mut() {
-                        if w.stalled.load(Ordering::Acquire) || w.waiting_read {
+                        if w.stalled.load(Ordering::Acquire) || w.waiting_read || w.group.is_some()
+                        {
                             continue;
                         }
                         w.on_stream = true;
                         if *id != first {
                             self.outgoing.push_back(Outgoing::Create(*id));
                         }
+                    }
+                    self.members_on_stream();
+                    for gid in groups.into_iter().filter(|&gid| gid != first) {
+                        self.outgoing.push_back(Outgoing::Create(gid));
                     }
                     // The first went out with the stream: a progress request
                     // follows it (after the other creations, if any).
