@@ -127,14 +127,9 @@ struct Watch {
     /// The next revision owed to the caller; 0 until a watch from now is created.
     next: Revision,
     created: Option<oneshot::Sender<Revision>>,
-    /// Whether etcd registered this watch live, to be told (see
-    /// [`Hub::progressed`]).
-    live: Option<oneshot::Sender<bool>>,
-    /// The revision etcd created this watch from now at (its creation's header).
-    created_at: Option<Revision>,
-    /// The revision a progress report sent after this watch's creation gave,
-    /// when it came before the creation's confirmation.
-    progress_at: Option<Revision>,
+    /// Whether etcd registered this watch live, to be told (boxed: only a
+    /// watch from now that asked has one, until it is told).
+    live: Option<Box<LiveCheck>>,
     tx: buffer::Sender,
     /// Set by the hub when the buffer filled and the etcd watch was cut; the
     /// handle asks for a `Resume` once it has read the buffer out.
@@ -153,7 +148,25 @@ struct Watch {
     group: Option<i64>,
 }
 
+/// For a watch from now: whether etcd registered it live, to be told (see
+/// [`Hub::progressed`]).
+struct LiveCheck {
+    tx: oneshot::Sender<bool>,
+    /// The revision etcd created the watch at (its creation's header).
+    created_at: Option<Revision>,
+    /// The revision a progress report sent after the watch's creation gave,
+    /// when it came before the creation's confirmation.
+    progress_at: Option<Revision>,
+}
+
 impl Watch {
+    /// Tell the caller whether the watch is live, if it waits to know.
+    fn tell_live(&mut self, live: bool) {
+        if let Some(check) = self.live.take() {
+            let _ = check.tx.send(live);
+        }
+    }
+
     fn options(&self, id: i64) -> (Vec<u8>, etcd::WatchOptions) {
         let mut options = etcd::WatchOptions::new().with_watch_id(id);
         if self.next > 0 {
@@ -388,9 +401,13 @@ impl Hub {
                         prev_kv,
                         next: start.unwrap_or(0),
                         created,
-                        live,
-                        created_at: None,
-                        progress_at: None,
+                        live: live.map(|tx| {
+                            Box::new(LiveCheck {
+                                tx,
+                                created_at: None,
+                                progress_at: None,
+                            })
+                        }),
                         tx,
                         stalled,
                         on_stream,
@@ -470,10 +487,10 @@ impl Hub {
             if w.next == 0 {
                 let at = resp.header().map_or(0, |h| h.revision());
                 w.next = at + 1;
-                w.created_at = Some(at);
-                if let Some(progress) = w.progress_at {
-                    if let Some(live) = w.live.take() {
-                        let _ = live.send(progress == at);
+                if let Some(check) = &mut w.live {
+                    check.created_at = Some(at);
+                    if let Some(progress) = check.progress_at {
+                        w.tell_live(progress == at);
                     }
                 }
             }
@@ -582,8 +599,8 @@ impl Hub {
                 self.outgoing.push_back(Outgoing::Progress(ids));
             } else {
                 for id in ids {
-                    if let Some(live) = self.watches.get_mut(&id).and_then(|w| w.live.take()) {
-                        let _ = live.send(false);
+                    if let Some(w) = self.watches.get_mut(&id) {
+                        w.tell_live(false);
                     }
                 }
             }
@@ -610,13 +627,10 @@ impl Hub {
             let Some(w) = self.watches.get_mut(&id) else {
                 continue;
             };
-            match w.created_at {
-                Some(at) => {
-                    if let Some(live) = w.live.take() {
-                        let _ = live.send(revision == at);
-                    }
-                }
-                None => w.progress_at = Some(revision),
+            let Some(check) = &mut w.live else { continue };
+            match check.created_at {
+                Some(at) => w.tell_live(revision == at),
+                None => check.progress_at = Some(revision),
             }
         }
     }

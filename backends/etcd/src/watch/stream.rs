@@ -43,9 +43,7 @@ impl Hub {
             w.cancels = 0;
             w.waiting_read = false;
             // Re-created from a revision, it may catch up first.
-            if let Some(live) = w.live.take() {
-                let _ = live.send(false);
-            }
+            w.tell_live(false);
         }
         self.retry_at = None;
     }
