@@ -33,7 +33,9 @@ pub enum SessionState {
 ///
 /// # Behavior
 /// - A keep-alive is sent every TTL/3; after a failure, retries follow the
-///   coordinator's [`RetryPolicy`] delays (at most TTL/6 apart).
+///   coordinator's [`RetryPolicy`] delays (at most TTL/6 apart), and at most a
+///   third of the time left before the local deadline apart (at least 10 ms):
+///   a store back just before the deadline is heard from in time.
 /// - The *local deadline* is the send time of the last acknowledged keep-alive plus
 ///   the TTL, less a drift allowance of TTL/10 (at most 1 s), on a monotonic clock.
 ///   The store cannot expire the lease before that instant, so [`SessionState::Lost`]
@@ -424,6 +426,9 @@ impl Drop for SessionInner {
     }
 }
 
+/// Keep-alive tries after a failure are never closer together than this.
+const LAST_TRIES_APART: Duration = Duration::from_millis(10);
+
 /// Keep the lease alive until the session is lost or dropped. Holds the session
 /// only while talking to the store, so dropping the last handle ends the loop.
 async fn keep_alive_loop(session: Weak<SessionInner>) {
@@ -453,7 +458,14 @@ async fn keep_alive_loop(session: Weak<SessionInner>) {
                 next = sent + interval;
             }
             Ok(Err(Error::LeaseNotFound { .. })) => return,
-            Ok(Err(_)) => next = Instant::now() + backoff.failed(),
+            Ok(Err(_)) => {
+                // Tries come closer as the deadline nears: a store back just
+                // before it (a restart that took most of the TTL) is heard in
+                // time, not after one more full backoff.
+                let now = Instant::now();
+                let left = s.deadline().saturating_duration_since(now);
+                next = now + backoff.failed().min(left / 3).max(LAST_TRIES_APART);
+            }
         }
     }
 }

@@ -116,6 +116,32 @@ async fn session_deadline_comes_before_the_store_expiry() {
     assert!(store.lease_time_to_live(session.lease()).await.is_ok());
 }
 
+/// Keep-alives failing until just before the deadline (a store restart that
+/// took most of the TTL): the tries come closer as the deadline nears, so one
+/// gets through after the store is back and the session lives on.
+#[tokio::test(start_paused = true)]
+async fn keep_alives_are_tried_more_often_as_the_deadline_nears() {
+    let store = MemoryBackend::new();
+    let client = store.client();
+    let coordinator = Coordinator::new(Arc::new(client.clone()));
+    let start = Instant::now();
+    let session = coordinator.session(TTL).await.unwrap();
+    let deadline = session.deadline();
+    client.partition();
+    // Back 200 ms before the deadline (5.4 s after the grant): with a
+    // backoff of up to TTL/6 between tries, the next would come too late.
+    tokio::time::sleep_until(deadline - Duration::from_millis(200)).await;
+    client.heal();
+    tokio::time::sleep_until(deadline + Duration::from_millis(1)).await;
+    assert_eq!(
+        session.state(),
+        SessionState::Alive,
+        "a keep-alive got through in the last 200 ms"
+    );
+    assert!(session.deadline() > deadline);
+    assert!(start.elapsed() > Duration::from_millis(5400));
+}
+
 /// A keep-alive acknowledged after the deadline does not revive a lost session.
 #[tokio::test(start_paused = true)]
 async fn lost_is_final() {
