@@ -37,7 +37,7 @@ use etcd_client as etcd;
 use futures::StreamExt;
 
 use super::bring_forward::{settle, Bringing, Brought, Idle, IN_FLIGHT, TRIES};
-use super::{Hub, Outgoing};
+use super::{Hub, Outgoing, WATCH_BUFFER};
 use crate::endpoints::Endpoints;
 
 /// Watches of one directory, at least, for one watch of it to serve them.
@@ -389,18 +389,29 @@ impl Hub {
             return;
         };
         let mut per_member: HashMap<i64, Vec<&etcd::Event>> = HashMap::new();
+        let mut overflowing = Vec::new();
         for e in resp.events() {
             let Some(kv) = e.kv() else { continue };
             let Some(m) = group.members.get_mut(kv.key()) else {
                 continue;
             };
             match &mut m.held {
+                // As many as its consumer's buffer holds, at most: beyond, it
+                // goes on its own (etcd's history holds what was held).
+                Some(held) if held.len() >= WATCH_BUFFER => {
+                    if !overflowing.contains(&m.id) {
+                        overflowing.push(m.id);
+                    }
+                }
                 Some(held) => held.push(e.clone()),
                 None => per_member.entry(m.id).or_default().push(e),
             }
         }
         for (id, events) in per_member {
             self.deliver(id, events);
+        }
+        for id in overflowing {
+            self.go_alone(id);
         }
     }
 
