@@ -217,7 +217,7 @@ impl Hub {
     /// Before the stream opens again: form the groups of watches of one
     /// directory (see `group`), read the first chunk of the other watches of
     /// one key now, and set the rest aside to be read, a chunk at a time,
-    /// once the stream is up (see [`Hub::next_chunk`]).
+    /// once the stream is up (see [`Hub::next_read`]).
     /// Whether etcd answered (or there was nothing to read).
     pub(super) async fn bring_idle_watches_forward(&mut self, bound: Duration) -> bool {
         // Afresh on each attempt: one that failed to open a stream may have

@@ -59,8 +59,6 @@ pub(super) struct Group {
     members: BTreeMap<Vec<u8>, Member>,
     /// Where the next page of the directory starts, while pages are left.
     next_page: Option<Vec<u8>>,
-    /// Whether a page's read is out.
-    reading: bool,
 }
 
 struct Member {
@@ -90,7 +88,6 @@ impl Group {
     /// Page `page` from `from` came back (`None`: it could not be read, and
     /// covers every member left): what it covers, the next page noted.
     fn take_page(&mut self, from: Vec<u8>, page: Option<Page>) -> Covered {
-        self.reading = false;
         let unsettled = |(k, m): (&Vec<u8>, &Member)| m.held.is_some().then(|| (k.clone(), m.id));
         let Some(page) = page else {
             self.next_page = None;
@@ -219,7 +216,6 @@ impl Hub {
             at: first.at,
             members: BTreeMap::new(),
             next_page: Some(prefix.clone()),
-            reading: true,
         };
         for m in members {
             if let Some(w) = self.watches.get_mut(&m.id) {
@@ -270,13 +266,10 @@ impl Hub {
         self.groups.keys().copied().collect()
     }
 
-    /// The read of a group's next page, when one is left and none is out.
-    pub(super) fn next_page(&mut self, endpoint: usize) -> Option<Bringing> {
-        let (&gid, group) = self
-            .groups
-            .iter_mut()
-            .find(|(_, g)| g.next_page.is_some() && !g.reading)?;
-        group.reading = true;
+    /// The read of a group's next page, if one is left (called while no read
+    /// is out, so a group has one page out at most).
+    pub(super) fn next_page(&self, endpoint: usize) -> Option<Bringing> {
+        let (&gid, group) = self.groups.iter().find(|(_, g)| g.next_page.is_some())?;
         let from = group.next_page.clone()?;
         let (prefix, at) = (group.prefix.clone(), group.at);
         let endpoints: Arc<Endpoints> = self.endpoints.clone();
