@@ -62,6 +62,10 @@ const COMPACTING: [&str; 12] = [
 /// history, across the concurrently running cases of one test binary.
 static HISTORY: RwLock<()> = RwLock::const_new(());
 
+/// Held for the whole of a compacting case, so that no other compacting case
+/// compacts past the revisions it wrote before it compacts them itself.
+static COMPACTIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 static NEXT_CASE: AtomicU64 = AtomicU64::new(0);
 
 impl Ctx {
@@ -208,10 +212,12 @@ where
     };
     // Every case but the compacting ones relies on history not being compacted
     // under it, so it holds the history lock for reading while it runs.
-    let _history = if COMPACTING.contains(&case) {
-        None
+    // The compacting ones run one at a time, and hold the lock for writing only
+    // while they compact (`Ctx::compaction`).
+    let (_one_compacting, _history) = if COMPACTING.contains(&case) {
+        (Some(COMPACTIONS.lock().await), None)
     } else {
-        Some(HISTORY.read().await)
+        (None, Some(HISTORY.read().await))
     };
     let ctx = Ctx::new(harness, case, paused_clock).await;
     // A watchdog on the wall clock (the case's own clock may be paused, and a

@@ -206,12 +206,14 @@ pub(crate) fn never_sent(e: &etcd::Error) -> bool {
 }
 
 /// What tonic's connector says when it could not connect (tonic maps its
-/// `ConnectError` to `Unavailable` with the connector's message).
-const NOT_CONNECTED: [&str; 4] = [
+/// `ConnectError` to `Unavailable` with the connector's message), and what the
+/// backend's own connection says of a request it never sent (`transport`).
+const NOT_CONNECTED: [&str; 5] = [
     "tcp connect error",
     "error trying to connect",
     "Connection refused",
     "connection refused",
+    "request not sent",
 ];
 
 /// Whether etcd refused the call because the auth token predates an auth change:

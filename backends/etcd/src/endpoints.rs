@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::convert::{self, Context};
+use crate::transport;
 
 /// How long an endpoint that failed stays set aside.
 pub(crate) const COOLDOWN: Duration = Duration::from_secs(10);
@@ -36,13 +37,15 @@ pub(crate) struct Endpoints {
     current: AtomicUsize,
     options: etcd::ConnectOptions,
     connect_timeout: Duration,
+    /// How plaintext members are connected to (see `transport`).
+    direct: transport::Settings,
 }
 
 impl Endpoints {
     pub(crate) fn new(
         urls: &[String],
         options: etcd::ConnectOptions,
-        connect_timeout: Duration,
+        direct: transport::Settings,
     ) -> Self {
         Endpoints {
             members: urls
@@ -55,7 +58,8 @@ impl Endpoints {
                 .collect(),
             current: AtomicUsize::new(0),
             options,
-            connect_timeout,
+            connect_timeout: direct.connect_timeout,
+            direct,
         }
     }
 
@@ -134,7 +138,15 @@ impl Endpoints {
     async fn connect(&self, i: usize) -> Result<&etcd::Client> {
         let member = &self.members[i];
         let connect = member.client.get_or_try_init(|| async {
-            let connect = etcd::Client::connect([member.url.as_str()], Some(self.options.clone()));
+            let options = Some(self.options.clone());
+            let connect = async {
+                match transport::Direct::for_url(&member.url, self.direct.clone()) {
+                    Some(direct) => {
+                        etcd::Client::from_channel(direct.into_channel(), options).await
+                    }
+                    None => etcd::Client::connect([member.url.as_str()], options).await,
+                }
+            };
             match tokio::time::timeout(self.connect_timeout, connect).await {
                 Err(_) => Err(Error::unavailable(format!(
                     "connecting to {} timed out after {:?}",

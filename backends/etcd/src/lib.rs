@@ -50,6 +50,7 @@ mod keepalive;
 mod observed;
 mod request;
 mod status;
+mod transport;
 mod watch;
 
 use std::pin::Pin;
@@ -182,10 +183,15 @@ impl EtcdBackend {
         if let Some(tls) = &config.tls {
             options = options.with_tls(tls.clone());
         }
+        let direct = transport::Settings {
+            connect_timeout: config.connect_timeout,
+            keep_alive_interval: config.keep_alive_interval,
+            keep_alive_timeout: config.keep_alive_timeout,
+        };
         let endpoints = Arc::new(endpoints::Endpoints::new(
             &config.endpoints,
             options,
-            config.connect_timeout,
+            direct,
         ));
         let mailbox = Arc::new(watch::Mailbox::default());
         let (ka_tx, ka_rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
@@ -285,7 +291,10 @@ fn with_tls_hint(e: Error, config: &EtcdConfig) -> Error {
     let https = config.endpoints.iter().any(|u| u.starts_with("https://"));
     match e {
         Error::Unavailable { reason, source }
-            if reason.contains("transport error") || reason.contains("operation was canceled") =>
+            if reason.contains("transport error")
+                || reason.contains("operation was canceled")
+                || reason.contains("h2 protocol error")
+                || reason.contains("http/2 handshake") =>
         {
             let hint = if https {
                 "check the TLS settings: the CA that signed etcd's certificate, and a client certificate if etcd requires one (--client-cert-auth)"
