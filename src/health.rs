@@ -125,13 +125,11 @@ impl SyncStatus {
                 || (failing && since.is_none_or(|d| d > SYNC_PROBE_INTERVAL)),
             last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
             snapshot_age: s.snapshot.map(|at| at.elapsed().unwrap_or_default()),
-            protected: s
-                .holding
-                .map(|(since, serving, live)| crate::registry::Protected {
-                    since: now.saturating_duration_since(since),
-                    serving,
-                    live,
-                }),
+            protected: s.holding.map(|(since, serving, live)| Protected {
+                since: now.saturating_duration_since(since),
+                serving,
+                live,
+            }),
         }
     }
 }
@@ -157,7 +155,7 @@ pub struct SyncHealth {
     /// A service cache holding on to instances that left, rather than serve
     /// too few (empty-push protection, [`CacheOptions`](crate::CacheOptions));
     /// `None` otherwise. It does not make the coordinator unready.
-    pub protected: Option<crate::registry::Protected>,
+    pub protected: Option<Protected>,
 }
 
 /// One session of the coordinator.
@@ -280,4 +278,17 @@ async fn probe(followers: Weak<Followers>) {
             status.report();
         }
     }
+}
+
+/// A cache holding instances that left, as
+/// [`SyncHealth::protected`](crate::SyncHealth::protected) reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Protected {
+    /// How long it has been holding.
+    pub since: Duration,
+    /// The instances it serves (those held and those live).
+    pub serving: usize,
+    /// The instances the store holds.
+    pub live: usize,
 }

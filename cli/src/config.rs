@@ -9,6 +9,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::diff::{diff, indent};
 use crate::exit::{Failure, Outcome};
 use crate::{output, Ctx};
 
@@ -424,58 +425,4 @@ fn conflict(e: Error, expected: i64) -> Failure {
 fn as_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// Pretty JSON (or the text as it is), for a line diff.
-fn pretty(bytes: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
-        Err(_) => match std::str::from_utf8(bytes) {
-            Ok(text) => text.to_string(),
-            Err(_) => {
-                let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                format!("({} bytes, not UTF-8) {}", bytes.len(), hex.join(" "))
-            }
-        },
-    }
-}
-
-/// A unified line diff of two values, `-`/`+`/` ` prefixed.
-fn diff(old: &[u8], new: &[u8]) -> String {
-    let (old, new) = (pretty(old), pretty(new));
-    let text = similar::TextDiff::from_lines(&old, &new);
-    let mut out = String::new();
-    for change in text.iter_all_changes() {
-        let sign = match change.tag() {
-            similar::ChangeTag::Delete => '-',
-            similar::ChangeTag::Insert => '+',
-            similar::ChangeTag::Equal => ' ',
-        };
-        out.push(sign);
-        out.push_str(change.value());
-        if !change.value().ends_with('\n') {
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// [`diff`] with each line indented, for a list of keys.
-pub fn indented_diff(old: &[u8], new: &[u8]) -> String {
-    indent(&diff(old, new))
-}
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}\n")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn diff_marks_changed_lines() {
-        let d = super::diff(br#"{"a":1,"b":2}"#, br#"{"a":1,"b":3}"#);
-        assert!(d.contains("-  \"b\": 2"), "{d}");
-        assert!(d.contains("+  \"b\": 3"), "{d}");
-        assert!(d.contains("   \"a\": 1"), "{d}");
-    }
 }

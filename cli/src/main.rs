@@ -9,6 +9,7 @@
 
 mod config;
 mod console;
+mod diff;
 mod exit;
 mod gray;
 mod hold;

@@ -176,7 +176,7 @@ fn show_plan(ctx: &Ctx, plan: &ImportPlan) {
                 );
                 print!(
                     "{}",
-                    crate::config::indented_diff(
+                    crate::diff::indented_diff(
                         before.unwrap_or_default(),
                         change.after.as_deref().unwrap_or_default()
                     )

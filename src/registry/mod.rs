@@ -26,6 +26,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::follow::Follower;
 
+pub use crate::health::Protected;
 pub use cache::{ServiceCache, ServiceEvent, ServiceEventKind, ServiceWatch};
 pub use etcd_naming::EtcdNaming;
 pub use filter::{InstanceHealth, ServiceFilter};
@@ -37,7 +38,7 @@ pub use picker::{PickStrategy, Picked, Picker};
 #[cfg(feature = "probe")]
 pub use probe::{Check, Prober, ProberConfig, ProberEvent};
 pub use probe::{ProbeTarget, ProbeVerdict};
-pub use protection::{CacheOptions, EmptyPushProtection, Protected};
+pub use protection::{CacheOptions, EmptyPushProtection};
 pub use registration::{Registration, RegistrationState};
 use view::ServiceView;
 

@@ -108,19 +108,6 @@ impl CacheOptions {
     }
 }
 
-/// A cache holding instances that left, as
-/// [`SyncHealth::protected`](crate::SyncHealth::protected) reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Protected {
-    /// How long it has been holding.
-    pub since: Duration,
-    /// The instances it serves (those held and those live).
-    pub serving: usize,
-    /// The instances the store holds.
-    pub live: usize,
-}
-
 /// The instances being held, and since when.
 struct Hold {
     since: Instant,

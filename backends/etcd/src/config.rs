@@ -20,9 +20,10 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// How long one request may take before it fails with `Timeout`. Default 5 s.
     pub request_timeout: Duration,
-    /// HTTP/2 keep-alive: a ping on each connection that carries a stream this
-    /// often. Default 5 s, etcd's `--grpc-keepalive-min-time` (pinging more often
-    /// makes etcd close the connection as abusive).
+    /// HTTP/2 keep-alive: a ping on a connection that carries a call or a
+    /// stream, once this long has passed without a frame from the member.
+    /// Default 5 s, etcd's `--grpc-keepalive-min-time` (pinging more often makes
+    /// etcd close the connection as abusive).
     pub keep_alive_interval: Duration,
     /// HTTP/2 keep-alive: a connection whose ping is not answered this fast is
     /// closed. Default 3 s.

@@ -22,7 +22,10 @@
 //! last. An endpoint that cannot be connected, times out, or leaves a stream silent
 //! is set aside for a while, so one sick member of a cluster costs at most one
 //! timeout. Every request carries etcd's `hasleader` requirement: a member cut off
-//! from the quorum refuses at once instead of hanging.
+//! from the quorum refuses at once instead of hanging. An `http://` member is
+//! reached over one HTTP/2 connection of the backend's own, which a call writes
+//! its request into from the caller's task; an `https://` one over
+//! etcd-client's channel, which does the TLS (see docs/running-against-etcd.md).
 //!
 //! All watches share one gRPC watch stream and all lease keep-alives share one
 //! keep-alive stream. Both streams have a liveness bound (a fifth of the smallest

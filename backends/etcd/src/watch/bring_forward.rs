@@ -39,7 +39,7 @@ use coordkit::{Event, EventKind, KeyRange, KeyValue, Revision, WatchResponse};
 use etcd_client as etcd;
 use futures::StreamExt;
 
-use super::{group, Hub, Outgoing, Watch};
+use super::{Hub, Outgoing, Watch};
 use crate::endpoints::Endpoints;
 
 /// Keys read per transaction (etcd's default `--max-txn-ops`).
@@ -101,7 +101,7 @@ pub(super) enum Brought {
     Page {
         gid: i64,
         from: Vec<u8>,
-        page: Option<group::Page>,
+        page: Option<Page>,
     },
 }
 
@@ -353,4 +353,14 @@ impl Hub {
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// A page of a directory, read at one revision (for a group, see `group`).
+pub(super) struct Page {
+    pub(super) at: Revision,
+    pub(super) kvs: Vec<etcd::KeyValue>,
+    /// Whether keys follow the last one.
+    pub(super) more: bool,
+    /// Keys from the page's first to the directory's end.
+    pub(super) count: i64,
 }

@@ -36,7 +36,7 @@ use coordkit::{Error, KeyRange, Revision};
 use etcd_client as etcd;
 use futures::StreamExt;
 
-use super::bring_forward::{settle, Bringing, Brought, Idle, IN_FLIGHT, TRIES};
+use super::bring_forward::{settle, Bringing, Brought, Idle, Page, IN_FLIGHT, TRIES};
 use super::{Hub, Outgoing, WATCH_BUFFER};
 use crate::endpoints::Endpoints;
 
@@ -65,16 +65,6 @@ struct Member {
     id: i64,
     /// Events of its key held until its page settles it; `None` once settled.
     held: Option<Vec<etcd::Event>>,
-}
-
-/// A page of a directory, read at one revision.
-pub(super) struct Page {
-    at: Revision,
-    kvs: Vec<etcd::KeyValue>,
-    /// Whether keys follow the last one.
-    more: bool,
-    /// Keys from the page's first to the directory's end.
-    count: i64,
 }
 
 /// What a page settles: the members not yet settled whose keys it covers (by
